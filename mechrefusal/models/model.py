@@ -1,0 +1,104 @@
+"""`Model`: a TransformerBridge with its tokenizer, chat format and left-padded batching."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+
+import torch
+from jaxtyping import Float, Int
+from torch import Tensor
+from transformer_lens.model_bridge import TransformerBridge
+from transformers import PreTrainedTokenizerBase
+
+from mechrefusal.models.chat import ChatFormat
+
+
+@dataclass
+class Batch:
+    """Left-padded token ids of chat prompts, so position -1 is every row's last prompt token."""
+
+    input_ids: Int[Tensor, "batch seq"]
+    attention_mask: Int[Tensor, "batch seq"]
+
+    def __len__(self) -> int:
+        return self.input_ids.shape[0]
+
+
+class Model:
+    """A chat model under TransformerLens: the bridge, the tokenizer and how to prompt it.
+
+    Attributes:
+        bridge: the ``TransformerBridge`` (hooks, caches, generation).
+        tokenizer: the Hugging Face tokenizer.
+        chat: the chat format (template rendering, post-instruction token ids).
+        spec: what was loaded (a name, a directory or a file), for provenance.
+    """
+
+    def __init__(self, bridge: TransformerBridge, tokenizer: PreTrainedTokenizerBase, *, spec: str,
+                 system: str | None = None) -> None:
+        self.bridge = bridge
+        self.tokenizer = tokenizer
+        self.spec = spec
+        self.chat = ChatFormat(tokenizer, system=system)
+        self.pad_token_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+
+    def __repr__(self) -> str:
+        return (f"Model({self.spec!r}, n_layers={self.n_layers}, d_model={self.d_model}, "
+                f"dtype={self.dtype}, device={self.device})")
+
+    @property
+    def n_layers(self) -> int:
+        return self.bridge.cfg.n_layers
+
+    @property
+    def d_model(self) -> int:
+        return self.bridge.cfg.d_model
+
+    @property
+    def hf_model(self) -> torch.nn.Module:
+        """The wrapped Hugging Face model (weight edits and ``save_pretrained`` go here)."""
+        return self.bridge.original_model
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.hf_model.parameters()).device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return next(self.hf_model.parameters()).dtype
+
+    @property
+    def post_instruction_positions(self) -> list[int]:
+        """Post-instruction positions counted from the end of the prompt, e.g. ``[-5, ..., -1]``."""
+        return self.chat.post_instruction_positions
+
+    def format(self, instructions: Sequence[str]) -> list[str]:
+        """Chat prompts for plain instructions, rendered with the tokenizer's own template."""
+        return [self.chat.prompt(text) for text in instructions]
+
+    def tokenize(self, instructions: Sequence[str]) -> Batch:
+        """One left-padded batch of chat prompts with its attention mask, on the model's device."""
+        if isinstance(instructions, str) or not instructions:
+            raise ValueError("tokenize expects a non-empty list of instructions, not a single string.")
+        rows = [self.chat.encode(prompt) for prompt in self.format(instructions)]
+        width = max(len(row) for row in rows)
+        input_ids = torch.full((len(rows), width), self.pad_token_id, dtype=torch.long)
+        attention_mask = torch.zeros((len(rows), width), dtype=torch.long)
+        for i, row in enumerate(rows):
+            input_ids[i, width - len(row):] = torch.tensor(row)
+            attention_mask[i, width - len(row):] = 1
+        return Batch(input_ids.to(self.device), attention_mask.to(self.device))
+
+    def batches(self, instructions: Sequence[str], batch_size: int) -> Iterator[tuple[list[int], Batch]]:
+        """Yield ``(indices, batch)`` over the instructions, grouped by length to waste little padding."""
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be at least 1, got {batch_size}.")
+        order = sorted(range(len(instructions)), key=lambda i: len(instructions[i]))
+        for start in range(0, len(order), batch_size):
+            indices = order[start:start + batch_size]
+            yield indices, self.tokenize([instructions[i] for i in indices])
+
+    def logits(self, batch: Batch) -> Float[Tensor, "batch seq vocab"]:
+        """Logits of a batch through the bridge (hooks active)."""
+        return self.bridge(batch.input_ids, attention_mask=batch.attention_mask)

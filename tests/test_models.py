@@ -1,0 +1,76 @@
+"""Model loading, chat formatting and left-padded batching on a tiny random model."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import mechrefusal
+from mechrefusal import ModelLoadError
+from mechrefusal.models.chat import ChatFormat
+from tests.parity import assert_batch_parity
+
+PROMPTS = ["Hi", "Write a short poem about the sea and the wind at night", "What is 2 + 2?"]
+
+
+def test_tiny_model_shape(tiny_model):
+    assert tiny_model.n_layers == 2
+    assert tiny_model.d_model == 64
+    assert tiny_model.dtype == torch.float32
+
+
+def test_post_instruction_tokens_come_from_the_template(tiny_model):
+    tokens = tiny_model.tokenizer.convert_ids_to_tokens(list(tiny_model.chat.post_instruction_ids))
+    text = tiny_model.tokenizer.convert_tokens_to_string(tokens)
+    assert text == "<|im_end|>\n<|im_start|>assistant\n"
+    assert tiny_model.post_instruction_positions == list(range(-len(tokens), 0))
+
+
+def test_prompts_end_with_the_post_instruction_tokens(tiny_model):
+    batch = tiny_model.tokenize(PROMPTS)
+    suffix = torch.tensor(tiny_model.chat.post_instruction_ids)
+    assert torch.equal(batch.input_ids[:, -len(suffix):], suffix.expand(len(PROMPTS), -1))
+
+
+def test_batches_are_left_padded(tiny_model):
+    batch = tiny_model.tokenize(PROMPTS)
+    lengths = batch.attention_mask.sum(dim=1)
+    assert lengths.min() < lengths.max()
+    assert torch.all(batch.attention_mask[:, -1] == 1)
+    for row, length in zip(batch.attention_mask, lengths):
+        assert row[: len(row) - length].sum() == 0
+
+
+def test_padded_batch_equals_single_prompts(tiny_model):
+    assert_batch_parity(tiny_model, PROMPTS)
+
+
+def test_batches_cover_every_instruction_once(tiny_model):
+    instructions = [f"question number {i} " + "x" * (i % 5) for i in range(11)]
+    seen = [i for indices, _ in tiny_model.batches(instructions, batch_size=4) for i in indices]
+    assert sorted(seen) == list(range(11))
+
+
+def test_tokenize_rejects_a_bare_string(tiny_model):
+    with pytest.raises(ValueError, match="list of instructions"):
+        tiny_model.tokenize("Hi")
+
+
+def test_system_message_is_rendered(tiny_model):
+    chat = ChatFormat(tiny_model.tokenizer, system="Be brief.")
+    assert chat.prompt("Hi").startswith("<|im_start|>system\nBe brief.<|im_end|>")
+    assert chat.post_instruction_ids == tiny_model.chat.post_instruction_ids
+
+
+def test_tokenizer_without_chat_template_is_a_clear_error(tiny_model):
+    tokenizer = type(tiny_model.tokenizer).from_pretrained(tiny_model.tokenizer.name_or_path)
+    tokenizer.chat_template = None
+    with pytest.raises(ModelLoadError, match="has no chat template"):
+        ChatFormat(tokenizer)
+
+
+def test_load_from_a_local_directory(tiny_model):
+    again = mechrefusal.load(tiny_model.spec, device="cpu")
+    batch = tiny_model.tokenize(PROMPTS)
+    with torch.no_grad():
+        torch.testing.assert_close(again.logits(batch), tiny_model.logits(batch))
