@@ -1,0 +1,47 @@
+"""Shared helpers for the benchmark scripts: timing, peak memory, and the record printed with each run."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import time
+from collections.abc import Callable
+
+import torch
+
+from mechrefusal.provenance import versions
+
+
+def best_time(fn: Callable[[], object], repeats: int = 3) -> float:
+    """Best wall time of ``repeats`` calls, in seconds (after one untimed warm-up call)."""
+    fn()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return min(times)
+
+
+def reset_peak_memory() -> None:
+    """Reset this process's peak resident set size (Linux: VmHWM) to its current size."""
+    with open("/proc/self/clear_refs", "w") as handle:
+        handle.write("5")
+
+
+def peak_memory_mib() -> float:
+    """Peak resident set size since the last reset, in MiB."""
+    with open("/proc/self/status") as handle:
+        for line in handle:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    raise RuntimeError("no VmHWM in /proc/self/status")
+
+
+def record(name: str, config: dict, results: dict) -> str:
+    """One JSON line with the benchmark's configuration, results, machine and versions."""
+    machine = {"cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(),
+               "processor": platform.processor() or platform.machine()}
+    return json.dumps({"benchmark": name, "config": config, "results": results, "machine": machine,
+                       "versions": versions()})

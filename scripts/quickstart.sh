@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# Set up an isolated environment (.venv) and run the main job or the test suite.
+#
+#   bash scripts/quickstart.sh main [ARGS...]   # python -m mechrefusal ARGS on the embedded model
+#   bash scripts/quickstart.sh test [ARGS...]   # the whole test suite (fast and slow tiers)
+#
+# MECHREFUSAL_TORCH overrides the torch requirement (default: the CPU build torch==2.13.0; use e.g.
+# MECHREFUSAL_TORCH=torch for a CUDA build). PYTHON picks the interpreter (default python3.11).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+job=${1:?usage: bash scripts/quickstart.sh {main|test} [ARGS...]}
+shift
+python=${PYTHON:-$(command -v python3.11 || command -v python3)}
+venv=${MECHREFUSAL_VENV:-.venv}
+torch_requirement=${MECHREFUSAL_TORCH:-torch==2.13.0}
+
+# Reinstall only when the requirements changed since the last setup.
+want="$(cat pyproject.toml; echo "$torch_requirement")"
+if [ ! -x "$venv/bin/python" ] || [ "$(cat "$venv/.mechrefusal-installed" 2>/dev/null)" != "$want" ]; then
+    echo "setting up $venv with $python and $torch_requirement ..." >&2
+    "$python" -m venv "$venv"
+    "$venv/bin/python" -m pip install -q --disable-pip-version-check --upgrade pip
+    # torch first and pinned: an unpinned torch would pull gigabytes of CUDA packages.
+    "$venv/bin/python" -m pip install -q --disable-pip-version-check "$torch_requirement"
+    "$venv/bin/python" -m pip install -q --disable-pip-version-check -e ".[test]"
+    printf '%s' "$want" > "$venv/.mechrefusal-installed"
+fi
+
+case "$job" in
+    main) exec "$venv/bin/python" -m mechrefusal "$@" ;;
+    test) exec "$venv/bin/python" -m pytest "$@" ;;
+    *) echo "unknown job '$job': use main or test" >&2; exit 2 ;;
+esac

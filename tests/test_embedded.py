@@ -1,0 +1,40 @@
+"""The embedded SmolLM2-135M-Instruct, loaded offline from the pinned wheel (slow tier)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from mechrefusal import data
+from tests.parity import assert_batch_parity
+
+pytestmark = pytest.mark.slow
+
+
+def test_embedded_model_shape(embedded_model):
+    assert (embedded_model.n_layers, embedded_model.d_model) == (30, 576)
+    tokens = embedded_model.tokenizer.convert_ids_to_tokens(list(embedded_model.chat.post_instruction_ids))
+    assert "".join(tokens).replace("Ċ", "\n") == "<|im_end|>\n<|im_start|>assistant\n"
+
+
+def test_embedded_padded_batch_equals_single_prompts(embedded_model):
+    prompts = [data.load("harmful", "test")[0], "Hi", data.load("harmless", "test")[3]]
+    assert_batch_parity(embedded_model, prompts)
+
+
+def test_bridge_matches_the_raw_hf_model(embedded_model):
+    batch = embedded_model.tokenize(["Name a fruit", "Explain what a compiler does in two sentences"])
+    with torch.no_grad():
+        hf_logits = embedded_model.hf_model(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits
+        torch.testing.assert_close(embedded_model.logits(batch)[:, -1], hf_logits[:, -1], atol=1e-4, rtol=1e-5)
+
+
+def test_main_job_prints_a_measurement():
+    result = subprocess.run([sys.executable, "-m", "mechrefusal", "--n", "4"], capture_output=True, text=True,
+                            timeout=600)
+    assert result.returncode == 0, result.stderr
+    assert "n_layers=30" in result.stdout
+    assert "mean refusal score on 4 harmful test prompts" in result.stdout
