@@ -9,7 +9,11 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-job=${1:?usage: bash scripts/quickstart.sh {main|test} [ARGS...]}
+if [ $# -lt 1 ]; then
+    echo "usage: bash scripts/quickstart.sh main|test [ARGS...]" >&2
+    exit 2
+fi
+job=$1
 shift
 python=${PYTHON:-$(command -v python3.11 || command -v python3)}
 venv=${MECHREFUSAL_VENV:-.venv}
