@@ -2,11 +2,18 @@
 
 from mechrefusal import data
 from mechrefusal.activations import MeanActivations, mean_activations
+from mechrefusal.directions import Direction, DirectionSet, find_direction
 from mechrefusal.errors import DataError, FetchError, MechrefusalError, ModelLoadError
-from mechrefusal.metrics import refusal_score
+from mechrefusal.generation import generate
+from mechrefusal.interventions import Ablate, Add
+from mechrefusal.judges import Judge, SubstringJudge, Verdict, refusal_rate
+from mechrefusal.metrics import first_token_kl, refusal_score
 from mechrefusal.models import DEFAULT_MODEL, Batch, Model, load
+from mechrefusal.orthogonalize import orthogonalize
 
 __all__ = [
-    "DEFAULT_MODEL", "Batch", "DataError", "FetchError", "MeanActivations", "MechrefusalError", "Model",
-    "ModelLoadError", "data", "load", "mean_activations", "refusal_score",
+    "DEFAULT_MODEL", "Ablate", "Add", "Batch", "DataError", "Direction", "DirectionSet", "FetchError", "Judge",
+    "MeanActivations", "MechrefusalError", "Model", "ModelLoadError", "SubstringJudge", "Verdict", "data",
+    "find_direction", "first_token_kl", "generate", "load", "mean_activations", "orthogonalize",
+    "refusal_rate", "refusal_score",
 ]

@@ -99,6 +99,12 @@ class Model:
             indices = order[start:start + batch_size]
             yield indices, self.tokenize([instructions[i] for i in indices])
 
+    def intervene(self, *interventions):
+        """Context manager applying interventions (``Ablate``, ``Add``) to every forward pass inside it."""
+        from mechrefusal.interventions import intervene
+
+        return intervene(self, *interventions)
+
     def logits(self, batch: Batch) -> Float[Tensor, "batch seq vocab"]:
         """Logits of a batch through the bridge (hooks active)."""
         return self.bridge(batch.input_ids, attention_mask=batch.attention_mask)

@@ -1,0 +1,7 @@
+"""Refusal directions: the `Direction` / `DirectionSet` containers and the finders."""
+
+from mechrefusal.directions.direction import Direction, DirectionSet, as_direction_set
+from mechrefusal.directions.find import find_direction
+from mechrefusal.directions.selection import CandidateScores, SelectionFilters
+
+__all__ = ["CandidateScores", "Direction", "DirectionSet", "SelectionFilters", "as_direction_set", "find_direction"]

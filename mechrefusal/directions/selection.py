@@ -1,0 +1,95 @@
+"""Choosing one DIM candidate on validation prompts (METHOD.md §2).
+
+For each candidate (layer, position): the *bypass* score is the mean refusal score of harmful prompts
+with the candidate ablated everywhere; the *induce* score is the mean refusal score of harmless
+prompts with the raw candidate added at its layer; the *KL* is the mean first-token KL(base || ablated)
+on harmless prompts. Candidates in the last 20% of layers, with KL above 0.1 or with a negative induce
+score are dropped; the lowest bypass score wins.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+from jaxtyping import Bool, Float
+from torch import Tensor
+from tqdm.auto import tqdm
+
+from mechrefusal.directions.direction import Direction
+from mechrefusal.interventions import Ablate, Add
+from mechrefusal.metrics import kl_divergence, last_token_logprobs, refusal_token_ids, score_from_logprobs
+from mechrefusal.models import Model
+
+
+@dataclass
+class SelectionFilters:
+    """The three filters; every field is documented in the module docstring."""
+
+    max_kl: float = 0.1
+    min_induce: float = 0.0
+    prune_layer_fraction: float = 0.2
+
+
+@dataclass
+class CandidateScores:
+    """The score grid over candidates; NaN where a candidate's layer was pruned before scoring."""
+
+    bypass: Float[Tensor, "layer pos"]
+    induce: Float[Tensor, "layer pos"]
+    kl: Float[Tensor, "layer pos"]
+    passed: Bool[Tensor, "layer pos"]
+    positions: list[int]
+    baseline_harmful: float
+    baseline_harmless: float
+
+    def as_dict(self) -> dict:
+        return {"bypass": self.bypass.tolist(), "induce": self.induce.tolist(), "kl": self.kl.tolist(),
+                "passed": self.passed.tolist(), "positions": self.positions,
+                "baseline_harmful": self.baseline_harmful, "baseline_harmless": self.baseline_harmless}
+
+
+def score_candidates(model: Model, candidates: Float[Tensor, "layer pos d_model"], positions: list[int],
+                     harmful_val: Sequence[str], harmless_val: Sequence[str], *,
+                     filters: SelectionFilters = SelectionFilters(), full_grid: bool = False, max_tried: int = 16,
+                     batch_size: int = 16, progress: bool = True) -> CandidateScores:
+    """Bypass for every candidate outside the pruned last layers; induce and KL for every one
+    (``full_grid``) or in bypass order until one passes the filters."""
+    tokens = refusal_token_ids(model)
+    harmful_base = score_from_logprobs(last_token_logprobs(model, harmful_val, batch_size=batch_size), tokens)
+    harmless_logprobs = last_token_logprobs(model, harmless_val, batch_size=batch_size)
+    n_layers, n_positions = candidates.shape[:2]
+    grid = {key: torch.full((n_layers, n_positions), float("nan")) for key in ("bypass", "induce", "kl")}
+    kept_layers = [layer for layer in range(n_layers) if layer < (1 - filters.prune_layer_fraction) * n_layers]
+    cells = [(layer, slot) for layer in kept_layers for slot in range(n_positions)]
+
+    def candidate(layer: int, slot: int) -> Direction:
+        return Direction(candidates[layer, slot], layer, positions[slot], "dim")
+
+    for layer, slot in tqdm(cells, desc="bypass scores", disable=not progress, leave=False):
+        ablated = last_token_logprobs(model, harmful_val, intervention=Ablate(candidate(layer, slot)),
+                                      batch_size=batch_size)
+        grid["bypass"][layer, slot] = score_from_logprobs(ablated, tokens).mean()
+    cells.sort(key=lambda cell: grid["bypass"][cell].item())
+    for layer, slot in tqdm(cells if full_grid else cells[:max_tried], desc="induce and KL", disable=not progress, leave=False):
+        ablated = last_token_logprobs(model, harmless_val, intervention=Ablate(candidate(layer, slot)),
+                                      batch_size=batch_size)
+        added = last_token_logprobs(model, harmless_val, intervention=Add(candidate(layer, slot)), batch_size=batch_size)
+        grid["kl"][layer, slot] = kl_divergence(harmless_logprobs, ablated).mean()
+        grid["induce"][layer, slot] = score_from_logprobs(added, tokens).mean()
+        if not full_grid and grid["kl"][layer, slot] <= filters.max_kl and grid["induce"][layer, slot] >= filters.min_induce:
+            break
+    passed = (grid["kl"] <= filters.max_kl) & (grid["induce"] >= filters.min_induce)  # NaN compares False
+    return CandidateScores(grid["bypass"], grid["induce"], grid["kl"], passed, positions,
+                           harmful_base.mean().item(), score_from_logprobs(harmless_logprobs, tokens).mean().item())
+
+
+def choose(scores: CandidateScores) -> tuple[int, int, bool]:
+    """(layer, position slot, passed filters) of the lowest bypass score among candidates that pass the
+    filters; when none passes, the lowest bypass score overall, flagged as not passing."""
+    pool = scores.passed if scores.passed.any() else ~scores.bypass.isnan()
+    masked = torch.where(pool, scores.bypass, torch.tensor(float("inf")))
+    flat = int(masked.argmin())
+    layer, slot = divmod(flat, masked.shape[1])
+    return layer, slot, bool(scores.passed.any())

@@ -1,0 +1,48 @@
+"""Weight orthogonalisation: the permanent form of directional ablation.
+
+Every matrix that writes into the residual stream (token embedding, attention output projection, MLP
+output projection, and their biases) loses its component along the directions: ``W <- W - Q Q^T W``.
+The result gives the same logits as hook ablation with `Ablate` (tested to 1e-4 in float32).
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Sequence
+from pathlib import Path
+
+from mechrefusal.directions.direction import Direction, DirectionSet, as_direction_set
+from mechrefusal.models.export import hf_state_dict, residual_writer_names, save_hf_directory, unembed_name
+from mechrefusal.models.model import Model
+
+
+def orthogonalize(model: Model, directions: Direction | DirectionSet | Sequence[Direction],
+                  out_dir: str | Path) -> Path:
+    """Write a Hugging Face directory whose weights have ``directions`` projected out.
+
+    The model itself is not changed. Tied input/output embeddings are untied (only the input embedding
+    writes into the residual stream). The directions are saved beside the weights as
+    ``directions.safetensors``; `mechrefusal.load(out_dir)` reads the result.
+    """
+    directions = as_direction_set(directions)
+    directions.check_width(model.d_model)
+    basis = directions.basis()
+    state = dict(hf_state_dict(model))
+    config = copy.deepcopy(model.hf_model.config)
+    embed, writers = residual_writer_names(model)
+    if getattr(config, "tie_word_embeddings", False):
+        state[f"{unembed_name(model)}.weight"] = state[f"{embed}.weight"].detach().clone()
+        config.tie_word_embeddings = False
+    q = basis.to(state[f"{embed}.weight"].device)
+    weight = state[f"{embed}.weight"].float()
+    state[f"{embed}.weight"] = (weight - (weight @ q) @ q.T).to(state[f"{embed}.weight"].dtype)
+    for prefix in writers:
+        for suffix in ("weight", "bias"):
+            key = f"{prefix}.{suffix}"
+            if key in state:
+                tensor = state[key].float()
+                state[key] = (tensor - q @ (q.T @ tensor)).to(state[key].dtype)
+    out_dir = Path(out_dir)
+    save_hf_directory(model, out_dir, state_dict=state, config=config)
+    directions.save(out_dir / "directions.safetensors")
+    return out_dir

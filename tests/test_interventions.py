@@ -1,0 +1,107 @@
+"""Ablation and addition hooks, their scoping, and weight orthogonalisation parity (tiny model)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import mechrefusal
+from mechrefusal import Ablate, Add, Direction, DirectionSet
+
+PROMPTS = ["Hi", "Write a short poem about the sea", "What is 2 + 2?"]
+
+
+@pytest.fixture(scope="module")
+def directions(tiny_model) -> DirectionSet:
+    torch.manual_seed(3)
+    return DirectionSet([Direction(torch.randn(tiny_model.d_model), layer, -1, "random") for layer in (0, 1)])
+
+
+def capture(model, name, body):
+    seen = {}
+
+    def hook(activation, hook):
+        seen["value"] = activation.detach().clone()
+
+    with model.bridge.hooks(fwd_hooks=[(name, hook)]):
+        body()
+    return seen["value"]
+
+
+def test_ablation_removes_the_span_everywhere(tiny_model, directions):
+    batch = tiny_model.tokenize(PROMPTS)
+    q = directions.basis()
+    with torch.no_grad(), tiny_model.intervene(Ablate(directions)):
+        for name in ("blocks.1.hook_in", "blocks.0.attn.hook_out", "blocks.1.mlp.hook_out"):
+            activation = capture(tiny_model, name, lambda: tiny_model.logits(batch))
+            assert (activation @ q).abs().max() < 1e-5
+    plain = capture(tiny_model, "blocks.1.hook_in", lambda: tiny_model.logits(batch))
+    assert (plain @ q).abs().max() > 1e-2
+
+
+def test_addition_shifts_only_its_layer_input(tiny_model, directions):
+    batch = tiny_model.tokenize(PROMPTS)
+    direction = directions[1]
+    with torch.no_grad():
+        before = capture(tiny_model, "blocks.1.hook_in", lambda: tiny_model.logits(batch))
+        with tiny_model.intervene(Add(direction, coeff=2.0)):
+            after = capture(tiny_model, "blocks.1.hook_in", lambda: tiny_model.logits(batch))
+            layer0 = capture(tiny_model, "blocks.0.hook_in", lambda: tiny_model.logits(batch))
+        plain0 = capture(tiny_model, "blocks.0.hook_in", lambda: tiny_model.logits(batch))
+    torch.testing.assert_close(after - before, (2.0 * direction.vector).expand_as(after), atol=1e-5, rtol=0)
+    torch.testing.assert_close(layer0, plain0)
+
+
+def test_hooks_are_removed_even_when_the_body_raises(tiny_model, directions):
+    calls = []
+    user_hook = tiny_model.bridge.add_hook("blocks.0.hook_in", lambda activation, hook: calls.append(1))
+    batch = tiny_model.tokenize(PROMPTS)
+    try:
+        with torch.no_grad():
+            plain = tiny_model.logits(batch)
+            with pytest.raises(RuntimeError, match="boom"):
+                with tiny_model.intervene(Ablate(directions), Add(directions[0])):
+                    raise RuntimeError("boom")
+            after = tiny_model.logits(batch)
+        torch.testing.assert_close(after, plain)
+        assert len(calls) == 2  # the user's hook fired on both passes and is still there
+    finally:
+        tiny_model.bridge.reset_hooks(including_permanent=True)
+
+
+def test_interventions_compose(tiny_model, directions):
+    batch = tiny_model.tokenize(PROMPTS)
+    with torch.no_grad():
+        with tiny_model.intervene(Ablate(directions[0])), tiny_model.intervene(Add(directions[1])):
+            nested = tiny_model.logits(batch)
+        with tiny_model.intervene([Ablate(directions[0]), Add(directions[1])]):
+            listed = tiny_model.logits(batch)
+        with tiny_model.intervene(Ablate(directions[0]), Add(directions[1])):
+            together = tiny_model.logits(batch)
+    torch.testing.assert_close(nested, together)
+    torch.testing.assert_close(listed, together)
+
+
+def test_orthogonalized_weights_equal_hook_ablation(tiny_model, directions, tmp_path):
+    out = mechrefusal.orthogonalize(tiny_model, directions, tmp_path / "orth")
+    edited = mechrefusal.load(out, device="cpu")
+    assert len(DirectionSet.load(out / "directions.safetensors")) == 2
+    batch = tiny_model.tokenize(PROMPTS)
+    with torch.no_grad():
+        with tiny_model.intervene(Ablate(directions)):
+            hooked = tiny_model.logits(batch)
+        torch.testing.assert_close(edited.logits(batch), hooked, atol=1e-4, rtol=0)
+        assert (tiny_model.logits(batch) - hooked).abs().max() > 1e-2  # the ablation did something
+
+
+def test_greedy_generation_under_ablation_equals_the_orthogonalized_model(tiny_model, directions, tmp_path):
+    edited = mechrefusal.load(mechrefusal.orthogonalize(tiny_model, directions, tmp_path / "orth"), device="cpu")
+    hooked = mechrefusal.generate(tiny_model, PROMPTS, max_new_tokens=12, intervention=Ablate(directions))
+    assert hooked == mechrefusal.generate(edited, PROMPTS, max_new_tokens=12)
+    assert hooked != mechrefusal.generate(tiny_model, PROMPTS, max_new_tokens=12)
+
+
+def test_batched_generation_equals_one_at_a_time(tiny_model):
+    batched = mechrefusal.generate(tiny_model, PROMPTS, max_new_tokens=8, batch_size=3)
+    single = [mechrefusal.generate(tiny_model, [prompt], max_new_tokens=8)[0] for prompt in PROMPTS]
+    assert batched == single

@@ -1,0 +1,98 @@
+"""Behaviour on a toy model trained in the session to refuse the harmful set: DIM finds a direction
+whose ablation removes refusal and whose addition induces it; a random direction does neither."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import mechrefusal
+from mechrefusal import Ablate, Add, Direction, data
+from mechrefusal.directions import SelectionFilters
+from mechrefusal.directions.dim import dim_candidates, massive_dims
+from tests.toy import train_toy_refuser
+
+# Tiny models have peaked first-token distributions: ablating anything shifts them by a few tenths of
+# a nat, so the toy is judged with a looser KL filter than real models.
+TOY_FILTERS = SelectionFilters(max_kl=1.0)
+
+
+@pytest.fixture(scope="module")
+def toy(tmp_path_factory):
+    return train_toy_refuser(tmp_path_factory.mktemp("toy"))
+
+
+@pytest.fixture(scope="module")
+def val():
+    return data.load("harmful", "val"), data.load("harmless", "val")
+
+
+@pytest.fixture(scope="module")
+def direction(toy, val):
+    return mechrefusal.find_direction(toy, data.load("harmful", "train")[:64], data.load("harmless", "train")[:64],
+                                      harmful_val=val[0], harmless_val=val[1], filters=TOY_FILTERS, progress=False)
+
+
+def test_the_toy_refuses_harmful_and_answers_harmless(toy, val):
+    assert mechrefusal.refusal_score(toy, val[0]).mean() > 1.0
+    assert mechrefusal.refusal_score(toy, val[1]).mean() < -1.0
+    assert mechrefusal.refusal_rate(toy, val[0][:24]) > 0.6
+    assert mechrefusal.refusal_rate(toy, val[1][:24]) < 0.4
+
+
+def test_selected_direction_passes_the_filters(direction, toy):
+    assert direction.method == "dim"
+    assert direction.provenance["passed_filters"]
+    assert direction.provenance["kl"] <= TOY_FILTERS.max_kl and direction.provenance["induce"] >= 0
+    assert 0 <= direction.layer < 0.8 * toy.n_layers
+    bypass = torch.tensor(direction.provenance["scores"]["bypass"])
+    passed = torch.tensor(direction.provenance["scores"]["passed"])
+    assert direction.provenance["bypass"] == pytest.approx(bypass[passed].min().item())
+
+
+def test_ablation_removes_refusal_and_a_random_direction_does_not(toy, val, direction):
+    harmful = val[0]
+    base = mechrefusal.refusal_score(toy, harmful).mean().item()
+    ablated = mechrefusal.refusal_score(toy, harmful, intervention=Ablate(direction)).mean().item()
+    random = Direction(torch.nn.functional.normalize(torch.randn(toy.d_model, generator=torch.Generator().manual_seed(1)),
+                                                     dim=0) * direction.vector.norm(), direction.layer, direction.position,
+                       "random")
+    random_ablated = mechrefusal.refusal_score(toy, harmful, intervention=Ablate(random)).mean().item()
+    assert base - ablated > 3.0
+    assert abs(base - random_ablated) < 0.25 * (base - ablated)
+    assert mechrefusal.refusal_rate(toy, harmful[:24], intervention=Ablate(direction)) < 0.2
+
+
+def test_addition_induces_refusal_and_a_random_direction_does_not(toy, val, direction):
+    harmless = val[1]
+    base = mechrefusal.refusal_score(toy, harmless).mean().item()
+    added = mechrefusal.refusal_score(toy, harmless, intervention=Add(direction)).mean().item()
+    random = Direction(torch.nn.functional.normalize(torch.randn(toy.d_model, generator=torch.Generator().manual_seed(2)),
+                                                     dim=0) * direction.vector.norm(), direction.layer, direction.position,
+                       "random")
+    random_added = mechrefusal.refusal_score(toy, harmless, intervention=Add(random)).mean().item()
+    assert added - base > 3.0
+    assert abs(random_added - base) < 0.25 * (added - base)
+
+
+def test_default_filters_warn_when_nothing_passes(toy, val):
+    with pytest.warns(UserWarning, match="No DIM candidate passed"):
+        direction = mechrefusal.find_direction(toy, val[0][:16], val[1][:16], filters=SelectionFilters(max_kl=1e-9),
+                                               progress=False)
+    assert direction.provenance["passed_filters"] is False
+
+
+def test_massive_sink_dimensions_are_found_and_zeroed(tmp_path):
+    from mechrefusal.models.tiny import build_tiny_model
+
+    model = build_tiny_model(tmp_path / "sink")
+    sink = model.tokenizer.convert_tokens_to_ids("<|im_start|>")
+    with torch.no_grad():
+        model.bridge.embed.original_component.weight[sink, 5] = 1e4  # a massive activation on the first token
+    assert massive_dims(model) == [5]
+    candidates, zeroed = dim_candidates(model, ["Hi", "Tell me a joke"], ["Name a colour", "Count to three"],
+                                        progress=False)
+    assert zeroed == [5] and candidates[..., 5].abs().max() == 0
+    kept, none_zeroed = dim_candidates(model, ["Hi", "Tell me a joke"], ["Name a colour", "Count to three"],
+                                       exclude_massive=False, progress=False)
+    assert none_zeroed == [] and kept[..., 5].abs().max() > 0
