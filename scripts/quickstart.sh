@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Set up an isolated environment (.venv) and run the main job or the test suite.
 #
-#   bash scripts/quickstart.sh main [ARGS...]   # python -m mechrefusal ARGS on the embedded model
+#   bash scripts/quickstart.sh main [ARGS...]   # python -m mechrefusal.analyze ARGS (embedded model)
 #   bash scripts/quickstart.sh test [ARGS...]   # the whole test suite (fast and slow tiers)
 #
 # MECHREFUSAL_TORCH overrides the torch requirement (default: the CPU build torch==2.13.0; use e.g.
@@ -32,7 +32,7 @@ if [ ! -x "$venv/bin/python" ] || [ "$(cat "$venv/.mechrefusal-installed" 2>/dev
 fi
 
 case "$job" in
-    main) exec "$venv/bin/python" -m mechrefusal "$@" ;;
+    main) exec "$venv/bin/python" -m mechrefusal.analyze "$@" ;;
     test) exec "$venv/bin/python" -m pytest "$@" ;;
     *) echo "unknown job '$job': use main or test" >&2; exit 2 ;;
 esac

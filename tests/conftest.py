@@ -5,7 +5,9 @@ from __future__ import annotations
 import pytest
 
 import mechrefusal
+from mechrefusal.models.export import save_hf_directory
 from mechrefusal.models.tiny import build_tiny_model
+from tests.toy import train_toy_refuser
 
 
 @pytest.fixture(scope="session")
@@ -23,3 +25,17 @@ def empty_home(tmp_path, monkeypatch):
     """A fresh, empty cache directory for tests that exercise fetching."""
     monkeypatch.setenv("MECHREFUSAL_HOME", str(tmp_path / "home"))
     return tmp_path / "home"
+
+
+@pytest.fixture(scope="session")
+def toy(tmp_path_factory) -> mechrefusal.Model:
+    """A tiny model trained in the session to refuse the harmful set (see tests/toy.py)."""
+    return train_toy_refuser(tmp_path_factory.mktemp("toy"))
+
+
+@pytest.fixture(scope="session")
+def toy_dir(toy, tmp_path_factory):
+    """The toy refusing model saved as a Hugging Face directory (a spec `load` accepts)."""
+    directory = tmp_path_factory.mktemp("toy-saved")
+    save_hf_directory(toy, directory)
+    return directory

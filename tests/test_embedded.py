@@ -38,3 +38,45 @@ def test_main_job_prints_a_measurement():
     assert result.returncode == 0, result.stderr
     assert "n_layers=30" in result.stdout
     assert "mean refusal score on 4 harmful test prompts" in result.stdout
+
+
+@pytest.fixture(scope="module")
+def candidate(embedded_model):
+    """A mid-layer DIM candidate from a few prompts, massive dimensions zeroed (as the finder does)."""
+    from mechrefusal.directions.dim import dim_candidates
+
+    candidates, _ = dim_candidates(embedded_model, data.load("harmful", "train")[:8],
+                                   data.load("harmless", "train")[:8], progress=False)
+    from mechrefusal import Direction
+
+    return Direction(candidates[15, -1], 15, -1, "dim")
+
+
+def test_embedded_orthogonalized_weights_equal_hook_ablation(embedded_model, candidate, tmp_path):
+    import mechrefusal
+    from mechrefusal import Ablate
+
+    edited = mechrefusal.load(mechrefusal.orthogonalize(embedded_model, candidate, tmp_path / "orth"))
+    prompts = ["Name a fruit", data.load("harmful", "test")[1], "Explain what a compiler does in two sentences"]
+    batch = embedded_model.tokenize(prompts)
+    with torch.no_grad():
+        with embedded_model.intervene(Ablate(candidate)):
+            hooked = embedded_model.logits(batch)[:, -1]
+        torch.testing.assert_close(edited.logits(batch)[:, -1], hooked, atol=1e-4, rtol=1e-5)
+    hooked_text = mechrefusal.generate(embedded_model, prompts[:2], max_new_tokens=8, intervention=Ablate(candidate))
+    assert hooked_text == mechrefusal.generate(edited, prompts[:2], max_new_tokens=8)
+
+
+def test_analyze_cli_on_the_embedded_model(tmp_path):
+    import json
+
+    out = tmp_path / "report"
+    result = subprocess.run([sys.executable, "-m", "mechrefusal.analyze", "--out", str(out), "--n-train", "8",
+                             "--n-val", "4", "--n-test", "4", "--max-new-tokens", "4"],
+                            capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, result.stderr[-2000:]
+    report = json.loads((out / "report.json").read_text())
+    assert report["model"] == "smollm2-135m-instruct"
+    assert set(report["test"]) == {"baseline/harmful", "baseline/harmless", "ablated/harmful", "ablated/harmless"}
+    assert "selected DIM direction at layer" in result.stdout
+    assert (out / "direction.safetensors").exists()

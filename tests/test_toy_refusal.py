@@ -10,16 +10,10 @@ import mechrefusal
 from mechrefusal import Ablate, Add, Direction, data
 from mechrefusal.directions import SelectionFilters
 from mechrefusal.directions.dim import dim_candidates, massive_dims
-from tests.toy import train_toy_refuser
 
 # Tiny models have peaked first-token distributions: ablating anything shifts them by a few tenths of
 # a nat, so the toy is judged with a looser KL filter than real models.
 TOY_FILTERS = SelectionFilters(max_kl=1.0)
-
-
-@pytest.fixture(scope="module")
-def toy(tmp_path_factory):
-    return train_toy_refuser(tmp_path_factory.mktemp("toy"))
 
 
 @pytest.fixture(scope="module")
