@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
 import platform
+from collections.abc import Sequence
 from importlib import metadata
 
 
@@ -15,3 +17,8 @@ def versions() -> dict[str, str]:
         except metadata.PackageNotFoundError:
             found[package] = "not installed"
     return found
+
+
+def prompts_sha256(prompts: Sequence[str]) -> str:
+    """A hash identifying an ordered list of prompts (the data behind a direction)."""
+    return hashlib.sha256("\n".join(prompts).encode()).hexdigest()

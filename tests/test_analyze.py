@@ -28,7 +28,8 @@ def test_report_shows_the_direction_removing_refusal(toy_dir, tmp_path):
     assert test["ablated/harmful"]["refusal_score"] < test["baseline/harmful"]["refusal_score"] - 3
     assert test["baseline/harmless"]["refusal_rate"] < 0.4
     assert json.loads((tmp_path / "r" / "report.json").read_text()) == json.loads(json.dumps(report))
-    assert mechrefusal.DirectionSet.load(tmp_path / "r" / "direction.safetensors")[0].layer == report["direction"]["layer"]
+    saved = mechrefusal.DirectionSet.load(tmp_path / "r" / "direction.safetensors")
+    assert saved[0].layer == report["direction"]["layer"]
     text = summary(report)
     assert f"layer {report['direction']['layer']}" in text and "ablated/harmful" in text
 

@@ -68,31 +68,23 @@ def test_load_file_formats(tmp_path):
     assert data.load_file(tmp_path / "c.txt") == ["six", "seven"]
 
 
-def test_load_file_errors_name_file_and_line(tmp_path):
-    bad_json = tmp_path / "bad.jsonl"
-    bad_json.write_text('{"instruction": "fine"}\n{"instruction": oops}\n')
-    with pytest.raises(DataError, match=r"bad\.jsonl, line 2: not valid JSON"):
-        data.load_file(bad_json)
-    no_key = tmp_path / "nokey.jsonl"
-    no_key.write_text('{"instruction": "fine"}\n\n{"answer": "x"}\n')
-    with pytest.raises(DataError, match=r"nokey\.jsonl, line 3: expected"):
-        data.load_file(no_key)
-    bad_csv = tmp_path / "bad.csv"
-    bad_csv.write_text("question,answer\na,b\n")
-    with pytest.raises(DataError, match=r"bad\.csv, line 1: the header .* no instruction column"):
-        data.load_file(bad_csv)
-    empty_cell = tmp_path / "empty.csv"
-    empty_cell.write_text("prompt\nfine\n\"\"\n")
-    with pytest.raises(DataError, match=r"empty\.csv, line 3"):
-        data.load_file(empty_cell)
-    with pytest.raises(DataError, match="unsupported extension '.pdf'"):
-        (tmp_path / "x.pdf").write_text("x")
-        data.load_file(tmp_path / "x.pdf")
+@pytest.mark.parametrize(("name", "content", "message"), [
+    ("bad.jsonl", '{"instruction": "fine"}\n{"instruction": oops}\n', r"bad\.jsonl, line 2: not valid JSON"),
+    ("nokey.jsonl", '{"instruction": "fine"}\n\n{"answer": "x"}\n', r"nokey\.jsonl, line 3: expected"),
+    ("bad.csv", "question,answer\na,b\n", r"bad\.csv, line 1: the header .* no instruction column"),
+    ("empty.csv", 'prompt\nfine\n""\n', r"empty\.csv, line 3"),
+    ("x.pdf", "x", "unsupported extension '.pdf'"),
+    ("blank.txt", "\n\n", "holds no instructions"),
+])
+def test_load_file_errors_name_file_and_line(tmp_path, name, content, message):
+    (tmp_path / name).write_text(content)
+    with pytest.raises(DataError, match=message):
+        data.load_file(tmp_path / name)
+
+
+def test_load_file_missing(tmp_path):
     with pytest.raises(DataError, match="No instruction file"):
         data.load_file(tmp_path / "missing.txt")
-    (tmp_path / "blank.txt").write_text("\n\n")
-    with pytest.raises(DataError, match="holds no instructions"):
-        data.load_file(tmp_path / "blank.txt")
 
 
 @pytest.mark.slow

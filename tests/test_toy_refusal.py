@@ -16,6 +16,12 @@ from mechrefusal.directions.dim import dim_candidates, massive_dims
 TOY_FILTERS = SelectionFilters(max_kl=1.0)
 
 
+def random_like(direction: Direction, seed: int) -> Direction:
+    """A random direction with the same norm, layer and position."""
+    noise = torch.randn(direction.d_model, generator=torch.Generator().manual_seed(seed))
+    return Direction(noise / noise.norm() * direction.vector.norm(), direction.layer, direction.position, "random")
+
+
 @pytest.fixture(scope="module")
 def val():
     return data.load("harmful", "val"), data.load("harmless", "val")
@@ -48,9 +54,7 @@ def test_ablation_removes_refusal_and_a_random_direction_does_not(toy, val, dire
     harmful = val[0]
     base = mechrefusal.refusal_score(toy, harmful).mean().item()
     ablated = mechrefusal.refusal_score(toy, harmful, intervention=Ablate(direction)).mean().item()
-    random = Direction(torch.nn.functional.normalize(torch.randn(toy.d_model, generator=torch.Generator().manual_seed(1)),
-                                                     dim=0) * direction.vector.norm(), direction.layer, direction.position,
-                       "random")
+    random = random_like(direction, seed=1)
     random_ablated = mechrefusal.refusal_score(toy, harmful, intervention=Ablate(random)).mean().item()
     assert base - ablated > 3.0
     assert abs(base - random_ablated) < 0.25 * (base - ablated)
@@ -61,9 +65,7 @@ def test_addition_induces_refusal_and_a_random_direction_does_not(toy, val, dire
     harmless = val[1]
     base = mechrefusal.refusal_score(toy, harmless).mean().item()
     added = mechrefusal.refusal_score(toy, harmless, intervention=Add(direction)).mean().item()
-    random = Direction(torch.nn.functional.normalize(torch.randn(toy.d_model, generator=torch.Generator().manual_seed(2)),
-                                                     dim=0) * direction.vector.norm(), direction.layer, direction.position,
-                       "random")
+    random = random_like(direction, seed=2)
     random_added = mechrefusal.refusal_score(toy, harmless, intervention=Add(random)).mean().item()
     assert added - base > 3.0
     assert abs(random_added - base) < 0.25 * (added - base)

@@ -10,7 +10,7 @@ from mechrefusal.directions.direction import Direction
 from mechrefusal.directions.selection import SelectionFilters, choose, score_candidates
 from mechrefusal.models import Model
 from mechrefusal.precision import autocast
-from mechrefusal.provenance import versions
+from mechrefusal.provenance import prompts_sha256, versions
 
 METHODS = ("dim",)
 
@@ -55,6 +55,7 @@ def find_direction(model: Model, harmful: Sequence[str], harmless: Sequence[str]
                       "the lowest bypass score. Does the model refuse at all?", stacklevel=2)
     provenance = {
         "model": model.spec, "n_harmful": len(harmful), "n_harmless": len(harmless),
+        "data_sha256": prompts_sha256([*harmful, "\0", *harmless, "\0", *harmful_val, "\0", *harmless_val]),
         "n_harmful_val": len(harmful_val), "n_harmless_val": len(harmless_val),
         "massive_dims_zeroed": zeroed, "filters": vars(filters), "passed_filters": passed,
         "sweep_dtype": sweep_dtype, "full_grid": full_grid,

@@ -72,13 +72,16 @@ def score_candidates(model: Model, candidates: Float[Tensor, "layer pos d_model"
                                       batch_size=batch_size)
         grid["bypass"][layer, slot] = score_from_logprobs(ablated, tokens).mean()
     cells.sort(key=lambda cell: grid["bypass"][cell].item())
-    for layer, slot in tqdm(cells if full_grid else cells[:max_tried], desc="induce and KL", disable=not progress, leave=False):
+    tried = cells if full_grid else cells[:max_tried]
+    for layer, slot in tqdm(tried, desc="induce and KL", disable=not progress, leave=False):
         ablated = last_token_logprobs(model, harmless_val, intervention=Ablate(candidate(layer, slot)),
                                       batch_size=batch_size)
-        added = last_token_logprobs(model, harmless_val, intervention=Add(candidate(layer, slot)), batch_size=batch_size)
+        added = last_token_logprobs(model, harmless_val, intervention=Add(candidate(layer, slot)),
+                                    batch_size=batch_size)
         grid["kl"][layer, slot] = kl_divergence(harmless_logprobs, ablated).mean()
         grid["induce"][layer, slot] = score_from_logprobs(added, tokens).mean()
-        if not full_grid and grid["kl"][layer, slot] <= filters.max_kl and grid["induce"][layer, slot] >= filters.min_induce:
+        passes = grid["kl"][layer, slot] <= filters.max_kl and grid["induce"][layer, slot] >= filters.min_induce
+        if passes and not full_grid:
             break
     passed = (grid["kl"] <= filters.max_kl) & (grid["induce"] >= filters.min_induce)  # NaN compares False
     return CandidateScores(grid["bypass"], grid["induce"], grid["kl"], passed, positions,
