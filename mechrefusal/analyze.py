@@ -11,10 +11,11 @@ from __future__ import annotations
 import argparse
 import json
 import time
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from mechrefusal import data
+from mechrefusal.cli import add_settings_arguments
 from mechrefusal.directions import DirectionSet, SelectionFilters, find_direction
 from mechrefusal.interventions import Ablate
 from mechrefusal.judges import SubstringJudge
@@ -111,28 +112,11 @@ def summary(report: dict) -> str:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m mechrefusal.analyze", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("model", nargs="?", default=None, help=_doc("model"))
-    for field in fields(AnalyzeSettings):
-        flag = f"--{field.name.replace('_', '-')}"
-        if isinstance(field.default, bool):
-            parser.add_argument(flag, action="store_true", help=_doc(field.name))
-        elif field.name != "model":
-            parser.add_argument(flag, type=type(field.default), default=field.default, help=_doc(field.name))
+    add_settings_arguments(parser, AnalyzeSettings)
     args = vars(parser.parse_args(argv))
     report = run(AnalyzeSettings(**args))
     print(summary(report))
     print(f"report: {Path(args['out']) / 'report.json'}")
-
-
-def _doc(name: str) -> str:
-    """The docstring under a settings field (read from the source, so each is written once)."""
-    import inspect
-
-    source = inspect.getsource(AnalyzeSettings).splitlines()
-    for i, line in enumerate(source):
-        if line.strip().startswith(f"{name}:"):
-            return source[i + 1].strip().strip('"')
-    return ""
 
 
 if __name__ == "__main__":

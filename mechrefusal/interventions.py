@@ -13,6 +13,7 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 
+import torch
 from jaxtyping import Float
 from torch import Tensor
 
@@ -28,21 +29,54 @@ ABLATION_SITES = ("blocks.{layer}.hook_in", "blocks.{layer}.attn.hook_out", "blo
 class Ablate:
     """Project the span of ``directions`` out of the residual stream: ``h <- h - Q Q^T h``.
 
-    Applied at every layer's block input, attention output and MLP output, at every position.
+    Applied at the block input, attention output and MLP output of every layer (or of ``layers``), at
+    every position.
     """
 
     directions: Direction | DirectionSet | Sequence[Direction]
+    layers: Sequence[int] | None = None
 
     def hooks(self, model) -> list[Hook]:
-        directions = as_direction_set(self.directions)
-        directions.check_width(model.d_model)
-        basis = directions.basis().to(model.device)
+        basis = _basis(self.directions, model)
 
         def ablate(activation: Float[Tensor, "batch seq d_model"], hook) -> Tensor:
             q = basis.to(activation.dtype)
             return activation - (activation @ q) @ q.T
 
-        return [(site.format(layer=layer), ablate) for layer in range(model.n_layers) for site in ABLATION_SITES]
+        layers = range(model.n_layers) if self.layers is None else self.layers
+        return [(site.format(layer=layer), ablate) for layer in layers for site in ABLATION_SITES]
+
+
+@dataclass(frozen=True)
+class RandomAblate:
+    """DeepRefusal's partial ablation: each site (block input, attention output, MLP output of each
+    layer) is ablated with probability ``p`` on each forward pass, and then only at token positions
+    drawn with probability ``p`` each. ``generator`` makes the draws reproducible."""
+
+    directions: Direction | DirectionSet | Sequence[Direction]
+    p: float
+    generator: torch.Generator
+
+    def hooks(self, model) -> list[Hook]:
+        basis = _basis(self.directions, model)
+
+        def maybe_ablate(activation: Float[Tensor, "batch seq d_model"], hook) -> Tensor:
+            if torch.rand((), generator=self.generator).item() >= self.p:
+                return activation
+            positions = torch.rand(activation.shape[:2], generator=self.generator) < self.p
+            q = basis.to(activation.dtype)
+            projection = (activation @ q) @ q.T
+            return activation - projection * positions.to(activation.device, activation.dtype).unsqueeze(-1)
+
+        return [(site.format(layer=layer), maybe_ablate) for layer in range(model.n_layers) for site in ABLATION_SITES]
+
+
+def _basis(directions: Direction | DirectionSet | Sequence[Direction], model) -> Float[Tensor, "d_model k"]:
+    directions = as_direction_set(directions)
+    if not len(directions):
+        raise ValueError("An ablation needs at least one direction; this set is empty.")
+    directions.check_width(model.d_model)
+    return directions.basis().to(model.device)
 
 
 @dataclass(frozen=True)
@@ -62,7 +96,7 @@ class Add:
         return [(f"blocks.{self.direction.layer}.hook_in", add)]
 
 
-Intervention = Ablate | Add
+Intervention = Ablate | Add | RandomAblate
 Interventions = Intervention | Sequence[Intervention] | None
 
 

@@ -6,8 +6,9 @@ import warnings
 from collections.abc import Sequence
 
 from mechrefusal.directions.dim import dim_candidates
-from mechrefusal.directions.direction import Direction
+from mechrefusal.directions.direction import Direction, DirectionSet, as_direction_set
 from mechrefusal.directions.selection import SelectionFilters, choose, score_candidates
+from mechrefusal.interventions import Interventions
 from mechrefusal.models import Model
 from mechrefusal.precision import autocast
 from mechrefusal.provenance import prompts_sha256, versions
@@ -19,6 +20,7 @@ def find_direction(model: Model, harmful: Sequence[str], harmless: Sequence[str]
                    harmful_val: Sequence[str] | None = None, harmless_val: Sequence[str] | None = None,
                    n_val: int = 32, filters: SelectionFilters = SelectionFilters(),
                    exclude_massive: bool = True, full_grid: bool = False, sweep_dtype: str = "bfloat16",
+                   orthogonal_to: Direction | DirectionSet | None = None, context: Interventions = None,
                    batch_size: int = 16, progress: bool = True) -> Direction:
     """Find the refusal direction of ``model``.
 
@@ -33,6 +35,9 @@ def find_direction(model: Model, harmful: Sequence[str], harmless: Sequence[str]
         full_grid: score KL and induce for every candidate, not only until one passes (3x the cost).
         sweep_dtype: compute dtype of the candidate sweep (``"bfloat16"`` autocast or ``"float32"``);
             the means that define the candidates are always accumulated from float32 activations.
+        orthogonal_to: search only the orthogonal complement of these directions.
+        context: interventions active during the whole search (e.g. ``Ablate(earlier_directions)``
+            to find the direction a model uses once the earlier ones are gone).
 
     The returned direction's ``provenance`` holds the model, data sizes, versions, the chosen scores
     and the whole score grid (``provenance["scores"]``).
@@ -43,12 +48,16 @@ def find_direction(model: Model, harmful: Sequence[str], harmless: Sequence[str]
         raise ValueError("find_direction needs at least one harmful and one harmless prompt.")
     harmful_val = list(harmful_val if harmful_val is not None else harmful)[:n_val]
     harmless_val = list(harmless_val if harmless_val is not None else harmless)[:n_val]
-    candidates, zeroed = dim_candidates(model, harmful, harmless, exclude_massive=exclude_massive,
-                                        batch_size=batch_size, progress=progress)
-    positions = model.post_instruction_positions
-    with autocast(model, sweep_dtype):
-        scores = score_candidates(model, candidates, positions, harmful_val, harmless_val, filters=filters,
-                                  full_grid=full_grid, batch_size=batch_size, progress=progress)
+    with model.intervene(context):
+        candidates, zeroed = dim_candidates(model, harmful, harmless, exclude_massive=exclude_massive,
+                                            batch_size=batch_size, progress=progress)
+        if orthogonal_to is not None:
+            q = as_direction_set(orthogonal_to).basis().to(candidates.device)
+            candidates = candidates - (candidates @ q) @ q.T
+        positions = model.post_instruction_positions
+        with autocast(model, sweep_dtype):
+            scores = score_candidates(model, candidates, positions, harmful_val, harmless_val, filters=filters,
+                                      full_grid=full_grid, batch_size=batch_size, progress=progress)
     layer, slot, passed = choose(scores)
     if not passed:
         warnings.warn("No DIM candidate passed the selection filters (KL, induce score); returning the one with "
@@ -58,7 +67,7 @@ def find_direction(model: Model, harmful: Sequence[str], harmless: Sequence[str]
         "data_sha256": prompts_sha256([*harmful, "\0", *harmless, "\0", *harmful_val, "\0", *harmless_val]),
         "n_harmful_val": len(harmful_val), "n_harmless_val": len(harmless_val),
         "massive_dims_zeroed": zeroed, "filters": vars(filters), "passed_filters": passed,
-        "sweep_dtype": sweep_dtype, "full_grid": full_grid,
+        "sweep_dtype": sweep_dtype, "full_grid": full_grid, "orthogonal_to": orthogonal_to is not None,
         "bypass": scores.bypass[layer, slot].item(), "induce": scores.induce[layer, slot].item(),
         "kl": scores.kl[layer, slot].item(), "scores": scores.as_dict(), "versions": versions(),
     }

@@ -1,6 +1,6 @@
 """Loading chat models into TransformerLens (`TransformerBridge`)."""
 
 from mechrefusal.models.loading import DEFAULT_MODEL, load
-from mechrefusal.models.model import Batch, Model
+from mechrefusal.models.model import Batch, Model, ReplyBatch
 
-__all__ = ["DEFAULT_MODEL", "Batch", "Model", "load"]
+__all__ = ["DEFAULT_MODEL", "Batch", "Model", "ReplyBatch", "load"]

@@ -27,8 +27,9 @@ def load(spec: str | Path | None = None, *, device: str | torch.device | None = 
 
     Args:
         spec: ``None`` or ``"smollm2-135m-instruct"`` for the embedded default model; a local Hugging
-            Face directory; a ``.gguf`` file; or a hub id such as ``"Qwen/Qwen2.5-0.5B-Instruct"``
-            (needs network access to the hub).
+            Face directory (a mechrefusal checkpoint attaches its directions as ``model.directions``);
+            a ``.gguf`` file; or a hub id such as ``"Qwen/Qwen2.5-0.5B-Instruct"`` (needs network
+            access to the hub).
         device: ``"cpu"``, ``"cuda"``, ...; default: CUDA when available, else CPU.
         dtype: parameter dtype; default ``torch.float32``.
         system: a system message for every prompt; default: whatever the chat template adds.
@@ -36,7 +37,13 @@ def load(spec: str | Path | None = None, *, device: str | torch.device | None = 
     device = torch.device(device) if device is not None else _default_device()
     dtype = dtype or torch.float32
     directory, label = _resolve(spec)
-    return _load_directory(directory, label=label, device=device, dtype=dtype, system=system)
+    model = _load_directory(directory, label=label, device=device, dtype=dtype, system=system)
+    directions_file = Path(directory) / "directions.safetensors"
+    if directions_file.exists():  # a mechrefusal checkpoint or orthogonalised model
+        from mechrefusal.directions import DirectionSet
+
+        model.directions = DirectionSet.load(directions_file, d_model=model.d_model)
+    return model
 
 
 def _default_device() -> torch.device:

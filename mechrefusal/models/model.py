@@ -6,7 +6,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 import torch
-from jaxtyping import Float, Int
+from jaxtyping import Bool, Float, Int
 from torch import Tensor
 from transformer_lens.model_bridge import TransformerBridge
 from transformers import PreTrainedTokenizerBase
@@ -25,6 +25,15 @@ class Batch:
         return self.input_ids.shape[0]
 
 
+@dataclass
+class ReplyBatch(Batch):
+    """Right-padded prompt + reply + end-of-turn token ids; ``reply_mask`` marks the reply tokens, so
+    ``logits[:, :-1][reply_mask[:, 1:]]`` are the predictions of exactly those tokens. Right padding
+    leaves no fully masked attention row, which keeps bf16 training free of NaN gradients."""
+
+    reply_mask: Bool[Tensor, "batch seq"]
+
+
 class Model:
     """A chat model under TransformerLens: the bridge, the tokenizer and how to prompt it.
 
@@ -33,6 +42,7 @@ class Model:
         tokenizer: the Hugging Face tokenizer.
         chat: the chat format (template rendering, post-instruction token ids).
         spec: what was loaded (a name, a directory or a file), for provenance.
+        directions: the directions saved with a checkpoint (a ``DirectionSet``), or ``None``.
     """
 
     def __init__(self, bridge: TransformerBridge, tokenizer: PreTrainedTokenizerBase, *, spec: str,
@@ -41,6 +51,7 @@ class Model:
         self.tokenizer = tokenizer
         self.spec = spec
         self.chat = ChatFormat(tokenizer, system=system)
+        self.directions = None
         self.pad_token_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
 
     def __repr__(self) -> str:
@@ -81,14 +92,31 @@ class Model:
         """One left-padded batch of chat prompts with its attention mask, on the model's device."""
         if isinstance(instructions, str) or not instructions:
             raise ValueError("tokenize expects a non-empty list of instructions, not a single string.")
-        rows = [self.chat.encode(prompt) for prompt in self.format(instructions)]
+        input_ids, attention_mask = self._pad([self.chat.encode(prompt) for prompt in self.format(instructions)])
+        return Batch(input_ids, attention_mask)
+
+    def tokenize_replies(self, instructions: Sequence[str], replies: Sequence[str]) -> ReplyBatch:
+        """Prompts followed by given replies and the end-of-turn token (training and loss batches)."""
+        if len(instructions) != len(replies) or not instructions:
+            raise ValueError("tokenize_replies needs one reply per instruction and at least one of each.")
+        end = [self.tokenizer.eos_token_id]
+        replies_ids = [self.tokenizer(reply, add_special_tokens=False)["input_ids"] + end for reply in replies]
+        prompts_ids = [self.chat.encode(prompt) for prompt in self.format(instructions)]
+        input_ids, attention_mask = self._pad([p + r for p, r in zip(prompts_ids, replies_ids)], left=False)
+        reply_mask = torch.zeros_like(attention_mask, dtype=torch.bool)
+        for i, (prompt, reply) in enumerate(zip(prompts_ids, replies_ids)):
+            reply_mask[i, len(prompt):len(prompt) + len(reply)] = True
+        return ReplyBatch(input_ids, attention_mask, reply_mask)
+
+    def _pad(self, rows: list[list[int]], left: bool = True) -> tuple[Tensor, Tensor]:
         width = max(len(row) for row in rows)
         input_ids = torch.full((len(rows), width), self.pad_token_id, dtype=torch.long)
         attention_mask = torch.zeros((len(rows), width), dtype=torch.long)
         for i, row in enumerate(rows):
-            input_ids[i, width - len(row):] = torch.tensor(row)
-            attention_mask[i, width - len(row):] = 1
-        return Batch(input_ids.to(self.device), attention_mask.to(self.device))
+            span = slice(width - len(row), width) if left else slice(0, len(row))
+            input_ids[i, span] = torch.tensor(row)
+            attention_mask[i, span] = 1
+        return input_ids.to(self.device), attention_mask.to(self.device)
 
     def batches(self, instructions: Sequence[str], batch_size: int) -> Iterator[tuple[list[int], Batch]]:
         """Yield ``(indices, batch)`` over the instructions, grouped by length to waste little padding."""

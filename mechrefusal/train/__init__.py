@@ -1,0 +1,7 @@
+"""Training: model-specific data, standard safety fine-tuning, progressive (fail-closed) ablation
+training and its baselines, with round checkpoints that `mechrefusal.load` reads back."""
+
+from mechrefusal.train.job import run
+from mechrefusal.train.settings import METHODS, TrainSettings
+
+__all__ = ["METHODS", "TrainSettings", "run"]

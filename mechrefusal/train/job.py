@@ -1,0 +1,107 @@
+"""The training job: round 0 (standard safety fine-tuning), then rounds of the chosen method, with a
+direction search and an atomic checkpoint after every round; resumable from the last complete round."""
+
+from __future__ import annotations
+
+import time
+import warnings
+from dataclasses import asdict
+from pathlib import Path
+
+import torch
+
+from mechrefusal import data
+from mechrefusal.directions import DirectionSet, SelectionFilters, find_direction
+from mechrefusal.errors import MechrefusalError
+from mechrefusal.interventions import Ablate
+from mechrefusal.metrics import refusal_score
+from mechrefusal.models import Model, load
+from mechrefusal.provenance import versions
+from mechrefusal.train.checkpoint import complete_rounds, read_metadata, round_directory, save_checkpoint
+from mechrefusal.train.loop import train_round
+from mechrefusal.train.plans import safety_plan
+from mechrefusal.train.settings import TrainSettings
+from mechrefusal.train.targets import training_data
+
+N_VAL_EXAMPLES = 16  # per set, for the loss evaluated during a round
+N_SEARCH = 64  # prompts per set for the direction search after a round
+
+
+def run(settings: TrainSettings, *, progress: bool = True) -> list[Path]:
+    """Train and checkpoint every round; return the round directories written by this call."""
+    torch.manual_seed(settings.seed)
+    reference = load(settings.model)
+    model, directions, first_round = _start(settings)
+    last_round = 0 if settings.method == "sft" else settings.rounds
+    train = training_data(reference, "train", max_new_tokens=settings.max_new_tokens, dtype=settings.dtype,
+                          seed=settings.seed, progress=progress)
+    val = training_data(reference, "val", max_new_tokens=settings.max_new_tokens, dtype=settings.dtype,
+                        seed=settings.seed, progress=progress)
+    val_examples = (val.harmful[:N_VAL_EXAMPLES], val.harmless[:N_VAL_EXAMPLES])
+    written = []
+    for round_index in range(first_round, last_round + 1):
+        started = time.perf_counter()
+        generator = torch.Generator().manual_seed(settings.seed * 1000 + round_index + 500)
+        plan = safety_plan(settings.method, model, directions, round_index=round_index, every=settings.refat_every,
+                           p=settings.ablation_probability, generator=generator)
+        held_out = Ablate(directions) if settings.method == "fail-closed" and round_index > 0 else None
+        history = train_round(model, reference, train.harmful, train.harmless, val_examples, settings, plan=plan,
+                              val_intervention=held_out, round_index=round_index, progress=progress)
+        found = _search(model, directions, settings, progress) if round_index == 0 or settings.method == "fail-closed" else None
+        if found is not None:
+            directions.append(found)
+        metrics = {"training": asdict(history), "direction_found": found is not None,
+                   **_round_metrics(model, directions)}
+        written.append(save_checkpoint(model, directions, settings.out, round_index, {
+            "method": settings.method, "settings": asdict(settings), "metrics": metrics,
+            "own_refusal_targets": train.own_refusals, "n_train": [len(train.harmful), len(train.harmless)],
+            "versions": versions(), "wall_time_s": round(time.perf_counter() - started, 1)}))
+        if not len(directions) and settings.method in ("fail-closed", "deeprefusal"):
+            warnings.warn(f"Round {round_index} left no refusal direction to ablate (none passed the selection "
+                          f"filters); {settings.method} stops here. Train round 0 longer?", stacklevel=2)
+            break
+        if settings.method == "fail-closed" and round_index > 0 and found is None:
+            break  # no new direction: the search stops
+    return written
+
+
+def _start(settings: TrainSettings) -> tuple[Model, DirectionSet, int]:
+    """The model, directions and first round to train: fresh, or from the last complete round."""
+    done = complete_rounds(settings.out)
+    if done and not settings.resume:
+        raise MechrefusalError(f"{settings.out} already holds rounds {done}; pass --resume to continue them or "
+                               "choose another --out.")
+    if not done:
+        return load(settings.model), DirectionSet(), 0
+    last = round_directory(settings.out, done[-1])
+    saved = read_metadata(last)["settings"]
+    changed = {key for key, value in asdict(settings).items() if key != "resume" and saved.get(key) != value}
+    if changed:
+        raise MechrefusalError(f"Cannot resume {settings.out}: settings {sorted(changed)} differ from the saved run.")
+    model = load(last)
+    return model, model.directions or DirectionSet(), done[-1] + 1
+
+
+def _search(model: Model, directions: DirectionSet, settings: TrainSettings, progress: bool):
+    """The next refusal direction: DIM on the trained model with the earlier ones ablated, searched
+    orthogonally to them; ``None`` when no candidate passes the selection filters."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        found = find_direction(
+            model, data.load("harmful", "train")[:N_SEARCH], data.load("harmless", "train")[:N_SEARCH],
+            harmful_val=data.load("harmful", "val"), harmless_val=data.load("harmless", "val"), n_val=16,
+            orthogonal_to=directions if len(directions) else None,
+            context=Ablate(directions) if len(directions) else None, filters=SelectionFilters(max_kl=settings.max_kl),
+            sweep_dtype=settings.dtype, progress=progress)
+    return found if found.provenance["passed_filters"] else None
+
+
+def _round_metrics(model: Model, directions: DirectionSet, n: int = 32) -> dict:
+    """Cheap end-of-round measurements on the val splits (refusal scores, one pass each)."""
+    harmful, harmless = data.load("harmful", "val")[:n], data.load("harmless", "val")[:n]
+    metrics = {"val_refusal_score_harmful": refusal_score(model, harmful).mean().item(),
+               "val_refusal_score_harmless": refusal_score(model, harmless).mean().item()}
+    if len(directions):
+        metrics["val_refusal_score_harmful_all_ablated"] = refusal_score(
+            model, harmful, intervention=Ablate(directions)).mean().item()
+    return metrics

@@ -1,0 +1,137 @@
+"""One round of fine-tuning: safety loss on harmful examples (under the method's ablation), utility
+loss on harmless ones (KL to the original model, no ablation), AdamW, gradient accumulation,
+evaluation a few times a round with early stop on a plateau, best weights kept."""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import torch
+from tqdm.auto import tqdm
+
+from mechrefusal.interventions import Interventions
+from mechrefusal.models import Model
+from mechrefusal.precision import autocast
+from mechrefusal.train.losses import reply_cross_entropy, reply_kl
+from mechrefusal.train.settings import TrainSettings
+from mechrefusal.train.targets import Example
+
+# The ablation applied to a step's harmful examples: a list of (example indices, interventions) groups.
+SafetyPlan = Callable[[int, int], list[tuple[list[int], Interventions]]]
+
+
+def ablate_all(intervention: Interventions) -> SafetyPlan:
+    """Every harmful example under the same intervention (``None``: plain safety fine-tuning)."""
+    return lambda step, n: [(list(range(n)), intervention)]
+
+
+@dataclass
+class RoundResult:
+    steps: int
+    train_loss: list[float] = field(default_factory=list)
+    val_loss: list[float] = field(default_factory=list)
+    best_val_loss: float = math.inf
+    wall_time_s: float = 0.0
+
+
+def trainable_parameters(model: Model, settings: TrainSettings) -> list[torch.nn.Parameter]:
+    """Freeze everything but the decoder layers in ``settings.train_layers``; return those parameters."""
+    for parameter in model.bridge.parameters():
+        parameter.requires_grad_(False)
+    chosen: dict[int, torch.nn.Parameter] = {}
+    for layer in settings.layer_range(model.n_layers):
+        for parameter in model.bridge.blocks[layer].parameters():
+            parameter.requires_grad_(True)
+            chosen[id(parameter)] = parameter
+    return list(chosen.values())
+
+
+def train_round(model: Model, reference: Model, harmful: Sequence[Example], harmless: Sequence[Example],
+                val: tuple[Sequence[Example], Sequence[Example]], settings: TrainSettings, *, plan: SafetyPlan,
+                val_intervention: Interventions, round_index: int, progress: bool = True,
+                on_step: Callable[[int], None] | None = None) -> RoundResult:
+    """Fine-tune ``model`` in place for one round and return its loss history."""
+    started = time.perf_counter()
+    generator = torch.Generator().manual_seed(settings.seed * 1000 + round_index)
+    parameters = trainable_parameters(model, settings)
+    optimizer = torch.optim.AdamW(parameters, lr=settings.lr, weight_decay=settings.weight_decay)
+    micro = settings.batch_size // settings.grad_accumulation // 2
+    harmful_order, harmless_order = _cycle(len(harmful), generator), _cycle(len(harmless), generator)
+    eval_steps = {round(settings.steps * (i + 1) / settings.evals_per_round) for i in range(settings.evals_per_round)}
+    result, best_state, stale = RoundResult(steps=0), None, 0
+    model.hf_model.train()
+    bar = tqdm(range(1, settings.steps + 1), desc=f"round {round_index}", disable=not progress, leave=False)
+    for step in bar:
+        optimizer.zero_grad(set_to_none=True)
+        total = 0.0
+        for _ in range(settings.grad_accumulation):
+            h = [harmful[next(harmful_order)] for _ in range(micro)]
+            b = [harmless[next(harmless_order)] for _ in range(micro)]
+            loss = _loss(model, reference, h, b, settings, plan(step, micro)) / settings.grad_accumulation
+            loss.backward()
+            total += loss.item()
+        optimizer.step()
+        result.steps, result.train_loss = step, result.train_loss + [total]
+        bar.set_postfix(loss=f"{total:.3f}")
+        if on_step is not None:
+            on_step(step)
+        if step in eval_steps:
+            val_loss = evaluate_loss(model, reference, *val, settings, val_intervention)
+            result.val_loss.append(val_loss)
+            if val_loss < result.best_val_loss:
+                result.best_val_loss, stale = val_loss, 0
+                best_state = [p.detach().clone() for p in parameters]
+            else:
+                stale += 1
+                if stale >= settings.patience:
+                    break
+    if best_state is not None:
+        with torch.no_grad():
+            for parameter, best in zip(parameters, best_state):
+                parameter.copy_(best)
+    model.hf_model.eval()
+    for parameter in model.bridge.parameters():
+        parameter.requires_grad_(False)
+    result.wall_time_s = round(time.perf_counter() - started, 1)
+    return result
+
+
+def _loss(model: Model, reference: Model, harmful: list[Example], harmless: list[Example],
+          settings: TrainSettings, groups: list[tuple[list[int], Interventions]]) -> torch.Tensor:
+    """Mean over the micro-batch's examples of safety CE (harmful) and weighted utility KL (harmless)."""
+    per_example = []
+    with autocast(model, settings.dtype):
+        for indices, intervention in groups:
+            if not indices:
+                continue
+            batch = model.tokenize_replies([harmful[i].instruction for i in indices], [harmful[i].reply for i in indices])
+            with model.intervene(intervention):
+                logits = model.bridge(batch.input_ids, attention_mask=batch.attention_mask)
+            per_example.append(reply_cross_entropy(logits, batch))
+        batch = model.tokenize_replies([e.instruction for e in harmless], [e.reply for e in harmless])
+        with torch.no_grad(), autocast(reference, settings.dtype):
+            reference_logits = reference.bridge(batch.input_ids, attention_mask=batch.attention_mask)
+        logits = model.bridge(batch.input_ids, attention_mask=batch.attention_mask)
+        per_example.append(settings.utility_weight * reply_kl(logits, reference_logits, batch))
+    return torch.cat(per_example).mean()
+
+
+def evaluate_loss(model: Model, reference: Model, harmful: Sequence[Example], harmless: Sequence[Example],
+                  settings: TrainSettings, intervention: Interventions) -> float:
+    """Validation loss: the same two terms on fixed validation examples, no gradient."""
+    was_training = model.hf_model.training
+    model.hf_model.eval()
+    with torch.no_grad():
+        loss = _loss(model, reference, list(harmful), list(harmless), settings,
+                     [(list(range(len(harmful))), intervention)]).item()
+    model.hf_model.train(was_training)
+    return loss
+
+
+def _cycle(n: int, generator: torch.Generator):
+    """Indices 0..n-1 in a fresh random order each pass."""
+    while True:
+        yield from torch.randperm(n, generator=generator).tolist()

@@ -1,0 +1,76 @@
+"""`TrainSettings`: one object for a training job, shared by the CLI and the Python API."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+METHODS = ("sft", "fail-closed", "refat", "deeprefusal")
+
+
+@dataclass
+class TrainSettings:
+    """Settings of a training job (the CLI flags have the same names)."""
+
+    method: str = "fail-closed"
+    """sft (round 0 only), fail-closed (progressive ablation), refat or deeprefusal (baselines)."""
+    model: str | None = None
+    """Model spec for `mechrefusal.load` (default: the embedded SmolLM2-135M-Instruct)."""
+    out: str = "runs/train"
+    """Directory for the checkpoints, one sub-directory per round."""
+    rounds: int = 3
+    """Progressive rounds after round 0 (fail-closed only)."""
+    steps: int = 50
+    """Optimiser steps per round (at most; rounds stop early on a plateau)."""
+    batch_size: int = 16
+    """Effective batch: examples per optimiser step, half harmful and half harmless."""
+    grad_accumulation: int = 1
+    """Micro-batches per optimiser step (each of batch_size / grad_accumulation examples)."""
+    lr: float = 1e-4
+    """AdamW learning rate (constant)."""
+    weight_decay: float = 0.0
+    """AdamW weight decay."""
+    utility_weight: float = 1.0
+    """Weight of the utility loss (KL from the original model on harmless examples)."""
+    train_layers: str = "10:20"
+    """Decoder layers trained, as start:stop ('' or 'all' for full fine-tuning)."""
+    lora_rank: int = 0
+    """LoRA rank via peft (0: no LoRA, train the weights themselves)."""
+    evals_per_round: int = 5
+    """Evaluations per round; a round stops after `patience` evaluations without improvement."""
+    patience: int = 2
+    """Evaluations without improvement before a round stops."""
+    max_new_tokens: int = 32
+    """Tokens of the model's own answers used as training targets."""
+    dtype: str = "bfloat16"
+    """Compute dtype of training and generation: bfloat16 autocast (fp32 master weights) or float32."""
+    seed: int = 0
+    """Seed of data order and sampling; a round's randomness depends only on (seed, round)."""
+    max_kl: float = 0.1
+    """Direction search: largest first-token KL on harmless prompts for an accepted direction."""
+    refat_every: int = 4
+    """ReFAT: steps between re-estimates of the per-layer directions."""
+    ablation_probability: float = 0.5
+    """ReFAT: probability that a harmful example is trained with the directions ablated;
+    DeepRefusal: probability of ablating at each site and position."""
+    resume: bool = False
+    """Continue from the last complete round in `out` (same settings)."""
+
+    def __post_init__(self) -> None:
+        if self.method not in METHODS:
+            raise ValueError(f"Unknown training method {self.method!r}; choose one of {', '.join(METHODS)}.")
+        if self.batch_size % (2 * self.grad_accumulation):
+            raise ValueError("batch_size must split evenly into harmful and harmless halves of every "
+                             f"micro-batch (batch_size={self.batch_size}, grad_accumulation={self.grad_accumulation}).")
+
+    def layer_range(self, n_layers: int) -> range:
+        """The trained decoder layers."""
+        if self.train_layers in ("", "all"):
+            return range(n_layers)
+        start, _, stop = self.train_layers.partition(":")
+        try:
+            layers = range(int(start or 0), int(stop) if stop else n_layers)
+        except ValueError:
+            raise ValueError(f"train_layers must look like 'start:stop', got {self.train_layers!r}.") from None
+        if not layers or layers.start < 0 or layers.stop > n_layers:
+            raise ValueError(f"train_layers {self.train_layers!r} is outside the model's 0:{n_layers} layers.")
+        return layers

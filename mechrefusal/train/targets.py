@@ -1,0 +1,84 @@
+"""Model-specific training data: what the model itself says, judged.
+
+Harmless and over-refusal prompts get the model's own greedy answers, kept when the judge does not
+call them refusals; harmful prompts get the model's own refusals, kept when the judge calls them
+refusals. A model that does not refuse (the embedded default) gets replies from the team's refusal
+set instead, drawn with a fixed seed. Results are cached under ``$MECHREFUSAL_HOME/targets`` by a key
+of the model's weights, the prompts and the settings.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import random
+from dataclasses import asdict, dataclass
+
+import torch
+
+from mechrefusal import data
+from mechrefusal.cache import atomic_write_bytes, home
+from mechrefusal.generation import generate
+from mechrefusal.judges import SubstringJudge
+from mechrefusal.models import Model
+from mechrefusal.models.export import hf_state_dict
+from mechrefusal.precision import autocast
+
+# Below this share of own refusals on harmful prompts the model is treated as one that does not refuse.
+MIN_OWN_REFUSALS = 0.5
+
+
+@dataclass
+class Example:
+    instruction: str
+    reply: str
+
+
+@dataclass
+class TrainingData:
+    harmful: list[Example]
+    harmless: list[Example]
+    own_refusals: bool
+    """Whether the refusal targets are the model's own (else the team's refusal replies)."""
+
+
+def training_data(model: Model, split: str = "train", *, max_new_tokens: int = 32, dtype: str = "bfloat16",
+                  seed: int = 0, progress: bool = True) -> TrainingData:
+    """The model's own targets for one split of the bundled sets (cached)."""
+    harmful = data.load("harmful", split)
+    harmless = data.load("harmless", split) + data.load("overrefusal", split)
+    key = _cache_key(model, harmful + harmless, max_new_tokens, dtype, seed)
+    path = home() / "targets" / f"{key}.json"
+    if path.exists():
+        stored = json.loads(path.read_text())
+        return TrainingData([Example(**e) for e in stored["harmful"]], [Example(**e) for e in stored["harmless"]],
+                            stored["own_refusals"])
+    judge = SubstringJudge()
+    with autocast(model, dtype):
+        answers = generate(model, harmless, max_new_tokens=max_new_tokens, progress=progress)
+        refusals = generate(model, harmful, max_new_tokens=max_new_tokens, progress=progress)
+    kept_harmless = [Example(p, a) for p, a, v in zip(harmless, answers, judge.judge(harmless, answers))
+                     if not v.refused and a.strip()]
+    verdicts = judge.judge(harmful, refusals)
+    own = sum(v.refused for v in verdicts) / len(verdicts) >= MIN_OWN_REFUSALS
+    if own:
+        kept_harmful = [Example(p, r) for p, r, v in zip(harmful, refusals, verdicts) if v.refused]
+    else:
+        replies = data.refusal_replies()
+        rng = random.Random(seed)
+        kept_harmful = [Example(p, rng.choice(replies)) for p in harmful]
+    result = TrainingData(kept_harmful, kept_harmless, own)
+    atomic_write_bytes(path, json.dumps({"harmful": [asdict(e) for e in kept_harmful],
+                                         "harmless": [asdict(e) for e in kept_harmless],
+                                         "own_refusals": own}).encode())
+    return result
+
+
+def _cache_key(model: Model, prompts: list[str], max_new_tokens: int, dtype: str, seed: int) -> str:
+    digest = hashlib.sha256()
+    for name, tensor in sorted(hf_state_dict(model).items()):
+        digest.update(name.encode())
+        digest.update(tensor.detach().float().sum().item().hex().encode())  # cheap weight fingerprint
+        digest.update(tensor.detach().flatten()[:64].float().numpy().tobytes())
+    digest.update(json.dumps([prompts, max_new_tokens, dtype, seed, torch.__version__]).encode())
+    return digest.hexdigest()[:24]
