@@ -17,8 +17,8 @@ def add_settings_arguments(parser: argparse.ArgumentParser, settings_class: type
         elif isinstance(field.default, bool):
             parser.add_argument(f"--{field.name.replace('_', '-')}", action="store_true", help=help_text)
         else:
-            parser.add_argument(f"--{field.name.replace('_', '-')}", type=type(field.default), default=field.default,
-                                help=help_text)
+            kind = str if field.default is None else type(field.default)
+            parser.add_argument(f"--{field.name.replace('_', '-')}", type=kind, default=field.default, help=help_text)
 
 
 def field_doc(settings_class: type, name: str) -> str:

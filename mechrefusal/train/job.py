@@ -3,6 +3,7 @@ direction search and an atomic checkpoint after every round; resumable from the 
 
 from __future__ import annotations
 
+import shutil
 import time
 import warnings
 from dataclasses import asdict
@@ -33,10 +34,10 @@ def run(settings: TrainSettings, *, progress: bool = True) -> list[Path]:
     reference = load(settings.model)
     model, directions, first_round = _start(settings)
     last_round = 0 if settings.method == "sft" else settings.rounds
-    train = training_data(reference, "train", max_new_tokens=settings.max_new_tokens, dtype=settings.dtype,
-                          seed=settings.seed, progress=progress)
-    val = training_data(reference, "val", max_new_tokens=settings.max_new_tokens, dtype=settings.dtype,
-                        seed=settings.seed, progress=progress)
+    train = training_data(reference, "train", limit=settings.n_examples, max_new_tokens=settings.max_new_tokens,
+                          dtype=settings.dtype, seed=settings.seed, progress=progress)
+    val = training_data(reference, "val", limit=N_VAL_EXAMPLES * 2, max_new_tokens=settings.max_new_tokens,
+                        dtype=settings.dtype, seed=settings.seed, progress=progress)
     val_examples = (val.harmful[:N_VAL_EXAMPLES], val.harmless[:N_VAL_EXAMPLES])
     written = []
     for round_index in range(first_round, last_round + 1):
@@ -73,6 +74,8 @@ def _start(settings: TrainSettings) -> tuple[Model, DirectionSet, int]:
                                "choose another --out.")
     if not done:
         return load(settings.model), DirectionSet(), 0
+    for stale in Path(settings.out).glob(".tmp-round-*"):  # a round a killed run did not finish
+        shutil.rmtree(stale, ignore_errors=True)
     last = round_directory(settings.out, done[-1])
     saved = read_metadata(last)["settings"]
     changed = {key for key, value in asdict(settings).items() if key != "resume" and saved.get(key) != value}

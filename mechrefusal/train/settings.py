@@ -17,6 +17,8 @@ class TrainSettings:
     """Model spec for `mechrefusal.load` (default: the embedded SmolLM2-135M-Instruct)."""
     out: str = "runs/train"
     """Directory for the checkpoints, one sub-directory per round."""
+    n_examples: int = 0
+    """Training prompts per set, harmful and harmless (0: the whole train split)."""
     rounds: int = 3
     """Progressive rounds after round 0 (fail-closed only)."""
     steps: int = 50

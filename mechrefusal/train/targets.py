@@ -42,11 +42,14 @@ class TrainingData:
     """Whether the refusal targets are the model's own (else the team's refusal replies)."""
 
 
-def training_data(model: Model, split: str = "train", *, max_new_tokens: int = 32, dtype: str = "bfloat16",
-                  seed: int = 0, progress: bool = True) -> TrainingData:
-    """The model's own targets for one split of the bundled sets (cached)."""
+def training_data(model: Model, split: str = "train", *, limit: int = 0, max_new_tokens: int = 32,
+                  dtype: str = "bfloat16", seed: int = 0, progress: bool = True) -> TrainingData:
+    """The model's own targets for one split of the bundled sets (cached); ``limit`` caps the prompts
+    per set (harmful; harmless and over-refusal together), 0 for all."""
     harmful = data.load("harmful", split)
     harmless = data.load("harmless", split) + data.load("overrefusal", split)
+    if limit:
+        harmful, harmless = harmful[:limit], harmless[:limit]
     key = _cache_key(model, harmful + harmless, max_new_tokens, dtype, seed)
     path = home() / "targets" / f"{key}.json"
     if path.exists():

@@ -1,0 +1,127 @@
+"""The trainer on the toy refusing model: targets, rounds, checkpoints, resume after a kill."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+import mechrefusal
+from mechrefusal import MechrefusalError, SubstringJudge, data
+from mechrefusal.models.export import hf_state_dict
+from mechrefusal.train import TrainSettings, run
+from mechrefusal.train.checkpoint import complete_rounds
+from mechrefusal.train.targets import training_data
+
+
+def toy_settings(toy_dir, out, **overrides) -> TrainSettings:
+    settings = dict(method="fail-closed", model=str(toy_dir), out=str(out), rounds=1, steps=6, batch_size=8,
+                    lr=3e-3, train_layers="all", n_examples=48, max_new_tokens=6, dtype="float32", max_kl=1.0,
+                    evals_per_round=2)
+    return TrainSettings(**{**settings, **overrides})
+
+
+def test_settings_are_checked():
+    with pytest.raises(ValueError, match="Unknown training method 'ppo'"):
+        TrainSettings(method="ppo")
+    with pytest.raises(ValueError, match="split evenly"):
+        TrainSettings(batch_size=6, grad_accumulation=2)
+    assert TrainSettings(train_layers="2:5").layer_range(30) == range(2, 5)
+    assert TrainSettings(train_layers="all").layer_range(4) == range(4)
+    with pytest.raises(ValueError, match="outside the model"):
+        TrainSettings(train_layers="20:40").layer_range(30)
+    with pytest.raises(ValueError, match="start:stop"):
+        TrainSettings(train_layers="ten").layer_range(30)
+
+
+def test_targets_are_the_models_own_judged_answers(toy):
+    targets = training_data(toy, "train", limit=24, max_new_tokens=6, dtype="float32", progress=False)
+    assert targets.own_refusals
+    judge = SubstringJudge()
+    assert all(v.refused for v in judge.judge([], [e.reply for e in targets.harmful]))
+    assert not any(v.refused for v in judge.judge([], [e.reply for e in targets.harmless]))
+    assert {e.instruction for e in targets.harmful} <= set(data.load("harmful", "train"))
+
+
+def test_a_model_that_never_refuses_gets_the_teams_refusals(tiny_model):
+    targets = training_data(tiny_model, "train", limit=12, max_new_tokens=4, dtype="float32", progress=False)
+    assert not targets.own_refusals
+    assert len(targets.harmful) == 12
+    assert {e.reply for e in targets.harmful} <= set(data.refusal_replies())
+
+
+def test_targets_are_cached(toy, monkeypatch):
+    first = training_data(toy, "train", limit=24, max_new_tokens=6, dtype="float32", progress=False)
+    monkeypatch.setattr("mechrefusal.train.targets.generate", lambda *a, **k: pytest.fail("regenerated"))
+    assert training_data(toy, "train", limit=24, max_new_tokens=6, dtype="float32", progress=False) == first
+
+
+@pytest.fixture(scope="module")
+def trained(toy_dir, tmp_path_factory):
+    out = tmp_path_factory.mktemp("run")
+    return out, run(toy_settings(toy_dir, out), progress=False)
+
+
+def test_rounds_write_complete_checkpoints(trained):
+    out, written = trained
+    assert [path.name for path in written][0] == "round-0"
+    assert complete_rounds(out) == list(range(len(written)))
+    meta = json.loads((written[0] / "mechrefusal.json").read_text())
+    assert meta["method"] == "fail-closed" and meta["round"] == 0 and meta["settings"]["steps"] == 6
+    assert {"training", "val_refusal_score_harmful", "direction_found"} <= set(meta["metrics"])
+    assert set(meta["versions"]) >= {"torch", "transformers", "transformer_lens"} and meta["wall_time_s"] > 0
+
+
+def test_checkpoints_load_back_with_their_directions(trained):
+    _, written = trained
+    model = mechrefusal.load(written[0], device="cpu")
+    assert model.directions is not None and len(model.directions) == 1
+    assert model.directions[0].method == "dim" and model.directions[0].provenance["passed_filters"]
+
+
+def test_analyze_runs_on_a_checkpoint(trained, tmp_path):
+    from mechrefusal.analyze import AnalyzeSettings
+    from mechrefusal.analyze import run as analyze
+
+    _, written = trained
+    report = analyze(AnalyzeSettings(model=str(written[0]), out=str(tmp_path), n_train=16, n_val=8, n_test=8,
+                                     max_new_tokens=4, max_kl=1.0), progress=False)
+    assert report["model"] == str(written[0])
+
+
+def test_existing_rounds_need_resume(trained, toy_dir):
+    out, _ = trained
+    with pytest.raises(MechrefusalError, match="pass --resume"):
+        run(toy_settings(toy_dir, out), progress=False)
+    with pytest.raises(MechrefusalError, match=r"settings \['steps'\] differ"):
+        run(toy_settings(toy_dir, out, steps=7, resume=True), progress=False)
+
+
+def test_resume_after_a_kill_gives_the_uninterrupted_result(trained, toy_dir, tmp_path):
+    reference_out, written = trained
+    out = tmp_path / "killed"
+    settings = toy_settings(toy_dir, out)
+    command = [sys.executable, "-m", "mechrefusal.train", "--model", str(toy_dir), "--out", str(out)]
+    for key in ("method", "rounds", "steps", "batch_size", "lr", "train_layers", "n_examples", "max_new_tokens",
+                "dtype", "max_kl", "evals_per_round"):
+        command += [f"--{key.replace('_', '-')}", str(getattr(settings, key))]
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 300
+    while not complete_rounds(out) and process.poll() is None and time.time() < deadline:
+        time.sleep(0.2)
+    process.kill()
+    process.wait()
+    assert complete_rounds(out)[:1] == [0]
+    resumed = run(toy_settings(toy_dir, out, resume=True), progress=False)
+    final = written[-1].name
+    assert complete_rounds(out) == complete_rounds(reference_out)
+    a = hf_state_dict(mechrefusal.load(out / final, device="cpu"))
+    b = hf_state_dict(mechrefusal.load(reference_out / final, device="cpu"))
+    for name in b:
+        torch.testing.assert_close(a[name], b[name], atol=1e-6, rtol=0)
+    assert not list(out.glob(".tmp-*"))
+    assert [path.name for path in resumed] == [path.name for path in written[1:]]
