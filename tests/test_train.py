@@ -125,3 +125,27 @@ def test_resume_after_a_kill_gives_the_uninterrupted_result(trained, toy_dir, tm
         torch.testing.assert_close(a[name], b[name], atol=1e-6, rtol=0)
     assert not list(out.glob(".tmp-*"))
     assert [path.name for path in resumed] == [path.name for path in written[1:]]
+
+
+def test_two_processes_reach_the_weights_of_one(toy_dir, tmp_path):
+    """torchrun with 2 processes (gloo) and the same effective batch gives the one-process weights."""
+    import os
+
+    flags = ["--model", str(toy_dir), "--method", "sft", "--steps", "3", "--batch-size", "8", "--lr", "0.003",
+             "--train-layers", "all", "--n-examples", "24", "--max-new-tokens", "6", "--dtype", "float32",
+             "--max-kl", "1.0", "--evals-per-round", "1"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    single = subprocess.run([sys.executable, "-m", "mechrefusal.train", *flags, "--out", str(tmp_path / "one")],
+                            capture_output=True, text=True, env=env, timeout=600)
+    assert single.returncode == 0, single.stderr[-2000:]
+    double = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+                             "-m", "mechrefusal.train", *flags, "--out", str(tmp_path / "two")],
+                            capture_output=True, text=True, env=env, timeout=600)
+    assert double.returncode == 0, double.stderr[-2000:]
+    assert json.loads((tmp_path / "two" / "round-0" / "mechrefusal.json").read_text())["processes"] == 2
+    a = hf_state_dict(mechrefusal.load(tmp_path / "one" / "round-0", device="cpu"))
+    b = hf_state_dict(mechrefusal.load(tmp_path / "two" / "round-0", device="cpu"))
+    changed = hf_state_dict(mechrefusal.load(toy_dir, device="cpu"))
+    for name in a:
+        torch.testing.assert_close(b[name], a[name], atol=1e-5, rtol=1e-4)
+    assert any((a[name] - changed[name]).abs().max() > 1e-4 for name in a)  # training did move the weights

@@ -3,6 +3,7 @@ direction search and an atomic checkpoint after every round; resumable from the 
 
 from __future__ import annotations
 
+import os
 import shutil
 import time
 import warnings
@@ -19,7 +20,7 @@ from mechrefusal.metrics import refusal_score
 from mechrefusal.models import Model, load
 from mechrefusal.provenance import versions
 from mechrefusal.train.checkpoint import complete_rounds, read_metadata, round_directory, save_checkpoint
-from mechrefusal.train.loop import train_round
+from mechrefusal.train.loop import distributed_rank_and_size, train_round
 from mechrefusal.train.plans import safety_plan
 from mechrefusal.train.settings import TrainSettings
 from mechrefusal.train.targets import training_data
@@ -31,6 +32,9 @@ N_SEARCH = 64  # prompts per set for the direction search after a round
 def run(settings: TrainSettings, *, progress: bool = True) -> list[Path]:
     """Train and checkpoint every round; return the round directories written by this call."""
     torch.manual_seed(settings.seed)
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not torch.distributed.is_initialized():
+        torch.distributed.init_process_group("gloo")  # started by torchrun: data-parallel training
+    is_writer = distributed_rank_and_size()[0] == 0
     reference = load(settings.model)
     model, directions, first_round = _start(settings)
     last_round = 0 if settings.method == "sft" else settings.rounds
@@ -53,10 +57,12 @@ def run(settings: TrainSettings, *, progress: bool = True) -> list[Path]:
             directions.append(found)
         metrics = {"training": asdict(history), "direction_found": found is not None,
                    **_round_metrics(model, directions)}
-        written.append(save_checkpoint(model, directions, settings.out, round_index, {
-            "method": settings.method, "settings": asdict(settings), "metrics": metrics,
-            "own_refusal_targets": train.own_refusals, "n_train": [len(train.harmful), len(train.harmless)],
-            "versions": versions(), "wall_time_s": round(time.perf_counter() - started, 1)}))
+        if is_writer:
+            written.append(save_checkpoint(model, directions, settings.out, round_index, {
+                "method": settings.method, "settings": asdict(settings), "metrics": metrics,
+                "own_refusal_targets": train.own_refusals, "n_train": [len(train.harmful), len(train.harmless)],
+                "processes": distributed_rank_and_size()[1], "versions": versions(),
+                "wall_time_s": round(time.perf_counter() - started, 1)}))
         if not len(directions) and settings.method in ("fail-closed", "deeprefusal"):
             warnings.warn(f"Round {round_index} left no refusal direction to ablate (none passed the selection "
                           f"filters); {settings.method} stops here. Train round 0 longer?", stacklevel=2)

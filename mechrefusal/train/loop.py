@@ -59,6 +59,11 @@ def train_round(model: Model, reference: Model, harmful: Sequence[Example], harm
     parameters = trainable_parameters(model, settings)
     optimizer = torch.optim.AdamW(parameters, lr=settings.lr, weight_decay=settings.weight_decay)
     micro = settings.batch_size // settings.grad_accumulation // 2
+    rank, world = distributed_rank_and_size()
+    if micro % world:
+        raise ValueError(f"Each micro-batch's {micro} harmful and {micro} harmless examples must split evenly over "
+                         f"{world} processes; change batch_size or grad_accumulation.")
+    mine = list(range(rank, micro, world))  # this process's share of every micro-batch
     harmful_order, harmless_order = _cycle(len(harmful), generator), _cycle(len(harmless), generator)
     eval_steps = {round(settings.steps * (i + 1) / settings.evals_per_round) for i in range(settings.evals_per_round)}
     result, best_state, stale = RoundResult(steps=0), None, 0
@@ -70,9 +75,11 @@ def train_round(model: Model, reference: Model, harmful: Sequence[Example], harm
         for _ in range(settings.grad_accumulation):
             h = [harmful[next(harmful_order)] for _ in range(micro)]
             b = [harmless[next(harmless_order)] for _ in range(micro)]
-            loss = _loss(model, reference, h, b, settings, plan(step, micro)) / settings.grad_accumulation
-            loss.backward()
-            total += loss.item()
+            groups = _share(plan(step, micro), mine)  # every process draws the same plan, then takes its share
+            loss = _loss(model, reference, [h[i] for i in mine], [b[i] for i in mine], settings, groups)
+            (loss / settings.grad_accumulation).backward()
+            total += loss.item() / settings.grad_accumulation
+        _average_gradients(parameters, world)
         optimizer.step()
         result.steps, result.train_loss = step, result.train_loss + [total]
         bar.set_postfix(loss=f"{total:.3f}")
@@ -129,6 +136,31 @@ def evaluate_loss(model: Model, reference: Model, harmful: Sequence[Example], ha
                      [(list(range(len(harmful))), intervention)]).item()
     model.hf_model.train(was_training)
     return loss
+
+
+def distributed_rank_and_size() -> tuple[int, int]:
+    """(rank, world size) under ``torchrun``; (0, 1) in a single process."""
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        return torch.distributed.get_rank(), torch.distributed.get_world_size()
+    return 0, 1
+
+
+def _share(groups: list[tuple[list[int], Interventions]], mine: list[int]) -> list[tuple[list[int], Interventions]]:
+    """Restrict a micro-batch's ablation groups to this process's examples, re-indexed."""
+    position = {index: k for k, index in enumerate(mine)}
+    return [([position[i] for i in indices if i in position], intervention) for indices, intervention in groups]
+
+
+def _average_gradients(parameters: list[torch.nn.Parameter], world: int) -> None:
+    """Data parallelism: every process ends the step with the mean gradient over all processes (what
+    DistributedDataParallel does, written out because the forward runs through the bridge's hooks)."""
+    if world == 1:
+        return
+    for parameter in parameters:
+        if parameter.grad is None:
+            parameter.grad = torch.zeros_like(parameter)
+        torch.distributed.all_reduce(parameter.grad)
+        parameter.grad /= world
 
 
 def _cycle(n: int, generator: torch.Generator):
