@@ -149,3 +149,11 @@ def test_two_processes_reach_the_weights_of_one(toy_dir, tmp_path):
     for name in a:
         torch.testing.assert_close(b[name], a[name], atol=1e-5, rtol=1e-4)
     assert any((a[name] - changed[name]).abs().max() > 1e-4 for name in a)  # training did move the weights
+
+
+def test_baselines_train_rounds_after_round_zero(toy_dir, tmp_path):
+    for method in ("refat", "deeprefusal"):
+        written = run(toy_settings(toy_dir, tmp_path / method, method=method, steps=4, refat_every=2), progress=False)
+        assert [path.name for path in written] == ["round-0", "round-1"]
+        meta = json.loads((written[1] / "mechrefusal.json").read_text())
+        assert meta["method"] == method and len(mechrefusal.load(written[1], device="cpu").directions) == 1
