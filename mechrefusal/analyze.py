@@ -45,7 +45,7 @@ class AnalyzeSettings:
     max_kl: float = 0.1
     """Selection filter: largest first-token KL on harmless prompts when the candidate is ablated."""
     full_grid: bool = False
-    """Score KL and induce for every candidate, not only in bypass order until one passes (3x the cost)."""
+    """Score induce for every candidate, not only in bypass order until one passes the filters."""
     dtype: str = "bfloat16"
     """Compute dtype of the candidate sweep and of generation: bfloat16 (autocast) or float32."""
     batch_size: int = 16

@@ -32,7 +32,7 @@ def find_direction(model: Model, harmful: Sequence[str], harmless: Sequence[str]
             of ``harmful`` and ``harmless``); at most ``n_val`` of each are used.
         filters: the selection filters (KL, induce, pruned last layers).
         exclude_massive: zero the attention sink's massive dimensions in the candidates.
-        full_grid: score KL and induce for every candidate, not only until one passes (3x the cost).
+        full_grid: score induce for every candidate, not only until one passes the filters.
         sweep_dtype: compute dtype of the candidate sweep (``"bfloat16"`` autocast or ``"float32"``);
             the means that define the candidates are always accumulated from float32 activations.
         orthogonal_to: search only the orthogonal complement of these directions.

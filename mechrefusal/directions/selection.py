@@ -52,10 +52,10 @@ class CandidateScores:
 
 def score_candidates(model: Model, candidates: Float[Tensor, "layer pos d_model"], positions: list[int],
                      harmful_val: Sequence[str], harmless_val: Sequence[str], *,
-                     filters: SelectionFilters = SelectionFilters(), full_grid: bool = False, max_tried: int = 16,
+                     filters: SelectionFilters = SelectionFilters(), full_grid: bool = False,
                      batch_size: int = 16, progress: bool = True) -> CandidateScores:
-    """Bypass for every candidate outside the pruned last layers; induce and KL for every one
-    (``full_grid``) or in bypass order until one passes the filters."""
+    """Bypass and KL for every candidate outside the pruned last layers; induce for every one
+    (``full_grid``) or, in bypass order, for those within the KL filter until one passes."""
     tokens = refusal_token_ids(model)
     harmful_base = score_from_logprobs(last_token_logprobs(model, harmful_val, batch_size=batch_size), tokens)
     harmless_logprobs = last_token_logprobs(model, harmless_val, batch_size=batch_size)
@@ -67,21 +67,18 @@ def score_candidates(model: Model, candidates: Float[Tensor, "layer pos d_model"
     def candidate(layer: int, slot: int) -> Direction:
         return Direction(candidates[layer, slot], layer, positions[slot], "dim")
 
-    for layer, slot in tqdm(cells, desc="bypass scores", disable=not progress, leave=False):
-        ablated = last_token_logprobs(model, harmful_val, intervention=Ablate(candidate(layer, slot)),
-                                      batch_size=batch_size)
-        grid["bypass"][layer, slot] = score_from_logprobs(ablated, tokens).mean()
+    both = list(harmful_val) + list(harmless_val)
+    for layer, slot in tqdm(cells, desc="bypass and KL", disable=not progress, leave=False):
+        ablated = last_token_logprobs(model, both, intervention=Ablate(candidate(layer, slot)), batch_size=batch_size)
+        grid["bypass"][layer, slot] = score_from_logprobs(ablated[: len(harmful_val)], tokens).mean()
+        grid["kl"][layer, slot] = kl_divergence(harmless_logprobs, ablated[len(harmful_val):]).mean()
     cells.sort(key=lambda cell: grid["bypass"][cell].item())
-    tried = cells if full_grid else cells[:max_tried]
-    for layer, slot in tqdm(tried, desc="induce and KL", disable=not progress, leave=False):
-        ablated = last_token_logprobs(model, harmless_val, intervention=Ablate(candidate(layer, slot)),
-                                      batch_size=batch_size)
+    tried = cells if full_grid else [cell for cell in cells if grid["kl"][cell] <= filters.max_kl]
+    for layer, slot in tqdm(tried, desc="induce", disable=not progress, leave=False):
         added = last_token_logprobs(model, harmless_val, intervention=Add(candidate(layer, slot)),
                                     batch_size=batch_size)
-        grid["kl"][layer, slot] = kl_divergence(harmless_logprobs, ablated).mean()
         grid["induce"][layer, slot] = score_from_logprobs(added, tokens).mean()
-        passes = grid["kl"][layer, slot] <= filters.max_kl and grid["induce"][layer, slot] >= filters.min_induce
-        if passes and not full_grid:
+        if not full_grid and grid["induce"][layer, slot] >= filters.min_induce:
             break
     passed = (grid["kl"] <= filters.max_kl) & (grid["induce"] >= filters.min_induce)  # NaN compares False
     return CandidateScores(grid["bypass"], grid["induce"], grid["kl"], passed, positions,

@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 
 from mechrefusal import data
-from mechrefusal.directions import DirectionSet, SelectionFilters, find_direction
+from mechrefusal.directions import Direction, DirectionSet, SelectionFilters, find_direction
 from mechrefusal.errors import MechrefusalError
 from mechrefusal.interventions import Ablate
 from mechrefusal.metrics import refusal_score
@@ -52,11 +52,14 @@ def run(settings: TrainSettings, *, progress: bool = True) -> list[Path]:
         held_out = Ablate(directions) if settings.method == "fail-closed" and round_index > 0 else None
         history = train_round(model, reference, train.harmful, train.harmless, val_examples, settings, plan=plan,
                               val_intervention=held_out, round_index=round_index, progress=progress)
-        found = _search(model, directions, settings, progress) if round_index == 0 or settings.method == "fail-closed" else None
+        search = None
+        if round_index == 0 or settings.method == "fail-closed":
+            search = _search(model, directions, settings, progress)
+        found = search if search is not None and search.provenance["passed_filters"] else None
         if found is not None:
             directions.append(found)
         metrics = {"training": asdict(history), "direction_found": found is not None,
-                   **_round_metrics(model, directions)}
+                   "search": _search_summary(search), **_round_metrics(model, directions)}
         if is_writer:
             written.append(save_checkpoint(model, directions, settings.out, round_index, {
                 "method": settings.method, "settings": asdict(settings), "metrics": metrics,
@@ -91,9 +94,9 @@ def _start(settings: TrainSettings) -> tuple[Model, DirectionSet, int]:
     return model, model.directions or DirectionSet(), done[-1] + 1
 
 
-def _search(model: Model, directions: DirectionSet, settings: TrainSettings, progress: bool):
+def _search(model: Model, directions: DirectionSet, settings: TrainSettings, progress: bool) -> Direction:
     """The next refusal direction: DIM on the trained model with the earlier ones ablated, searched
-    orthogonally to them; ``None`` when no candidate passes the selection filters."""
+    orthogonally to them (accepted by the caller only if it passed the selection filters)."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         found = find_direction(
@@ -102,7 +105,15 @@ def _search(model: Model, directions: DirectionSet, settings: TrainSettings, pro
             orthogonal_to=directions if len(directions) else None,
             context=Ablate(directions) if len(directions) else None, filters=SelectionFilters(max_kl=settings.max_kl),
             sweep_dtype=settings.dtype, progress=progress)
-    return found if found.provenance["passed_filters"] else None
+    return found
+
+
+def _search_summary(direction: Direction | None) -> dict | None:
+    """The searched direction's cell and scores (kept also when it was rejected)."""
+    if direction is None:
+        return None
+    keys = ("bypass", "induce", "kl", "passed_filters")
+    return {"layer": direction.layer, "position": direction.position, **{k: direction.provenance[k] for k in keys}}
 
 
 def _round_metrics(model: Model, directions: DirectionSet, n: int = 32) -> dict:
