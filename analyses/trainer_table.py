@@ -28,10 +28,12 @@ def main() -> None:
     for checkpoint in args.checkpoints:
         model = mechrefusal.load(checkpoint)
         rates = refusal_rates(model, model.directions, n=args.n, max_new_tokens=args.max_new_tokens)
-        singles = [value for key, value in rates.items() if key.endswith("ablated") and key.startswith("harmful, d")]
-        print(f"| {checkpoint} | {rates['harmful']:.0%} | {', '.join(f'{v:.0%}' for v in singles)} "
-              f"({min(singles):.0%}) | {rates.get('harmful, all ablated', min(singles)):.0%} | "
-              f"{rates['harmless']:.0%} | {rates['overrefusal']:.0%} | {rates.get('kl_harmless_all_ablated', 0):.3f} |")
+        singles = [value for key, value in rates.items() if key.startswith("harmful, d")]
+        single_text = f"{', '.join(f'{v:.0%}' for v in singles)} ({min(singles):.0%})" if singles else "-"
+        every = rates.get("harmful, all ablated", singles[0] if singles else None)
+        kl = rates.get("kl_harmless_all_ablated")
+        print(f"| {checkpoint} | {rates['harmful']:.0%} | {single_text} | {'-' if every is None else f'{every:.0%}'} | "
+              f"{rates['harmless']:.0%} | {rates['overrefusal']:.0%} | {'-' if kl is None else f'{kl:.3f}'} |")
         print(json.dumps({"checkpoint": checkpoint, "rates": rates, "n": args.n,
                           "max_new_tokens": args.max_new_tokens, "versions": versions()}))
 

@@ -103,7 +103,8 @@ def _search(model: Model, directions: DirectionSet, settings: TrainSettings, pro
             model, data.load("harmful", "train")[:N_SEARCH], data.load("harmless", "train")[:N_SEARCH],
             harmful_val=data.load("harmful", "val"), harmless_val=data.load("harmless", "val"), n_val=16,
             orthogonal_to=directions if len(directions) else None,
-            context=Ablate(directions) if len(directions) else None, filters=SelectionFilters(max_kl=settings.max_kl),
+            context=Ablate(directions) if len(directions) else None,
+            filters=SelectionFilters(max_kl=settings.max_kl, min_induce=settings.min_induce),
             sweep_dtype=settings.dtype, progress=progress)
     return found
 

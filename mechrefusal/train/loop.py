@@ -114,7 +114,8 @@ def _loss(model: Model, reference: Model, harmful: list[Example], harmless: list
         for indices, intervention in groups:
             if not indices:
                 continue
-            batch = model.tokenize_replies([harmful[i].instruction for i in indices], [harmful[i].reply for i in indices])
+            examples = [harmful[i] for i in indices]
+            batch = model.tokenize_replies([e.instruction for e in examples], [e.reply for e in examples])
             with model.intervene(intervention):
                 logits = model.bridge(batch.input_ids, attention_mask=batch.attention_mask)
             per_example.append(reply_cross_entropy(logits, batch))

@@ -35,8 +35,6 @@ class TrainSettings:
     """Weight of the utility loss (KL from the original model on harmless examples)."""
     train_layers: str = "10:20"
     """Decoder layers trained, as start:stop ('' or 'all' for full fine-tuning)."""
-    lora_rank: int = 0
-    """LoRA rank via peft (0: no LoRA, train the weights themselves)."""
     evals_per_round: int = 5
     """Evaluations per round; a round stops after `patience` evaluations without improvement."""
     patience: int = 2
@@ -49,6 +47,8 @@ class TrainSettings:
     """Seed of data order and sampling; a round's randomness depends only on (seed, round)."""
     max_kl: float = 0.1
     """Direction search: largest first-token KL on harmless prompts for an accepted direction."""
+    min_induce: float = 0.0
+    """Direction search: smallest induce score (harmless refusal score with the direction added)."""
     refat_every: int = 4
     """ReFAT: steps between re-estimates of the per-layer directions."""
     ablation_probability: float = 0.5
