@@ -17,9 +17,9 @@ from pathlib import Path
 from mechrefusal import data
 from mechrefusal.cli import add_settings_arguments
 from mechrefusal.directions import DirectionSet, SelectionFilters, find_direction
+from mechrefusal.generation import generate
 from mechrefusal.interventions import Ablate
 from mechrefusal.judges import SubstringJudge
-from mechrefusal.generation import generate
 from mechrefusal.metrics import first_token_kl, refusal_score
 from mechrefusal.models import load
 from mechrefusal.precision import autocast

@@ -5,7 +5,7 @@ from __future__ import annotations
 from mechrefusal import data
 from mechrefusal.directions import DirectionSet
 from mechrefusal.interventions import Ablate
-from mechrefusal.judges import Judge, SubstringJudge
+from mechrefusal.judges import Judge, SubstringJudge, refusal_rate
 from mechrefusal.metrics import first_token_kl
 from mechrefusal.models import Model
 from mechrefusal.precision import autocast
@@ -16,8 +16,6 @@ def refusal_rates(model: Model, directions: DirectionSet | None = None, *, n: in
     """Refusal rates on ``n`` test prompts per set: harmful (plain, each direction ablated alone, all
     ablated), harmless and over-refusal (plain), and the first-token KL on harmless prompts with all
     directions ablated."""
-    from mechrefusal.judges import refusal_rate
-
     harmful, harmless, overrefusal = (data.load(name, "test")[:n] for name in ("harmful", "harmless", "overrefusal"))
     judge = judge or SubstringJudge()
 
