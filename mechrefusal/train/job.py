@@ -68,7 +68,8 @@ def run(settings: TrainSettings, *, progress: bool = True) -> list[Path]:
                 "wall_time_s": round(time.perf_counter() - started, 1)}))
         if not len(directions) and settings.method in ("fail-closed", "deeprefusal"):
             warnings.warn(f"Round {round_index} left no refusal direction to ablate (none passed the selection "
-                          f"filters); {settings.method} stops here. Train round 0 longer?", stacklevel=2)
+                          f"filters); {settings.method} stops here. The best candidate's scores are under 'search' "
+                          "in the round's mechrefusal.json; the filters are --max-kl and --min-induce.", stacklevel=2)
             break
         if settings.method == "fail-closed" and round_index > 0 and found is None:
             break  # no new direction: the search stops
