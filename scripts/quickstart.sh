@@ -19,15 +19,16 @@ python=${PYTHON:-$(command -v python3.11 || command -v python3)}
 venv=${MECHREFUSAL_VENV:-.venv}
 torch_requirement=${MECHREFUSAL_TORCH:-torch==2.13.0}
 
-# Reinstall only when the requirements changed since the last setup.
-want="$(cat pyproject.toml; echo "$torch_requirement")"
+# Reinstall only when the requirements changed since the last setup. constraints.txt holds the exact
+# versions the tests last passed with, so a new upstream release cannot break a fresh setup unseen.
+want="$(cat pyproject.toml constraints.txt; echo "$torch_requirement")"
 if [ ! -x "$venv/bin/python" ] || [ "$(cat "$venv/.mechrefusal-installed" 2>/dev/null)" != "$want" ]; then
     echo "setting up $venv with $python and $torch_requirement ..." >&2
     "$python" -m venv "$venv"
     "$venv/bin/python" -m pip install -q --disable-pip-version-check --upgrade pip
     # torch first and pinned: an unpinned torch would pull gigabytes of CUDA packages.
     "$venv/bin/python" -m pip install -q --disable-pip-version-check "$torch_requirement"
-    "$venv/bin/python" -m pip install -q --disable-pip-version-check -e ".[test]"
+    "$venv/bin/python" -m pip install -q --disable-pip-version-check -c constraints.txt -e ".[test]"
     printf '%s' "$want" > "$venv/.mechrefusal-installed"
 fi
 

@@ -105,3 +105,20 @@ def test_batched_generation_equals_one_at_a_time(tiny_model):
     batched = mechrefusal.generate(tiny_model, PROMPTS, max_new_tokens=8, batch_size=3)
     single = [mechrefusal.generate(tiny_model, [prompt], max_new_tokens=8)[0] for prompt in PROMPTS]
     assert batched == single
+
+
+def test_kv_cached_generation_equals_greedy_decoding_by_full_forwards(tiny_model, directions):
+    """Guards the KV cache: transformers 5.24 renamed the cache output, and TransformerLens 4.3's bridge
+    then silently decoded every step from the newest token alone."""
+    eos = tiny_model.tokenizer.eos_token_id
+    for intervention in (None, Ablate(directions)):
+        ids = tiny_model.tokenize(PROMPTS[1:2]).input_ids
+        with torch.no_grad(), tiny_model.intervene(intervention):
+            for _ in range(10):
+                next_id = tiny_model.bridge(ids)[0, -1].argmax().item()
+                if next_id == eos:
+                    break
+                ids = torch.cat([ids, torch.tensor([[next_id]])], dim=1)
+        prompt_length = tiny_model.tokenize(PROMPTS[1:2]).input_ids.shape[1]
+        expected = tiny_model.tokenizer.decode(ids[0, prompt_length:], skip_special_tokens=True)
+        assert mechrefusal.generate(tiny_model, PROMPTS[1:2], max_new_tokens=10, intervention=intervention) == [expected]
