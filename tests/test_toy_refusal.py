@@ -71,6 +71,20 @@ def test_addition_induces_refusal_and_a_random_direction_does_not(toy, val, dire
     assert abs(random_added - base) < 0.25 * (added - base)
 
 
+def test_screening_scores_only_the_finalists_fully_and_agrees_with_the_full_grid(toy, val, direction):
+    """The toy's 4 layers are all kept (the last 20% of 4 layers is less than one layer)."""
+    scores = direction.provenance["scores"]
+    finalist = torch.tensor(scores["finalist"])
+    assert finalist.sum() == direction.provenance["finalists"] == 16
+    assert not torch.tensor(scores["passed"])[~finalist].any()
+    assert torch.tensor(scores["induce"])[~finalist].isnan().all()
+    full = mechrefusal.find_direction(toy, data.load("harmful", "train")[:64], data.load("harmless", "train")[:64],
+                                      harmful_val=val[0], harmless_val=val[1], filters=TOY_FILTERS, screen=None,
+                                      progress=False)
+    assert torch.tensor(full.provenance["scores"]["finalist"]).sum() == 4 * len(toy.post_instruction_positions)
+    assert (full.layer, full.position) == (direction.layer, direction.position)
+
+
 def test_default_filters_warn_when_nothing_passes(toy, val):
     with pytest.warns(UserWarning, match="No DIM candidate passed"):
         direction = mechrefusal.find_direction(toy, val[0][:16], val[1][:16], filters=SelectionFilters(max_kl=1e-9),

@@ -19,7 +19,8 @@ METHODS = ("dim",)
 def find_direction(model: Model, harmful: Sequence[str], harmless: Sequence[str], *, method: str = "dim",
                    harmful_val: Sequence[str] | None = None, harmless_val: Sequence[str] | None = None,
                    n_val: int = 32, filters: SelectionFilters = SelectionFilters(),
-                   exclude_massive: bool = True, full_grid: bool = False, sweep_dtype: str = "bfloat16",
+                   exclude_massive: bool = True, full_grid: bool = False, screen: int | None = 8,
+                   finalists: int = 16, sweep_dtype: str = "bfloat16",
                    orthogonal_to: Direction | DirectionSet | None = None, context: Interventions = None,
                    batch_size: int = 16, progress: bool = True) -> Direction:
     """Find the refusal direction of ``model``.
@@ -32,7 +33,9 @@ def find_direction(model: Model, harmful: Sequence[str], harmless: Sequence[str]
             of ``harmful`` and ``harmless``); at most ``n_val`` of each are used.
         filters: the selection filters (KL, induce, pruned last layers).
         exclude_massive: zero the attention sink's massive dimensions in the candidates.
-        full_grid: score induce for every candidate, not only until one passes the filters.
+        full_grid: score every candidate on the whole validation sets, induce included (slow; no screening).
+        screen, finalists: score every candidate on the first ``screen`` validation prompts of each set
+            first, then only ``finalists`` of them on the whole sets (``screen=None``: no screening).
         sweep_dtype: compute dtype of the candidate sweep (``"bfloat16"`` autocast or ``"float32"``);
             the means that define the candidates are always accumulated from float32 activations.
         orthogonal_to: search only the orthogonal complement of these directions.
@@ -57,7 +60,8 @@ def find_direction(model: Model, harmful: Sequence[str], harmless: Sequence[str]
         positions = model.post_instruction_positions
         with autocast(model, sweep_dtype):
             scores = score_candidates(model, candidates, positions, harmful_val, harmless_val, filters=filters,
-                                      full_grid=full_grid, batch_size=batch_size, progress=progress)
+                                      full_grid=full_grid, screen=screen, finalists=finalists,
+                                      batch_size=batch_size, progress=progress)
     layer, slot, passed = choose(scores)
     if not passed:
         warnings.warn("No DIM candidate passed the selection filters (KL, induce score); returning the one with "
@@ -67,7 +71,7 @@ def find_direction(model: Model, harmful: Sequence[str], harmless: Sequence[str]
         "data_sha256": prompts_sha256([*harmful, "\0", *harmless, "\0", *harmful_val, "\0", *harmless_val]),
         "n_harmful_val": len(harmful_val), "n_harmless_val": len(harmless_val),
         "massive_dims_zeroed": zeroed, "filters": vars(filters), "passed_filters": passed,
-        "sweep_dtype": sweep_dtype, "full_grid": full_grid, "orthogonal_to": orthogonal_to is not None,
+        "sweep_dtype": sweep_dtype, "full_grid": full_grid, "screen": screen, "finalists": finalists, "orthogonal_to": orthogonal_to is not None,
         "bypass": scores.bypass[layer, slot].item(), "induce": scores.induce[layer, slot].item(),
         "kl": scores.kl[layer, slot].item(), "scores": scores.as_dict(), "versions": versions(),
     }

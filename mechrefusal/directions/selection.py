@@ -34,28 +34,39 @@ class SelectionFilters:
 
 @dataclass
 class CandidateScores:
-    """The score grid over candidates; NaN where a candidate's layer was pruned before scoring."""
+    """The score grid over candidates; NaN where a candidate's layer was pruned before scoring. Only
+    ``finalist`` cells were scored on the whole validation sets (the others on the screening prompts)."""
 
     bypass: Float[Tensor, "layer pos"]
     induce: Float[Tensor, "layer pos"]
     kl: Float[Tensor, "layer pos"]
     passed: Bool[Tensor, "layer pos"]
+    finalist: Bool[Tensor, "layer pos"]
     positions: list[int]
     baseline_harmful: float
     baseline_harmless: float
 
     def as_dict(self) -> dict:
         return {"bypass": self.bypass.tolist(), "induce": self.induce.tolist(), "kl": self.kl.tolist(),
-                "passed": self.passed.tolist(), "positions": self.positions,
+                "passed": self.passed.tolist(),
+                "finalist": self.finalist.tolist(), "positions": self.positions,
                 "baseline_harmful": self.baseline_harmful, "baseline_harmless": self.baseline_harmless}
 
 
 def score_candidates(model: Model, candidates: Float[Tensor, "layer pos d_model"], positions: list[int],
                      harmful_val: Sequence[str], harmless_val: Sequence[str], *,
                      filters: SelectionFilters = SelectionFilters(), full_grid: bool = False,
+                     screen: int | None = 8, finalists: int = 16,
                      batch_size: int = 16, progress: bool = True) -> CandidateScores:
-    """Bypass and KL for every candidate outside the pruned last layers; induce for every one
-    (``full_grid``) or, in bypass order, for those within the KL filter until one passes."""
+    """Bypass and KL for candidates outside the pruned last layers; induce, in bypass order, for those
+    within the KL filter until one passes.
+
+    With ``screen`` set (and not ``full_grid``), every candidate is first scored on the first ``screen``
+    prompts of each validation set, and only ``finalists`` of them are scored on the whole sets: the
+    lowest screened bypass scores among candidates within twice the KL filter, then the lowest overall.
+    Bypass and KL of the others keep their screening values and they are never chosen (``finalist``
+    is False). ``full_grid`` scores every candidate on the whole sets, induce included.
+    """
     tokens = refusal_token_ids(model)
     harmful_base = score_from_logprobs(last_token_logprobs(model, harmful_val, batch_size=batch_size), tokens)
     harmless_logprobs = last_token_logprobs(model, harmless_val, batch_size=batch_size)
@@ -67,11 +78,24 @@ def score_candidates(model: Model, candidates: Float[Tensor, "layer pos d_model"
     def candidate(layer: int, slot: int) -> Direction:
         return Direction(candidates[layer, slot], layer, positions[slot], "dim")
 
-    both = list(harmful_val) + list(harmless_val)
-    for layer, slot in tqdm(cells, desc="bypass and KL", disable=not progress, leave=False):
-        ablated = last_token_logprobs(model, both, intervention=Ablate(candidate(layer, slot)), batch_size=batch_size)
-        grid["bypass"][layer, slot] = score_from_logprobs(ablated[: len(harmful_val)], tokens).mean()
-        grid["kl"][layer, slot] = kl_divergence(harmless_logprobs, ablated[len(harmful_val):]).mean()
+    def bypass_and_kl(chosen: list[tuple[int, int]], harmful: Sequence[str], n_harmless: int, desc: str) -> None:
+        prompts = list(harmful) + list(harmless_val[:n_harmless])
+        for layer, slot in tqdm(chosen, desc=desc, disable=not progress, leave=False):
+            ablated = last_token_logprobs(model, prompts, intervention=Ablate(candidate(layer, slot)),
+                                          batch_size=batch_size)
+            grid["bypass"][layer, slot] = score_from_logprobs(ablated[: len(harmful)], tokens).mean()
+            grid["kl"][layer, slot] = kl_divergence(harmless_logprobs[:n_harmless], ablated[len(harmful):]).mean()
+
+    finalist = torch.zeros(n_layers, n_positions, dtype=torch.bool)
+    screening = screen is not None and not full_grid and len(cells) > finalists
+    if screening:
+        bypass_and_kl(cells, harmful_val[:screen], screen, "screen bypass and KL")
+        by_bypass = sorted(cells, key=lambda cell: grid["bypass"][cell].item())
+        near = [cell for cell in by_bypass if grid["kl"][cell] <= 2 * filters.max_kl]
+        cells = list(dict.fromkeys(near + by_bypass))[:finalists]
+    bypass_and_kl(cells, harmful_val, len(harmless_val), "bypass and KL")
+    for cell in cells:
+        finalist[cell] = True
     cells.sort(key=lambda cell: grid["bypass"][cell].item())
     tried = cells if full_grid else [cell for cell in cells if grid["kl"][cell] <= filters.max_kl]
     for layer, slot in tqdm(tried, desc="induce", disable=not progress, leave=False):
@@ -80,15 +104,15 @@ def score_candidates(model: Model, candidates: Float[Tensor, "layer pos d_model"
         grid["induce"][layer, slot] = score_from_logprobs(added, tokens).mean()
         if not full_grid and grid["induce"][layer, slot] >= filters.min_induce:
             break
-    passed = (grid["kl"] <= filters.max_kl) & (grid["induce"] >= filters.min_induce)  # NaN compares False
-    return CandidateScores(grid["bypass"], grid["induce"], grid["kl"], passed, positions,
+    passed = finalist & (grid["kl"] <= filters.max_kl) & (grid["induce"] >= filters.min_induce)  # NaN: False
+    return CandidateScores(grid["bypass"], grid["induce"], grid["kl"], passed, finalist, positions,
                            harmful_base.mean().item(), score_from_logprobs(harmless_logprobs, tokens).mean().item())
 
 
 def choose(scores: CandidateScores) -> tuple[int, int, bool]:
     """(layer, position slot, passed filters) of the lowest bypass score among candidates that pass the
-    filters; when none passes, the lowest bypass score overall, flagged as not passing."""
-    pool = scores.passed if scores.passed.any() else ~scores.bypass.isnan()
+    filters; when none passes, the lowest bypass score among the finalists, flagged as not passing."""
+    pool = scores.passed if scores.passed.any() else scores.finalist
     masked = torch.where(pool, scores.bypass, torch.tensor(float("inf")))
     flat = int(masked.argmin())
     layer, slot = divmod(flat, masked.shape[1])
