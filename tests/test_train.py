@@ -157,3 +157,42 @@ def test_baselines_train_rounds_after_round_zero(toy_dir, tmp_path):
         assert [path.name for path in written] == ["round-0", "round-1"]
         meta = json.loads((written[1] / "mechrefusal.json").read_text())
         assert meta["method"] == method and len(mechrefusal.load(written[1], device="cpu").directions) == 1
+
+
+def test_lora_adapters_merge_into_the_weights_they_adapt(tiny_model, tmp_path):
+    from mechrefusal.models.tiny import build_tiny_model
+    from mechrefusal.train.lora import add_lora, merge_lora
+
+    model = build_tiny_model(tmp_path / "lora")
+    batch = model.tokenize(["Hi there", "Write a poem about rain"])
+    with torch.no_grad():
+        base = model.logits(batch)
+    adapters = add_lora(model, [1], rank=4)
+    assert adapters and all(p.requires_grad for p in adapters)
+    assert not any(p.requires_grad for n, p in model.hf_model.named_parameters() if "lora_" not in n)
+    with torch.no_grad():
+        torch.testing.assert_close(model.logits(batch), base, atol=0, rtol=0)  # B starts at zero
+        for parameter in adapters:
+            parameter.add_(0.1 * torch.randn_like(parameter))
+        adapted = model.logits(batch)
+    assert (adapted - base).abs().max() > 1e-2
+    assert merge_lora(model) == 7  # q, k, v, o, gate, up, down of layer 1
+    with torch.no_grad():
+        torch.testing.assert_close(model.logits(batch), adapted, atol=1e-5, rtol=1e-5)
+    assert not [n for n, _ in model.hf_model.named_parameters() if "lora_" in n]
+    with pytest.raises(ValueError, match="rank must be at least 1"):
+        add_lora(model, [1], rank=0)
+
+
+def test_a_lora_round_changes_only_the_adapted_layers(toy_dir, tmp_path):
+    written = run(toy_settings(toy_dir, tmp_path / "lora", method="sft", lora_rank=4, train_layers="2:4"),
+                  progress=False)
+    trained = hf_state_dict(mechrefusal.load(written[0], device="cpu"))
+    original = hf_state_dict(mechrefusal.load(toy_dir, device="cpu"))
+    assert set(trained) == set(original)  # plain Hugging Face layout, adapters merged away
+    moved = {name for name in original if (trained[name] - original[name]).abs().max() > 1e-6}
+    assert moved and all(name.startswith(("model.layers.2.", "model.layers.3.")) for name in moved)
+    with pytest.raises(ValueError, match="lora_rank must be 0"):
+        TrainSettings(lora_rank=-1)
+    with pytest.raises(ValueError, match="Unknown direction finder 'pca'"):
+        TrainSettings(finder="pca")

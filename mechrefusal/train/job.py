@@ -102,7 +102,7 @@ def _search(model: Model, directions: DirectionSet, settings: TrainSettings, pro
         warnings.simplefilter("ignore")
         found = find_direction(
             model, data.load("harmful", "train")[:N_SEARCH], data.load("harmless", "train")[:N_SEARCH],
-            harmful_val=data.load("harmful", "val"), harmless_val=data.load("harmless", "val"), n_val=16,
+            method=settings.finder, harmful_val=data.load("harmful", "val"), harmless_val=data.load("harmless", "val"), n_val=16,
             orthogonal_to=directions if len(directions) else None,
             context=Ablate(directions) if len(directions) else None,
             filters=SelectionFilters(max_kl=settings.max_kl, min_induce=settings.min_induce),

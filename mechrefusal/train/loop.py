@@ -15,6 +15,7 @@ from tqdm.auto import tqdm
 from mechrefusal.interventions import Interventions
 from mechrefusal.models import Model
 from mechrefusal.precision import autocast
+from mechrefusal.train.lora import add_lora, merge_lora
 from mechrefusal.train.losses import reply_cross_entropy, reply_kl
 from mechrefusal.train.settings import TrainSettings
 from mechrefusal.train.targets import Example
@@ -37,12 +38,16 @@ class RoundResult:
     wall_time_s: float = 0.0
 
 
-def trainable_parameters(model: Model, settings: TrainSettings) -> list[torch.nn.Parameter]:
-    """Freeze everything but the decoder layers in ``settings.train_layers``; return those parameters."""
+def trainable_parameters(model: Model, settings: TrainSettings, round_index: int = 0) -> list[torch.nn.Parameter]:
+    """Freeze everything but the decoder layers in ``settings.train_layers`` (or, with ``lora_rank``, but
+    fresh LoRA adapters on them); return the trainable parameters."""
+    layers = settings.layer_range(model.n_layers)
+    if settings.lora_rank:
+        return add_lora(model, layers, settings.lora_rank, seed=settings.seed * 1000 + round_index)
     for parameter in model.bridge.parameters():
         parameter.requires_grad_(False)
     chosen: dict[int, torch.nn.Parameter] = {}
-    for layer in settings.layer_range(model.n_layers):
+    for layer in layers:
         for parameter in model.bridge.blocks[layer].parameters():
             parameter.requires_grad_(True)
             chosen[id(parameter)] = parameter
@@ -56,7 +61,7 @@ def train_round(model: Model, reference: Model, harmful: Sequence[Example], harm
     """Fine-tune ``model`` in place for one round and return its loss history."""
     started = time.perf_counter()
     generator = torch.Generator().manual_seed(settings.seed * 1000 + round_index)
-    parameters = trainable_parameters(model, settings)
+    parameters = trainable_parameters(model, settings, round_index)
     optimizer = torch.optim.AdamW(parameters, lr=settings.lr, weight_decay=settings.weight_decay)
     micro = settings.batch_size // settings.grad_accumulation // 2
     rank, world = distributed_rank_and_size()
@@ -99,6 +104,7 @@ def train_round(model: Model, reference: Model, harmful: Sequence[Example], harm
         with torch.no_grad():
             for parameter, best in zip(parameters, best_state):
                 parameter.copy_(best)
+    merge_lora(model)
     model.hf_model.eval()
     for parameter in model.bridge.parameters():
         parameter.requires_grad_(False)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from mechrefusal.directions.find import METHODS as FINDERS
+
 METHODS = ("sft", "fail-closed", "refat", "deeprefusal")
 
 
@@ -33,8 +35,12 @@ class TrainSettings:
     """AdamW weight decay."""
     utility_weight: float = 1.0
     """Weight of the utility loss (KL from the original model on harmless examples)."""
-    train_layers: str = "10:20"
-    """Decoder layers trained, as start:stop ('' or 'all' for full fine-tuning)."""
+    train_layers: str = "all"
+    """Decoder layers trained, as start:stop ('' or 'all': every layer). On CPU a band such as 10:20
+    is much cheaper (the backward pass stops at its first layer)."""
+    lora_rank: int = 0
+    """LoRA (peft) rank of adapters on every linear map of the trained layers; 0 trains the layers'
+    weights themselves (full fine-tuning). Adapters are merged into the weights after each round."""
     evals_per_round: int = 5
     """Evaluations per round; a round stops after `patience` evaluations without improvement."""
     patience: int = 2
@@ -45,6 +51,8 @@ class TrainSettings:
     """Compute dtype of training and generation: bfloat16 autocast (fp32 master weights) or float32."""
     seed: int = 0
     """Seed of data order and sampling; a round's randomness depends only on (seed, round)."""
+    finder: str = "dim"
+    """Direction search: the finder, dim (difference in means + selection) or rdo."""
     max_kl: float = 0.1
     """Direction search: largest first-token KL on harmless prompts for an accepted direction."""
     min_induce: float = 0.0
@@ -60,6 +68,10 @@ class TrainSettings:
     def __post_init__(self) -> None:
         if self.method not in METHODS:
             raise ValueError(f"Unknown training method {self.method!r}; choose one of {', '.join(METHODS)}.")
+        if self.finder not in FINDERS:
+            raise ValueError(f"Unknown direction finder {self.finder!r}; choose one of {', '.join(FINDERS)}.")
+        if self.lora_rank < 0:
+            raise ValueError(f"lora_rank must be 0 (full fine-tuning) or a positive rank, got {self.lora_rank}.")
         if self.batch_size % (2 * self.grad_accumulation):
             raise ValueError("batch_size must split evenly into harmful and harmless halves of every "
                              f"micro-batch (batch_size={self.batch_size}, grad_accumulation={self.grad_accumulation}).")

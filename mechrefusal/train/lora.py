@@ -1,0 +1,59 @@
+"""LoRA through peft, as an alternative to full fine-tuning of a layer band.
+
+The bridge wraps every Hugging Face ``nn.Linear`` of a decoder layer in a ``LinearBridge`` whose forward
+calls the wrapped module, so peft's LoRA layers are injected in place of those wrapped modules: the
+bridge's hooks (and the trainer's ablations) stay where they were. After a round the adapters are merged
+into the weights and removed, so checkpoints keep the plain Hugging Face layout.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from peft import LoraConfig, inject_adapter_in_model
+from peft.tuners.lora import LoraLayer
+
+from mechrefusal.models import Model
+
+# Every linear map of a decoder layer, as the bridge nests them inside the Hugging Face model.
+_LINEAR = r"model\.layers\.({layers})\._original_component\.(self_attn|mlp)\._original_component\.\w+\._original_component"
+
+
+def add_lora(model: Model, layers: Sequence[int], rank: int, *, alpha: float | None = None,
+             seed: int = 0) -> list[torch.nn.Parameter]:
+    """Inject rank-``rank`` LoRA adapters into every linear map of ``layers``; return their parameters
+    (the only ones left trainable). ``alpha`` defaults to ``2 * rank``; ``seed`` fixes their init."""
+    if rank < 1:
+        raise ValueError(f"LoRA rank must be at least 1, got {rank}.")
+    if not layers:
+        raise ValueError("LoRA needs at least one decoder layer to adapt.")
+    pattern = _LINEAR.format(layers="|".join(str(layer) for layer in layers))
+    config = LoraConfig(r=rank, lora_alpha=alpha or 2 * rank, lora_dropout=0.0, target_modules=pattern)
+    for parameter in model.hf_model.parameters():
+        parameter.requires_grad_(False)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        inject_adapter_in_model(config, model.hf_model)
+    adapters = _lora_layers(model)
+    if not adapters:
+        raise ValueError(f"No linear layer matched LoRA's target pattern in layers {list(layers)} of {model.spec}.")
+    for adapter in adapters:
+        adapter.to(model.device)
+    return [parameter for name, parameter in model.hf_model.named_parameters() if "lora_" in name]
+
+
+def merge_lora(model: Model) -> int:
+    """Fold every LoRA adapter into its base weight and put the plain linear layer back; returns how many."""
+    merged = 0
+    for name, module in list(model.hf_model.named_modules()):
+        if isinstance(module, LoraLayer):
+            module.merge()
+            parent_name, _, child = name.rpartition(".")
+            setattr(model.hf_model.get_submodule(parent_name), child, module.get_base_layer())
+            merged += 1
+    return merged
+
+
+def _lora_layers(model: Model) -> list[LoraLayer]:
+    return [module for module in model.hf_model.modules() if isinstance(module, LoraLayer)]
