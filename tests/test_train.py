@@ -196,3 +196,19 @@ def test_a_lora_round_changes_only_the_adapted_layers(toy_dir, tmp_path):
         TrainSettings(lora_rank=-1)
     with pytest.raises(ValueError, match="Unknown direction finder 'pca'"):
         TrainSettings(finder="pca")
+
+
+def test_baselines_can_share_a_round_zero(trained, toy_dir, tmp_path):
+    _, written = trained
+    shared = run(toy_settings(toy_dir, tmp_path / "refat", method="refat", refat_every=2,
+                              start_from=str(written[0])), progress=False)
+    assert [path.name for path in shared] == ["round-1"]  # round 0 was copied, not trained
+    copied = json.loads((tmp_path / "refat" / "round-0" / "mechrefusal.json").read_text())
+    assert copied["copied_from"] == str(written[0]) and copied["settings"]["method"] == "refat"
+    a = hf_state_dict(mechrefusal.load(tmp_path / "refat" / "round-0", device="cpu"))
+    b = hf_state_dict(mechrefusal.load(written[0], device="cpu"))
+    assert all(torch.equal(a[name], b[name]) for name in a)
+    with pytest.raises(MechrefusalError, match=r"round-0 settings \['lr'\] differ"):
+        run(toy_settings(toy_dir, tmp_path / "other", lr=1e-3, start_from=str(written[0])), progress=False)
+    with pytest.raises(MechrefusalError, match="needs a round-0 checkpoint"):
+        run(toy_settings(toy_dir, tmp_path / "late", start_from=str(written[-1])), progress=False)

@@ -3,6 +3,7 @@ direction search and an atomic checkpoint after every round; resumable from the 
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import time
@@ -13,16 +14,17 @@ from pathlib import Path
 import torch
 
 from mechrefusal import data
+from mechrefusal.cache import atomic_directory
 from mechrefusal.directions import Direction, DirectionSet, SelectionFilters, find_direction
 from mechrefusal.errors import MechrefusalError
 from mechrefusal.interventions import Ablate
 from mechrefusal.metrics import refusal_score
 from mechrefusal.models import Model, load
 from mechrefusal.provenance import versions
-from mechrefusal.train.checkpoint import complete_rounds, read_metadata, round_directory, save_checkpoint
+from mechrefusal.train.checkpoint import METADATA, complete_rounds, read_metadata, round_directory, save_checkpoint
 from mechrefusal.train.loop import distributed_rank_and_size, train_round
 from mechrefusal.train.plans import safety_plan
-from mechrefusal.train.settings import TrainSettings
+from mechrefusal.train.settings import AFTER_ROUND_ZERO, TrainSettings
 from mechrefusal.train.targets import training_data
 
 N_VAL_EXAMPLES = 16  # per set, for the loss evaluated during a round
@@ -82,6 +84,9 @@ def _start(settings: TrainSettings) -> tuple[Model, DirectionSet, int]:
     if done and not settings.resume:
         raise MechrefusalError(f"{settings.out} already holds rounds {done}; pass --resume to continue them or "
                                "choose another --out.")
+    if not done and settings.start_from:
+        _copy_round_zero(settings)
+        done = [0]
     if not done:
         return load(settings.model), DirectionSet(), 0
     for stale in Path(settings.out).glob(".tmp-round-*"):  # a round a killed run did not finish
@@ -93,6 +98,25 @@ def _start(settings: TrainSettings) -> tuple[Model, DirectionSet, int]:
         raise MechrefusalError(f"Cannot resume {settings.out}: settings {sorted(changed)} differ from the saved run.")
     model = load(last)
     return model, model.directions or DirectionSet(), done[-1] + 1
+
+
+def _copy_round_zero(settings: TrainSettings) -> None:
+    """Copy a round-0 checkpoint with the same round-0 settings into ``out`` as this run's round 0."""
+    source = Path(settings.start_from)
+    try:
+        saved = read_metadata(source)
+    except (OSError, ValueError) as error:
+        raise MechrefusalError(f"--start-from {source} is not a trainer checkpoint ({error}).") from None
+    if saved["round"] != 0:
+        raise MechrefusalError(f"--start-from needs a round-0 checkpoint; {source} is round {saved['round']}.")
+    changed = {key for key, value in asdict(settings).items()
+               if key not in AFTER_ROUND_ZERO and saved["settings"].get(key) != value}
+    if changed:
+        raise MechrefusalError(f"Cannot start from {source}: its round-0 settings {sorted(changed)} differ from these.")
+    with atomic_directory(round_directory(settings.out, 0)) as scratch:
+        shutil.copytree(source, scratch, dirs_exist_ok=True)
+        (scratch / METADATA).write_text(json.dumps({**saved, "settings": asdict(settings),
+                                                    "copied_from": str(source)}, indent=2))
 
 
 def _search(model: Model, directions: DirectionSet, settings: TrainSettings, progress: bool) -> Direction:

@@ -7,6 +7,8 @@ from dataclasses import dataclass
 from mechrefusal.directions.find import METHODS as FINDERS
 
 METHODS = ("sft", "fail-closed", "refat", "deeprefusal")
+# Settings that do not change round 0 (training and direction search), so a round 0 can be shared.
+AFTER_ROUND_ZERO = ("method", "rounds", "out", "resume", "start_from", "refat_every", "ablation_probability")
 
 
 @dataclass
@@ -64,6 +66,9 @@ class TrainSettings:
     DeepRefusal: probability of ablating at each site and position."""
     resume: bool = False
     """Continue from the last complete round in `out` (same settings)."""
+    start_from: str | None = None
+    """A round-0 checkpoint trained with the same settings (any method) to start from instead of
+    training round 0 again: methods compared on one budget share their round 0. Copied into `out`."""
 
     def __post_init__(self) -> None:
         if self.method not in METHODS:
