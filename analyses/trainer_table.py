@@ -1,10 +1,12 @@
 """Refusal table of training checkpoints on the held-out test splits (docs/results.md, trainer issue).
 
-    python analyses/trainer_table.py CKPT [CKPT ...] [--n 64] [--max-new-tokens 32]
+    python analyses/trainer_table.py CKPT [CKPT ...] [--n 64] [--max-new-tokens 32] [--fresh]
 
 Each checkpoint is judged with its own saved directions: harmful refusal plain, with each direction
 ablated alone and with all ablated; harmless and over-refusal refusal; first-token KL on harmless
-prompts with all directions ablated. Prints a markdown table and one JSON line per checkpoint.
+prompts with all directions ablated. ``--fresh`` also plays the white-box attacker: it finds a new DIM
+direction on the checkpoint as it is now (the trainer's search settings, no earlier direction ablated)
+and reports harmful refusal with it ablated. Prints a markdown table and one JSON line per checkpoint.
 """
 
 from __future__ import annotations
@@ -13,8 +15,21 @@ import argparse
 import json
 
 import mechrefusal
+from mechrefusal import Ablate, data
+from mechrefusal.directions import Direction, SelectionFilters
 from mechrefusal.evaluation import refusal_rates
+from mechrefusal.precision import autocast
 from mechrefusal.provenance import versions
+from mechrefusal.train.checkpoint import read_metadata
+
+
+def fresh_direction(model: mechrefusal.Model, checkpoint: str) -> Direction:
+    """The direction the checkpoint uses now, found as the trainer would (its filters, DIM, val split)."""
+    settings = read_metadata(checkpoint)["settings"]
+    return mechrefusal.find_direction(
+        model, data.load("harmful", "train")[:64], data.load("harmless", "train")[:64],
+        harmful_val=data.load("harmful", "val"), harmless_val=data.load("harmless", "val"), n_val=16,
+        filters=SelectionFilters(max_kl=settings["max_kl"], min_induce=settings["min_induce"]))
 
 
 def main() -> None:
@@ -22,9 +37,11 @@ def main() -> None:
     parser.add_argument("checkpoints", nargs="+")
     parser.add_argument("--n", type=int, default=64)
     parser.add_argument("--max-new-tokens", type=int, default=32)
+    parser.add_argument("--fresh", action="store_true", help="also ablate a direction found anew on each checkpoint")
     args = parser.parse_args()
-    print("| checkpoint | harmful | single ablations (min) | all ablated | harmless | over-refusal | KL all ablated |")
-    print("|---|---|---|---|---|---|---|")
+    print("| checkpoint | harmful | single ablations (min) | all ablated | fresh direction ablated | harmless | "
+          "over-refusal | KL all ablated |")
+    print("|---|---|---|---|---|---|---|---|")
     for checkpoint in args.checkpoints:
         model = mechrefusal.load(checkpoint)
         rates = refusal_rates(model, model.directions, n=args.n, max_new_tokens=args.max_new_tokens)
@@ -32,10 +49,23 @@ def main() -> None:
         single_text = f"{', '.join(f'{v:.0%}' for v in singles)} ({min(singles):.0%})" if singles else "-"
         every = rates.get("harmful, all ablated", singles[0] if singles else None)
         kl = rates.get("kl_harmless_all_ablated")
+        fresh_text, fresh = "-", None
+        if args.fresh:
+            fresh = fresh_direction(model, checkpoint)
+            with autocast(model, "bfloat16"):
+                rates["harmful, fresh ablated"] = mechrefusal.refusal_rate(
+                    model, data.load("harmful", "test")[:args.n], intervention=Ablate(fresh),
+                    max_new_tokens=args.max_new_tokens)
+            fresh_text = (f"{rates['harmful, fresh ablated']:.0%} (layer {fresh.layer}, KL {fresh.provenance['kl']:.2f}"
+                          f"{'' if fresh.provenance['passed_filters'] else ', failed filters'})")
         print(f"| {checkpoint} | {rates['harmful']:.0%} | {single_text} | {'-' if every is None else f'{every:.0%}'} | "
-              f"{rates['harmless']:.0%} | {rates['overrefusal']:.0%} | {'-' if kl is None else f'{kl:.3f}'} |")
-        print(json.dumps({"checkpoint": checkpoint, "rates": rates, "n": args.n,
-                          "max_new_tokens": args.max_new_tokens, "versions": versions()}))
+              f"{fresh_text} | {rates['harmless']:.0%} | {rates['overrefusal']:.0%} | "
+              f"{'-' if kl is None else f'{kl:.3f}'} |")
+        fresh_summary = None if fresh is None else {
+            key: fresh.provenance[key] for key in ("bypass", "induce", "kl", "passed_filters")}
+        print(json.dumps({"checkpoint": checkpoint, "rates": rates, "fresh_direction": fresh_summary and {
+            "layer": fresh.layer, "position": fresh.position, **fresh_summary}, "n": args.n,
+            "max_new_tokens": args.max_new_tokens, "versions": versions()}))
 
 
 if __name__ == "__main__":
