@@ -138,10 +138,11 @@ def run(settings: AnalyzeSettings, *, progress: bool = True) -> Report:
     return report
 
 
-def analyze(model: str | None = None, *, progress: bool = True, **settings) -> Report:
+def analyze(model: str | Path | None = None, *, progress: bool = True, **settings) -> Report:
     """The analysis job from Python: ``mechrefusal.analyze(ckpt, compare=..., out=..., n_test=...)``
-    (keywords as in `AnalyzeSettings`)."""
-    return run(AnalyzeSettings(model=None if model is None else str(model), **settings), progress=progress)
+    (keywords as in `AnalyzeSettings`; paths may be ``Path`` objects)."""
+    paths = {key: str(value) for key, value in settings.items() if isinstance(value, Path)}
+    return run(AnalyzeSettings(model=None if model is None else str(model), **{**settings, **paths}), progress=progress)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -161,7 +162,7 @@ def main(argv: list[str] | None = None) -> None:
 class _CallableModule(types.ModuleType):
     """Makes ``mechrefusal.analyze(...)`` call `analyze` while the module stays importable as usual."""
 
-    def __call__(self, model: str | None = None, **kwargs) -> Report:
+    def __call__(self, model: str | Path | None = None, **kwargs) -> Report:
         return analyze(model, **kwargs)
 
 

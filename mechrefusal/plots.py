@@ -33,7 +33,7 @@ def _heatmap(labels: Sequence[str], matrix: Sequence[Sequence[float]], title: st
 
 def cosine_heatmap(labels: Sequence[str], cosines: Sequence[Sequence[float]]) -> go.Figure:
     """Pairwise cosine similarity of the directions."""
-    return _heatmap(labels, cosines, "Cosine similarity of the directions", "cosine", zmin=-1, zmax=1)
+    return _heatmap(labels, cosines, "Cosine similarity of the directions", "cosine", zmin=-1.0, zmax=1.0)
 
 
 def pair_ablation_heatmap(labels: Sequence[str], pair_scores: Sequence[Sequence[float]]) -> go.Figure:
@@ -66,7 +66,7 @@ def cumulative_ablation(labels: Sequence[str], cumulative_scores: Sequence[float
 
 def shift_heatmap(labels: Sequence[str], shifts: Sequence[Sequence[float]]) -> go.Figure:
     """Representational-independence shifts averaged over layers: row ablated, column measured."""
-    return _heatmap(labels, shifts, "Independence shift |Δcos| (row ablated, column read)", "|Δcos|", zmin=0,
+    return _heatmap(labels, shifts, "Independence shift |Δcos| (row ablated, column read)", "|Δcos|", zmin=0.0,
                     colorscale="Viridis", x_title="measured", y_title="ablated")
 
 
