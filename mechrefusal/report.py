@@ -12,6 +12,10 @@ from __future__ import annotations
 import html
 import json
 import math
+import os
+import signal
+import subprocess
+import sys
 import uuid
 from collections.abc import Callable
 from pathlib import Path
@@ -23,6 +27,7 @@ FIGURES = {
     "cumulative": "Cumulative ablation", "shifts": "Representational independence",
     "layers": "Per-layer DIM norm and separation", "projections": "Projections",
 }
+PNG_TIMEOUT_S = 120
 PNG_HINT = ("PNG figures skipped: no Chromium found for kaleido; install one (Debian: apt-get install chromium, "
             "or run plotly_get_chrome) and rerun.")
 
@@ -219,7 +224,8 @@ class Report:
         (out / "report.json").write_text(json.dumps(self.data, indent=2, allow_nan=False))
         (out / "report.html").write_text(self.html())
         self.out = out
-        self.notes = [] if write_pngs(self.data, out / "figures") else [PNG_HINT]
+        note = write_pngs(self.data, out / "figures")
+        self.notes = [note] if note else []
         return out
 
 
@@ -231,17 +237,40 @@ def chromium_path() -> str | None:
     return path if path and Path(path).is_file() else None
 
 
-def write_pngs(data: dict, directory: Path) -> bool:
-    """Every model's figures as ``{model index}-{figure}.png``; False (nothing written) without Chromium."""
-    if chromium_path() is None:
-        return False
-    import plotly.io as pio
+def write_pngs(data: dict, directory: Path) -> str | None:
+    """Every model's figures as ``{model index}-{figure}.png``; returns a one-line note when none were written.
 
+    Kaleido runs in a child process bounded by ``PNG_TIMEOUT_S`` (its Chromium has been seen to hang
+    on a loaded machine), with MathJax off so it requests nothing from the network.
+    """
+    if chromium_path() is None:
+        return PNG_HINT
     directory.mkdir(parents=True, exist_ok=True)
-    figures, paths = [], []
-    for index, entry in enumerate(data["models"]):
-        for key, figure in model_figures(entry).items():
-            figures.append(figure)
-            paths.append(directory / f"{index}-{key}.png")
-    pio.write_images(figures, paths)
-    return True
+    source = directory / "figures.json"
+    source.write_text(json.dumps(data))
+    child = subprocess.Popen([sys.executable, "-c", "from mechrefusal.report import _png_child; _png_child()",
+                              str(source), str(directory)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                             start_new_session=True)
+    try:
+        _, stderr = child.communicate(timeout=PNG_TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        os.killpg(child.pid, signal.SIGKILL)  # kaleido's Chromium too: it is in the child's session
+        child.wait()
+        return f"PNG figures skipped: kaleido did not finish in {PNG_TIMEOUT_S} s; report.html has every figure."
+    finally:
+        source.unlink()
+    if child.returncode:
+        lines = stderr.decode(errors="replace").strip().splitlines() or ["no message"]
+        return f"PNG figures skipped: kaleido failed ({lines[-1]}); report.html has every figure."
+    return None
+
+
+def _png_child() -> None:
+    """Entry point of the PNG child process: ``figures.json`` and the output directory in ``sys.argv``."""
+    import kaleido
+
+    data = json.loads(Path(sys.argv[1]).read_text())
+    specs = [{"fig": figure.to_dict(), "path": Path(sys.argv[2]) / f"{index}-{key}.png",
+              "opts": {"format": "png", "width": 800, "height": plots.HEIGHT, "scale": 2}}
+             for index, entry in enumerate(data["models"]) for key, figure in model_figures(entry).items()]
+    kaleido.write_fig_from_object_sync(specs, kopts={"mathjax": False, "timeout": PNG_TIMEOUT_S / 2})

@@ -105,6 +105,14 @@ def test_without_chromium_the_page_is_written_and_the_note_says_how_to_get_pngs(
     assert (tmp_path / "copy" / "report.html").exists() and not (tmp_path / "copy" / "figures").exists()
 
 
+def test_a_hanging_png_export_is_cut_short(toy_report, tmp_path, monkeypatch):
+    monkeypatch.setattr("mechrefusal.report.PNG_TIMEOUT_S", 0.5)
+    report = Report.load(toy_report.out)
+    report.save(tmp_path / "copy")
+    assert report.notes == ["PNG figures skipped: kaleido did not finish in 0.5 s; report.html has every figure."]
+    assert (tmp_path / "copy" / "report.html").exists()
+
+
 def test_repr_html_shows_the_summary_and_the_figures(toy_report):
     fragment = toy_report._repr_html_()
     assert "<html" not in fragment and "Plotly.newPlot" in fragment
