@@ -15,5 +15,15 @@ __all__ = [
     "DEFAULT_MODEL", "Ablate", "Add", "Batch", "DataError", "Direction", "DirectionSet", "FetchError", "Judge",
     "MeanActivations", "MechrefusalError", "Model", "ModelLoadError", "SubstringJudge", "Verdict", "data",
     "find_direction", "first_token_kl", "generate", "load", "mean_activations", "orthogonalize",
-    "refusal_rate", "refusal_score",
+    "analyze", "refusal_rate", "refusal_score",
 ]
+
+
+def __getattr__(name: str):
+    # `mechrefusal.analyze` is a callable module (see mechrefusal/analyze.py); importing it lazily keeps
+    # `python -m mechrefusal.analyze` from finding it already imported.
+    if name == "analyze":
+        import mechrefusal.analyze
+
+        return mechrefusal.analyze
+    raise AttributeError(f"module 'mechrefusal' has no attribute {name!r}")

@@ -1,29 +1,39 @@
-"""`python -m mechrefusal.analyze [CKPT] [--out DIR]`: find the refusal direction and measure its effect.
+"""`python -m mechrefusal.analyze [CKPT] [--directions FILE] [--compare CKPT2] [--out DIR] [--finder dim]`
 
-Runs DIM + selection on the bundled train/val splits, then measures on the held-out test splits the
-judged refusal rate and mean refusal score of harmful and harmless prompts, with and without the
-selected direction ablated. Writes ``DIR/report.json`` and ``DIR/direction.safetensors`` and prints a
-summary. The same job from Python: ``mechrefusal.analyze.run(AnalyzeSettings(...))``.
+Analyses the refusal directions of a model: those saved with a trainer checkpoint (or read from
+``--directions``) plus a fresh one found on the model (``--finder``, on the bundled train/val splits),
+measured on the held-out test splits: cosines, refusal under single / pair / cumulative / full
+ablation, induce scores, representational-independence shifts, per-layer DIM norm and separation,
+projections, and the fail-closed summary (`mechrefusal.independence`). ``--compare`` analyses a
+second model the same way and shows both side by side. Writes ``DIR/report.html`` (self-contained),
+``DIR/report.json``, ``DIR/figures/*.png`` and the analysed directions as safetensors.
+
+From Python or Jupyter the module itself is callable: ``mechrefusal.analyze("runs/fc/round-3")``
+returns a `Report` that shows itself inline (``mechrefusal.analyze.run(AnalyzeSettings(...))`` is
+the same job with a settings object).
 """
 
 from __future__ import annotations
 
 import argparse
-import json
+import sys
 import time
+import types
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from mechrefusal import data
 from mechrefusal.cli import add_settings_arguments
 from mechrefusal.directions import DirectionSet, SelectionFilters, find_direction
-from mechrefusal.generation import generate
+from mechrefusal.errors import MechrefusalError
+from mechrefusal.evaluation import judged_completions
+from mechrefusal.independence import measure_independence
 from mechrefusal.interventions import Ablate
-from mechrefusal.judges import SubstringJudge
-from mechrefusal.metrics import first_token_kl, refusal_score
+from mechrefusal.metrics import first_token_kl
 from mechrefusal.models import load
-from mechrefusal.precision import autocast
+from mechrefusal.projections import layer_profile, projections
 from mechrefusal.provenance import versions
+from mechrefusal.report import Report
 
 
 @dataclass
@@ -31,9 +41,15 @@ class AnalyzeSettings:
     """Settings of the analysis job (the CLI flags have the same names)."""
 
     model: str | None = None
-    """Model spec for `mechrefusal.load` (default: the embedded SmolLM2-135M-Instruct)."""
+    """Model spec or checkpoint directory for `mechrefusal.load` (default: the embedded SmolLM2-135M-Instruct)."""
+    directions: str | None = None
+    """A directions .safetensors file to analyse instead of the checkpoint's saved directions."""
+    compare: str | None = None
+    """A second model or checkpoint, analysed the same way (its own saved directions) and shown side by side."""
     out: str = "reports/analysis"
-    """Directory for report.json and direction.safetensors."""
+    """Directory for report.html, report.json, figures/ and the analysed directions."""
+    finder: str = "dim"
+    """Direction finder for the fresh direction (the method of find_direction)."""
     n_train: int = 128
     """Prompts per set (harmful, harmless) for the difference in means, from the train splits."""
     n_val: int = 16
@@ -41,72 +57,92 @@ class AnalyzeSettings:
     n_test: int = 64
     """Prompts per set for the held-out measurements, from the test splits."""
     max_new_tokens: int = 32
-    """Tokens generated per prompt for the judged refusal rate."""
+    """Tokens generated per prompt for the judged refusal rates."""
     max_kl: float = 0.1
     """Selection filter: largest first-token KL on harmless prompts when the candidate is ablated."""
     full_grid: bool = False
     """Score induce for every candidate, not only in bypass order until one passes the filters."""
     dtype: str = "bfloat16"
-    """Compute dtype of the candidate sweep and of generation: bfloat16 (autocast) or float32."""
+    """Compute dtype of sweeps and generation: bfloat16 (autocast) or float32."""
     batch_size: int = 16
     """Prompts per forward pass."""
 
+    def __post_init__(self) -> None:
+        if self.directions is not None and not Path(self.directions).is_file():
+            raise MechrefusalError(f"No direction file at {self.directions}.")
+        if Path(self.out).exists() and not Path(self.out).is_dir():
+            raise MechrefusalError(f"--out {self.out} is a file; pass a directory.")
+        if self.n_test < 2:
+            raise ValueError(f"n_test must be at least 2 (a standard deviation needs two prompts), got {self.n_test}.")
 
-def run(settings: AnalyzeSettings, *, progress: bool = True) -> dict:
-    """Run the analysis, write the report, and return it as a dict."""
-    started = time.perf_counter()
-    model = load(settings.model)
-    harmful_test = data.load("harmful", "test")[: settings.n_test]
-    harmless_test = data.load("harmless", "test")[: settings.n_test]
-    direction = find_direction(
-        model, data.load("harmful", "train")[: settings.n_train], data.load("harmless", "train")[: settings.n_train],
-        harmful_val=data.load("harmful", "val"), harmless_val=data.load("harmless", "val"), n_val=settings.n_val,
-        filters=SelectionFilters(max_kl=settings.max_kl), full_grid=settings.full_grid, sweep_dtype=settings.dtype,
-        batch_size=settings.batch_size, progress=progress)
-    ablation = Ablate(direction)
-    judge = SubstringJudge()
-    measurements = {}
-    for condition, intervention in (("baseline", None), ("ablated", ablation)):
-        for name, prompts in (("harmful", harmful_test), ("harmless", harmless_test)):
-            with autocast(model, settings.dtype):
-                completions = generate(model, prompts, max_new_tokens=settings.max_new_tokens,
-                                       intervention=intervention, batch_size=settings.batch_size, progress=progress)
-            verdicts = judge.judge(prompts, completions)
-            measurements[f"{condition}/{name}"] = {
-                "refusal_rate": sum(v.refused for v in verdicts) / len(verdicts),
-                "refusal_score": refusal_score(model, prompts, intervention=intervention,
-                                               batch_size=settings.batch_size).mean().item(),
-                "examples": [{"prompt": p, "completion": c} for p, c in list(zip(prompts, completions))[:3]],
-            }
-    kl = first_token_kl(model, harmless_test, ablation, batch_size=settings.batch_size).mean().item()
-    out = Path(settings.out)
-    out.mkdir(parents=True, exist_ok=True)
-    DirectionSet([direction]).save(out / "direction.safetensors")
-    report = {
-        "model": model.spec, "settings": asdict(settings),
-        "direction": {"layer": direction.layer, "position": direction.position, "norm": direction.vector.norm().item(),
-                      **{key: direction.provenance[key] for key in ("bypass", "induce", "kl", "passed_filters",
-                                                                   "massive_dims_zeroed")}},
-        "test": measurements, "first_token_kl_harmless_ablated": kl,
-        "selection_scores": direction.provenance["scores"], "versions": versions(),
-        "wall_time_s": round(time.perf_counter() - started, 1),
+
+def analyse_model(spec: str | None, settings: AnalyzeSettings, *, role: str, directions_file: str | None = None,
+                  progress: bool = True) -> tuple[dict, DirectionSet]:
+    """One model's entry of the report, and the directions it analysed (given ones first, fresh last)."""
+    model = load(spec)
+    given = DirectionSet.load(directions_file, d_model=model.d_model) if directions_file else model.directions
+    source = "file" if directions_file else "saved"
+    harmful_train, harmless_train = data.load("harmful", "train")[: settings.n_train], data.load("harmless", "train")[: settings.n_train]
+    harmful_test, harmless_test = data.load("harmful", "test")[: settings.n_test], data.load("harmless", "test")[: settings.n_test]
+    fresh = find_direction(model, harmful_train, harmless_train, method=settings.finder,
+                           harmful_val=data.load("harmful", "val"), harmless_val=data.load("harmless", "val"),
+                           n_val=settings.n_val, filters=SelectionFilters(max_kl=settings.max_kl),
+                           full_grid=settings.full_grid, sweep_dtype=settings.dtype, batch_size=settings.batch_size,
+                           progress=progress)
+    directions = DirectionSet([*(given or []), fresh])
+    labels = [f"d{i}" for i in range(len(directions) - 1)] + ["fresh"]
+    independence = measure_independence(model, directions, harmful_test, harmless_test, labels=labels,
+                                        max_new_tokens=settings.max_new_tokens, dtype=settings.dtype,
+                                        batch_size=settings.batch_size, progress=progress)
+    everything = Ablate(directions)
+    harmless = {
+        "baseline_rate": judged_completions(model, harmless_test, max_new_tokens=settings.max_new_tokens,
+                                            dtype=settings.dtype, batch_size=settings.batch_size).rate,
+        "all_ablated_rate": judged_completions(model, harmless_test, intervention=everything,
+                                               max_new_tokens=settings.max_new_tokens, dtype=settings.dtype,
+                                               batch_size=settings.batch_size).rate,
+        "kl_all_ablated": first_token_kl(model, harmless_test, everything, batch_size=settings.batch_size).mean().item(),
     }
-    (out / "report.json").write_text(json.dumps(report, indent=2))
+    profile = layer_profile(model, harmful_train, harmless_train, harmful_test, harmless_test, position=fresh.position,
+                            batch_size=settings.batch_size)
+    entry = {
+        "role": role, "model": model.spec,
+        "directions": [{"label": label, "source": "fresh" if label == "fresh" else source, "method": d.method,
+                        "layer": d.layer, "position": d.position, "norm": d.vector.norm().item(),
+                        "passed_filters": d.provenance.get("passed_filters")} for label, d in zip(labels, directions)],
+        "independence": independence.to_dict(), "harmless": harmless, "layer_profile": profile.to_dict(),
+        "projections": {name: projections(model, prompts, directions, batch_size=settings.batch_size).T.tolist()
+                        for name, prompts in (("harmful", harmful_test), ("harmless", harmless_test))},
+        "fresh_selection": {key: fresh.provenance.get(key) for key in ("bypass", "induce", "kl", "passed_filters",
+                                                                       "massive_dims_zeroed", "scores")},
+    }
+    return entry, directions
+
+
+def run(settings: AnalyzeSettings, *, progress: bool = True) -> Report:
+    """Run the analysis, write the report directory, and return the report."""
+    started = time.perf_counter()
+    out = Path(settings.out)
+    jobs = [("model", settings.model, settings.directions)]
+    if settings.compare is not None:
+        jobs.append(("compare", settings.compare, None))
+    entries = []
+    for role, spec, directions_file in jobs:
+        entry, directions = analyse_model(spec, settings, role=role, directions_file=directions_file, progress=progress)
+        out.mkdir(parents=True, exist_ok=True)
+        directions.save(out / f"{role}_directions.safetensors")
+        entries.append(entry)
+    report = Report({"models": entries, "settings": asdict(settings), "versions": versions(),
+                     "wall_time_s": round(time.perf_counter() - started, 1)})
+    report.save(out)
     return report
 
 
-def summary(report: dict) -> str:
-    d = report["direction"]
-    lines = [f"model {report['model']}: selected DIM direction at layer {d['layer']}, position {d['position']} "
-             f"(bypass {d['bypass']:+.2f}, induce {d['induce']:+.2f}, KL {d['kl']:.3f}, "
-             f"{'passed' if d['passed_filters'] else 'FAILED'} the selection filters)",
-             f"{'test split':<22}{'refusal rate':>14}{'refusal score':>15}"]
-    for key, value in report["test"].items():
-        lines.append(f"{key:<22}{value['refusal_rate']:>14.1%}{value['refusal_score']:>+15.3f}")
-    lines.append(f"first-token KL on harmless prompts with the direction ablated: "
-                 f"{report['first_token_kl_harmless_ablated']:.3f}")
-    lines.append(f"wall time {report['wall_time_s']} s")
-    return "\n".join(lines)
+def analyze(model: str | Path | None = None, *, progress: bool = True, **settings) -> Report:
+    """The analysis job from Python: ``mechrefusal.analyze(ckpt, compare=..., out=..., n_test=...)``
+    (keywords as in `AnalyzeSettings`; paths may be ``Path`` objects)."""
+    paths = {key: str(value) for key, value in settings.items() if isinstance(value, Path)}
+    return run(AnalyzeSettings(model=None if model is None else str(model), **{**settings, **paths}), progress=progress)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -114,10 +150,23 @@ def main(argv: list[str] | None = None) -> None:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     add_settings_arguments(parser, AnalyzeSettings)
     args = vars(parser.parse_args(argv))
-    report = run(AnalyzeSettings(**args))
-    print(summary(report))
-    print(f"report: {Path(args['out']) / 'report.json'}")
+    try:
+        report = run(AnalyzeSettings(**args))
+    except (MechrefusalError, ValueError) as error:
+        parser.error(str(error))
+    print(report.summary())
+    print(*report.notes, sep="\n")
+    print(f"report: {report.out / 'report.html'}")
 
+
+class _CallableModule(types.ModuleType):
+    """Makes ``mechrefusal.analyze(...)`` call `analyze` while the module stays importable as usual."""
+
+    def __call__(self, model: str | Path | None = None, **kwargs) -> Report:
+        return analyze(model, **kwargs)
+
+
+sys.modules[__name__].__class__ = _CallableModule
 
 if __name__ == "__main__":
     main()

@@ -1,14 +1,53 @@
-"""Judged refusal rates of a model on the held-out test splits, plain and with directions ablated."""
+"""Judged refusal: generate completions (bf16 autocast by default) and let a judge label them.
+
+`judged_completions` is the one place that generates and judges for the analysis job and the
+independence measurements; `refusal_rates` is the checkpoint table of ``analyses/trainer_table.py``.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from dataclasses import dataclass
+
 from mechrefusal import data
 from mechrefusal.directions import DirectionSet
-from mechrefusal.interventions import Ablate
-from mechrefusal.judges import Judge, SubstringJudge, refusal_rate
+from mechrefusal.generation import generate
+from mechrefusal.interventions import Ablate, Interventions
+from mechrefusal.judges import Judge, SubstringJudge, Verdict
 from mechrefusal.metrics import first_token_kl
 from mechrefusal.models import Model
 from mechrefusal.precision import autocast
+
+
+@dataclass
+class JudgedCompletions:
+    """Greedy completions of some prompts and the judge's verdicts on them."""
+
+    prompts: list[str]
+    completions: list[str]
+    verdicts: list[Verdict]
+
+    @property
+    def rate(self) -> float:
+        """Fraction of completions judged a refusal."""
+        return sum(verdict.refused for verdict in self.verdicts) / len(self.verdicts)
+
+    def examples(self, n: int = 3) -> list[dict]:
+        """The first ``n`` (prompt, completion, refused) triples, for reports."""
+        return [{"prompt": p, "completion": c, "refused": v.refused}
+                for p, c, v in list(zip(self.prompts, self.completions, self.verdicts))[:n]]
+
+
+def judged_completions(model: Model, prompts: Sequence[str], *, intervention: Interventions = None,
+                       judge: Judge | None = None, max_new_tokens: int = 32, dtype: str = "bfloat16",
+                       batch_size: int = 16, progress: bool = False) -> JudgedCompletions:
+    """Generate greedy completions under ``intervention`` in ``dtype`` and judge them."""
+    if not prompts:
+        raise ValueError("judged_completions needs at least one prompt.")
+    with autocast(model, dtype):
+        completions = generate(model, prompts, max_new_tokens=max_new_tokens, intervention=intervention,
+                               batch_size=batch_size, progress=progress)
+    return JudgedCompletions(list(prompts), completions, (judge or SubstringJudge()).judge(prompts, completions))
 
 
 def refusal_rates(model: Model, directions: DirectionSet | None = None, *, n: int = 64, max_new_tokens: int = 32,
@@ -17,12 +56,10 @@ def refusal_rates(model: Model, directions: DirectionSet | None = None, *, n: in
     ablated), harmless and over-refusal (plain), and the first-token KL on harmless prompts with all
     directions ablated."""
     harmful, harmless, overrefusal = (data.load(name, "test")[:n] for name in ("harmful", "harmless", "overrefusal"))
-    judge = judge or SubstringJudge()
 
     def rate(prompts, intervention=None):
-        with autocast(model, dtype):
-            return refusal_rate(model, prompts, judge=judge, intervention=intervention,
-                                max_new_tokens=max_new_tokens, progress=progress)
+        return judged_completions(model, prompts, intervention=intervention, judge=judge,
+                                  max_new_tokens=max_new_tokens, dtype=dtype, progress=progress).rate
 
     rates = {"harmful": rate(harmful), "harmless": rate(harmless), "overrefusal": rate(overrefusal)}
     for i, direction in enumerate(directions or []):

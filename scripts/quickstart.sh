@@ -2,7 +2,8 @@
 # Set up an isolated environment (.venv) and run the main job or the test suite.
 #
 #   bash scripts/quickstart.sh main [ARGS...]   # python -m mechrefusal.analyze ARGS (embedded model)
-#   bash scripts/quickstart.sh test [ARGS...]   # the whole test suite (fast and slow tiers)
+#   bash scripts/quickstart.sh test [ARGS...]   # the whole test suite (fast and slow tiers); installs
+#                                               # Debian's chromium for the browser test when missing (root)
 #
 # MECHREFUSAL_TORCH overrides the torch requirement (default: the CPU build torch==2.13.0; use e.g.
 # MECHREFUSAL_TORCH=torch for a CUDA build). PYTHON picks the interpreter (default python3.11).
@@ -30,6 +31,14 @@ if [ ! -x "$venv/bin/python" ] || [ "$(cat "$venv/.mechrefusal-installed" 2>/dev
     "$venv/bin/python" -m pip install -q --disable-pip-version-check "$torch_requirement"
     "$venv/bin/python" -m pip install -q --disable-pip-version-check -c constraints.txt -e ".[test]"
     printf '%s' "$want" > "$venv/.mechrefusal-installed"
+fi
+
+# The report's browser test drives Debian's chromium (never a downloaded browser); kaleido uses it
+# for PNG figures too. Install it for the test job when missing and apt-get is usable (root).
+if [ "$job" = test ] && ! command -v chromium >/dev/null && command -v apt-get >/dev/null && [ "$(id -u)" = 0 ]; then
+    echo "installing Debian's chromium for the report's browser test ..." >&2
+    apt-get update -q >/dev/null
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium >/dev/null
 fi
 
 case "$job" in

@@ -1,15 +1,47 @@
-"""The analysis job on the toy refusing model: the report, the summary and the CLI."""
+"""The analysis job on the toy refusing model: report contents, page == JSON, CLI, Jupyter."""
 
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
+from html.parser import HTMLParser
 
+import pytest
 import torch
 
 import mechrefusal
-from mechrefusal.analyze import AnalyzeSettings, main, run, summary
+from mechrefusal.analyze import main
+from mechrefusal.report import FIGURES, PNG_HINT, Report, lookup
+from tests.conftest import TOY_ANALYSIS
 
-TOY_SETTINGS = dict(n_train=64, n_val=16, n_test=24, max_new_tokens=8, max_kl=1.0)
+
+class PageNumbers(HTMLParser):
+    """Collects the page's ``data-key``/``data-value`` cells and its figure specs."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.cells: dict[str, object] = {}
+        self.figures: dict[str, dict] = {}
+        self._target = None
+
+    def handle_starttag(self, tag, attrs):
+        attrs = dict(attrs)
+        if "data-key" in attrs:
+            self.cells[attrs["data-key"]] = json.loads(attrs["data-value"])
+        if tag == "script" and attrs.get("class") == "figure-spec":
+            self._target = attrs["data-target"]
+
+    def handle_data(self, data):
+        if self._target:
+            self.figures[self._target] = json.loads(data)
+            self._target = None
+
+
+def page_numbers(html: str) -> PageNumbers:
+    parser = PageNumbers()
+    parser.feed(html)
+    return parser
 
 
 def test_saved_toy_reloads_with_the_same_logits(toy, toy_dir):
@@ -19,26 +51,127 @@ def test_saved_toy_reloads_with_the_same_logits(toy, toy_dir):
         torch.testing.assert_close(reloaded.logits(batch), toy.logits(batch))
 
 
-def test_report_shows_the_direction_removing_refusal(toy_dir, tmp_path):
-    report = run(AnalyzeSettings(model=str(toy_dir), out=str(tmp_path / "r"), **TOY_SETTINGS), progress=False)
-    assert report["direction"]["passed_filters"]
-    test = report["test"]
-    assert test["baseline/harmful"]["refusal_rate"] > 0.6
-    assert test["ablated/harmful"]["refusal_rate"] < 0.2
-    assert test["ablated/harmful"]["refusal_score"] < test["baseline/harmful"]["refusal_score"] - 3
-    assert test["baseline/harmless"]["refusal_rate"] < 0.4
-    assert json.loads((tmp_path / "r" / "report.json").read_text()) == json.loads(json.dumps(report))
-    saved = mechrefusal.DirectionSet.load(tmp_path / "r" / "direction.safetensors")
-    assert saved[0].layer == report["direction"]["layer"]
-    text = summary(report)
-    assert f"layer {report['direction']['layer']}" in text and "ablated/harmful" in text
+def test_checkpoint_directions_and_a_fresh_one_are_analysed(toy_report):
+    model, compare = toy_report.data["models"]
+    assert (model["role"], compare["role"]) == ("model", "compare")
+    assert [(d["label"], d["source"], d["method"]) for d in model["directions"]] == [("d0", "saved", "random"),
+                                                                                 ("fresh", "fresh", "dim")]
+    assert [d["source"] for d in compare["directions"]] == ["fresh"]
+    for entry in (model, compare):
+        summary = entry["independence"]["summary"]
+        assert summary["baseline_rate"] > 0.6 and summary["directions_to_break"] == 1
+        assert summary["breaking_set"] == ["fresh"] and summary["fail_closed"] is False
+        assert entry["harmless"]["baseline_rate"] < 0.4
+    assert model["independence"]["single_rates"][0] > 0.5  # the random saved direction leaves refusal
+    saved = mechrefusal.DirectionSet.load(toy_report.out / "model_directions.safetensors")
+    assert [d.method for d in saved] == ["random", "dim"]
 
 
-def test_cli_flags_reach_the_settings(toy_dir, tmp_path, capsys):
+def test_numbers_in_the_json_equal_those_in_the_page(toy_report):
+    data = json.loads((toy_report.out / "report.json").read_text())
+    assert data == toy_report.data
+    page = page_numbers((toy_report.out / "report.html").read_text())
+    assert len(page.cells) > 20
+    for key, value in page.cells.items():
+        assert lookup(data, key) == value, key
+    assert len(page.figures) == 2 * len(FIGURES)
+    for index, entry in enumerate(data["models"]):
+        independence = entry["independence"]
+        assert page.figures[f"report-{index}-cosines"]["data"][0]["z"] == independence["cosines"]
+        assert page.figures[f"report-{index}-pair_ablation"]["data"][0]["z"] == independence["pair_scores"]
+        assert page.figures[f"report-{index}-shifts"]["data"][0]["z"] == independence["shifts"]
+        assert page.figures[f"report-{index}-single_ablation"]["data"][0]["y"] == [
+            independence["baseline_rate"], *independence["single_rates"], independence["all_rate"]]
+
+
+def test_page_is_self_contained(toy_report):
+    page = (toy_report.out / "report.html").read_text()
+    assert "http://" not in page.split("<body>")[1] and "<script src" not in page
+    assert "Plotly.newPlot" in page and len(page) > 1_000_000  # plotly.js is inlined
+
+
+def test_png_figures_are_written(toy_report):
+    assert toy_report.notes == []
+    for index in range(2):
+        for key in FIGURES:
+            assert (toy_report.out / "figures" / f"{index}-{key}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_without_chromium_the_page_is_written_and_the_note_says_how_to_get_pngs(toy_report, tmp_path, monkeypatch):
+    monkeypatch.setenv("BROWSER_PATH", str(tmp_path / "no-chromium"))
+    report = Report.load(toy_report.out)
+    report.save(tmp_path / "copy")
+    assert report.notes == [PNG_HINT] and "apt-get install chromium" in PNG_HINT
+    assert (tmp_path / "copy" / "report.html").exists() and not (tmp_path / "copy" / "figures").exists()
+
+
+def test_a_hanging_png_export_is_cut_short(toy_report, tmp_path, monkeypatch):
+    monkeypatch.setattr("mechrefusal.report.PNG_TIMEOUT_S", 0.5)
+    report = Report.load(toy_report.out)
+    report.save(tmp_path / "copy")
+    assert report.notes == ["PNG figures skipped: kaleido did not finish in 0.5 s; report.html has every figure."]
+    assert (tmp_path / "copy" / "report.html").exists()
+
+
+def test_repr_html_shows_the_summary_and_the_figures(toy_report):
+    fragment = toy_report._repr_html_()
+    assert "<html" not in fragment and "Plotly.newPlot" in fragment
+    numbers = page_numbers(fragment)
+    assert numbers.cells["models.0.independence.summary.directions_to_break"] == 1
+    assert len(numbers.figures) == 2 * len(FIGURES)
+    assert "directions to break refusal" in fragment and "fail-closed" in fragment
+    other = page_numbers(toy_report._repr_html_())
+    assert not set(other.figures) & set(numbers.figures)  # two outputs in one notebook do not clash
+
+
+def test_text_summary_has_both_models(toy_report):
+    text = toy_report.summary()
+    assert "model" in text.splitlines()[0] and "compare" in text.splitlines()[0]
+    assert "d0 (saved random" in text and "fresh (fresh dim" in text
+
+
+def test_analyze_is_a_callable_module():
+    import mechrefusal.analyze as module
+
+    assert mechrefusal.analyze is module and callable(mechrefusal.analyze)
+    assert module.AnalyzeSettings().finder == "dim"
+
+
+def test_cli_runs_as_a_module_without_import_warnings():
+    result = subprocess.run([sys.executable, "-m", "mechrefusal.analyze", "--help"], capture_output=True, text=True)
+    assert result.returncode == 0 and "--compare" in result.stdout and "--finder" in result.stdout
+    assert "RuntimeWarning" not in result.stderr
+
+
+def test_cli_writes_the_report(toy_dir, tmp_path, capsys):
     out = tmp_path / "cli"
     main([str(toy_dir), "--out", str(out), "--n-train", "32", "--n-val", "8", "--n-test", "8",
           "--max-new-tokens", "4", "--max-kl", "1.0", "--dtype", "float32"])
     printed = capsys.readouterr().out
-    assert "selected DIM direction" in printed and str(out / "report.json") in printed
+    assert "directions to break refusal" in printed and str(out / "report.html") in printed
     settings = json.loads((out / "report.json").read_text())["settings"]
-    assert settings["n_test"] == 8 and settings["dtype"] == "float32" and settings["full_grid"] is False
+    assert settings["n_test"] == 8 and settings["dtype"] == "float32" and settings["finder"] == "dim"
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--directions", "missing.safetensors"], "No direction file at missing.safetensors"),
+    (["--finder", "nope"], "Unknown direction finder 'nope'"),
+    (["--n-test", "1"], "n_test must be at least 2"),
+    (["--bogus"], "unrecognized arguments: --bogus"),
+])
+def test_cli_errors_are_one_clear_line(toy_dir, tmp_path, capsys, flags, message):
+    with pytest.raises(SystemExit) as stop:
+        main([str(toy_dir), "--out", str(tmp_path / "r"),
+              *[f"--{key.replace('_', '-')}={value}" for key, value in TOY_ANALYSIS.items()], *flags])
+    assert stop.value.code == 2
+    assert message in capsys.readouterr().err
+
+
+def test_cli_rejects_a_missing_model_and_a_file_as_out(tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        main([str(tmp_path / "nowhere"), "--out", str(tmp_path / "r")])
+    assert "the path does not exist" in capsys.readouterr().err
+    (tmp_path / "file").write_text("")
+    with pytest.raises(SystemExit):
+        main(["--out", str(tmp_path / "file")])
+    assert "is a file; pass a directory" in capsys.readouterr().err

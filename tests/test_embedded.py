@@ -76,7 +76,10 @@ def test_analyze_cli_on_the_embedded_model(tmp_path):
                             capture_output=True, text=True, timeout=900)
     assert result.returncode == 0, result.stderr[-2000:]
     report = json.loads((out / "report.json").read_text())
-    assert report["model"] == "smollm2-135m-instruct"
-    assert set(report["test"]) == {"baseline/harmful", "baseline/harmless", "ablated/harmful", "ablated/harmless"}
-    assert "selected DIM direction at layer" in result.stdout
-    assert (out / "direction.safetensors").exists()
+    (entry,) = report["models"]
+    assert entry["model"] == "smollm2-135m-instruct"
+    assert [d["source"] for d in entry["directions"]] == ["fresh"]
+    assert {"baseline_rate", "min_single_rate", "directions_to_break"} <= set(entry["independence"]["summary"])
+    assert "directions to break refusal" in result.stdout
+    assert (out / "report.html").exists() and (out / "model_directions.safetensors").exists()
+    assert len(list((out / "figures").glob("*.png"))) == 7
