@@ -32,7 +32,7 @@ from mechrefusal.directions.direction import Direction, DirectionSet, as_directi
 from mechrefusal.directions.rdo_targets import RDOTargets, rdo_targets
 from mechrefusal.directions.repind import default_layers, last_token_cosines
 from mechrefusal.interventions import Ablate, Add, Interventions
-from mechrefusal.models import Model, ReplyBatch
+from mechrefusal.models import Batch, Model, ReplyBatch
 from mechrefusal.precision import DTYPES, autocast
 
 PENALTIES = ("absolute", "squared")
@@ -109,6 +109,7 @@ class Problem:
     position: int
     settings: RDOSettings
     independent: Float[Tensor, "k d_model"] | None = None
+    context: Interventions = None
 
 
 def rdo(model: Model, harmful: Sequence[str], harmless: Sequence[str], dim: Direction, *,
@@ -139,10 +140,9 @@ def rdo(model: Model, harmful: Sequence[str], harmless: Sequence[str], dim: Dire
     if independent_of is not None:
         matrix = as_direction_set(independent_of).matrix.float()
         independent = (matrix / matrix.norm(dim=-1, keepdim=True)).to(model.device)
-    problem = Problem(targets, dim.vector.norm().item(), dim.layer, dim.position, settings, independent)
+    problem = Problem(targets, dim.vector.norm().item(), dim.layer, dim.position, settings, independent, context)
     forbidden = _forbidden_basis(model.d_model, orthogonal_to, massive)
-    unit, history, best_step = optimise(model, problem, dim.vector, forbidden=forbidden, context=context,
-                                        progress=progress)
+    unit, history, best_step = optimise(model, problem, dim.vector, forbidden=forbidden, progress=progress)
     provenance = {
         "rdo": {"settings": asdict(settings), "history": history, "best_step": best_step,
                 "best_loss": history[best_step]["total"], "n_harmful_targets": len(targets.harmful),
@@ -158,7 +158,7 @@ def rdo(model: Model, harmful: Sequence[str], harmless: Sequence[str], dim: Dire
 
 
 def optimise(model: Model, problem: Problem, init: Float[Tensor, "d_model"], *,
-             forbidden: Float[Tensor, "d_model c"] | None = None, context: Interventions = None,
+             forbidden: Float[Tensor, "d_model c"] | None = None,
              progress: bool = True) -> tuple[Float[Tensor, "d_model"], list[dict], int]:
     """Projected AdamW on the unit sphere (within the complement of ``forbidden``), from ``init``.
 
@@ -179,7 +179,7 @@ def optimise(model: Model, problem: Problem, init: Float[Tensor, "d_model"], *,
     generator = torch.Generator().manual_seed(settings.seed)
     history: list[dict] = []
     best_loss, best_r, best_step, stale, cuts = math.inf, r.detach().clone(), 0, 0, 0
-    with frozen(model), model.intervene(context), autocast(model, settings.dtype):
+    with frozen(model), autocast(model, settings.dtype):
         for step in tqdm(range(settings.steps), desc="RDO", disable=not progress, leave=False):
             if step % steps_per_epoch == 0:
                 order = torch.randperm(n, generator=generator).tolist()
@@ -204,7 +204,7 @@ def optimise(model: Model, problem: Problem, init: Float[Tensor, "d_model"], *,
                 cuts, stale = cuts + 1, 0
                 for group in optimizer.param_groups:
                     group["lr"] *= settings.lr_cut
-            with torch.no_grad():
+            with torch.no_grad(), torch.autocast(model.device.type, enabled=False):  # fp32 projections
                 gradient = _project(r.grad, forbidden)
                 r.grad.copy_(gradient - (gradient @ r) * r)
                 optimizer.step()
@@ -215,45 +215,50 @@ def optimise(model: Model, problem: Problem, init: Float[Tensor, "d_model"], *,
 
 def rdo_loss(model: Model, r: Float[Tensor, "d_model"], problem: Problem, indices: Sequence[int]) -> dict[str, Tensor]:
     """The weighted RDO loss of the example pairs ``indices`` at the unit vector ``r``, with its parts
-    (each a mean over the examples); differentiable in ``r``."""
+    (each a mean over the examples); differentiable in ``r``. The three losses are computed under the
+    problem's context interventions, the independence penalty without them (under them the given
+    directions may be ablated already, and every shift would be zero)."""
     targets, settings = problem.targets, problem.settings
     harmful = [targets.harmful[i] for i in indices]
     harmless = [targets.harmless[i] for i in indices]
     direction = Direction(r, problem.layer, problem.position, "rdo")
     n = len(indices)
-    # Harmful prompts with compliant targets and harmless ones with their own answers share one ablated pass.
-    ablated = model.tokenize_replies(harmful + harmless, [targets.compliant[i] for i in indices]
-                                     + [targets.answers[i] for i in indices])
-    with model.intervene(Ablate(direction)):
-        logits = model.bridge(ablated.input_ids, attention_mask=ablated.attention_mask)
-    logprobs, rows, tokens = reply_logprobs(logits, ablated)
-    token_ce = -logprobs.gather(1, tokens[:, None]).squeeze(1)
-    ablation = per_example(token_ce, rows, 2 * n)[:n]
-    answered = ReplyBatch(ablated.input_ids[n:], ablated.attention_mask[n:], ablated.reply_mask[n:])
-    with torch.no_grad():
-        base, _, _ = reply_logprobs(model.bridge(answered.input_ids, attention_mask=answered.attention_mask), answered)
-    retain_tokens = rows >= n  # row-major order: the same tokens, in the same order, as in `base`
-    token_kl = (base.exp() * (base - logprobs[retain_tokens])).sum(dim=-1)
-    retain = per_example(token_kl, rows[retain_tokens] - n, n)
+    with model.intervene(problem.context):
+        # Harmful prompts with compliant targets and harmless ones with their answers share one ablated pass.
+        ablated = model.tokenize_replies(harmful + harmless, [targets.compliant[i] for i in indices]
+                                         + [targets.answers[i] for i in indices])
+        with model.intervene(Ablate(direction)):
+            logits = model.bridge(ablated.input_ids, attention_mask=ablated.attention_mask)
+        logprobs, rows, tokens = reply_logprobs(logits, ablated)
+        token_ce = -logprobs.gather(1, tokens[:, None]).squeeze(1)
+        ablation = per_example(token_ce, rows, 2 * n)[:n]
+        answered = ReplyBatch(ablated.input_ids[n:], ablated.attention_mask[n:], ablated.reply_mask[n:])
+        with torch.no_grad():
+            base_logits = model.bridge(answered.input_ids, attention_mask=answered.attention_mask)
+        base, _, _ = reply_logprobs(base_logits, answered)
+        retain_tokens = rows >= n  # row-major order: the same tokens, in the same order, as in `base`
+        token_kl = (base.exp() * (base - logprobs[retain_tokens])).sum(dim=-1)
+        retain = per_example(token_kl, rows[retain_tokens] - n, n)
 
-    refusing = model.tokenize_replies(harmless, [targets.refusals[i] for i in indices])
-    with model.intervene(Add(Direction(problem.alpha * r, problem.layer, problem.position, "rdo"))):
-        logits = model.bridge(refusing.input_ids, attention_mask=refusing.attention_mask)
-    logprobs, rows, tokens = reply_logprobs(logits, refusing)
-    addition = per_example(-logprobs.gather(1, tokens[:, None]).squeeze(1), rows, n)
+        refusing = model.tokenize_replies(harmless, [targets.refusals[i] for i in indices])
+        with model.intervene(Add(Direction(problem.alpha * r, problem.layer, problem.position, "rdo"))):
+            logits = model.bridge(refusing.input_ids, attention_mask=refusing.attention_mask)
+        logprobs, rows, tokens = reply_logprobs(logits, refusing)
+        addition = per_example(-logprobs.gather(1, tokens[:, None]).squeeze(1), rows, n)
 
     parts = {"ablation": ablation.mean(), "addition": addition.mean(), "retain": retain.mean()}
     total = (settings.ablation_weight * parts["ablation"] + settings.addition_weight * parts["addition"]
              + settings.retain_weight * parts["retain"])
     if problem.independent is not None:
-        parts["independence"] = independence_penalty(model, r, problem.independent, model.tokenize(harmful),
+        prompts = right_padded(model.tokenize(harmful))  # no fully masked attention rows: no NaN gradients in bf16
+        parts["independence"] = independence_penalty(model, r, problem.independent, prompts,
                                                      settings.independence_penalty).mean()
         total = total + settings.independence_weight * parts["independence"]
     return {"total": total, **parts}
 
 
-def independence_penalty(model: Model, r: Float[Tensor, "d_model"], others: Float[Tensor, "k d_model"], batch,
-                         penalty: str = "absolute") -> Float[Tensor, "batch"]:
+def independence_penalty(model: Model, r: Float[Tensor, "d_model"], others: Float[Tensor, "k d_model"],
+                         batch: Batch, penalty: str = "absolute") -> Float[Tensor, "batch"]:
     """Per prompt, the mean over layers below 90% depth and over ``others`` of the |shift| (or squared
     shift) of cos(x, other) when ``r`` is ablated and of cos(x, r) when each other is ablated."""
     layers = default_layers(model)
@@ -265,6 +270,13 @@ def independence_penalty(model: Model, r: Float[Tensor, "d_model"], others: Floa
             shifts.append(last_token_cosines(model, batch, r[None], layers) - base[..., :1])
     shift = torch.cat(shifts, dim=-1)
     return (shift.abs() if penalty == "absolute" else shift.square()).mean(dim=(1, 2))
+
+
+def right_padded(batch: Batch) -> Batch:
+    """The same prompts with the padding moved to the right (each row rolled by its padding)."""
+    padding = (batch.attention_mask == 0).sum(dim=1, keepdim=True)
+    index = (torch.arange(batch.input_ids.shape[1], device=padding.device) + padding) % batch.input_ids.shape[1]
+    return Batch(batch.input_ids.gather(1, index), batch.attention_mask.gather(1, index))
 
 
 def reply_logprobs(logits: Float[Tensor, "batch seq vocab"], batch: ReplyBatch
