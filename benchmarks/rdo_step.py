@@ -48,9 +48,6 @@ def main() -> None:
     direction = Direction(torch.randn(model.d_model), int(0.6 * model.n_layers), -1, "random")
     problem = Problem(targets, 10.0, direction.layer, direction.position, RDOSettings(dtype=args.dtype))
     indices = list(range(args.batch))
-    # The same replies, grouped as the RDO step groups them: one batch to ablate, one to add to.
-    batches = [model.tokenize_replies(harmful + harmless, [COMPLIANT] * args.batch + [ANSWER] * args.batch),
-               model.tokenize_replies(harmless, refusals)]
 
     def rdo_step():
         r = direction.unit.to(model.device).requires_grad_(True)
@@ -59,6 +56,9 @@ def main() -> None:
 
     def plain_step():
         model.hf_model.zero_grad(set_to_none=True)
+        # The same replies, tokenised and grouped as the RDO step does: one batch to ablate, one to add to.
+        batches = [model.tokenize_replies(harmful + harmless, [COMPLIANT] * args.batch + [ANSWER] * args.batch),
+                   model.tokenize_replies(harmless, refusals)]
         with autocast(model, args.dtype):
             for batch in batches:
                 logits = model.bridge(batch.input_ids, attention_mask=batch.attention_mask)

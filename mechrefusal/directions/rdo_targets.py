@@ -63,10 +63,11 @@ def rdo_targets(model: Model, harmful: Sequence[str], harmless: Sequence[str], d
     path = home() / "rdo-targets" / f"{key}.json"
     if key and path.exists():
         return RDOTargets(**json.loads(path.read_text()))
+    context = _flat(context)
     with autocast(model, dtype):
-        compliant = generate(model, harmful, max_new_tokens=compliant_tokens, intervention=_with(context, Ablate(dim)),
+        compliant = generate(model, harmful, max_new_tokens=compliant_tokens, intervention=[*context, Ablate(dim)],
                              batch_size=batch_size, progress=progress)
-        refusals = generate(model, harmless, max_new_tokens=refusal_tokens, intervention=_with(context, Add(dim)),
+        refusals = generate(model, harmless, max_new_tokens=refusal_tokens, intervention=[*context, Add(dim)],
                             batch_size=batch_size, progress=progress)
         answers = generate(model, harmless, max_new_tokens=answer_tokens, intervention=context,
                            batch_size=batch_size, progress=progress)
@@ -84,20 +85,19 @@ def rdo_targets(model: Model, harmful: Sequence[str], harmless: Sequence[str], d
     return targets
 
 
-def _with(context: Interventions, intervention: Ablate | Add) -> list:
-    """The context's interventions followed by one more."""
-    flat = list(context) if isinstance(context, (list, tuple)) else [] if context is None else [context]
-    return [*flat, intervention]
+def _flat(context: Interventions) -> list:
+    """The context's interventions as a list."""
+    return list(context) if isinstance(context, (list, tuple)) else [] if context is None else [context]
 
 
 def _key(model: Model, harmful: Sequence[str], harmless: Sequence[str], dim: Direction, context: Interventions,
          settings: list) -> str:
     """The cache key, or '' when the context holds an intervention without a stable identity."""
     digest = hashlib.sha256()
-    digest.update(json.dumps([model.spec and str(model.spec), model.format(["{}"]), weights_fingerprint(model),
+    digest.update(json.dumps([str(model.spec), model.format(["{}"]), weights_fingerprint(model),
                               list(harmful), list(harmless), dim.layer, dim.position, settings]).encode())
     digest.update(dim.vector.detach().float().cpu().numpy().tobytes())
-    for item in _with(context, Ablate(dim))[:-1]:
+    for item in _flat(context):
         if isinstance(item, Ablate):
             digest.update(json.dumps(["ablate", None if item.layers is None else list(item.layers)]).encode())
             _update_vectors(digest, as_direction_set(item.directions))
