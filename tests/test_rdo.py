@@ -14,9 +14,9 @@ from mechrefusal.directions.rdo_targets import first_sentence, rdo_targets
 from mechrefusal.directions.repind import independence_shifts
 from tests.test_toy_refusal import TOY_FILTERS
 
-# Short targets (the toy's replies are a few tokens) and small sizes keep each search to seconds.
-SHORT = dict(compliant_tokens=8, refusal_tokens=8, answer_tokens=8)
-FAST = dict(SHORT, n_prompts=8, batch_size=8, micro_batch_size=4, steps=8)
+# Small sizes keep each search to seconds (16 tokens hold the toy's whole replies).
+FAST = dict(n_prompts=8, batch_size=8, micro_batch_size=4, steps=8, compliant_tokens=16, refusal_tokens=16,
+            answer_tokens=16)
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -51,7 +51,7 @@ def second_dim(toy, prompts, dim):
 
 
 def test_rdo_weighted_to_ablation_bypasses_at_least_as_well_as_dim(toy, prompts, dim):
-    found = find(toy, prompts, method="rdo", dim=dim, rdo_settings=RDOSettings(**SHORT, steps=12, ablation_weight=5.0))
+    found = find(toy, prompts, method="rdo", dim=dim, rdo_settings=RDOSettings(steps=12, ablation_weight=5.0))
     assert found.method == "rdo" and (found.layer, found.position) == (dim.layer, dim.position)
     assert found.vector.norm().item() == pytest.approx(dim.vector.norm().item(), rel=1e-5)  # alpha = ||r_DIM||
     bypass = mechrefusal.refusal_score(toy, prompts[2], intervention=Ablate(found)).mean().item()
@@ -64,7 +64,7 @@ def test_rdo_weighted_to_ablation_bypasses_at_least_as_well_as_dim(toy, prompts,
 
 def test_default_weights_trade_for_a_smaller_kl_than_dim(toy, prompts, dim):
     """With the default weights (1 / 0.2 / 1) the retain loss keeps harmless answers closer than DIM does."""
-    found = find(toy, prompts, method="rdo", dim=dim, rdo_settings=RDOSettings(**SHORT, steps=12))
+    found = find(toy, prompts, method="rdo", dim=dim, rdo_settings=RDOSettings(steps=12))
     assert found.provenance["kl"] < dim.provenance["kl"]
     assert found.provenance["induce"] > 0 and found.provenance["passed_filters"]
 
