@@ -22,3 +22,13 @@ def versions() -> dict[str, str]:
 def prompts_sha256(prompts: Sequence[str]) -> str:
     """A hash identifying an ordered list of prompts (the data behind a direction)."""
     return hashlib.sha256("\n".join(prompts).encode()).hexdigest()
+
+
+def weights_fingerprint(model) -> str:
+    """A cheap identity of a model's weights: each parameter's shape, float64 sum and first values."""
+    digest = hashlib.sha256()
+    for name, parameter in model.hf_model.named_parameters():
+        values = parameter.detach().flatten()
+        digest.update(f"{name}{tuple(parameter.shape)}{values.double().sum().item().hex()}".encode())
+        digest.update(values[:32].float().cpu().numpy().tobytes())
+    return digest.hexdigest()

@@ -7,13 +7,14 @@ from collections.abc import Sequence
 
 from mechrefusal.directions.dim import dim_candidates
 from mechrefusal.directions.direction import Direction, DirectionSet, as_direction_set
-from mechrefusal.directions.selection import SelectionFilters, choose, score_candidates
+from mechrefusal.directions.rdo import RDOSettings, rdo
+from mechrefusal.directions.selection import SelectionFilters, choose, score_candidates, score_direction
 from mechrefusal.interventions import Interventions
 from mechrefusal.models import Model
 from mechrefusal.precision import autocast
 from mechrefusal.provenance import prompts_sha256, versions
 
-METHODS = ("dim",)
+METHODS = ("dim", "rdo")
 
 
 def find_direction(model: Model, harmful: Sequence[str], harmless: Sequence[str], *, method: str = "dim",
@@ -22,17 +23,21 @@ def find_direction(model: Model, harmful: Sequence[str], harmless: Sequence[str]
                    exclude_massive: bool = True, full_grid: bool = False, screen: int | None = 8,
                    finalists: int = 16, sweep_dtype: str = "bfloat16",
                    orthogonal_to: Direction | DirectionSet | None = None, context: Interventions = None,
-                   batch_size: int = 16, progress: bool = True) -> Direction:
+                   dim: Direction | None = None, independent_of: Direction | DirectionSet | None = None,
+                   rdo_settings: RDOSettings = RDOSettings(), batch_size: int = 16,
+                   progress: bool = True) -> Direction:
     """Find the refusal direction of ``model``.
 
     Args:
         harmful, harmless: prompts the candidates are computed from (e.g. the train splits).
         method: ``"dim"`` (difference in means at every layer and post-instruction position, then the
-            selection of METHOD.md §2).
+            selection of METHOD.md §2) or ``"rdo"`` (Refusal Direction Optimisation, anchored at the DIM
+            direction's layer and norm, trained on targets for the first ``rdo_settings.n_prompts`` prompts).
         harmful_val, harmless_val: prompts the candidates are scored on (default: the first ``n_val``
             of ``harmful`` and ``harmless``); at most ``n_val`` of each are used.
         filters: the selection filters (KL, induce, pruned last layers).
-        exclude_massive: zero the attention sink's massive dimensions in the candidates.
+        exclude_massive: zero the attention sink's massive dimensions in the candidates (and keep the RDO
+            direction orthogonal to them).
         full_grid: score every candidate on the whole validation sets, induce included (slow; no screening).
         screen, finalists: score every candidate on the first ``screen`` validation prompts of each set
             first, then only ``finalists`` of them on the whole sets (``screen=None``: no screening).
@@ -41,16 +46,49 @@ def find_direction(model: Model, harmful: Sequence[str], harmless: Sequence[str]
         orthogonal_to: search only the orthogonal complement of these directions.
         context: interventions active during the whole search (e.g. ``Ablate(earlier_directions)``
             to find the direction a model uses once the earlier ones are gone).
+        dim: rdo only: the DIM direction to anchor on (default: run the DIM search first).
+        independent_of: rdo only: add the representational-independence penalty against these directions.
+        rdo_settings: rdo only: loss weights, sizes and optimiser settings.
 
-    The returned direction's ``provenance`` holds the model, data sizes, versions, the chosen scores
-    and the whole score grid (``provenance["scores"]``).
+    The returned direction's ``provenance`` holds the model, data sizes, versions and its bypass, induce
+    and KL scores; DIM adds the whole score grid (``provenance["scores"]``), RDO its settings, loss
+    history and DIM anchor (``provenance["rdo"]``, ``provenance["dim"]``).
     """
     if method not in METHODS:
         raise ValueError(f"Unknown direction finder {method!r}; choose one of {', '.join(METHODS)}.")
+    if method != "rdo" and (dim is not None or independent_of is not None):
+        raise ValueError("dim= and independent_of= apply to method='rdo' only.")
     if not harmful or not harmless:
         raise ValueError("find_direction needs at least one harmful and one harmless prompt.")
     harmful_val = list(harmful_val if harmful_val is not None else harmful)[:n_val]
     harmless_val = list(harmless_val if harmless_val is not None else harmless)[:n_val]
+    common = {
+        "model": model.spec, "n_harmful": len(harmful), "n_harmless": len(harmless),
+        "data_sha256": prompts_sha256([*harmful, "\0", *harmless, "\0", *harmful_val, "\0", *harmless_val]),
+        "n_harmful_val": len(harmful_val), "n_harmless_val": len(harmless_val), "filters": vars(filters),
+        "sweep_dtype": sweep_dtype, "orthogonal_to": orthogonal_to is not None, "versions": versions(),
+    }
+    if dim is None:
+        dim = _dim(model, harmful, harmless, harmful_val, harmless_val, common, filters=filters,
+                   exclude_massive=exclude_massive, full_grid=full_grid, screen=screen, finalists=finalists,
+                   sweep_dtype=sweep_dtype, orthogonal_to=orthogonal_to, context=context, batch_size=batch_size, progress=progress)
+    if method == "dim":
+        return dim
+    found = rdo(model, harmful, harmless, dim, settings=rdo_settings, orthogonal_to=orthogonal_to,
+                independent_of=independent_of, context=context, exclude_massive=exclude_massive,
+                batch_size=batch_size, progress=progress)
+    with model.intervene(context), autocast(model, sweep_dtype):
+        scores = score_direction(model, found, harmful_val, harmless_val, batch_size=batch_size)
+    passed = filters.passes(found.layer, model.n_layers, scores["kl"], scores["induce"])
+    found.provenance = {**common, **found.provenance, **scores, "passed_filters": passed}
+    return found
+
+
+def _dim(model: Model, harmful: Sequence[str], harmless: Sequence[str], harmful_val: list[str],
+         harmless_val: list[str], common: dict, *, filters: SelectionFilters, exclude_massive: bool, full_grid: bool,
+         screen: int | None, finalists: int, sweep_dtype: str, orthogonal_to: Direction | DirectionSet | None, context: Interventions, batch_size: int,
+         progress: bool) -> Direction:
+    """Difference in means at every layer and position, then the selection of METHOD.md §2."""
     with model.intervene(context):
         candidates, zeroed = dim_candidates(model, harmful, harmless, exclude_massive=exclude_massive,
                                             batch_size=batch_size, progress=progress)
@@ -65,14 +103,11 @@ def find_direction(model: Model, harmful: Sequence[str], harmless: Sequence[str]
     layer, slot, passed = choose(scores)
     if not passed:
         warnings.warn("No DIM candidate passed the selection filters (KL, induce score); returning the one with "
-                      "the lowest bypass score. Does the model refuse at all?", stacklevel=2)
+                      "the lowest bypass score. Does the model refuse at all?", stacklevel=3)
     provenance = {
-        "model": model.spec, "n_harmful": len(harmful), "n_harmless": len(harmless),
-        "data_sha256": prompts_sha256([*harmful, "\0", *harmless, "\0", *harmful_val, "\0", *harmless_val]),
-        "n_harmful_val": len(harmful_val), "n_harmless_val": len(harmless_val),
-        "massive_dims_zeroed": zeroed, "filters": vars(filters), "passed_filters": passed,
-        "sweep_dtype": sweep_dtype, "full_grid": full_grid, "screen": screen, "finalists": finalists, "orthogonal_to": orthogonal_to is not None,
+        **common, "massive_dims_zeroed": zeroed, "passed_filters": passed, "full_grid": full_grid,
+        "screen": screen, "finalists": finalists,
         "bypass": scores.bypass[layer, slot].item(), "induce": scores.induce[layer, slot].item(),
-        "kl": scores.kl[layer, slot].item(), "scores": scores.as_dict(), "versions": versions(),
+        "kl": scores.kl[layer, slot].item(), "scores": scores.as_dict(),
     }
     return Direction(candidates[layer, slot].clone(), layer, positions[slot], "dim", provenance)

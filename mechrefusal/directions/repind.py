@@ -30,14 +30,17 @@ def default_layers(model: Model) -> list[int]:
 
 def last_token_cosines(model: Model, batch: Batch, vectors: Float[Tensor, "k d_model"],
                        layers: Sequence[int]) -> Float[Tensor, "batch layer k"]:
-    """Cosine between the residual stream entering each of ``layers`` at the last prompt token and each
-    vector, under whatever interventions are active. Gradients flow when the caller enables them."""
+    """Cosine between the residual stream entering each of ``layers`` at the last prompt token (the last
+    attended position, so left- and right-padded batches both work) and each vector, under whatever
+    interventions are active. Gradients flow when the caller enables them."""
     units = vectors / vectors.norm(dim=-1, keepdim=True)
     read: dict[int, Tensor] = {}
+    rows = torch.arange(len(batch), device=batch.input_ids.device)
+    last = batch.attention_mask.shape[1] - 1 - batch.attention_mask.flip(1).argmax(dim=1)
 
     def store(layer: int):
         def hook(activation: Float[Tensor, "batch seq d_model"], hook) -> Tensor:
-            read[layer] = activation[:, -1]
+            read[layer] = activation[rows, last]
             return activation
         return hook
 

@@ -31,6 +31,10 @@ class SelectionFilters:
     min_induce: float = 0.0
     prune_layer_fraction: float = 0.2
 
+    def passes(self, layer: int, n_layers: int, kl: float, induce: float) -> bool:
+        """Whether one direction at ``layer`` with these scores passes all three filters."""
+        return layer < (1 - self.prune_layer_fraction) * n_layers and kl <= self.max_kl and induce >= self.min_induce
+
 
 @dataclass
 class CandidateScores:
@@ -117,3 +121,16 @@ def choose(scores: CandidateScores) -> tuple[int, int, bool]:
     flat = int(masked.argmin())
     layer, slot = divmod(flat, masked.shape[1])
     return layer, slot, bool(scores.passed.any())
+
+
+def score_direction(model: Model, direction: Direction, harmful_val: Sequence[str], harmless_val: Sequence[str], *,
+                    batch_size: int = 16) -> dict[str, float]:
+    """The bypass, induce and KL scores of one direction (three passes over the validation prompts)."""
+    tokens = refusal_token_ids(model)
+    base = last_token_logprobs(model, harmless_val, batch_size=batch_size)
+    ablated = last_token_logprobs(model, list(harmful_val) + list(harmless_val), intervention=Ablate(direction),
+                                  batch_size=batch_size)
+    added = last_token_logprobs(model, harmless_val, intervention=Add(direction), batch_size=batch_size)
+    return {"bypass": score_from_logprobs(ablated[: len(harmful_val)], tokens).mean().item(),
+            "induce": score_from_logprobs(added, tokens).mean().item(),
+            "kl": kl_divergence(base, ablated[len(harmful_val):]).mean().item()}
