@@ -103,8 +103,9 @@ Interventions = Intervention | Sequence[Intervention] | None
 @contextmanager
 def intervene(model, *interventions: Interventions) -> Iterator[None]:
     """Apply interventions for the duration of the block (``None`` entries are skipped, lists flattened)."""
-    flat = [entry for item in interventions for entry in (item if isinstance(item, (list, tuple)) else [item])
-            if entry is not None]
+    flat = []
+    for item in interventions:
+        flat.extend(item if isinstance(item, (list, tuple)) else [] if item is None else [item])
     hooks = [hook for intervention in flat for hook in intervention.hooks(model)]
     with model.bridge.hooks(fwd_hooks=hooks):
         yield
