@@ -17,8 +17,7 @@ import json
 import mechrefusal
 from mechrefusal import Ablate, data
 from mechrefusal.directions import Direction, SelectionFilters
-from mechrefusal.evaluation import refusal_rates
-from mechrefusal.precision import autocast
+from mechrefusal.evaluation import refusal_rate, refusal_rates
 from mechrefusal.provenance import versions
 from mechrefusal.train.checkpoint import read_metadata
 
@@ -52,10 +51,9 @@ def main() -> None:
         fresh_text, fresh = "-", None
         if args.fresh:
             fresh = fresh_direction(model, checkpoint)
-            with autocast(model, "bfloat16"):
-                rates["harmful, fresh ablated"] = mechrefusal.refusal_rate(
-                    model, data.load("harmful", "test")[:args.n], intervention=Ablate(fresh),
-                    max_new_tokens=args.max_new_tokens)
+            rates["harmful, fresh ablated"] = refusal_rate(
+                model, data.load("harmful", "test")[:args.n], intervention=Ablate(fresh),
+                max_new_tokens=args.max_new_tokens, dtype="bfloat16")
             fresh_text = (f"{rates['harmful, fresh ablated']:.0%} (layer {fresh.layer}, KL {fresh.provenance['kl']:.2f}"
                           f"{'' if fresh.provenance['passed_filters'] else ', failed filters'})")
         print(f"| {checkpoint} | {rates['harmful']:.0%} | {single_text} | {'-' if every is None else f'{every:.0%}'} | "

@@ -4,9 +4,10 @@ from mechrefusal import data
 from mechrefusal.activations import MeanActivations, mean_activations
 from mechrefusal.directions import Direction, DirectionSet, find_direction
 from mechrefusal.errors import DataError, FetchError, MechrefusalError, ModelLoadError
+from mechrefusal.evaluation import refusal_rate
 from mechrefusal.generation import generate
 from mechrefusal.interventions import Ablate, Add
-from mechrefusal.judges import Judge, SubstringJudge, Verdict, refusal_rate
+from mechrefusal.judges import Judge, SubstringJudge, Verdict
 from mechrefusal.metrics import first_token_kl, refusal_score
 from mechrefusal.models import DEFAULT_MODEL, Batch, Model, load
 from mechrefusal.orthogonalize import orthogonalize

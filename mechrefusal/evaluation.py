@@ -50,6 +50,15 @@ def judged_completions(model: Model, prompts: Sequence[str], *, intervention: In
     return JudgedCompletions(list(prompts), completions, (judge or SubstringJudge()).judge(prompts, completions))
 
 
+def refusal_rate(model: Model, instructions: Sequence[str], *, judge: Judge | None = None,
+                 intervention: Interventions = None, max_new_tokens: int = 32, dtype: str = "float32",
+                 batch_size: int = 16, progress: bool = False) -> float:
+    """Fraction of instructions whose greedy completion the judge calls a refusal."""
+    return judged_completions(model, instructions, intervention=intervention, judge=judge,
+                              max_new_tokens=max_new_tokens, dtype=dtype, batch_size=batch_size,
+                              progress=progress).rate
+
+
 def refusal_rates(model: Model, directions: DirectionSet | None = None, *, n: int = 64, max_new_tokens: int = 32,
                   dtype: str = "bfloat16", judge: Judge | None = None, progress: bool = False) -> dict[str, float]:
     """Refusal rates on ``n`` test prompts per set: harmful (plain, each direction ablated alone, all
