@@ -1,12 +1,12 @@
 """Refusal table of training checkpoints on the held-out test splits (docs/results.md, trainer issue).
 
-    python analyses/trainer_table.py CKPT [CKPT ...] [--n 64] [--max-new-tokens 32] [--fresh]
+    python analyses/trainer_table.py CKPT [CKPT ...] [--n 64] [--max-new-tokens 32] [--fresh [dim|rdo]]
 
 Each checkpoint is judged with its own saved directions: harmful refusal plain, with each direction
 ablated alone and with all ablated; harmless and over-refusal refusal; first-token KL on harmless
-prompts with all directions ablated. ``--fresh`` also plays the white-box attacker: it finds a new DIM
-direction on the checkpoint as it is now (the trainer's search settings, no earlier direction ablated)
-and reports harmful refusal with it ablated. Prints a markdown table and one JSON line per checkpoint.
+prompts with all directions ablated. ``--fresh [dim|rdo]`` also plays the white-box attacker: it finds
+a new direction on the checkpoint as it is now (the trainer's search and filters, no earlier direction
+ablated) and reports harmful refusal with it ablated. Prints a markdown table and one JSON line per checkpoint.
 """
 
 from __future__ import annotations
@@ -16,19 +16,19 @@ import json
 
 import mechrefusal
 from mechrefusal import Ablate, data
-from mechrefusal.directions import Direction, SelectionFilters
+from mechrefusal.directions import Direction, DirectionSet, SelectionFilters
+from mechrefusal.directions.find import METHODS
 from mechrefusal.evaluation import refusal_rate, refusal_rates
 from mechrefusal.provenance import versions
 from mechrefusal.train.checkpoint import read_metadata
+from mechrefusal.train.search import next_direction
 
 
-def fresh_direction(model: mechrefusal.Model, checkpoint: str) -> Direction:
-    """The direction the checkpoint uses now, found as the trainer would (its filters, DIM, val split)."""
+def fresh_direction(model: mechrefusal.Model, checkpoint: str, finder: str) -> Direction:
+    """The direction the checkpoint uses now, found as the trainer searches (its filters) with ``finder``."""
     settings = read_metadata(checkpoint)["settings"]
-    return mechrefusal.find_direction(
-        model, data.load("harmful", "train")[:64], data.load("harmless", "train")[:64],
-        harmful_val=data.load("harmful", "val"), harmless_val=data.load("harmless", "val"), n_val=16,
-        filters=SelectionFilters(max_kl=settings["max_kl"], min_induce=settings["min_induce"]))
+    filters = SelectionFilters(max_kl=settings["max_kl"], min_induce=settings["min_induce"])
+    return next_direction(model, DirectionSet(), finder=finder, filters=filters, dtype=settings["dtype"])
 
 
 def main() -> None:
@@ -36,7 +36,8 @@ def main() -> None:
     parser.add_argument("checkpoints", nargs="+")
     parser.add_argument("--n", type=int, default=64)
     parser.add_argument("--max-new-tokens", type=int, default=32)
-    parser.add_argument("--fresh", action="store_true", help="also ablate a direction found anew on each checkpoint")
+    parser.add_argument("--fresh", nargs="?", const="dim", choices=METHODS, default=None, metavar="FINDER",
+                        help="also ablate a direction found anew on each checkpoint (finder: dim (default) or rdo)")
     args = parser.parse_args()
     print("| checkpoint | harmful | single ablations (min) | all ablated | fresh direction ablated | harmless | "
           "over-refusal | KL all ablated |")
@@ -50,7 +51,7 @@ def main() -> None:
         kl = rates.get("kl_harmless_all_ablated")
         fresh_text, fresh = "-", None
         if args.fresh:
-            fresh = fresh_direction(model, checkpoint)
+            fresh = fresh_direction(model, checkpoint, args.fresh)
             rates["harmful, fresh ablated"] = refusal_rate(
                 model, data.load("harmful", "test")[:args.n], intervention=Ablate(fresh),
                 max_new_tokens=args.max_new_tokens, dtype="bfloat16")

@@ -211,3 +211,59 @@ def test_baselines_can_share_a_round_zero(trained, toy_dir, tmp_path):
         run(toy_settings(toy_dir, tmp_path / "other", lr=1e-3, start_from=str(written[0])), progress=False)
     with pytest.raises(MechrefusalError, match="needs a round-0 checkpoint"):
         run(toy_settings(toy_dir, tmp_path / "late", start_from=str(written[-1])), progress=False)
+
+
+def test_plain_share_trains_that_share_of_harmful_examples_without_ablation(tiny_model):
+    from mechrefusal import Ablate, Direction, DirectionSet
+    from mechrefusal.train.plans import safety_plan
+
+    directions = DirectionSet([Direction(torch.ones(tiny_model.d_model), 1, -1, "test")])
+    common = dict(round_index=1, every=4, p=0.5, generator=torch.Generator().manual_seed(0))
+    every_one = safety_plan("fail-closed", tiny_model, directions, **common)(1, 8)
+    assert len(every_one) == 1 and every_one[0][0] == list(range(8)) and isinstance(every_one[0][1], Ablate)
+    plan = safety_plan("fail-closed", tiny_model, directions, plain_share=0.25, **common)
+    plain = ablated = 0
+    for step in range(200):
+        (under, intervention), (without, none) = plan(step, 8)
+        assert sorted(under + without) == list(range(8)) and isinstance(intervention, Ablate) and none is None
+        plain, ablated = plain + len(without), ablated + len(under)
+    assert abs(plain / (plain + ablated) - 0.25) < 0.03
+    with pytest.raises(ValueError, match=r"plain_share must lie in \[0, 1\)"):
+        TrainSettings(plain_share=1.0)
+
+
+def test_ablated_utility_share_takes_the_harmless_kl_under_the_ablation(toy, toy_dir):
+    from mechrefusal import Ablate, Add, Direction, DirectionSet
+    from mechrefusal.train.loop import _loss
+    from mechrefusal.train.plans import utility_plan
+
+    directions = DirectionSet([Direction(torch.randn(toy.d_model, generator=torch.Generator().manual_seed(1)), 2, -1, "t")])
+    generator = torch.Generator().manual_seed(0)
+    assert utility_plan("fail-closed", directions, round_index=0, ablated_share=1.0, generator=generator) is None
+    assert utility_plan("refat", directions, round_index=1, ablated_share=1.0, generator=generator) is None
+    assert utility_plan("fail-closed", directions, round_index=1, ablated_share=0.0, generator=generator) is None
+    (ablated, intervention), (plain, _) = utility_plan("fail-closed", directions, round_index=1, ablated_share=1.0,
+                                                       generator=generator)(0, 4)
+    assert ablated == [0, 1, 2, 3] and plain == [] and isinstance(intervention, Ablate)
+
+    examples = training_data(toy, "train", limit=8, max_new_tokens=6, dtype="float32", progress=False)
+    harmful, harmless = examples.harmful[:4], examples.harmless[:4]
+    settings = toy_settings(toy_dir, "unused")
+    reference = mechrefusal.load(toy_dir, device="cpu")
+    with torch.no_grad():
+        default = _loss(toy, reference, harmful, harmless, settings, [([0, 1, 2, 3], None)])
+        explicit = _loss(toy, reference, harmful, harmless, settings, [([0, 1, 2, 3], None)], [([0, 1], None), ([2, 3], None)])
+        pushed = Add(Direction(10 * directions[0].unit, 1, -1, "t"))
+        under = _loss(toy, reference, harmful, harmless, settings, [([0, 1, 2, 3], None)], [([2, 3], pushed)])
+    torch.testing.assert_close(explicit, default)  # split into groups: the same mean
+    assert under > default + 0.05  # the harmless KL is taken under the utility group's intervention
+
+
+def test_a_run_resumes_from_checkpoints_older_than_a_new_setting(trained, toy_dir, tmp_path):
+    from mechrefusal.train.job import _changed
+
+    _, written = trained
+    saved = json.loads((written[-1] / "mechrefusal.json").read_text())["settings"]
+    del saved["plain_share"]  # written before the setting existed: it counts as its default
+    assert _changed(saved, toy_settings(toy_dir, saved["out"]), ignore=("resume",)) == []
+    assert _changed(saved, toy_settings(toy_dir, saved["out"], plain_share=0.5), ignore=("resume",)) == ["plain_share"]

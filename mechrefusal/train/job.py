@@ -15,7 +15,7 @@ import torch
 
 from mechrefusal import data
 from mechrefusal.cache import atomic_directory
-from mechrefusal.directions import Direction, DirectionSet, SelectionFilters, find_direction
+from mechrefusal.directions import Direction, DirectionSet, SelectionFilters
 from mechrefusal.errors import MechrefusalError
 from mechrefusal.interventions import Ablate
 from mechrefusal.metrics import refusal_score
@@ -23,12 +23,12 @@ from mechrefusal.models import Model, load
 from mechrefusal.provenance import versions
 from mechrefusal.train.checkpoint import METADATA, complete_rounds, read_metadata, round_directory, save_checkpoint
 from mechrefusal.train.loop import distributed_rank_and_size, train_round
-from mechrefusal.train.plans import safety_plan
+from mechrefusal.train.plans import safety_plan, utility_plan
+from mechrefusal.train.search import next_direction
 from mechrefusal.train.settings import AFTER_ROUND_ZERO, TrainSettings
 from mechrefusal.train.targets import training_data
 
 N_VAL_EXAMPLES = 16  # per set, for the loss evaluated during a round
-N_SEARCH = 64  # prompts per set for the direction search after a round
 
 
 def run(settings: TrainSettings, *, progress: bool = True) -> list[Path]:
@@ -50,13 +50,17 @@ def run(settings: TrainSettings, *, progress: bool = True) -> list[Path]:
         started = time.perf_counter()
         generator = torch.Generator().manual_seed(settings.seed * 1000 + round_index + 500)
         plan = safety_plan(settings.method, model, directions, round_index=round_index, every=settings.refat_every,
-                           p=settings.ablation_probability, generator=generator)
+                           p=settings.ablation_probability, generator=generator, plain_share=settings.plain_share)
+        harmless_plan = utility_plan(settings.method, directions, round_index=round_index, generator=generator,
+                                     ablated_share=settings.ablated_utility_share)
         held_out = Ablate(directions) if settings.method == "fail-closed" and round_index > 0 else None
         history = train_round(model, reference, train.harmful, train.harmless, val_examples, settings, plan=plan,
-                              val_intervention=held_out, round_index=round_index, progress=progress)
+                              utility_plan=harmless_plan, val_intervention=held_out, round_index=round_index,
+                              progress=progress)
         search = None
         if round_index == 0 or settings.method == "fail-closed":
-            search = _search(model, directions, settings, progress)
+            search = next_direction(model, directions, finder=settings.finder, dtype=settings.dtype, progress=progress,
+                                    filters=SelectionFilters(max_kl=settings.max_kl, min_induce=settings.min_induce))
         found = search if search is not None and search.provenance["passed_filters"] else None
         if found is not None:
             directions.append(found)
@@ -93,9 +97,9 @@ def _start(settings: TrainSettings) -> tuple[Model, DirectionSet, int]:
         shutil.rmtree(stale, ignore_errors=True)
     last = round_directory(settings.out, done[-1])
     saved = read_metadata(last)["settings"]
-    changed = {key for key, value in asdict(settings).items() if key != "resume" and saved.get(key) != value}
+    changed = _changed(saved, settings, ignore=("resume",))
     if changed:
-        raise MechrefusalError(f"Cannot resume {settings.out}: settings {sorted(changed)} differ from the saved run.")
+        raise MechrefusalError(f"Cannot resume {settings.out}: settings {changed} differ from the saved run.")
     model = load(last)
     return model, model.directions or DirectionSet(), done[-1] + 1
 
@@ -109,29 +113,20 @@ def _copy_round_zero(settings: TrainSettings) -> None:
         raise MechrefusalError(f"--start-from {source} is not a trainer checkpoint ({error}).") from None
     if saved["round"] != 0:
         raise MechrefusalError(f"--start-from needs a round-0 checkpoint; {source} is round {saved['round']}.")
-    changed = {key for key, value in asdict(settings).items()
-               if key not in AFTER_ROUND_ZERO and saved["settings"].get(key) != value}
+    changed = _changed(saved["settings"], settings, ignore=AFTER_ROUND_ZERO)
     if changed:
-        raise MechrefusalError(f"Cannot start from {source}: its round-0 settings {sorted(changed)} differ from these.")
+        raise MechrefusalError(f"Cannot start from {source}: its round-0 settings {changed} differ from these.")
     with atomic_directory(round_directory(settings.out, 0)) as scratch:
         shutil.copytree(source, scratch, dirs_exist_ok=True)
         (scratch / METADATA).write_text(json.dumps({**saved, "settings": asdict(settings),
                                                     "copied_from": str(source)}, indent=2))
 
 
-def _search(model: Model, directions: DirectionSet, settings: TrainSettings, progress: bool) -> Direction:
-    """The next refusal direction: DIM on the trained model with the earlier ones ablated, searched
-    orthogonally to them (accepted by the caller only if it passed the selection filters)."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        found = find_direction(
-            model, data.load("harmful", "train")[:N_SEARCH], data.load("harmless", "train")[:N_SEARCH],
-            method=settings.finder, harmful_val=data.load("harmful", "val"), harmless_val=data.load("harmless", "val"), n_val=16,
-            orthogonal_to=directions if len(directions) else None,
-            context=Ablate(directions) if len(directions) else None,
-            filters=SelectionFilters(max_kl=settings.max_kl, min_induce=settings.min_induce),
-            sweep_dtype=settings.dtype, progress=progress)
-    return found
+def _changed(saved: dict, settings: TrainSettings, ignore: tuple[str, ...]) -> list[str]:
+    """The settings that differ from a checkpoint's (a setting it predates counts as its default)."""
+    defaults = asdict(TrainSettings())
+    return sorted(key for key, value in asdict(settings).items()
+                  if key not in ignore and saved.get(key, defaults[key]) != value)
 
 
 def _search_summary(direction: Direction | None) -> dict | None:

@@ -1,5 +1,5 @@
 """One round of fine-tuning: safety loss on harmful examples (under the method's ablation), utility
-loss on harmless ones (KL to the original model, no ablation), AdamW, gradient accumulation,
+loss on harmless ones (KL to the original model; no ablation unless a utility plan says so), AdamW, gradient accumulation,
 evaluation a few times a round with early stop on a plateau, best weights kept."""
 
 from __future__ import annotations
@@ -20,13 +20,22 @@ from mechrefusal.train.losses import reply_cross_entropy, reply_kl
 from mechrefusal.train.settings import TrainSettings
 from mechrefusal.train.targets import Example
 
-# The ablation applied to a step's harmful examples: a list of (example indices, interventions) groups.
-SafetyPlan = Callable[[int, int], list[tuple[list[int], Interventions]]]
+Groups = list[tuple[list[int], Interventions]]
+"""A micro-batch split into example indices, each group trained under one intervention (or none)."""
+Plan = Callable[[int, int], Groups]
+"""(step, n examples) -> that step's groups: which examples are trained under which intervention."""
 
 
-def ablate_all(intervention: Interventions) -> SafetyPlan:
-    """Every harmful example under the same intervention (``None``: plain safety fine-tuning)."""
+def ablate_all(intervention: Interventions) -> Plan:
+    """Every example under the same intervention (``None``: plain fine-tuning)."""
     return lambda step, n: [(list(range(n)), intervention)]
+
+
+def ablate_some(intervention: Interventions, p: float, n: int, generator: torch.Generator) -> Groups:
+    """One step's groups when each of ``n`` examples is trained under ``intervention`` with probability
+    ``p`` and plainly otherwise."""
+    ablated = (torch.rand(n, generator=generator) < p).tolist()
+    return [([i for i in range(n) if ablated[i]], intervention), ([i for i in range(n) if not ablated[i]], None)]
 
 
 @dataclass
@@ -55,10 +64,11 @@ def trainable_parameters(model: Model, settings: TrainSettings, round_index: int
 
 
 def train_round(model: Model, reference: Model, harmful: Sequence[Example], harmless: Sequence[Example],
-                val: tuple[Sequence[Example], Sequence[Example]], settings: TrainSettings, *, plan: SafetyPlan,
-                val_intervention: Interventions, round_index: int, progress: bool = True,
-                on_step: Callable[[int], None] | None = None) -> RoundResult:
-    """Fine-tune ``model`` in place for one round and return its loss history."""
+                val: tuple[Sequence[Example], Sequence[Example]], settings: TrainSettings, *, plan: Plan,
+                val_intervention: Interventions, round_index: int, utility_plan: Plan | None = None,
+                progress: bool = True, on_step: Callable[[int], None] | None = None) -> RoundResult:
+    """Fine-tune ``model`` in place for one round and return its loss history. ``plan`` says which harmful
+    examples of a step are trained under which intervention, ``utility_plan`` the same for harmless ones."""
     started = time.perf_counter()
     generator = torch.Generator().manual_seed(settings.seed * 1000 + round_index)
     parameters = trainable_parameters(model, settings, round_index)
@@ -81,7 +91,8 @@ def train_round(model: Model, reference: Model, harmful: Sequence[Example], harm
             h = [harmful[next(harmful_order)] for _ in range(micro)]
             b = [harmless[next(harmless_order)] for _ in range(micro)]
             groups = _share(plan(step, micro), mine)  # every process draws the same plan, then takes its share
-            loss = _loss(model, reference, [h[i] for i in mine], [b[i] for i in mine], settings, groups)
+            utility_groups = None if utility_plan is None else _share(utility_plan(step, micro), mine)
+            loss = _loss(model, reference, [h[i] for i in mine], [b[i] for i in mine], settings, groups, utility_groups)
             (loss / settings.grad_accumulation).backward()
             total += loss.item() / settings.grad_accumulation
         _average_gradients(parameters, world)
@@ -113,24 +124,32 @@ def train_round(model: Model, reference: Model, harmful: Sequence[Example], harm
 
 
 def _loss(model: Model, reference: Model, harmful: list[Example], harmless: list[Example],
-          settings: TrainSettings, groups: list[tuple[list[int], Interventions]]) -> torch.Tensor:
-    """Mean over the micro-batch's examples of safety CE (harmful) and weighted utility KL (harmless)."""
+          settings: TrainSettings, groups: Groups, utility_groups: Groups | None = None) -> torch.Tensor:
+    """Mean over the micro-batch's examples of safety CE (harmful, under ``groups``' interventions) and
+    weighted utility KL (harmless, under ``utility_groups``'; default: none)."""
     per_example = []
     with autocast(model, settings.dtype):
         for indices, intervention in groups:
             if not indices:
                 continue
-            examples = [harmful[i] for i in indices]
-            batch = model.tokenize_replies([e.instruction for e in examples], [e.reply for e in examples])
+            batch = _replies(model, [harmful[i] for i in indices])
             with model.intervene(intervention):
                 logits = model.bridge(batch.input_ids, attention_mask=batch.attention_mask)
             per_example.append(reply_cross_entropy(logits, batch))
-        batch = model.tokenize_replies([e.instruction for e in harmless], [e.reply for e in harmless])
-        with torch.no_grad(), autocast(reference, settings.dtype):
-            reference_logits = reference.bridge(batch.input_ids, attention_mask=batch.attention_mask)
-        logits = model.bridge(batch.input_ids, attention_mask=batch.attention_mask)
-        per_example.append(settings.utility_weight * reply_kl(logits, reference_logits, batch))
+        for indices, intervention in utility_groups or [(list(range(len(harmless))), None)]:
+            if not indices:
+                continue
+            batch = _replies(model, [harmless[i] for i in indices])
+            with torch.no_grad(), autocast(reference, settings.dtype):
+                reference_logits = reference.bridge(batch.input_ids, attention_mask=batch.attention_mask)
+            with model.intervene(intervention):
+                logits = model.bridge(batch.input_ids, attention_mask=batch.attention_mask)
+            per_example.append(settings.utility_weight * reply_kl(logits, reference_logits, batch))
     return torch.cat(per_example).mean()
+
+
+def _replies(model: Model, examples: list[Example]) -> ReplyBatch:
+    return model.tokenize_replies([e.instruction for e in examples], [e.reply for e in examples])
 
 
 def evaluate_loss(model: Model, reference: Model, harmful: Sequence[Example], harmless: Sequence[Example],
@@ -152,7 +171,7 @@ def distributed_rank_and_size() -> tuple[int, int]:
     return 0, 1
 
 
-def _share(groups: list[tuple[list[int], Interventions]], mine: list[int]) -> list[tuple[list[int], Interventions]]:
+def _share(groups: Groups, mine: list[int]) -> Groups:
     """Restrict a micro-batch's ablation groups to this process's examples, re-indexed."""
     position = {index: k for k, index in enumerate(mine)}
     return [([position[i] for i in indices if i in position], intervention) for indices, intervention in groups]

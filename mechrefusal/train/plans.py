@@ -1,4 +1,4 @@
-"""Which ablation each method applies to a step's harmful examples (see METHOD.md §3-4)."""
+"""Which ablation each method applies to a step's harmful (and harmless) examples (see METHOD.md §3-4)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from mechrefusal.activations import mean_activations
 from mechrefusal.directions import Direction, DirectionSet
 from mechrefusal.interventions import Ablate, Interventions, RandomAblate
 from mechrefusal.models import Model
-from mechrefusal.train.loop import SafetyPlan, ablate_all
+from mechrefusal.train.loop import Plan, ablate_all, ablate_some
 
 
 class ReFATPlan:
@@ -28,9 +28,7 @@ class ReFATPlan:
         if self.estimated_at is None or step - self.estimated_at >= self.every:
             self._estimate()
             self.estimated_at = step
-        ablated = (torch.rand(n, generator=self.generator) < self.p).tolist()
-        return [([i for i in range(n) if ablated[i]], self.ablation),
-                ([i for i in range(n) if not ablated[i]], None)]
+        return ablate_some(self.ablation, self.p, n, self.generator)
 
     def _estimate(self) -> None:
         was_training = self.model.hf_model.training
@@ -44,14 +42,28 @@ class ReFATPlan:
 
 
 def safety_plan(method: str, model: Model, directions: DirectionSet, *, round_index: int, every: int, p: float,
-                generator: torch.Generator) -> SafetyPlan:
-    """The ablation plan of ``method`` for one round (round 0 is plain safety fine-tuning for all)."""
+                generator: torch.Generator, plain_share: float = 0.0) -> Plan:
+    """The ablation plan of ``method`` for one round's harmful examples (round 0 is plain safety
+    fine-tuning for all). ``plain_share``: fail-closed only, the probability that a harmful example is
+    trained without the ablation."""
     if round_index == 0 or method == "sft":
         return ablate_all(None)
     if method == "fail-closed":
+        if plain_share:
+            return lambda step, n: ablate_some(Ablate(directions), 1 - plain_share, n, generator)
         return ablate_all(Ablate(directions))
     if method == "refat":
         return ReFATPlan(model, every=every, p=p, generator=generator)
     if method == "deeprefusal":
         return ablate_all(RandomAblate(directions[0], p=p, generator=generator))
     raise ValueError(f"Unknown training method {method!r}.")
+
+
+def utility_plan(method: str, directions: DirectionSet, *, round_index: int, ablated_share: float,
+                 generator: torch.Generator) -> Plan | None:
+    """The ablation plan of one round's harmless examples: fail-closed's progressive rounds take the
+    utility KL of a share ``ablated_share`` of them with the directions ablated (so that the ablation
+    itself cannot become a cue to refuse); ``None`` (no ablation) otherwise."""
+    if method != "fail-closed" or round_index == 0 or not ablated_share:
+        return None
+    return lambda step, n: ablate_some(Ablate(directions), ablated_share, n, generator)

@@ -8,7 +8,8 @@ from mechrefusal.directions.find import METHODS as FINDERS
 
 METHODS = ("sft", "fail-closed", "refat", "deeprefusal")
 # Settings that do not change round 0 (training and direction search), so a round 0 can be shared.
-AFTER_ROUND_ZERO = ("method", "rounds", "out", "resume", "start_from", "refat_every", "ablation_probability")
+AFTER_ROUND_ZERO = ("method", "rounds", "out", "resume", "start_from", "refat_every", "ablation_probability",
+                    "plain_share", "ablated_utility_share")
 
 
 @dataclass
@@ -59,6 +60,12 @@ class TrainSettings:
     """Direction search: largest first-token KL on harmless prompts for an accepted direction."""
     min_induce: float = 0.0
     """Direction search: smallest induce score (harmless refusal score with the direction added)."""
+    plain_share: float = 0.0
+    """Fail-closed: probability that a harmful example of a progressive round is trained without the
+    ablation (0: every one ablated, as in METHOD.md §3). Guards plain refusal against erosion."""
+    ablated_utility_share: float = 0.0
+    """Fail-closed: probability that a harmless example's utility KL in a progressive round is taken with
+    the directions ablated (0: none, as in METHOD.md §3), so that ablation alone cannot cue a refusal."""
     refat_every: int = 4
     """ReFAT: steps between re-estimates of the per-layer directions."""
     ablation_probability: float = 0.5
@@ -75,6 +82,11 @@ class TrainSettings:
             raise ValueError(f"Unknown training method {self.method!r}; choose one of {', '.join(METHODS)}.")
         if self.finder not in FINDERS:
             raise ValueError(f"Unknown direction finder {self.finder!r}; choose one of {', '.join(FINDERS)}.")
+        if not 0 <= self.plain_share < 1:
+            raise ValueError(f"plain_share must lie in [0, 1), got {self.plain_share}.")
+        if not 0 <= self.ablated_utility_share <= 1 or not 0 <= self.ablation_probability <= 1:
+            raise ValueError(f"ablated_utility_share and ablation_probability must lie in [0, 1]; got "
+                             f"{self.ablated_utility_share} and {self.ablation_probability}.")
         if self.lora_rank < 0:
             raise ValueError(f"lora_rank must be 0 (full fine-tuning) or a positive rank, got {self.lora_rank}.")
         if self.batch_size % (2 * self.grad_accumulation):
