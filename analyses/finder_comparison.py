@@ -40,7 +40,8 @@ def main() -> None:
     rows, anchor = {}, None
     for finder in ("dim", "rdo"):
         started = time.perf_counter()
-        found = next_direction(model, DirectionSet(), finder=finder, filters=filters, dtype=settings["dtype"], dim=anchor)
+        found = next_direction(model, DirectionSet(), finder=finder, filters=filters, dtype=settings["dtype"], dim=anchor,
+                               fallback=False)
         wall = time.perf_counter() - started
         anchor = anchor or found
         rate = refusal_rate(model, harmful_test, intervention=Ablate(found), max_new_tokens=args.max_new_tokens,

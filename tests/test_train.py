@@ -80,7 +80,7 @@ def test_checkpoints_load_back_with_their_directions(trained):
     _, written = trained
     model = mechrefusal.load(written[0], device="cpu")
     assert model.directions is not None and len(model.directions) == 1
-    assert model.directions[0].method == "dim" and model.directions[0].provenance["passed_filters"]
+    assert model.directions[0].method == "rdo" and model.directions[0].provenance["passed_filters"]
 
 
 def test_analyze_runs_on_a_checkpoint(trained, tmp_path):
@@ -267,3 +267,25 @@ def test_a_run_resumes_from_checkpoints_older_than_a_new_setting(trained, toy_di
     del saved["plain_share"]  # written before the setting existed: it counts as its default
     assert _changed(saved, toy_settings(toy_dir, saved["out"]), ignore=("resume",)) == []
     assert _changed(saved, toy_settings(toy_dir, saved["out"], plain_share=0.5), ignore=("resume",)) == ["plain_share"]
+
+
+def test_an_rdo_direction_that_fails_the_filters_gives_way_to_its_dim_anchor(tiny_model, monkeypatch):
+    from mechrefusal import Direction, DirectionSet
+    from mechrefusal.directions import SelectionFilters
+    from mechrefusal.train import search
+
+    def fake(kl):
+        def find_direction(model, harmful, harmless, *, method, dim=None, **kwargs):
+            scores = {"bypass": -1.0, "induce": 0.5, "kl": kl if method == "rdo" else 0.1}
+            scores["passed_filters"] = scores["kl"] <= kwargs["filters"].max_kl
+            return Direction(torch.ones(tiny_model.d_model), 1, -1, method, scores)
+        return find_direction
+
+    filters = SelectionFilters(max_kl=0.5)
+    monkeypatch.setattr(search, "find_direction", fake(kl=0.9))
+    chosen = search.next_direction(tiny_model, DirectionSet(), finder="rdo", filters=filters, progress=False)
+    assert chosen.method == "dim" and chosen.provenance["rdo_rejected"]["kl"] == 0.9
+    unguarded = search.next_direction(tiny_model, DirectionSet(), finder="rdo", filters=filters, fallback=False)
+    assert unguarded.method == "rdo" and not unguarded.provenance["passed_filters"]
+    monkeypatch.setattr(search, "find_direction", fake(kl=0.2))
+    assert search.next_direction(tiny_model, DirectionSet(), finder="rdo", filters=filters).method == "rdo"

@@ -24,7 +24,7 @@ from mechrefusal.provenance import versions
 from mechrefusal.train.checkpoint import METADATA, complete_rounds, read_metadata, round_directory, save_checkpoint
 from mechrefusal.train.loop import distributed_rank_and_size, train_round
 from mechrefusal.train.plans import safety_plan, utility_plan
-from mechrefusal.train.search import next_direction
+from mechrefusal.train.search import SCORES, next_direction
 from mechrefusal.train.settings import AFTER_ROUND_ZERO, TrainSettings
 from mechrefusal.train.targets import training_data
 
@@ -130,11 +130,14 @@ def _changed(saved: dict, settings: TrainSettings, ignore: tuple[str, ...]) -> l
 
 
 def _search_summary(direction: Direction | None) -> dict | None:
-    """The searched direction's cell and scores (kept also when it was rejected)."""
+    """The searched direction's cell, finder and scores (kept also when it was rejected)."""
     if direction is None:
         return None
-    keys = ("bypass", "induce", "kl", "passed_filters")
-    return {"layer": direction.layer, "position": direction.position, **{k: direction.provenance[k] for k in keys}}
+    summary = {"layer": direction.layer, "position": direction.position, "method": direction.method,
+               **{key: direction.provenance[key] for key in SCORES}}
+    if "rdo_rejected" in direction.provenance:
+        summary["rdo_rejected"] = direction.provenance["rdo_rejected"]
+    return summary
 
 
 def _round_metrics(model: Model, directions: DirectionSet, n: int = 32) -> dict:

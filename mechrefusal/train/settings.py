@@ -54,8 +54,9 @@ class TrainSettings:
     """Compute dtype of training and generation: bfloat16 autocast (fp32 master weights) or float32."""
     seed: int = 0
     """Seed of data order and sampling; a round's randomness depends only on (seed, round)."""
-    finder: str = "dim"
-    """Direction search: the finder, dim (difference in means + selection) or rdo."""
+    finder: str = "rdo"
+    """Direction search: the finder, rdo (Refusal Direction Optimisation anchored at the DIM direction,
+    as in the paper) or dim (difference in means + selection; cheaper)."""
     max_kl: float = 0.1
     """Direction search: largest first-token KL on harmless prompts for an accepted direction."""
     min_induce: float = 0.0
