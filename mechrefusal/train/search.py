@@ -6,7 +6,7 @@ from __future__ import annotations
 import warnings
 
 from mechrefusal import data
-from mechrefusal.directions import Direction, DirectionSet, SelectionFilters, find_direction
+from mechrefusal.directions import Direction, DirectionSet, RDOSettings, SelectionFilters, find_direction
 from mechrefusal.interventions import Ablate
 from mechrefusal.models import Model
 
@@ -19,7 +19,7 @@ SCORES = ("bypass", "induce", "kl", "passed_filters")
 
 def next_direction(model: Model, directions: DirectionSet, *, finder: str = "rdo", filters: SelectionFilters,
                    dtype: str = "bfloat16", dim: Direction | None = None, fallback: bool = True,
-                   progress: bool = True) -> Direction:
+                   rdo_settings: RDOSettings = RDOSettings(), progress: bool = True) -> Direction:
     """The direction ``model`` refuses through once ``directions`` are ablated (accept it only if
     ``provenance["passed_filters"]``). ``dim``: an RDO anchor found already (skips the DIM search).
 
@@ -33,7 +33,7 @@ def next_direction(model: Model, directions: DirectionSet, *, finder: str = "rdo
             model, data.load("harmful", "train")[:N_SEARCH], data.load("harmless", "train")[:N_SEARCH],
             method=method, harmful_val=data.load("harmful", "val"), harmless_val=data.load("harmless", "val"),
             n_val=N_SCORE, orthogonal_to=earlier, context=Ablate(directions) if earlier else None,
-            filters=filters, dim=anchor, sweep_dtype=dtype, progress=progress)
+            filters=filters, dim=anchor, sweep_dtype=dtype, rdo_settings=rdo_settings, progress=progress)
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # a failed filter is reported in the provenance, not as a warning
