@@ -1,6 +1,6 @@
 """One round of fine-tuning: safety loss on harmful examples (under the method's ablation), utility
-loss on harmless ones (KL to the original model; no ablation unless a utility plan says so), AdamW, gradient accumulation,
-evaluation a few times a round with early stop on a plateau, best weights kept."""
+loss on harmless ones (KL to the original model; no ablation unless a utility plan says so), AdamW,
+gradient accumulation, evaluation a few times a round with early stop on a plateau, best weights kept."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import torch
 from tqdm.auto import tqdm
 
 from mechrefusal.interventions import Interventions
-from mechrefusal.models import Model
+from mechrefusal.models import Model, ReplyBatch
 from mechrefusal.precision import autocast
 from mechrefusal.train.lora import add_lora, merge_lora
 from mechrefusal.train.losses import reply_cross_entropy, reply_kl
@@ -149,6 +149,7 @@ def _loss(model: Model, reference: Model, harmful: list[Example], harmless: list
 
 
 def _replies(model: Model, examples: list[Example]) -> ReplyBatch:
+    """The examples' prompts and replies as one (right-padded) reply batch."""
     return model.tokenize_replies([e.instruction for e in examples], [e.reply for e in examples])
 
 
