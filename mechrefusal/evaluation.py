@@ -67,8 +67,8 @@ def refusal_rates(model: Model, directions: DirectionSet | None = None, *, n: in
     harmful, harmless, overrefusal = (data.load(name, "test")[:n] for name in ("harmful", "harmless", "overrefusal"))
 
     def rate(prompts, intervention=None):
-        return judged_completions(model, prompts, intervention=intervention, judge=judge,
-                                  max_new_tokens=max_new_tokens, dtype=dtype, progress=progress).rate
+        return refusal_rate(model, prompts, intervention=intervention, judge=judge, max_new_tokens=max_new_tokens,
+                            dtype=dtype, progress=progress)
 
     rates = {"harmful": rate(harmful), "harmless": rate(harmless), "overrefusal": rate(overrefusal)}
     for i, direction in enumerate(directions or []):

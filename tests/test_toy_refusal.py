@@ -106,3 +106,19 @@ def test_massive_sink_dimensions_are_found_and_zeroed(tmp_path):
     kept, none_zeroed = dim_candidates(model, ["Hi", "Tell me a joke"], ["Name a colour", "Count to three"],
                                        exclude_massive=False, progress=False)
     assert none_zeroed == [] and kept[..., 5].abs().max() > 0
+
+
+def test_the_checkpoint_table_rates_are_the_judged_rates_of_each_condition(toy, direction):
+    from mechrefusal import DirectionSet
+    from mechrefusal.evaluation import refusal_rates
+
+    directions = DirectionSet([direction, random_like(direction, seed=2)])
+    rates = refusal_rates(toy, directions, n=12, max_new_tokens=8)
+    assert set(rates) == {"harmful", "harmless", "overrefusal", "harmful, d0 ablated", "harmful, d1 ablated",
+                          "harmful, all ablated", "kl_harmless_all_ablated"}
+    harmful = data.load("harmful", "test")[:12]
+    judged = {"harmful": None, "harmful, d0 ablated": Ablate(direction), "harmful, all ablated": Ablate(directions)}
+    for key, intervention in judged.items():
+        assert rates[key] == mechrefusal.refusal_rate(toy, harmful, intervention=intervention, max_new_tokens=8,
+                                                      dtype="bfloat16")
+    assert rates["harmful"] >= rates["harmful, d0 ablated"] + 0.3 and rates["kl_harmless_all_ablated"] > 0
