@@ -82,6 +82,18 @@ def test_load_file_errors_name_file_and_line(tmp_path, name, content, message):
         data.load_file(tmp_path / name)
 
 
+@pytest.mark.parametrize(("name", "content", "message"), [
+    ("latin1.txt", "caf\xe9 one\nok\n".encode("latin-1").replace(b"ok", b"t\xe9"),
+     r"latin1\.txt, line 1: not UTF-8 text"),
+    ("late.jsonl", b'"fine"\n"also fine"\n"caf\xe9"\n', r"late\.jsonl, line 3: not UTF-8 text"),
+    ("huge.csv", b"prompt\nfine\n\"" + b"x" * 200_000 + b"\"\n", r"huge\.csv, after line 2: not readable as CSV"),
+])
+def test_undecodable_files_name_file_and_line(tmp_path, name, content, message):
+    (tmp_path / name).write_bytes(content)
+    with pytest.raises(DataError, match=message):
+        data.load_file(tmp_path / name)
+
+
 def test_load_file_missing(tmp_path):
     with pytest.raises(DataError, match="No instruction file"):
         data.load_file(tmp_path / "missing.txt")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import io
 import json
 from pathlib import Path
 
@@ -23,15 +24,24 @@ def read_records(path: str | Path) -> list[Record]:
     reader = readers.get(path.suffix.lower())
     if reader is None:
         raise DataError(f"{path}: unsupported extension {path.suffix!r}; use .jsonl, .csv or .txt.")
-    records = reader(path)
+    records = reader(path, _utf8_text(path))
     if not records:
         raise DataError(f"{path} holds no instructions.")
     return records
 
 
-def _read_jsonl(path: Path) -> list[Record]:
+def _utf8_text(path: Path) -> str:
+    raw = path.read_bytes()
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as error:
+        line = raw[:error.start].count(b"\n") + 1
+        raise DataError(f"{path}, line {line}: not UTF-8 text ({error.reason}); save the file as UTF-8.") from None
+
+
+def _read_jsonl(path: Path, text: str) -> list[Record]:
     records = []
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+    for number, line in enumerate(text.splitlines(), start=1):
         if not line.strip():
             continue
         try:
@@ -42,18 +52,19 @@ def _read_jsonl(path: Path) -> list[Record]:
     return records
 
 
-def _read_csv(path: Path) -> list[Record]:
-    with path.open(encoding="utf-8", newline="") as handle:
-        reader = csv.DictReader(handle)
+def _read_csv(path: Path, text: str) -> list[Record]:
+    reader = csv.DictReader(io.StringIO(text, newline=""))
+    try:
         if not reader.fieldnames or not any(key in reader.fieldnames for key in TEXT_KEYS):
             raise DataError(f"{path}, line 1: the header {reader.fieldnames} has no instruction column; "
                             f"name one of {', '.join(TEXT_KEYS)}.")
         return [_record_from(row, path, reader.line_num) for row in reader]
+    except csv.Error as error:
+        raise DataError(f"{path}, after line {reader.line_num}: not readable as CSV ({error}).") from None
 
 
-def _read_txt(path: Path) -> list[Record]:
-    lines = path.read_text(encoding="utf-8").splitlines()
-    return [Record(line.strip(), source=str(path)) for line in lines if line.strip()]
+def _read_txt(path: Path, text: str) -> list[Record]:
+    return [Record(line.strip(), source=str(path)) for line in text.splitlines() if line.strip()]
 
 
 def _record_from(item: object, path: Path, number: int) -> Record:
