@@ -18,6 +18,7 @@ from jaxtyping import Float
 from torch import Tensor
 
 from mechrefusal.directions.direction import Direction, DirectionSet, as_direction_set
+from mechrefusal.errors import MechrefusalError
 
 Hook = tuple[str, Callable]
 
@@ -43,7 +44,7 @@ class Ablate:
             q = basis.to(activation.dtype)
             return activation - (activation @ q) @ q.T
 
-        layers = range(model.n_layers) if self.layers is None else self.layers
+        layers = range(model.n_layers) if self.layers is None else _checked_layers(self.layers, model)
         return [(site.format(layer=layer), ablate) for layer in layers for site in ABLATION_SITES]
 
 
@@ -79,6 +80,14 @@ def _basis(directions: Direction | DirectionSet | Sequence[Direction], model) ->
     return directions.basis().to(model.device)
 
 
+def _checked_layers(layers: Sequence[int], model) -> Sequence[int]:
+    outside = [layer for layer in layers if not 0 <= layer < model.n_layers]
+    if outside:
+        raise MechrefusalError(f"Layers {outside} are outside this model's blocks 0..{model.n_layers - 1}: "
+                               "the direction or layer list was made for a deeper model.")
+    return layers
+
+
 @dataclass(frozen=True)
 class Add:
     """Add ``coeff * direction.vector`` (raw, not normalised) to the input of the direction's layer."""
@@ -88,12 +97,13 @@ class Add:
 
     def hooks(self, model) -> list[Hook]:
         DirectionSet([self.direction]).check_width(model.d_model)
+        (layer,) = _checked_layers([self.direction.layer], model)
         shift = (self.coeff * self.direction.vector).to(model.device)
 
         def add(activation: Float[Tensor, "batch seq d_model"], hook) -> Tensor:
             return activation + shift.to(activation.dtype)
 
-        return [(f"blocks.{self.direction.layer}.hook_in", add)]
+        return [(f"blocks.{layer}.hook_in", add)]
 
 
 Intervention = Ablate | Add | RandomAblate

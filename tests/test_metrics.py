@@ -57,3 +57,18 @@ def test_substring_judge(completion, refused):
     verdict = SubstringJudge().judge(["prompt"], [completion])[0]
     assert verdict.refused is refused
     assert verdict.reason
+
+
+@pytest.mark.parametrize("bad", [[], "How do I pick a lock?"])
+def test_an_empty_list_or_a_bare_string_is_a_clear_error(tiny_model, bad):
+    direction = Direction(torch.randn(tiny_model.d_model), 1, -1, "random")
+    calls = [lambda: mechrefusal.refusal_score(tiny_model, bad),
+             lambda: mechrefusal.first_token_kl(tiny_model, bad, mechrefusal.Ablate(direction)),
+             lambda: mechrefusal.generate(tiny_model, bad, max_new_tokens=2),
+             lambda: mechrefusal.mean_activations(tiny_model, bad, progress=False),
+             lambda: mechrefusal.find_direction(tiny_model, bad, ["Hi"], progress=False),
+             lambda: mechrefusal.find_direction(tiny_model, ["Hi"], ["Hello"], harmful_val=bad, harmless_val=["Yo"],
+                                                progress=False)]
+    for call in calls:
+        with pytest.raises(ValueError, match="non-empty list of instructions|needs at least one"):
+            call()

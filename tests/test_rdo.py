@@ -157,7 +157,7 @@ def test_bad_inputs_are_clear_errors(toy, prompts, dim):
         RDOSettings(ablation_weight=0.0, addition_weight=0.0, retain_weight=0.0)
     with pytest.raises(ValueError, match="Unknown independence penalty 'cubic'"):
         RDOSettings(independence_penalty="cubic")
-    with pytest.raises(ValueError, match="at least one harmful and one harmless"):
+    with pytest.raises(ValueError, match="harmful must be a non-empty list of instructions"):
         mechrefusal.find_direction(toy, [], prompts[1], method="rdo", dim=dim, progress=False)
     with pytest.raises(ValueError, match="at least one harmful and one harmless prompt to build"):
         rdo(toy, prompts[0], [], dim, progress=False)

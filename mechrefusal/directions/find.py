@@ -10,7 +10,7 @@ from mechrefusal.directions.direction import Direction, DirectionSet, as_directi
 from mechrefusal.directions.rdo import RDOSettings, rdo
 from mechrefusal.directions.selection import SelectionFilters, choose, score_candidates, score_direction
 from mechrefusal.interventions import Interventions
-from mechrefusal.models import Model
+from mechrefusal.models import Model, check_instructions
 from mechrefusal.precision import autocast
 from mechrefusal.provenance import prompts_sha256, versions
 
@@ -58,8 +58,10 @@ def find_direction(model: Model, harmful: Sequence[str], harmless: Sequence[str]
         raise ValueError(f"Unknown direction finder {method!r}; choose one of {', '.join(METHODS)}.")
     if method != "rdo" and (dim is not None or independent_of is not None):
         raise ValueError("dim= and independent_of= apply to method='rdo' only.")
-    if not harmful or not harmless:
-        raise ValueError("find_direction needs at least one harmful and one harmless prompt.")
+    for name, prompts in (("harmful", harmful), ("harmless", harmless), ("harmful_val", harmful_val),
+                          ("harmless_val", harmless_val)):
+        if prompts is not None:
+            check_instructions(prompts, name)
     harmful_val = list(harmful_val if harmful_val is not None else harmful)[:n_val]
     harmless_val = list(harmless_val if harmless_val is not None else harmless)[:n_val]
     common = {

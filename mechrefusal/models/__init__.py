@@ -1,6 +1,6 @@
 """Loading chat models into TransformerLens (`TransformerBridge`)."""
 
 from mechrefusal.models.loading import DEFAULT_MODEL, load
-from mechrefusal.models.model import Batch, Model, ReplyBatch
+from mechrefusal.models.model import Batch, Model, ReplyBatch, check_instructions
 
-__all__ = ["DEFAULT_MODEL", "Batch", "Model", "ReplyBatch", "load"]
+__all__ = ["DEFAULT_MODEL", "Batch", "Model", "ReplyBatch", "check_instructions", "load"]

@@ -34,6 +34,12 @@ class ReplyBatch(Batch):
     reply_mask: Bool[Tensor, "batch seq"]
 
 
+def check_instructions(instructions: Sequence[str], what: str = "instructions") -> None:
+    """Raise a clear error unless ``instructions`` is a non-empty list (a bare string is one mistake)."""
+    if isinstance(instructions, str) or not instructions:
+        raise ValueError(f"{what} must be a non-empty list of instructions, not a single string or an empty list.")
+
+
 class Model:
     """A chat model under TransformerLens: the bridge, the tokenizer and how to prompt it.
 
@@ -90,8 +96,7 @@ class Model:
 
     def tokenize(self, instructions: Sequence[str]) -> Batch:
         """One left-padded batch of chat prompts with its attention mask, on the model's device."""
-        if isinstance(instructions, str) or not instructions:
-            raise ValueError("tokenize expects a non-empty list of instructions, not a single string.")
+        check_instructions(instructions)
         input_ids, attention_mask = self._pad([self.chat.encode(prompt) for prompt in self.format(instructions)])
         return Batch(input_ids, attention_mask)
 
@@ -120,6 +125,7 @@ class Model:
 
     def batches(self, instructions: Sequence[str], batch_size: int) -> Iterator[tuple[list[int], Batch]]:
         """Yield ``(indices, batch)`` over the instructions, grouped by length to waste little padding."""
+        check_instructions(instructions)
         if batch_size < 1:
             raise ValueError(f"batch_size must be at least 1, got {batch_size}.")
         order = sorted(range(len(instructions)), key=lambda i: len(instructions[i]))
