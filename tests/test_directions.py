@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import jaxtyping
 import pytest
 import torch
 
@@ -71,3 +72,38 @@ def test_loading_a_foreign_file_is_a_clear_error(tmp_path):
         DirectionSet.load(tmp_path / "other.safetensors")
     with pytest.raises(MechrefusalError, match="No direction file"):
         DirectionSet.load(tmp_path / "missing.safetensors")
+
+
+def test_a_single_direction_saves_and_loads_exactly(tmp_path):
+    direction = make_set()[1]
+    direction.save(tmp_path / "one.safetensors")
+    loaded = Direction.load(tmp_path / "one.safetensors")
+    assert torch.equal(loaded.vector, direction.vector)
+    assert (loaded.layer, loaded.position, loaded.method, loaded.provenance) == (1, -2, "dim", direction.provenance)
+    make_set().save(tmp_path / "three.safetensors")
+    with pytest.raises(MechrefusalError, match="holds 3 directions, not one: read it with DirectionSet.load"):
+        Direction.load(tmp_path / "three.safetensors")
+
+
+def test_a_truncated_file_is_a_clear_error(tmp_path):
+    make_set().save(tmp_path / "d.safetensors")
+    whole = (tmp_path / "d.safetensors").read_bytes()
+    (tmp_path / "cut.safetensors").write_bytes(whole[: len(whole) // 2])
+    with pytest.raises(MechrefusalError, match="cut.safetensors is not a mechrefusal direction file"):
+        DirectionSet.load(tmp_path / "cut.safetensors")
+
+
+def test_malformed_directions_and_an_empty_set_are_clear_errors():
+    with pytest.raises(MechrefusalError, match="counts blocks from 0, got -1"):
+        Direction(torch.ones(4), -1, -1, "x")
+    for empty in (DirectionSet().basis, DirectionSet().cosines):
+        with pytest.raises(MechrefusalError, match="This DirectionSet is empty"):
+            empty()
+
+
+@pytest.mark.parametrize(("vector", "shape"), [(torch.ones(2, 4), r"\(2, 4\)"), ([1.0, 2.0], "list")])
+def test_a_vector_of_the_wrong_shape_is_a_clear_error_without_jaxtyping_checks(vector, shape, monkeypatch):
+    """The suite runs under jaxtyping's import hook, which rejects these first; users' code does not."""
+    monkeypatch.setattr(jaxtyping.config, "jaxtyping_disable", True)
+    with pytest.raises(MechrefusalError, match=f"vector must be a 1-D tensor of width d_model, got {shape}"):
+        Direction(vector, 0, -1, "x")

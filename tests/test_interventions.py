@@ -7,6 +7,7 @@ import torch
 
 import mechrefusal
 from mechrefusal import Ablate, Add, Direction, DirectionSet
+from mechrefusal.generation import generate_ids
 
 PROMPTS = ["Hi", "Write a short poem about the sea", "What is 2 + 2?"]
 
@@ -96,9 +97,12 @@ def test_orthogonalized_weights_equal_hook_ablation(tiny_model, directions, tmp_
 
 def test_greedy_generation_under_ablation_equals_the_orthogonalized_model(tiny_model, directions, tmp_path):
     edited = mechrefusal.load(mechrefusal.orthogonalize(tiny_model, directions, tmp_path / "orth"), device="cpu")
-    hooked = mechrefusal.generate(tiny_model, PROMPTS, max_new_tokens=12, intervention=Ablate(directions))
-    assert hooked == mechrefusal.generate(edited, PROMPTS, max_new_tokens=12)
-    assert hooked != mechrefusal.generate(tiny_model, PROMPTS, max_new_tokens=12)
+    hooked = generate_ids(tiny_model, PROMPTS, max_new_tokens=12, intervention=Ablate(directions))
+    assert hooked == generate_ids(edited, PROMPTS, max_new_tokens=12)
+    assert hooked != generate_ids(tiny_model, PROMPTS, max_new_tokens=12)
+    assert all(len(reply) > 0 for reply in hooked)
+    texts = mechrefusal.generate(tiny_model, PROMPTS, max_new_tokens=12, intervention=Ablate(directions))
+    assert texts == [tiny_model.tokenizer.decode(reply, skip_special_tokens=True) for reply in hooked]
 
 
 def test_batched_generation_equals_one_at_a_time(tiny_model):
@@ -122,3 +126,12 @@ def test_kv_cached_generation_equals_greedy_decoding_by_full_forwards(tiny_model
         prompt_length = tiny_model.tokenize(PROMPTS[1:2]).input_ids.shape[1]
         expected = tiny_model.tokenizer.decode(ids[0, prompt_length:], skip_special_tokens=True)
         assert mechrefusal.generate(tiny_model, PROMPTS[1:2], max_new_tokens=10, intervention=intervention) == [expected]
+
+
+def test_a_layer_outside_the_model_is_a_clear_error(tiny_model, directions):
+    deep = Direction(directions[0].vector, tiny_model.n_layers + 7, -1, "dim")
+    outside = rf"Layers \[{tiny_model.n_layers + 7}\] are outside this model's blocks 0..{tiny_model.n_layers - 1}"
+    for intervention in (Add(deep), Ablate(directions, layers=[0, tiny_model.n_layers + 7])):
+        with pytest.raises(mechrefusal.MechrefusalError, match=outside):
+            with tiny_model.intervene(intervention):
+                pass

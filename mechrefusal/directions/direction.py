@@ -9,7 +9,7 @@ from pathlib import Path
 
 import torch
 from jaxtyping import Float
-from safetensors import safe_open
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save
 from torch import Tensor
 
@@ -36,6 +36,13 @@ class Direction:
     method: str
     provenance: dict = field(default_factory=dict)
 
+    def __post_init__(self) -> None:
+        if not isinstance(self.vector, Tensor) or self.vector.ndim != 1:
+            shape = tuple(self.vector.shape) if isinstance(self.vector, Tensor) else type(self.vector).__name__
+            raise MechrefusalError(f"A Direction's vector must be a 1-D tensor of width d_model, got {shape}.")
+        if self.layer < 0:
+            raise MechrefusalError(f"A Direction's layer counts blocks from 0, got {self.layer}.")
+
     @property
     def unit(self) -> Float[Tensor, "d_model"]:
         return self.vector / self.vector.norm()
@@ -43,6 +50,18 @@ class Direction:
     @property
     def d_model(self) -> int:
         return self.vector.shape[0]
+
+    def save(self, path: str | Path) -> None:
+        """Write it as a one-direction set (see :meth:`DirectionSet.save`)."""
+        DirectionSet([self]).save(path)
+
+    @classmethod
+    def load(cls, path: str | Path, *, d_model: int | None = None) -> Direction:
+        """Read a file written by :meth:`save`; a file of several directions needs ``DirectionSet.load``."""
+        directions = DirectionSet.load(path, d_model=d_model)
+        if len(directions) != 1:
+            raise MechrefusalError(f"{path} holds {len(directions)} directions, not one: read it with DirectionSet.load.")
+        return directions[0]
 
     def __repr__(self) -> str:
         return (f"Direction(method={self.method!r}, layer={self.layer}, position={self.position}, "
@@ -78,6 +97,8 @@ class DirectionSet(Sequence[Direction]):
 
     @property
     def matrix(self) -> Float[Tensor, "k d_model"]:
+        if not self._directions:
+            raise MechrefusalError("This DirectionSet is empty: it has no vectors, basis or cosines.")
         return torch.stack([direction.vector for direction in self._directions])
 
     def basis(self) -> Float[Tensor, "d_model k"]:
@@ -113,7 +134,7 @@ class DirectionSet(Sequence[Direction]):
             with safe_open(str(path), "pt") as handle:
                 meta = json.loads((handle.metadata() or {})["mechrefusal.directions"])
             tensors = load_file(str(path))
-        except (KeyError, ValueError, OSError) as error:
+        except (KeyError, ValueError, OSError, SafetensorError) as error:
             raise MechrefusalError(f"{path} is not a mechrefusal direction file ({error}).") from error
         directions = cls([Direction(tensors[f"direction.{i}"], item["layer"], item["position"], item["method"],
                                     item["provenance"]) for i, item in enumerate(meta)])
