@@ -29,7 +29,7 @@ from mechrefusal.errors import MechrefusalError
 from mechrefusal.evaluation import judged_completions
 from mechrefusal.independence import measure_independence
 from mechrefusal.interventions import Ablate
-from mechrefusal.metrics import first_token_kl
+from mechrefusal.metrics import first_token_kl, refusal_score
 from mechrefusal.models import load
 from mechrefusal.projections import layer_profile, projections
 from mechrefusal.provenance import versions
@@ -101,6 +101,8 @@ def analyse_model(spec: str | None, settings: AnalyzeSettings, *, role: str, dir
         "all_ablated_rate": judged_completions(model, harmless_test, intervention=everything,
                                                max_new_tokens=settings.max_new_tokens, dtype=settings.dtype,
                                                batch_size=settings.batch_size).rate,
+        "all_ablated_score": refusal_score(model, harmless_test, intervention=everything,
+                                           batch_size=settings.batch_size).mean().item(),
         "kl_all_ablated": first_token_kl(model, harmless_test, everything, batch_size=settings.batch_size).mean().item(),
     }
     profile = layer_profile(model, harmful_train, harmless_train, harmful_test, harmless_test, position=fresh.position,

@@ -63,7 +63,9 @@ SUMMARY_ROWS: list[tuple[str, str, Callable]] = [
     ("harmless refusal, all ablated", "harmless.all_ablated_rate", _percent),
     ("first-token KL on harmless, all ablated", "harmless.kl_all_ablated", lambda v: f"{v:.3f}"),
     ("mean refusal score, harmful", "independence.baseline_score", _number),
+    ("mean refusal score, harmful, all ablated", "independence.all_score", _number),
     ("mean refusal score, harmless", "independence.harmless_score", _number),
+    ("mean refusal score, harmless, all ablated", "harmless.all_ablated_score", _number),
 ]
 DIRECTION_COLUMNS = ("label", "source", "method", "layer", "position", "norm")
 

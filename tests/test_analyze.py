@@ -62,6 +62,10 @@ def test_checkpoint_directions_and_a_fresh_one_are_analysed(toy_report):
         assert summary["baseline_rate"] > 0.6 and summary["directions_to_break"] == 1
         assert summary["breaking_set"] == ["fresh"] and summary["fail_closed"] is False
         assert entry["harmless"]["baseline_rate"] < 0.4
+        # the selected direction ablated: harmful scores fall far, harmless ones stay below harmful ones
+        scores = entry["independence"]
+        assert scores["all_score"] < scores["baseline_score"] - 3
+        assert entry["harmless"]["all_ablated_score"] < scores["baseline_score"]
     assert model["independence"]["single_rates"][0] > 0.5  # the random saved direction leaves refusal
     saved = mechrefusal.DirectionSet.load(toy_report.out / "model_directions.safetensors")
     assert [d.method for d in saved] == ["random", "dim"]
@@ -143,12 +147,14 @@ def test_cli_runs_as_a_module_without_import_warnings():
     assert "RuntimeWarning" not in result.stderr
 
 
-def test_cli_writes_the_report(toy_dir, tmp_path, capsys):
+def test_cli_writes_the_report(toy_dir, tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("BROWSER_PATH", str(tmp_path / "no-chromium"))  # PNGs: test_png_figures_are_written
     out = tmp_path / "cli"
     main([str(toy_dir), "--out", str(out), "--n-train", "32", "--n-val", "8", "--n-test", "8",
           "--max-new-tokens", "4", "--max-kl", "1.0", "--dtype", "float32"])
     printed = capsys.readouterr().out
     assert "directions to break refusal" in printed and str(out / "report.html") in printed
+    assert "mean refusal score, harmful, all ablated" in printed and "mean refusal score, harmless, all ablated" in printed
     settings = json.loads((out / "report.json").read_text())["settings"]
     assert settings["n_test"] == 8 and settings["dtype"] == "float32" and settings["finder"] == "dim"
 
