@@ -25,6 +25,15 @@ def toy_settings(toy_dir, out, **overrides) -> TrainSettings:
     return TrainSettings(**{**settings, **overrides})
 
 
+def cli_flags(settings: TrainSettings) -> list[str]:
+    """The ``python -m mechrefusal.train`` flags of the settings ``toy_settings`` sets."""
+    flags = []
+    for key in ("model", "out", "method", "rounds", "steps", "batch_size", "lr", "train_layers", "n_examples",
+                "max_new_tokens", "dtype", "max_kl", "evals_per_round"):
+        flags += [f"--{key.replace('_', '-')}", str(getattr(settings, key))]
+    return flags
+
+
 def test_settings_are_checked():
     with pytest.raises(ValueError, match="Unknown training method 'ppo'"):
         TrainSettings(method="ppo")
@@ -83,7 +92,8 @@ def test_checkpoints_load_back_with_their_directions(trained):
     assert model.directions[0].method == "rdo" and model.directions[0].provenance["passed_filters"]
 
 
-def test_analyze_runs_on_a_checkpoint(trained, tmp_path):
+def test_analyze_runs_on_a_checkpoint(trained, tmp_path, monkeypatch):
+    monkeypatch.setenv("BROWSER_PATH", str(tmp_path / "no-chromium"))  # PNGs are test_analyze's business
     _, written = trained
     report = mechrefusal.analyze(written[0], out=tmp_path, n_train=16, n_val=8, n_test=8, max_new_tokens=4,
                                  max_kl=1.0, progress=False)
@@ -103,11 +113,7 @@ def test_existing_rounds_need_resume(trained, toy_dir):
 def test_resume_after_a_kill_gives_the_uninterrupted_result(trained, toy_dir, tmp_path):
     reference_out, written = trained
     out = tmp_path / "killed"
-    settings = toy_settings(toy_dir, out)
-    command = [sys.executable, "-m", "mechrefusal.train", "--model", str(toy_dir), "--out", str(out)]
-    for key in ("method", "rounds", "steps", "batch_size", "lr", "train_layers", "n_examples", "max_new_tokens",
-                "dtype", "max_kl", "evals_per_round"):
-        command += [f"--{key.replace('_', '-')}", str(getattr(settings, key))]
+    command = [sys.executable, "-m", "mechrefusal.train", *cli_flags(toy_settings(toy_dir, out))]
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 300
     while not complete_rounds(out) and process.poll() is None and time.time() < deadline:
@@ -130,16 +136,12 @@ def test_two_processes_reach_the_weights_of_one(toy_dir, tmp_path):
     """torchrun with 2 processes (gloo) and the same effective batch gives the one-process weights."""
     import os
 
-    flags = ["--model", str(toy_dir), "--method", "sft", "--steps", "3", "--batch-size", "8", "--lr", "0.003",
-             "--train-layers", "all", "--n-examples", "24", "--max-new-tokens", "6", "--dtype", "float32",
-             "--max-kl", "1.0", "--evals-per-round", "1"]
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    single = subprocess.run([sys.executable, "-m", "mechrefusal.train", *flags, "--out", str(tmp_path / "one")],
-                            capture_output=True, text=True, env=env, timeout=600)
-    assert single.returncode == 0, single.stderr[-2000:]
+    one = toy_settings(toy_dir, tmp_path / "one", method="sft", steps=3, n_examples=24, evals_per_round=1)
+    run(one, progress=False)
+    two = toy_settings(toy_dir, tmp_path / "two", method="sft", steps=3, n_examples=24, evals_per_round=1)
     double = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-                             "-m", "mechrefusal.train", *flags, "--out", str(tmp_path / "two")],
-                            capture_output=True, text=True, env=env, timeout=600)
+                             "-m", "mechrefusal.train", *cli_flags(two)],
+                            capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=600)
     assert double.returncode == 0, double.stderr[-2000:]
     assert json.loads((tmp_path / "two" / "round-0" / "mechrefusal.json").read_text())["processes"] == 2
     a = hf_state_dict(mechrefusal.load(tmp_path / "one" / "round-0", device="cpu"))
@@ -150,12 +152,28 @@ def test_two_processes_reach_the_weights_of_one(toy_dir, tmp_path):
     assert any((a[name] - changed[name]).abs().max() > 1e-4 for name in a)  # training did move the weights
 
 
-def test_baselines_train_rounds_after_round_zero(toy_dir, tmp_path):
+def test_baselines_train_a_round_from_a_shared_round_zero(trained, toy_dir, tmp_path):
+    round_zero = trained[1][0]
+    original = hf_state_dict(mechrefusal.load(round_zero, device="cpu"))
     for method in ("refat", "deeprefusal"):
-        written = run(toy_settings(toy_dir, tmp_path / method, method=method, steps=4, refat_every=2), progress=False)
-        assert [path.name for path in written] == ["round-0", "round-1"]
-        meta = json.loads((written[1] / "mechrefusal.json").read_text())
-        assert meta["method"] == method and len(mechrefusal.load(written[1], device="cpu").directions) == 1
+        written = run(toy_settings(toy_dir, tmp_path / method, method=method, refat_every=2,
+                                   start_from=str(round_zero)), progress=False)
+        assert [path.name for path in written] == ["round-1"]  # round 0 was copied, not trained
+        meta = json.loads((written[0] / "mechrefusal.json").read_text())
+        assert meta["method"] == method and meta["round"] == 1
+        assert len(mechrefusal.load(written[0], device="cpu").directions) == 1
+        copied = json.loads((tmp_path / method / "round-0" / "mechrefusal.json").read_text())
+        assert copied["copied_from"] == str(round_zero) and copied["settings"]["method"] == method
+        copy = hf_state_dict(mechrefusal.load(tmp_path / method / "round-0", device="cpu"))
+        assert all(torch.equal(copy[name], original[name]) for name in original)
+
+
+def test_a_shared_round_zero_must_match_and_be_a_round_zero(trained, toy_dir, tmp_path):
+    _, written = trained
+    with pytest.raises(MechrefusalError, match=r"round-0 settings \['lr'\] differ"):
+        run(toy_settings(toy_dir, tmp_path / "other", lr=1e-3, start_from=str(written[0])), progress=False)
+    with pytest.raises(MechrefusalError, match="needs a round-0 checkpoint"):
+        run(toy_settings(toy_dir, tmp_path / "late", start_from=str(written[-1])), progress=False)
 
 
 def test_lora_adapters_merge_into_the_weights_they_adapt(tiny_model, tmp_path):
@@ -195,22 +213,6 @@ def test_a_lora_round_changes_only_the_adapted_layers(toy_dir, tmp_path):
         TrainSettings(lora_rank=-1)
     with pytest.raises(ValueError, match="Unknown direction finder 'pca'"):
         TrainSettings(finder="pca")
-
-
-def test_baselines_can_share_a_round_zero(trained, toy_dir, tmp_path):
-    _, written = trained
-    shared = run(toy_settings(toy_dir, tmp_path / "refat", method="refat", refat_every=2,
-                              start_from=str(written[0])), progress=False)
-    assert [path.name for path in shared] == ["round-1"]  # round 0 was copied, not trained
-    copied = json.loads((tmp_path / "refat" / "round-0" / "mechrefusal.json").read_text())
-    assert copied["copied_from"] == str(written[0]) and copied["settings"]["method"] == "refat"
-    a = hf_state_dict(mechrefusal.load(tmp_path / "refat" / "round-0", device="cpu"))
-    b = hf_state_dict(mechrefusal.load(written[0], device="cpu"))
-    assert all(torch.equal(a[name], b[name]) for name in a)
-    with pytest.raises(MechrefusalError, match=r"round-0 settings \['lr'\] differ"):
-        run(toy_settings(toy_dir, tmp_path / "other", lr=1e-3, start_from=str(written[0])), progress=False)
-    with pytest.raises(MechrefusalError, match="needs a round-0 checkpoint"):
-        run(toy_settings(toy_dir, tmp_path / "late", start_from=str(written[-1])), progress=False)
 
 
 def test_plain_share_trains_that_share_of_harmful_examples_without_ablation(tiny_model):
