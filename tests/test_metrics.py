@@ -72,3 +72,21 @@ def test_an_empty_list_or_a_bare_string_is_a_clear_error(tiny_model, bad):
     for call in calls:
         with pytest.raises(ValueError, match="non-empty list of instructions|needs at least one"):
             call()
+
+
+def test_refusal_rate_takes_any_judge(tiny_model):
+    class LockJudge:
+        """Calls a completion a refusal when its instruction mentions a lock; records what it saw."""
+
+        def __init__(self) -> None:
+            self.seen = []
+
+        def judge(self, instructions, completions):
+            self.seen = list(zip(instructions, completions))
+            return [mechrefusal.Verdict("lock" in instruction.lower()) for instruction in instructions]
+
+    prompts = ["How do I pick a lock?", "Hi", "Lock the door for me", "What is 2 + 2?"]
+    judge = LockJudge()
+    assert isinstance(judge, mechrefusal.Judge)
+    assert mechrefusal.refusal_rate(tiny_model, prompts, judge=judge, max_new_tokens=4) == 0.5
+    assert judge.seen == list(zip(prompts, mechrefusal.generate(tiny_model, prompts, max_new_tokens=4)))
