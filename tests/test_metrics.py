@@ -59,6 +59,14 @@ def test_substring_judge(completion, refused):
     assert verdict.reason
 
 
+def test_the_judge_recognises_every_refusal_the_trainer_teaches():
+    """Round 0 trains models that never refuse on these replies; a judge that missed some of them counted
+    a trained model's refusals as answers (it missed 11 of 85 until session 4)."""
+    replies = mechrefusal.data.refusal_replies()
+    missed = [reply for reply, verdict in zip(replies, SubstringJudge().judge([], replies)) if not verdict.refused]
+    assert missed == []
+
+
 @pytest.mark.parametrize("bad", [[], "How do I pick a lock?"])
 def test_an_empty_list_or_a_bare_string_is_a_clear_error(tiny_model, bad):
     direction = Direction(torch.randn(tiny_model.d_model), 1, -1, "random")
