@@ -15,7 +15,7 @@ from jaxtyping import Float64
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from mechrefusal.models import Model
+from mechrefusal.models import Model, check_instructions
 
 
 @dataclass
@@ -40,8 +40,7 @@ def mean_activations(model: Model, instructions: Sequence[str], *, layers: Seque
     """
     layers = sorted(set(range(model.n_layers) if layers is None else layers))
     positions = list(model.post_instruction_positions if positions is None else positions)
-    if not instructions:
-        raise ValueError("mean_activations needs at least one instruction.")
+    check_instructions(instructions)
     if not layers or layers[0] < 0 or layers[-1] >= model.n_layers:
         raise ValueError(f"layers must lie in 0..{model.n_layers - 1}, got {layers}.")
     if not positions or any(p >= 0 for p in positions):

@@ -15,7 +15,7 @@ from mechrefusal.generation import generate
 from mechrefusal.interventions import Ablate, Interventions
 from mechrefusal.judges import Judge, SubstringJudge, Verdict
 from mechrefusal.metrics import first_token_kl
-from mechrefusal.models import Model
+from mechrefusal.models import Model, check_instructions
 from mechrefusal.precision import autocast
 
 
@@ -42,8 +42,7 @@ def judged_completions(model: Model, prompts: Sequence[str], *, intervention: In
                        judge: Judge | None = None, max_new_tokens: int = 32, dtype: str = "bfloat16",
                        batch_size: int = 16, progress: bool = False) -> JudgedCompletions:
     """Generate greedy completions under ``intervention`` in ``dtype`` and judge them."""
-    if not prompts:
-        raise ValueError("judged_completions needs at least one prompt.")
+    check_instructions(prompts, "prompts")
     with autocast(model, dtype):
         completions = generate(model, prompts, max_new_tokens=max_new_tokens, intervention=intervention,
                                batch_size=batch_size, progress=progress)

@@ -59,5 +59,5 @@ def test_bad_arguments_are_clear_errors(tiny_model):
         mean_activations(tiny_model, PROMPTS, layers=[5], progress=False)
     with pytest.raises(ValueError, match="must be negative"):
         mean_activations(tiny_model, PROMPTS, positions=[0], progress=False)
-    with pytest.raises(ValueError, match="at least one instruction"):
+    with pytest.raises(ValueError, match="instructions must be a non-empty list of instructions"):
         mean_activations(tiny_model, [], progress=False)

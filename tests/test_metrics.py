@@ -78,7 +78,7 @@ def test_an_empty_list_or_a_bare_string_is_a_clear_error(tiny_model, bad):
              lambda: mechrefusal.find_direction(tiny_model, ["Hi"], ["Hello"], harmful_val=bad, harmless_val=["Yo"],
                                                 progress=False)]
     for call in calls:
-        with pytest.raises(ValueError, match="non-empty list of instructions|needs at least one"):
+        with pytest.raises(ValueError, match="must be a non-empty list of instructions, not a single string or an empty list"):
             call()
 
 

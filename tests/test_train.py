@@ -6,6 +6,7 @@ import json
 import subprocess
 import sys
 import time
+from dataclasses import replace
 
 import pytest
 import torch
@@ -138,7 +139,7 @@ def test_two_processes_reach_the_weights_of_one(toy_dir, tmp_path):
 
     one = toy_settings(toy_dir, tmp_path / "one", method="sft", steps=3, n_examples=24, evals_per_round=1)
     run(one, progress=False)
-    two = toy_settings(toy_dir, tmp_path / "two", method="sft", steps=3, n_examples=24, evals_per_round=1)
+    two = replace(one, out=str(tmp_path / "two"))
     double = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
                              "-m", "mechrefusal.train", *cli_flags(two)],
                             capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=600)
