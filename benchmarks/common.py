@@ -3,13 +3,10 @@
 from __future__ import annotations
 
 import json
-import os
-import platform
 import time
 from collections.abc import Callable
 
-import torch
-
+from mechrefusal.precision import hardware, resolve
 from mechrefusal.provenance import versions
 
 
@@ -39,9 +36,10 @@ def peak_memory_mib() -> float:
     raise RuntimeError("no VmHWM in /proc/self/status")
 
 
-def record(name: str, config: dict, results: dict) -> str:
-    """One JSON line with the benchmark's configuration, results, machine and versions."""
-    machine = {"cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(),
-               "processor": platform.processor() or platform.machine()}
-    return json.dumps({"benchmark": name, "config": config, "results": results, "machine": machine,
-                       "versions": versions()})
+def record(name: str, config: dict, results: dict, device: str = "cpu") -> str:
+    """One JSON line with the benchmark's configuration, results, machine, versions and, when the config
+    names a compute ``dtype``, the precision it resolved to and why."""
+    line = {"benchmark": name, "config": config, "results": results, "machine": hardware(), "versions": versions()}
+    if "dtype" in config:
+        line["precision"] = resolve(config["dtype"], device).to_dict()
+    return json.dumps(line)

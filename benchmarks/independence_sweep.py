@@ -1,6 +1,6 @@
 """Cost of the independence sweep against plain forward passes, measured side by side in one run.
 
-    python benchmarks/independence_sweep.py [--model SPEC] [--n 64] [--batch 16] [--stack 8] [--dtype bfloat16]
+    python benchmarks/independence_sweep.py [--model SPEC] [--n 64] [--batch 16] [--stack 8] [--dtype auto]
 
 The sweep scores held-out harmful prompts under every configuration the independence analysis uses
 for K=4 directions (none, 4 singles, 6 pairs, cumulative first 3, all: 13 configurations) with
@@ -34,7 +34,7 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=64, help="harmful test prompts")
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--stack", type=int, default=8, help="configurations per forward pass")
-    parser.add_argument("--dtype", default="bfloat16")
+    parser.add_argument("--dtype", default="auto", choices=("auto", "float32", "bfloat16"))
     args = parser.parse_args()
 
     model = mechrefusal.load(args.model)

@@ -1,7 +1,7 @@
 """Cost of one RDO optimisation step against one forward and backward of the same examples through the
 plain model, side by side.
 
-    python benchmarks/rdo_step.py [--model SPEC] [--batch 8] [--dtype bfloat16]
+    python benchmarks/rdo_step.py [--model SPEC] [--batch 8] [--dtype auto]
 
 Prints (target from the RDO issue): RDO step / plain step (<= 1.2). The RDO step is the ablation,
 addition and retain losses on ``--batch`` (harmful, harmless) example pairs and the backward to the
@@ -37,7 +37,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default=None, help="model spec (default: the embedded model)")
     parser.add_argument("--batch", type=int, default=8, help="example pairs per step (one micro-batch)")
-    parser.add_argument("--dtype", default="bfloat16")
+    parser.add_argument("--dtype", default="auto", choices=("auto", "float32", "bfloat16"))
     args = parser.parse_args()
 
     model = mechrefusal.load(args.model)

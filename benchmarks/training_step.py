@@ -1,6 +1,6 @@
 """Cost of a progressive-training step with ablation against a plain fine-tuning step, side by side.
 
-    python benchmarks/training_step.py [--batch 16] [--train-layers 10:20] [--dtype bfloat16]
+    python benchmarks/training_step.py [--batch 16] [--train-layers 10:20] [--dtype auto]
 
 Prints (target from the trainer issue): ablated step / plain step (<= 1.10), where a step is the
 forward and backward of the safety and utility losses on one batch and the optimiser update, with
@@ -30,7 +30,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--train-layers", default="10:20")
-    parser.add_argument("--dtype", default="bfloat16")
+    parser.add_argument("--dtype", default="auto", choices=("auto", "float32", "bfloat16"))
     args = parser.parse_args()
 
     model, reference = mechrefusal.load(), mechrefusal.load()

@@ -8,6 +8,7 @@ import time
 
 import mechrefusal
 from mechrefusal import data
+from mechrefusal.errors import MechrefusalError
 from mechrefusal.provenance import versions
 
 
@@ -15,10 +16,14 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m mechrefusal", description=__doc__)
     parser.add_argument("spec", nargs="?", default=None, help="model spec (default: the embedded SmolLM2)")
     parser.add_argument("--n", type=int, default=32, help="prompts per set from the test splits (default 32)")
+    parser.add_argument("--device", default="auto", help="auto (CUDA when present, else the CPU), cpu, cuda or cuda:N")
     args = parser.parse_args(argv)
 
     start = time.perf_counter()
-    model = mechrefusal.load(args.spec)
+    try:
+        model = mechrefusal.load(args.spec, device=args.device)
+    except MechrefusalError as error:
+        parser.error(str(error))
     print(f"loaded {model} in {time.perf_counter() - start:.1f} s")
     tokens = model.tokenizer.convert_ids_to_tokens(list(model.chat.post_instruction_ids))
     print(f"post-instruction tokens {tokens} at positions {model.post_instruction_positions}")

@@ -24,6 +24,7 @@ from pathlib import Path
 
 from mechrefusal import data
 from mechrefusal.cli import add_settings_arguments
+from mechrefusal.devices import resolve_device
 from mechrefusal.directions import DirectionSet, SelectionFilters, find_direction
 from mechrefusal.errors import MechrefusalError
 from mechrefusal.evaluation import judged_completions
@@ -32,6 +33,7 @@ from mechrefusal.interventions import Ablate
 from mechrefusal.metrics import first_token_kl, refusal_score
 from mechrefusal.models import load
 from mechrefusal.projections import layer_profile, projections
+from mechrefusal.precision import check_dtype, hardware, resolve
 from mechrefusal.provenance import versions
 from mechrefusal.report import Report
 
@@ -62,16 +64,20 @@ class AnalyzeSettings:
     """Selection filter: largest first-token KL on harmless prompts when the candidate is ablated."""
     full_grid: bool = False
     """Score induce for every candidate, not only in bypass order until one passes the filters."""
-    dtype: str = "bfloat16"
-    """Compute dtype of sweeps and generation: bfloat16 (autocast) or float32."""
+    dtype: str = "auto"
+    """Compute dtype of sweeps and generation: auto (bfloat16 autocast where bf16 is fast on this machine, else float32), bfloat16 or float32."""
     batch_size: int = 16
     """Prompts per forward pass."""
+    device: str = "auto"
+    """Device: auto (CUDA when present, else the CPU), cpu, cuda or cuda:N."""
 
     def __post_init__(self) -> None:
         if self.directions is not None and not Path(self.directions).is_file():
             raise MechrefusalError(f"No direction file at {self.directions}.")
         if Path(self.out).exists() and not Path(self.out).is_dir():
             raise MechrefusalError(f"--out {self.out} is a file; pass a directory.")
+        check_dtype(self.dtype)
+        resolve_device(self.device)
         if self.n_test < 2:
             raise ValueError(f"n_test must be at least 2 (a standard deviation needs two prompts), got {self.n_test}.")
 
@@ -79,7 +85,7 @@ class AnalyzeSettings:
 def analyse_model(spec: str | None, settings: AnalyzeSettings, *, role: str, directions_file: str | None = None,
                   progress: bool = True) -> tuple[dict, DirectionSet]:
     """One model's entry of the report, and the directions it analysed (given ones first, fresh last)."""
-    model = load(spec)
+    model = load(spec, device=settings.device)
     given = DirectionSet.load(directions_file, d_model=model.d_model) if directions_file else model.directions
     source = "file" if directions_file else "saved"
     harmful_train, harmless_train = data.load("harmful", "train")[: settings.n_train], data.load("harmless", "train")[: settings.n_train]
@@ -134,7 +140,9 @@ def run(settings: AnalyzeSettings, *, progress: bool = True) -> Report:
         out.mkdir(parents=True, exist_ok=True)
         directions.save(out / f"{role}_directions.safetensors")
         entries.append(entry)
+    device = resolve_device(settings.device)
     report = Report({"models": entries, "settings": asdict(settings), "versions": versions(),
+                     "precision": resolve(settings.dtype, device).to_dict(), "hardware": hardware(),
                      "wall_time_s": round(time.perf_counter() - started, 1)})
     report.save(out)
     return report

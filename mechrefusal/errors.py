@@ -15,3 +15,11 @@ class ModelLoadError(MechrefusalError):
 
 class DataError(MechrefusalError):
     """An instruction set is unknown, malformed or empty."""
+
+
+class SettingError(MechrefusalError, ValueError):
+    """A setting or argument has a value the toolkit cannot use (also a ``ValueError``)."""
+
+
+class DeviceError(SettingError):
+    """A device was asked for that this machine does not have, or a model does not fit on it."""

@@ -1,4 +1,4 @@
-"""Judged refusal: generate completions (bf16 autocast by default) and let a judge label them.
+"""Judged refusal: generate completions (bf16 autocast where it is fast, `mechrefusal.precision`) and let a judge label them.
 
 `judged_completions` is the one place that generates and judges for the analysis job and the
 independence measurements; `refusal_rates` is the checkpoint table of ``analyses/trainer_table.py``.
@@ -39,7 +39,7 @@ class JudgedCompletions:
 
 
 def judged_completions(model: Model, prompts: Sequence[str], *, intervention: Interventions = None,
-                       judge: Judge | None = None, max_new_tokens: int = 32, dtype: str = "bfloat16",
+                       judge: Judge | None = None, max_new_tokens: int = 32, dtype: str = "auto",
                        batch_size: int = 16, progress: bool = False) -> JudgedCompletions:
     """Generate greedy completions under ``intervention`` in ``dtype`` and judge them."""
     check_instructions(prompts, "prompts")
@@ -59,7 +59,7 @@ def refusal_rate(model: Model, instructions: Sequence[str], *, judge: Judge | No
 
 
 def refusal_rates(model: Model, directions: DirectionSet | None = None, *, n: int = 64, max_new_tokens: int = 32,
-                  dtype: str = "bfloat16", judge: Judge | None = None, progress: bool = False) -> dict[str, float]:
+                  dtype: str = "auto", judge: Judge | None = None, progress: bool = False) -> dict[str, float]:
     """Refusal rates on ``n`` test prompts per set: harmful (plain, each direction ablated alone, all
     ablated), harmless and over-refusal (plain), and the first-token KL on harmless prompts with all
     directions ablated."""

@@ -162,14 +162,14 @@ class IndependenceResult:
 def measure_independence(model: Model, directions: Direction | DirectionSet | Sequence[Direction],
                          harmful: Sequence[str], harmless: Sequence[str], *, labels: Sequence[str] | None = None,
                          judge: Judge | None = None, threshold: float = 0.5, max_new_tokens: int = 32,
-                         dtype: str = "bfloat16", batch_size: int = 16, stack: int = 8,
+                         dtype: str = "auto", batch_size: int = 16, stack: int = 8,
                          progress: bool = True) -> IndependenceResult:
     """All the measurements of the module docstring on held-out ``harmful`` and ``harmless`` prompts.
 
     Args:
         labels: a name per direction for reports (default ``d0``, ``d1``, ...).
         threshold: the judged refusal rate below which refusal counts as broken.
-        dtype: compute dtype of sweeps and generation (``"bfloat16"`` autocast or ``"float32"``).
+        dtype: compute dtype of sweeps and generation: ``"auto"`` (bf16 autocast where fast, see `mechrefusal.precision`), ``"bfloat16"`` or ``"float32"``.
         stack: ablation configurations per forward pass (`mechrefusal.sweep.ablation_scores`).
     """
     directions = as_direction_set(directions)

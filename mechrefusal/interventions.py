@@ -52,7 +52,8 @@ class Ablate:
 class RandomAblate:
     """DeepRefusal's partial ablation: each site (block input, attention output, MLP output of each
     layer) is ablated with probability ``p`` on each forward pass, and then only at token positions
-    drawn with probability ``p`` each. ``generator`` makes the draws reproducible."""
+    drawn with probability ``p`` each. ``generator`` (a CPU generator, so the draws are the same on every
+    device) makes them reproducible."""
 
     directions: Direction | DirectionSet | Sequence[Direction]
     p: float

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+import torch
 
 import mechrefusal
 from mechrefusal.models.export import save_hf_directory
@@ -17,6 +18,22 @@ TOY_ANALYSIS = dict(n_train=64, n_val=16, n_test=24, max_new_tokens=8, max_kl=1.
 @pytest.fixture(scope="session")
 def tiny_model(tmp_path_factory) -> mechrefusal.Model:
     return build_tiny_model(tmp_path_factory.mktemp("tiny"))
+
+
+DEVICES = ["cpu", *(["cuda"] if torch.cuda.is_available() else [])]
+"""Every device the numeric tests (parity, sweeps, training steps, resume) run on: the CPU in CI, CUDA too
+where a GPU exists."""
+
+
+@pytest.fixture(scope="session", params=DEVICES)
+def device(request) -> str:
+    return request.param
+
+
+@pytest.fixture(scope="session")
+def tiny_on_device(tiny_model, device) -> mechrefusal.Model:
+    """The tiny model on each available device."""
+    return tiny_model if device == "cpu" else mechrefusal.load(tiny_model.spec, device=device)
 
 
 @pytest.fixture(scope="session")

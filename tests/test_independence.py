@@ -29,13 +29,13 @@ def test_standard_subsets_are_none_singles_pairs_cumulative_all():
     assert len(four) == 1 + 4 + 6 + 1 + 1 and four[-2:] == [(0, 1, 2), (0, 1, 2, 3)]
 
 
-def test_batched_sweep_equals_one_ablation_at_a_time(tiny_model):
-    directions = random_set(tiny_model.d_model, 3)
+def test_batched_sweep_equals_one_ablation_at_a_time(tiny_on_device):
+    directions = random_set(tiny_on_device.d_model, 3)
     subsets = standard_subsets(3)
-    swept = ablation_scores(tiny_model, PROMPTS, directions, subsets, batch_size=2, stack=3)
+    swept = ablation_scores(tiny_on_device, PROMPTS, directions, subsets, batch_size=2, stack=3)
     for row, subset in zip(swept, subsets):
         ablation = Ablate(DirectionSet([directions[i] for i in subset])) if subset else None
-        expected = mechrefusal.refusal_score(tiny_model, PROMPTS, intervention=ablation)
+        expected = mechrefusal.refusal_score(tiny_on_device, PROMPTS, intervention=ablation)
         torch.testing.assert_close(row, expected, atol=1e-4, rtol=1e-4)
     assert (swept[1:] - swept[0]).abs().max() > 1e-3  # ablating random directions does change the scores
 

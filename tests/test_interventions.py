@@ -83,16 +83,17 @@ def test_interventions_compose(tiny_model, directions):
     torch.testing.assert_close(listed, together)
 
 
-def test_orthogonalized_weights_equal_hook_ablation(tiny_model, directions, tmp_path):
-    out = mechrefusal.orthogonalize(tiny_model, directions, tmp_path / "orth")
-    edited = mechrefusal.load(out, device="cpu")
+def test_orthogonalized_weights_equal_hook_ablation(tiny_on_device, directions, tmp_path, device):
+    model = tiny_on_device
+    out = mechrefusal.orthogonalize(model, directions, tmp_path / "orth")
+    edited = mechrefusal.load(out, device=device)
     assert len(DirectionSet.load(out / "directions.safetensors")) == 2
-    batch = tiny_model.tokenize(PROMPTS)
+    batch = model.tokenize(PROMPTS)
     with torch.no_grad():
-        with tiny_model.intervene(Ablate(directions)):
-            hooked = tiny_model.logits(batch)
+        with model.intervene(Ablate(directions)):
+            hooked = model.logits(batch)
         torch.testing.assert_close(edited.logits(batch), hooked, atol=1e-4, rtol=0)
-        assert (tiny_model.logits(batch) - hooked).abs().max() > 1e-2  # the ablation did something
+        assert (model.logits(batch) - hooked).abs().max() > 1e-2  # the ablation did something
 
 
 def test_greedy_generation_under_ablation_equals_the_orthogonalized_model(tiny_model, directions, tmp_path):

@@ -41,8 +41,8 @@ def test_batches_are_left_padded(tiny_model):
         assert row[: len(row) - length].sum() == 0
 
 
-def test_padded_batch_equals_single_prompts(tiny_model):
-    assert_batch_parity(tiny_model, PROMPTS)
+def test_padded_batch_equals_single_prompts(tiny_on_device):
+    assert_batch_parity(tiny_on_device, PROMPTS)
 
 
 def test_batches_cover_every_instruction_once(tiny_model):

@@ -28,6 +28,8 @@ class Direction:
         position: the post-instruction position it was read at, counted from the end (-1 = last token).
         method: how it was found (``"dim"``, ``"rdo"``, ``"random"``, ...).
         provenance: model, data, versions, scores: whatever reproduces it (JSON-serialisable).
+
+    The vector is kept on the CPU whatever device it was found on.
     """
 
     vector: Float[Tensor, "d_model"]
@@ -42,6 +44,8 @@ class Direction:
             raise MechrefusalError(f"A Direction's vector must be a 1-D tensor of width d_model, got {shape}.")
         if self.layer < 0:
             raise MechrefusalError(f"A Direction's layer counts blocks from 0, got {self.layer}.")
+        if self.vector.device.type != "cpu":  # directions live on the CPU, so sets found on any device stack;
+            self.vector = self.vector.cpu()     # interventions move their bases to the model's device
 
     @property
     def unit(self) -> Float[Tensor, "d_model"]:

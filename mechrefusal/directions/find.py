@@ -11,7 +11,7 @@ from mechrefusal.directions.rdo import RDOSettings, rdo
 from mechrefusal.directions.selection import SelectionFilters, choose, score_candidates, score_direction
 from mechrefusal.interventions import Interventions
 from mechrefusal.models import Model, check_instructions
-from mechrefusal.precision import autocast
+from mechrefusal.precision import autocast, resolve
 from mechrefusal.provenance import prompts_sha256, versions
 
 METHODS = ("dim", "rdo")
@@ -21,7 +21,7 @@ def find_direction(model: Model, harmful: Sequence[str], harmless: Sequence[str]
                    harmful_val: Sequence[str] | None = None, harmless_val: Sequence[str] | None = None,
                    n_val: int = 32, filters: SelectionFilters = SelectionFilters(),
                    exclude_massive: bool = True, full_grid: bool = False, screen: int | None = 8,
-                   finalists: int = 16, sweep_dtype: str = "bfloat16",
+                   finalists: int = 16, sweep_dtype: str = "auto",
                    orthogonal_to: Direction | DirectionSet | None = None, context: Interventions = None,
                    dim: Direction | None = None, independent_of: Direction | DirectionSet | None = None,
                    rdo_settings: RDOSettings = RDOSettings(), batch_size: int = 16,
@@ -41,7 +41,7 @@ def find_direction(model: Model, harmful: Sequence[str], harmless: Sequence[str]
         full_grid: score every candidate on the whole validation sets, induce included (slow; no screening).
         screen, finalists: score every candidate on the first ``screen`` validation prompts of each set
             first, then only ``finalists`` of them on the whole sets (``screen=None``: no screening).
-        sweep_dtype: compute dtype of the candidate sweep (``"bfloat16"`` autocast or ``"float32"``);
+        sweep_dtype: compute dtype of the candidate sweep (``"auto"``: bf16 autocast where fast, see `mechrefusal.precision`; ``"bfloat16"`` or ``"float32"``);
             the means that define the candidates are always accumulated from float32 activations.
         orthogonal_to: search only the orthogonal complement of these directions.
         context: interventions active during the whole search (e.g. ``Ablate(earlier_directions)``
@@ -68,7 +68,8 @@ def find_direction(model: Model, harmful: Sequence[str], harmless: Sequence[str]
         "model": model.spec, "n_harmful": len(harmful), "n_harmless": len(harmless),
         "data_sha256": prompts_sha256([*harmful, "\0", *harmless, "\0", *harmful_val, "\0", *harmless_val]),
         "n_harmful_val": len(harmful_val), "n_harmless_val": len(harmless_val), "filters": vars(filters),
-        "sweep_dtype": sweep_dtype, "orthogonal_to": orthogonal_to is not None, "versions": versions(),
+        "sweep_dtype": sweep_dtype, "precision": resolve(sweep_dtype, model.device).to_dict(),
+        "orthogonal_to": orthogonal_to is not None, "versions": versions(),
     }
     if dim is None:
         dim = _dim(model, harmful, harmless, harmful_val, harmless_val, common, filters=filters,

@@ -33,7 +33,7 @@ from mechrefusal.directions.rdo_targets import RDOTargets, rdo_targets
 from mechrefusal.directions.repind import default_layers, last_token_cosines
 from mechrefusal.interventions import Ablate, Add, Interventions
 from mechrefusal.models import Batch, Model, ReplyBatch
-from mechrefusal.precision import DTYPES, autocast
+from mechrefusal.precision import autocast, check_dtype
 
 PENALTIES = ("absolute", "squared")
 
@@ -78,8 +78,8 @@ class RDOSettings:
     """Factor the learning rate is multiplied by at each cut."""
     max_cuts: int = 2
     """Learning-rate cuts before the search stops early."""
-    dtype: str = "bfloat16"
-    """Compute dtype of the model's forward passes (bfloat16 autocast or float32); r stays fp32."""
+    dtype: str = "auto"
+    """Compute dtype of the model's forward passes (auto, bfloat16 autocast or float32; see `mechrefusal.precision`); r stays fp32."""
     seed: int = 0
     """Seed of the example order."""
 
@@ -95,8 +95,7 @@ class RDOSettings:
             raise ValueError("RDO needs positive n_prompts, batch_size, micro_batch_size, steps and lr.")
         if not 0 < self.lr_cut < 1:
             raise ValueError(f"lr_cut must lie between 0 and 1, got {self.lr_cut}.")
-        if self.dtype not in DTYPES:
-            raise ValueError(f"Unknown compute dtype {self.dtype!r}; choose one of {', '.join(DTYPES)}.")
+        check_dtype(self.dtype)
 
 
 @dataclass

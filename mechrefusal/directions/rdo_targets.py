@@ -53,7 +53,7 @@ def first_sentence(text: str) -> str:
 
 def rdo_targets(model: Model, harmful: Sequence[str], harmless: Sequence[str], dim: Direction, *,
                 context: Interventions = None, compliant_tokens: int = 30, refusal_tokens: int = 24,
-                answer_tokens: int = 30, dtype: str = "bfloat16", batch_size: int = 16,
+                answer_tokens: int = 30, dtype: str = "auto", batch_size: int = 16,
                 progress: bool = True) -> RDOTargets:
     """Generate (or read from the cache) the targets for ``harmful`` and ``harmless`` prompts."""
     if not harmful or not harmless:

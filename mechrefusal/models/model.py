@@ -108,10 +108,10 @@ class Model:
         replies_ids = [self.tokenizer(reply, add_special_tokens=False)["input_ids"] + end for reply in replies]
         prompts_ids = [self.chat.encode(prompt) for prompt in self.format(instructions)]
         input_ids, attention_mask = self._pad([p + r for p, r in zip(prompts_ids, replies_ids)], left=False)
-        reply_mask = torch.zeros_like(attention_mask, dtype=torch.bool)
+        reply_mask = torch.zeros(attention_mask.shape, dtype=torch.bool)  # filled on the CPU, moved once
         for i, (prompt, reply) in enumerate(zip(prompts_ids, replies_ids)):
             reply_mask[i, len(prompt):len(prompt) + len(reply)] = True
-        return ReplyBatch(input_ids, attention_mask, reply_mask)
+        return ReplyBatch(input_ids, attention_mask, reply_mask.to(self.device))
 
     def _pad(self, rows: list[list[int]], left: bool = True) -> tuple[Tensor, Tensor]:
         width = max(len(row) for row in rows)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from mechrefusal.cli import add_settings_arguments
+from mechrefusal.errors import MechrefusalError
 from mechrefusal.train.job import run
 from mechrefusal.train.settings import TrainSettings
 
@@ -12,8 +13,12 @@ from mechrefusal.train.settings import TrainSettings
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m mechrefusal.train", description=__doc__)
     add_settings_arguments(parser, TrainSettings, positional=None)
-    settings = TrainSettings(**vars(parser.parse_args(argv)))
-    for directory in run(settings):
+    try:
+        settings = TrainSettings(**vars(parser.parse_args(argv)))
+        written = run(settings)
+    except (MechrefusalError, ValueError) as error:
+        parser.error(str(error))
+    for directory in written:
         print(f"wrote {directory}")
 
 

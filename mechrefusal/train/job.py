@@ -20,6 +20,7 @@ from mechrefusal.errors import MechrefusalError
 from mechrefusal.interventions import Ablate
 from mechrefusal.metrics import refusal_score
 from mechrefusal.models import Model, load
+from mechrefusal.precision import hardware, resolve
 from mechrefusal.provenance import versions
 from mechrefusal.train.checkpoint import METADATA, complete_rounds, read_metadata, round_directory, save_checkpoint
 from mechrefusal.train.loop import distributed_rank_and_size, train_round
@@ -37,7 +38,7 @@ def run(settings: TrainSettings, *, progress: bool = True) -> list[Path]:
     if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not torch.distributed.is_initialized():
         torch.distributed.init_process_group("gloo")  # started by torchrun: data-parallel training
     is_writer = distributed_rank_and_size()[0] == 0
-    reference = load(settings.model)
+    reference = load(settings.model, device=settings.device)
     model, directions, first_round = _start(settings)
     last_round = 0 if settings.method == "sft" else settings.rounds
     train = training_data(reference, "train", limit=settings.n_examples, max_new_tokens=settings.max_new_tokens,
@@ -71,6 +72,7 @@ def run(settings: TrainSettings, *, progress: bool = True) -> list[Path]:
                 "method": settings.method, "settings": asdict(settings), "metrics": metrics,
                 "own_refusal_targets": train.own_refusals, "n_train": [len(train.harmful), len(train.harmless)],
                 "processes": distributed_rank_and_size()[1], "versions": versions(),
+                "precision": resolve(settings.dtype, model.device).to_dict(), "hardware": hardware(),
                 "wall_time_s": round(time.perf_counter() - started, 1)}))
         if not len(directions) and settings.method in ("fail-closed", "deeprefusal"):
             warnings.warn(f"Round {round_index} left no refusal direction to ablate (none passed the selection "
@@ -92,15 +94,15 @@ def _start(settings: TrainSettings) -> tuple[Model, DirectionSet, int]:
         _copy_round_zero(settings)
         done = [0]
     if not done:
-        return load(settings.model), DirectionSet(), 0
+        return load(settings.model, device=settings.device), DirectionSet(), 0
     for stale in Path(settings.out).glob(".tmp-round-*"):  # a round a killed run did not finish
         shutil.rmtree(stale, ignore_errors=True)
     last = round_directory(settings.out, done[-1])
     saved = read_metadata(last)["settings"]
-    changed = _changed(saved, settings, ignore=("resume",))
+    changed = _changed(saved, settings, ignore=("resume", "device"))
     if changed:
         raise MechrefusalError(f"Cannot resume {settings.out}: settings {changed} differ from the saved run.")
-    model = load(last)
+    model = load(last, device=settings.device)
     return model, model.directions or DirectionSet(), done[-1] + 1
 
 

@@ -18,7 +18,7 @@ SCORES = ("bypass", "induce", "kl", "passed_filters")
 
 
 def next_direction(model: Model, directions: DirectionSet, *, finder: str = "rdo", filters: SelectionFilters,
-                   dtype: str = "bfloat16", dim: Direction | None = None, fallback: bool = True,
+                   dtype: str = "auto", dim: Direction | None = None, fallback: bool = True,
                    rdo_settings: RDOSettings = RDOSettings(), progress: bool = True) -> Direction:
     """The direction ``model`` refuses through once ``directions`` are ablated (accept it only if
     ``provenance["passed_filters"]``). ``dim``: an RDO anchor found already (skips the DIM search).

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from mechrefusal.devices import resolve_device
 from mechrefusal.directions.find import METHODS as FINDERS
+from mechrefusal.precision import check_dtype
 
 METHODS = ("sft", "fail-closed", "refat", "deeprefusal")
 # Settings that do not change round 0 (training and direction search), so a round 0 can be shared.
 AFTER_ROUND_ZERO = ("method", "rounds", "out", "resume", "start_from", "refat_every", "ablation_probability",
-                    "plain_share", "ablated_utility_share")
+                    "plain_share", "ablated_utility_share", "device")
 
 
 @dataclass
@@ -50,8 +52,10 @@ class TrainSettings:
     """Evaluations without improvement before a round stops."""
     max_new_tokens: int = 32
     """Tokens of the model's own answers used as training targets."""
-    dtype: str = "bfloat16"
-    """Compute dtype of training and generation: bfloat16 autocast (fp32 master weights) or float32."""
+    dtype: str = "auto"
+    """Compute dtype of training and generation: auto (bfloat16 autocast, fp32 master weights, where bf16 is fast on this machine; else float32), bfloat16 or float32."""
+    device: str = "auto"
+    """Device: auto (CUDA when present, else the CPU), cpu, cuda or cuda:N."""
     seed: int = 0
     """Seed of data order and sampling; a round's randomness depends only on (seed, round)."""
     finder: str = "rdo"
@@ -88,6 +92,8 @@ class TrainSettings:
         if not 0 <= self.ablated_utility_share <= 1 or not 0 <= self.ablation_probability <= 1:
             raise ValueError(f"ablated_utility_share and ablation_probability must lie in [0, 1]; got "
                              f"{self.ablated_utility_share} and {self.ablation_probability}.")
+        check_dtype(self.dtype)
+        resolve_device(self.device)
         if self.lora_rank < 0:
             raise ValueError(f"lora_rank must be 0 (full fine-tuning) or a positive rank, got {self.lora_rank}.")
         if self.batch_size % (2 * self.grad_accumulation):

@@ -43,7 +43,7 @@ class TrainingData:
 
 
 def training_data(model: Model, split: str = "train", *, limit: int = 0, max_new_tokens: int = 32,
-                  dtype: str = "bfloat16", seed: int = 0, progress: bool = True) -> TrainingData:
+                  dtype: str = "auto", seed: int = 0, progress: bool = True) -> TrainingData:
     """The model's own targets for one split of the bundled sets (cached); ``limit`` caps the prompts
     per set (harmful; harmless and over-refusal together), 0 for all."""
     harmful = data.load("harmful", split)
@@ -82,6 +82,6 @@ def _cache_key(model: Model, prompts: list[str], max_new_tokens: int, dtype: str
     for name, tensor in sorted(hf_state_dict(model).items()):
         digest.update(name.encode())
         digest.update(tensor.detach().float().sum().item().hex().encode())  # cheap weight fingerprint
-        digest.update(tensor.detach().flatten()[:64].float().numpy().tobytes())
+        digest.update(tensor.detach().flatten()[:64].float().cpu().numpy().tobytes())
     digest.update(json.dumps([prompts, max_new_tokens, dtype, seed, torch.__version__]).encode())
     return digest.hexdigest()[:24]
