@@ -134,7 +134,8 @@ def _loss(model: Model, reference: Model, harmful: list[Example], harmless: list
           forward: Callable | None = None) -> torch.Tensor:
     """Mean over the micro-batch's examples of safety CE (harmful, under ``groups``' interventions) and
     weighted utility KL (harmless, under ``utility_groups``'; default: none). ``forward`` runs the
-    model (default: its bridge; in training, `Parallel.forward`)."""
+    model (default: its bridge; in training, `Parallel.forward`) without a KV cache, which activation
+    checkpointing's recomputation would fill a second time."""
     forward = forward or model.bridge
     per_example = []
     with autocast(model, settings.dtype):
@@ -143,7 +144,7 @@ def _loss(model: Model, reference: Model, harmful: list[Example], harmless: list
                 continue
             batch = _replies(model, [harmful[i] for i in indices])
             with model.intervene(intervention):
-                logits = forward(batch.input_ids, attention_mask=batch.attention_mask)
+                logits = forward(batch.input_ids, attention_mask=batch.attention_mask, use_cache=False)
             per_example.append(reply_cross_entropy(logits, batch))
         for indices, intervention in utility_groups or [(list(range(len(harmless))), None)]:
             if not indices:
@@ -152,7 +153,7 @@ def _loss(model: Model, reference: Model, harmful: list[Example], harmless: list
             with torch.no_grad(), autocast(reference, settings.dtype):
                 reference_logits = reference.bridge(batch.input_ids, attention_mask=batch.attention_mask)
             with model.intervene(intervention):
-                logits = forward(batch.input_ids, attention_mask=batch.attention_mask)
+                logits = forward(batch.input_ids, attention_mask=batch.attention_mask, use_cache=False)
             per_example.append(settings.utility_weight * reply_kl(logits, reference_logits, batch))
     return torch.cat(per_example).mean()
 

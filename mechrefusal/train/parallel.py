@@ -13,7 +13,8 @@ from __future__ import annotations
 import os
 import warnings
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections import OrderedDict
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from functools import partial
 
 import torch
@@ -112,13 +113,37 @@ def _unshard(model: Model) -> None:
 @contextmanager
 def activation_checkpointing(model: Model, enabled: bool = True) -> Iterator[None]:
     """Within the block, keep only each decoder layer's input in the forward pass and recompute the
-    layer in the backward pass (non-reentrant ``torch.utils.checkpoint``). The layer's hooks run again
-    in the recomputation, so they must give the same result twice (``Ablate`` does)."""
+    layer in the backward pass (non-reentrant ``torch.utils.checkpoint``). The recomputation runs under
+    the hooks that were active in the forward pass (an ablation's context has closed by the time the
+    loss is differentiated; without them a recomputed layer would differ), and those hooks run twice,
+    so they must give the same result each time (``Ablate`` does; ``RandomAblate`` does not)."""
     blocks = list(model.bridge.blocks) if enabled else []
     for block in blocks:
-        block.forward = partial(checkpoint, block.forward, use_reentrant=False)
+        forward = partial(checkpoint, block.forward, use_reentrant=False, context_fn=partial(_same_hooks, block))
+        # object.__setattr__: a bridge component passes attribute writes on to the HF module it wraps.
+        object.__setattr__(block, "forward", forward)
     try:
         yield
     finally:
         for block in blocks:
             del block.forward  # back to the class's forward
+
+
+def _same_hooks(block: torch.nn.Module) -> tuple[AbstractContextManager, AbstractContextManager]:
+    """Checkpoint contexts (forward, recomputation) that put the forward's hooks of ``block``'s modules
+    back in place for the recomputation."""
+    modules = list(block.modules())
+    saved = [(dict(m._forward_hooks), dict(m._forward_hooks_with_kwargs)) for m in modules]
+
+    @contextmanager
+    def recomputation() -> Iterator[None]:
+        current = [(m._forward_hooks, m._forward_hooks_with_kwargs) for m in modules]
+        for module, (hooks, with_kwargs) in zip(modules, saved):
+            module._forward_hooks, module._forward_hooks_with_kwargs = OrderedDict(hooks), with_kwargs
+        try:
+            yield
+        finally:
+            for module, (hooks, with_kwargs) in zip(modules, current):
+                module._forward_hooks, module._forward_hooks_with_kwargs = hooks, with_kwargs
+
+    return nullcontext(), recomputation()
