@@ -179,8 +179,9 @@ def test_ddp_and_fsdp_reach_the_weights_of_one_process_under_an_ablation(toy_dir
         two = torchrun("tests.distributed_round", str(toy_dir), str(tmp_path / f"{parallel}.pt"), parallel)
         assert two.returncode == 0, two.stderr[-2000:]
         weights = torch.load(tmp_path / f"{parallel}.pt")["weights"]
-        for name in one:
-            torch.testing.assert_close(weights[name], one[name], atol=1e-5, rtol=1e-4)
+        for name in one:  # measured up to 1.2e-5: a process's batch of 1 is not padded like the batch of 2,
+            # and AdamW's normalised step turns that float noise in a near-zero gradient into a step
+            torch.testing.assert_close(weights[name], one[name], atol=3e-5, rtol=1e-4)
 
 
 def test_activation_checkpointing_gives_the_same_loss_and_gradients(toy, toy_dir):
