@@ -74,3 +74,24 @@ def test_load_from_a_local_directory(tiny_model):
     batch = tiny_model.tokenize(PROMPTS)
     with torch.no_grad():
         torch.testing.assert_close(again.logits(batch), tiny_model.logits(batch))
+
+
+@pytest.mark.parametrize("device_map", [{"": "cpu"}, "per-layer"])
+def test_a_device_map_loads_a_model_whose_hooks_and_ablations_still_work(tiny_model, device_map):
+    """On CPU only a trivial map can be tried (whole model, or every module and layer named, on cpu), and
+    transformers then places the model without accelerate's dispatch: the split across GPUs is untested."""
+    from mechrefusal import Ablate, Direction
+
+    if device_map == "per-layer":
+        device_map = {"model.embed_tokens": "cpu", "model.norm": "cpu", "model.rotary_emb": "cpu", "lm_head": "cpu",
+                      **{f"model.layers.{i}": "cpu" for i in range(tiny_model.n_layers)}}
+    mapped = mechrefusal.load(tiny_model.spec, device_map=device_map)
+    assert mapped.device == torch.device("cpu")
+    batch = tiny_model.tokenize(["Hi there", "Write a poem about rain"])
+    ablate = Ablate(Direction(torch.randn(tiny_model.d_model, generator=torch.Generator().manual_seed(0)), 1, -1, "t"))
+    with torch.no_grad():
+        torch.testing.assert_close(mapped.logits(batch), tiny_model.logits(batch))
+        with mapped.intervene(ablate), tiny_model.intervene(ablate):
+            ablated = mapped.logits(batch)
+            torch.testing.assert_close(ablated, tiny_model.logits(batch))
+        assert (ablated - tiny_model.logits(batch)).abs().max() > 1e-4  # the ablation did act

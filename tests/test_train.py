@@ -30,9 +30,9 @@ def cli_flags(settings: TrainSettings) -> list[str]:
     """The ``python -m mechrefusal.train`` flags of the settings ``toy_settings`` sets."""
     flags = []
     for key in ("model", "out", "method", "rounds", "steps", "batch_size", "lr", "train_layers", "n_examples",
-                "max_new_tokens", "dtype", "max_kl", "evals_per_round"):
+                "max_new_tokens", "dtype", "max_kl", "evals_per_round", "parallel"):
         flags += [f"--{key.replace('_', '-')}", str(getattr(settings, key))]
-    return flags
+    return flags + (["--activation-checkpointing"] if settings.activation_checkpointing else [])
 
 
 def test_settings_are_checked():
@@ -46,6 +46,12 @@ def test_settings_are_checked():
         TrainSettings(train_layers="20:40").layer_range(30)
     with pytest.raises(ValueError, match="start:stop"):
         TrainSettings(train_layers="ten").layer_range(30)
+    with pytest.raises(ValueError, match="Unknown parallel mode 'tp'"):
+        TrainSettings(parallel="tp")
+    with pytest.raises(ValueError, match="LoRA trains under --parallel ddp"):
+        TrainSettings(parallel="fsdp", lora_rank=4)
+    with pytest.raises(ValueError, match="drawn anew"):
+        TrainSettings(method="deeprefusal", activation_checkpointing=True)
 
 
 def test_targets_are_the_models_own_judged_answers(toy):
@@ -133,24 +139,80 @@ def test_resume_after_a_kill_gives_the_uninterrupted_result(trained, toy_dir, tm
     assert [path.name for path in resumed] == [path.name for path in written[1:]]
 
 
-def test_two_processes_reach_the_weights_of_one(toy_dir, tmp_path):
-    """torchrun with 2 processes (gloo) and the same effective batch gives the one-process weights."""
+def torchrun(*args: str) -> subprocess.CompletedProcess:
+    """``torchrun --nproc_per_node 2 -m ARGS`` on CPU (gloo), one thread a process."""
     import os
 
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", *args]
+    return subprocess.run(command, capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"},
+                          timeout=600)
+
+
+def test_two_processes_reach_the_weights_of_one(toy_dir, tmp_path):
+    """torchrun with 2 processes (gloo; FSDP and activation checkpointing from the CLI) and the same
+    effective batch gives the one-process weights; rank 0 writes the gathered checkpoint."""
     one = toy_settings(toy_dir, tmp_path / "one", method="sft", steps=3, n_examples=24, evals_per_round=1)
     run(one, progress=False)
-    two = replace(one, out=str(tmp_path / "two"))
-    double = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-                             "-m", "mechrefusal.train", *cli_flags(two)],
-                            capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=600)
+    two = replace(one, out=str(tmp_path / "two"), parallel="fsdp", activation_checkpointing=True)
+    double = torchrun("mechrefusal.train", *cli_flags(two))
     assert double.returncode == 0, double.stderr[-2000:]
-    assert json.loads((tmp_path / "two" / "round-0" / "mechrefusal.json").read_text())["processes"] == 2
+    meta = json.loads((tmp_path / "two" / "round-0" / "mechrefusal.json").read_text())
+    assert meta["processes"] == 2 and meta["settings"]["parallel"] == "fsdp"
     a = hf_state_dict(mechrefusal.load(tmp_path / "one" / "round-0", device="cpu"))
     b = hf_state_dict(mechrefusal.load(tmp_path / "two" / "round-0", device="cpu"))
     changed = hf_state_dict(mechrefusal.load(toy_dir, device="cpu"))
     for name in a:
         torch.testing.assert_close(b[name], a[name], atol=1e-5, rtol=1e-4)
     assert any((a[name] - changed[name]).abs().max() > 1e-4 for name in a)  # training did move the weights
+
+
+def test_ddp_and_fsdp_reach_the_weights_of_one_process_under_an_ablation(toy_dir, tmp_path):
+    """A round with a direction ablated on every harmful example and two micro-batches a step (see
+    tests/distributed_round.py): DDP and FSDP on 2 processes end at the one-process weights."""
+    from tests.distributed_round import main
+
+    main(str(toy_dir), str(tmp_path / "one.pt"), "ddp")
+    one = torch.load(tmp_path / "one.pt")["weights"]
+    original = hf_state_dict(mechrefusal.load(toy_dir, device="cpu"))
+    assert any((one[name] - original[name]).abs().max() > 1e-4 for name in one)
+    for parallel in ("ddp", "fsdp"):
+        two = torchrun("tests.distributed_round", str(toy_dir), str(tmp_path / f"{parallel}.pt"), parallel)
+        assert two.returncode == 0, two.stderr[-2000:]
+        weights = torch.load(tmp_path / f"{parallel}.pt")["weights"]
+        for name in one:  # measured up to 1.2e-5: a process's batch of 1 is not padded like the batch of 2,
+            # and AdamW's normalised step turns that float noise in a near-zero gradient into a step
+            torch.testing.assert_close(weights[name], one[name], atol=3e-5, rtol=1e-4)
+
+
+def test_activation_checkpointing_gives_the_same_loss_and_gradients(toy, toy_dir):
+    from mechrefusal import Ablate, Direction
+    from mechrefusal.train.loop import _loss
+    from mechrefusal.train.parallel import activation_checkpointing
+
+    model, reference = mechrefusal.load(toy_dir, device="cpu"), mechrefusal.load(toy_dir, device="cpu")
+    examples = training_data(toy, "train", limit=8, max_new_tokens=6, dtype="float32", progress=False)
+    ablate = Ablate(Direction(torch.randn(model.d_model, generator=torch.Generator().manual_seed(1)), 2, -1, "t"))
+    calls = []
+    model.hf_model.train()
+
+    def loss_and_gradients():
+        model.hf_model.zero_grad(set_to_none=True)
+        calls.clear()
+        with model.bridge.hooks(fwd_hooks=[("blocks.1.hook_in", lambda activation, hook: calls.append(1))]):
+            loss = _loss(model, reference, examples.harmful[:4], examples.harmless[:4], toy_settings(toy_dir, "unused"),
+                         [([0, 1, 2, 3], ablate)])
+            loss.backward()
+        return loss.detach(), {name: p.grad.clone() for name, p in model.hf_model.named_parameters()}
+
+    plain_loss, plain = loss_and_gradients()
+    assert len(calls) == 2  # one forward pass each for the harmful and the harmless examples
+    with activation_checkpointing(model):
+        checkpointed_loss, checkpointed = loss_and_gradients()
+        assert len(calls) == 4  # both layers ran again in the backward pass, their hooks with them
+    torch.testing.assert_close(checkpointed_loss, plain_loss, atol=0, rtol=0)
+    for name in plain:
+        torch.testing.assert_close(checkpointed[name], plain[name], atol=1e-6, rtol=1e-5)
+    assert "forward" not in vars(model.bridge.blocks[0])  # the layers' own forward is back
 
 
 def test_baselines_train_a_round_from_a_shared_round_zero(trained, toy_dir, tmp_path):

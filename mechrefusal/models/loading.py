@@ -24,7 +24,8 @@ _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 
 
 def load(spec: str | Path | None = None, *, device: str | torch.device | None = "auto",
-         dtype: torch.dtype | None = None, system: str | None = None) -> Model:
+         dtype: torch.dtype | None = None, system: str | None = None,
+         device_map: str | dict[str, str | int] | None = None) -> Model:
     """Load a chat model into TransformerLens.
 
     Args:
@@ -35,13 +36,16 @@ def load(spec: str | Path | None = None, *, device: str | torch.device | None = 
         device: ``"auto"`` (CUDA when available, else the CPU), ``"cpu"``, ``"cuda"`` or ``"cuda:N"``.
         dtype: parameter dtype; default ``torch.float32``.
         system: a system message for every prompt; default: whatever the chat template adds.
+        device_map: a Hugging Face device map (``"auto"``, or module name -> device) that splits a model
+            too large for one device over several (``device`` is then ignored; ``Model.device`` is the
+            embedding's device, where inputs go).
     """
     device = resolve_device(device)
     dtype = dtype or torch.float32
     directory, label = _resolve(spec)
-    if Path(directory).is_dir():
+    if Path(directory).is_dir() and device_map is None:
         check_fits(_weights_bytes(Path(directory), dtype), device, what=f"The model {label!r}")
-    model = _load_directory(directory, label=label, device=device, dtype=dtype, system=system)
+    model = _load_directory(directory, label=label, device=device, dtype=dtype, system=system, device_map=device_map)
     directions_file = Path(directory) / "directions.safetensors"
     if directions_file.exists():  # a mechrefusal checkpoint or orthogonalised model
         from mechrefusal.directions import DirectionSet
@@ -98,7 +102,7 @@ def _resolve(spec: str | Path | None) -> tuple[str, str]:
 
 
 def _load_directory(source: str, *, label: str, device: torch.device, dtype: torch.dtype,
-                    system: str | None) -> Model:
+                    system: str | None, device_map: str | dict[str, str | int] | None = None) -> Model:
     from transformer_lens.model_bridge import TransformerBridge
     from transformers import AutoModelForCausalLM, AutoTokenizer
     from transformers.utils import logging as hf_logging
@@ -108,8 +112,9 @@ def _load_directory(source: str, *, label: str, device: torch.device, dtype: tor
     offline = {} if Path(source).exists() or _hub_reachable() else {"local_files_only": True}
     try:
         tokenizer = AutoTokenizer.from_pretrained(source, **offline)
+        placement = {} if device_map is None else {"device_map": device_map}
         hf_model = AutoModelForCausalLM.from_pretrained(source, dtype=dtype, attn_implementation="eager",
-                                                        **offline)
+                                                        **offline, **placement)
     except Exception as error:  # hub, I/O and format errors come in many types
         where = "the Hugging Face hub (is there network access?)" if not Path(source).exists() else source
         raise ModelLoadError(
@@ -119,12 +124,14 @@ def _load_directory(source: str, *, label: str, device: torch.device, dtype: tor
         ) from error
     finally:
         hf_logging.enable_progress_bar()
-    hf_model.to(device).eval()
+    if device_map is None:
+        hf_model.to(device)
+    hf_model.eval()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         logging.getLogger("transformer_lens").setLevel(logging.ERROR)
         bridge = TransformerBridge.boot_transformers(source, hf_model=hf_model, tokenizer=tokenizer,
-                                                     device=device, dtype=dtype)
+                                                     device=device if device_map is None else None, dtype=dtype)
     return Model(bridge, tokenizer, spec=label, system=system)
 
 

@@ -79,7 +79,8 @@ class Model:
 
     @property
     def device(self) -> torch.device:
-        return next(self.hf_model.parameters()).device
+        """Where inputs go: the token embedding's device (a ``device_map`` may spread the layers)."""
+        return self.hf_model.get_input_embeddings().weight.device
 
     @property
     def dtype(self) -> torch.dtype:

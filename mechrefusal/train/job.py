@@ -4,7 +4,6 @@ direction search and an atomic checkpoint after every round; resumable from the 
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import time
 import warnings
@@ -23,10 +22,11 @@ from mechrefusal.models import Model, load
 from mechrefusal.precision import hardware, resolve
 from mechrefusal.provenance import versions
 from mechrefusal.train.checkpoint import METADATA, complete_rounds, read_metadata, round_directory, save_checkpoint
-from mechrefusal.train.loop import distributed_rank_and_size, train_round
+from mechrefusal.train.loop import train_round
+from mechrefusal.train.parallel import distributed_rank_and_size, init_distributed
 from mechrefusal.train.plans import safety_plan, utility_plan
 from mechrefusal.train.search import SCORES, next_direction
-from mechrefusal.train.settings import AFTER_ROUND_ZERO, TrainSettings
+from mechrefusal.train.settings import AFTER_ROUND_ZERO, EXECUTION, TrainSettings
 from mechrefusal.train.targets import training_data
 
 N_VAL_EXAMPLES = 16  # per set, for the loss evaluated during a round
@@ -35,8 +35,7 @@ N_VAL_EXAMPLES = 16  # per set, for the loss evaluated during a round
 def run(settings: TrainSettings, *, progress: bool = True) -> list[Path]:
     """Train and checkpoint every round; return the round directories written by this call."""
     torch.manual_seed(settings.seed)
-    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not torch.distributed.is_initialized():
-        torch.distributed.init_process_group("gloo")  # started by torchrun: data-parallel training
+    init_distributed()
     is_writer = distributed_rank_and_size()[0] == 0
     reference = load(settings.model, device=settings.device)
     model, directions, first_round = _start(settings)
@@ -99,7 +98,7 @@ def _start(settings: TrainSettings) -> tuple[Model, DirectionSet, int]:
         shutil.rmtree(stale, ignore_errors=True)
     last = round_directory(settings.out, done[-1])
     saved = read_metadata(last)["settings"]
-    changed = _changed(saved, settings, ignore=("resume", "device"))
+    changed = _changed(saved, settings, ignore=("resume", *EXECUTION))
     if changed:
         raise MechrefusalError(f"Cannot resume {settings.out}: settings {changed} differ from the saved run.")
     model = load(last, device=settings.device)
@@ -115,7 +114,7 @@ def _copy_round_zero(settings: TrainSettings) -> None:
         raise MechrefusalError(f"--start-from {source} is not a trainer checkpoint ({error}).") from None
     if saved["round"] != 0:
         raise MechrefusalError(f"--start-from needs a round-0 checkpoint; {source} is round {saved['round']}.")
-    changed = _changed(saved["settings"], settings, ignore=AFTER_ROUND_ZERO)
+    changed = _changed(saved["settings"], settings, ignore=AFTER_ROUND_ZERO + EXECUTION)
     if changed:
         raise MechrefusalError(f"Cannot start from {source}: its round-0 settings {changed} differ from these.")
     with atomic_directory(round_directory(settings.out, 0)) as scratch:

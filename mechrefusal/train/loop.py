@@ -17,6 +17,7 @@ from mechrefusal.models import Model, ReplyBatch
 from mechrefusal.precision import autocast
 from mechrefusal.train.lora import add_lora, merge_lora
 from mechrefusal.train.losses import reply_cross_entropy, reply_kl
+from mechrefusal.train.parallel import Parallel, activation_checkpointing, distributed_rank_and_size
 from mechrefusal.train.settings import TrainSettings
 from mechrefusal.train.targets import Example
 
@@ -71,50 +72,55 @@ def train_round(model: Model, reference: Model, harmful: Sequence[Example], harm
     examples of a step are trained under which intervention, ``utility_plan`` the same for harmless ones."""
     started = time.perf_counter()
     generator = torch.Generator().manual_seed(settings.seed * 1000 + round_index)
-    parameters = trainable_parameters(model, settings, round_index)
-    optimizer = torch.optim.AdamW(parameters, lr=settings.lr, weight_decay=settings.weight_decay)
     micro = settings.batch_size // settings.grad_accumulation // 2
     rank, world = distributed_rank_and_size()
     if micro % world:
         raise ValueError(f"Each micro-batch's {micro} harmful and {micro} harmless examples must split evenly over "
                          f"{world} processes; change batch_size or grad_accumulation.")
     mine = list(range(rank, micro, world))  # this process's share of every micro-batch
+    trainable_parameters(model, settings, round_index)
+    parallel = Parallel(model, settings.parallel)
+    parameters = parallel.parameters()
+    optimizer = torch.optim.AdamW(parameters, lr=settings.lr, weight_decay=settings.weight_decay)
     harmful_order, harmless_order = _cycle(len(harmful), generator), _cycle(len(harmless), generator)
     eval_steps = {round(settings.steps * (i + 1) / settings.evals_per_round) for i in range(settings.evals_per_round)}
     result, best_state, stale = RoundResult(steps=0), None, 0
     model.hf_model.train()
     bar = tqdm(range(1, settings.steps + 1), desc=f"round {round_index}", disable=not progress, leave=False)
-    for step in bar:
-        optimizer.zero_grad(set_to_none=True)
-        total = 0.0
-        for _ in range(settings.grad_accumulation):
-            h = [harmful[next(harmful_order)] for _ in range(micro)]
-            b = [harmless[next(harmless_order)] for _ in range(micro)]
-            groups = _share(plan(step, micro), mine)  # every process draws the same plan, then takes its share
-            utility_groups = None if utility_plan is None else _share(utility_plan(step, micro), mine)
-            loss = _loss(model, reference, [h[i] for i in mine], [b[i] for i in mine], settings, groups, utility_groups)
-            (loss / settings.grad_accumulation).backward()
-            total += loss.item() / settings.grad_accumulation
-        _average_gradients(parameters, world)
-        optimizer.step()
-        result.steps, result.train_loss = step, result.train_loss + [total]
-        bar.set_postfix(loss=f"{total:.3f}")
-        if on_step is not None:
-            on_step(step)
-        if step in eval_steps:
-            val_loss = evaluate_loss(model, reference, *val, settings, val_intervention)
-            result.val_loss.append(val_loss)
-            if val_loss < result.best_val_loss:
-                result.best_val_loss, stale = val_loss, 0
-                best_state = [p.detach().clone() for p in parameters]
-            else:
-                stale += 1
-                if stale >= settings.patience:
-                    break
+    with activation_checkpointing(model, settings.activation_checkpointing):
+        for step in bar:
+            optimizer.zero_grad(set_to_none=True)
+            total = 0.0
+            for k in range(settings.grad_accumulation):
+                h = [harmful[next(harmful_order)] for _ in range(micro)]
+                b = [harmless[next(harmless_order)] for _ in range(micro)]
+                groups = _share(plan(step, micro), mine)  # every process draws the same plan, then takes its share
+                utility_groups = None if utility_plan is None else _share(utility_plan(step, micro), mine)
+                with parallel.micro_batch(last=k == settings.grad_accumulation - 1):
+                    loss = _loss(model, reference, [h[i] for i in mine], [b[i] for i in mine], settings, groups,
+                                 utility_groups, forward=parallel.forward)
+                    (loss / settings.grad_accumulation).backward()
+                total += loss.item() / settings.grad_accumulation
+            optimizer.step()
+            result.steps, result.train_loss = step, result.train_loss + [total]
+            bar.set_postfix(loss=f"{total:.3f}")
+            if on_step is not None:
+                on_step(step)
+            if step in eval_steps:
+                val_loss = evaluate_loss(model, reference, *val, settings, val_intervention)
+                result.val_loss.append(val_loss)
+                if val_loss < result.best_val_loss:
+                    result.best_val_loss, stale = val_loss, 0
+                    best_state = [p.detach().clone() for p in parameters]
+                else:
+                    stale += 1
+                    if stale >= settings.patience:
+                        break
     if best_state is not None:
         with torch.no_grad():
             for parameter, best in zip(parameters, best_state):
                 parameter.copy_(best)
+    parallel.end()
     merge_lora(model)
     model.hf_model.eval()
     for parameter in model.bridge.parameters():
@@ -124,9 +130,13 @@ def train_round(model: Model, reference: Model, harmful: Sequence[Example], harm
 
 
 def _loss(model: Model, reference: Model, harmful: list[Example], harmless: list[Example],
-          settings: TrainSettings, groups: Groups, utility_groups: Groups | None = None) -> torch.Tensor:
+          settings: TrainSettings, groups: Groups, utility_groups: Groups | None = None,
+          forward: Callable | None = None) -> torch.Tensor:
     """Mean over the micro-batch's examples of safety CE (harmful, under ``groups``' interventions) and
-    weighted utility KL (harmless, under ``utility_groups``'; default: none)."""
+    weighted utility KL (harmless, under ``utility_groups``'; default: none). ``forward`` runs the
+    model (default: its bridge; in training, `Parallel.forward`) without a KV cache, which activation
+    checkpointing's recomputation would fill a second time."""
+    forward = forward or model.bridge
     per_example = []
     with autocast(model, settings.dtype):
         for indices, intervention in groups:
@@ -134,7 +144,7 @@ def _loss(model: Model, reference: Model, harmful: list[Example], harmless: list
                 continue
             batch = _replies(model, [harmful[i] for i in indices])
             with model.intervene(intervention):
-                logits = model.bridge(batch.input_ids, attention_mask=batch.attention_mask)
+                logits = forward(batch.input_ids, attention_mask=batch.attention_mask, use_cache=False)
             per_example.append(reply_cross_entropy(logits, batch))
         for indices, intervention in utility_groups or [(list(range(len(harmless))), None)]:
             if not indices:
@@ -143,7 +153,7 @@ def _loss(model: Model, reference: Model, harmful: list[Example], harmless: list
             with torch.no_grad(), autocast(reference, settings.dtype):
                 reference_logits = reference.bridge(batch.input_ids, attention_mask=batch.attention_mask)
             with model.intervene(intervention):
-                logits = model.bridge(batch.input_ids, attention_mask=batch.attention_mask)
+                logits = forward(batch.input_ids, attention_mask=batch.attention_mask, use_cache=False)
             per_example.append(settings.utility_weight * reply_kl(logits, reference_logits, batch))
     return torch.cat(per_example).mean()
 
@@ -165,29 +175,10 @@ def evaluate_loss(model: Model, reference: Model, harmful: Sequence[Example], ha
     return loss
 
 
-def distributed_rank_and_size() -> tuple[int, int]:
-    """(rank, world size) under ``torchrun``; (0, 1) in a single process."""
-    if torch.distributed.is_available() and torch.distributed.is_initialized():
-        return torch.distributed.get_rank(), torch.distributed.get_world_size()
-    return 0, 1
-
-
 def _share(groups: Groups, mine: list[int]) -> Groups:
     """Restrict a micro-batch's ablation groups to this process's examples, re-indexed."""
     position = {index: k for k, index in enumerate(mine)}
     return [([position[i] for i in indices if i in position], intervention) for indices, intervention in groups]
-
-
-def _average_gradients(parameters: list[torch.nn.Parameter], world: int) -> None:
-    """Data parallelism: every process ends the step with the mean gradient over all processes (what
-    DistributedDataParallel does, written out because the forward runs through the bridge's hooks)."""
-    if world == 1:
-        return
-    for parameter in parameters:
-        if parameter.grad is None:
-            parameter.grad = torch.zeros_like(parameter)
-        torch.distributed.all_reduce(parameter.grad)
-        parameter.grad /= world
 
 
 def _cycle(n: int, generator: torch.Generator):

@@ -11,7 +11,10 @@ from mechrefusal.precision import check_dtype
 METHODS = ("sft", "fail-closed", "refat", "deeprefusal")
 # Settings that do not change round 0 (training and direction search), so a round 0 can be shared.
 AFTER_ROUND_ZERO = ("method", "rounds", "out", "resume", "start_from", "refat_every", "ablation_probability",
-                    "plain_share", "ablated_utility_share", "device")
+                    "plain_share", "ablated_utility_share")
+# Settings that change where and how a round is computed, not what: a run may resume or start under others.
+EXECUTION = ("parallel", "activation_checkpointing", "device")
+PARALLEL = ("ddp", "fsdp")
 
 
 @dataclass
@@ -76,6 +79,12 @@ class TrainSettings:
     ablation_probability: float = 0.5
     """ReFAT: probability that a harmful example is trained with the directions ablated;
     DeepRefusal: probability of ablating at each site and position."""
+    parallel: str = "ddp"
+    """Under torchrun: ddp (DistributedDataParallel, a full replica per process) or fsdp (FSDP2: the
+    weights, gradients and AdamW state sharded over the processes, one unit per decoder layer)."""
+    activation_checkpointing: bool = False
+    """Keep only each decoder layer's input during the forward pass and recompute the rest in the
+    backward pass: activation memory of one layer instead of all, for about a third more compute."""
     resume: bool = False
     """Continue from the last complete round in `out` (same settings)."""
     start_from: str | None = None
@@ -96,6 +105,14 @@ class TrainSettings:
         resolve_device(self.device)
         if self.lora_rank < 0:
             raise ValueError(f"lora_rank must be 0 (full fine-tuning) or a positive rank, got {self.lora_rank}.")
+        if self.parallel not in PARALLEL:
+            raise ValueError(f"Unknown parallel mode {self.parallel!r}; choose one of {', '.join(PARALLEL)}.")
+        if self.parallel == "fsdp" and self.lora_rank:
+            raise ValueError("LoRA trains under --parallel ddp (its frozen base needs no sharding); "
+                             "--parallel fsdp is for full fine-tuning.")
+        if self.activation_checkpointing and self.method == "deeprefusal":
+            raise ValueError("DeepRefusal's random ablation would be drawn anew when activation checkpointing "
+                             "recomputes a layer; train deeprefusal without --activation-checkpointing.")
         if self.batch_size % (2 * self.grad_accumulation):
             raise ValueError("batch_size must split evenly into harmful and harmless halves of every "
                              f"micro-batch (batch_size={self.batch_size}, grad_accumulation={self.grad_accumulation}).")
