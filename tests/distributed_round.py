@@ -18,7 +18,7 @@ from mechrefusal.train.targets import training_data
 
 
 def main(model_dir: str, out: str, parallel: str) -> None:
-    init_distributed()
+    init_distributed(torch.device("cpu"))
     torch.manual_seed(0)
     settings = TrainSettings(model=model_dir, steps=3, batch_size=8, grad_accumulation=2, lr=3e-3,
                              evals_per_round=1, dtype="float32", parallel=parallel)

@@ -22,7 +22,7 @@ from mechrefusal.train.targets import training_data
 def toy_settings(toy_dir, out, **overrides) -> TrainSettings:
     settings = dict(method="fail-closed", model=str(toy_dir), out=str(out), rounds=1, steps=6, batch_size=8,
                     lr=3e-3, train_layers="all", n_examples=48, max_new_tokens=6, dtype="float32", max_kl=1.0,
-                    evals_per_round=2)
+                    evals_per_round=2, device="cpu")
     return TrainSettings(**{**settings, **overrides})
 
 
@@ -30,7 +30,7 @@ def cli_flags(settings: TrainSettings) -> list[str]:
     """The ``python -m mechrefusal.train`` flags of the settings ``toy_settings`` sets."""
     flags = []
     for key in ("model", "out", "method", "rounds", "steps", "batch_size", "lr", "train_layers", "n_examples",
-                "max_new_tokens", "dtype", "max_kl", "evals_per_round", "parallel"):
+                "max_new_tokens", "dtype", "max_kl", "evals_per_round", "parallel", "device"):
         flags += [f"--{key.replace('_', '-')}", str(getattr(settings, key))]
     return flags + (["--activation-checkpointing"] if settings.activation_checkpointing else [])
 
@@ -77,9 +77,10 @@ def test_targets_are_cached(toy, monkeypatch):
 
 
 @pytest.fixture(scope="module")
-def trained(toy_dir, tmp_path_factory):
+def trained(toy_dir, tmp_path_factory, device):
+    """A fail-closed run of the toy on each available device (the checkpoints and resume tests use it)."""
     out = tmp_path_factory.mktemp("run")
-    return out, run(toy_settings(toy_dir, out), progress=False)
+    return out, run(toy_settings(toy_dir, out, device=device), progress=False)
 
 
 def test_rounds_write_complete_checkpoints(trained):
@@ -109,18 +110,18 @@ def test_analyze_runs_on_a_checkpoint(trained, tmp_path, monkeypatch):
     assert [d["source"] for d in entry["directions"]] == ["saved", "fresh"]
 
 
-def test_existing_rounds_need_resume(trained, toy_dir):
+def test_existing_rounds_need_resume(trained, toy_dir, device):
     out, _ = trained
     with pytest.raises(MechrefusalError, match="pass --resume"):
-        run(toy_settings(toy_dir, out), progress=False)
+        run(toy_settings(toy_dir, out, device=device), progress=False)
     with pytest.raises(MechrefusalError, match=r"settings \['steps'\] differ"):
         run(toy_settings(toy_dir, out, steps=7, resume=True), progress=False)
 
 
-def test_resume_after_a_kill_gives_the_uninterrupted_result(trained, toy_dir, tmp_path):
+def test_resume_after_a_kill_gives_the_uninterrupted_result(trained, toy_dir, tmp_path, device):
     reference_out, written = trained
     out = tmp_path / "killed"
-    command = [sys.executable, "-m", "mechrefusal.train", *cli_flags(toy_settings(toy_dir, out))]
+    command = [sys.executable, "-m", "mechrefusal.train", *cli_flags(toy_settings(toy_dir, out, device=device))]
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 300
     while not complete_rounds(out) and process.poll() is None and time.time() < deadline:
@@ -128,7 +129,7 @@ def test_resume_after_a_kill_gives_the_uninterrupted_result(trained, toy_dir, tm
     process.kill()
     process.wait()
     assert complete_rounds(out)[:1] == [0]
-    resumed = run(toy_settings(toy_dir, out, resume=True), progress=False)
+    resumed = run(toy_settings(toy_dir, out, resume=True, device=device), progress=False)
     final = written[-1].name
     assert complete_rounds(out) == complete_rounds(reference_out)
     a = hf_state_dict(mechrefusal.load(out / final, device="cpu"))
@@ -330,8 +331,9 @@ def test_a_run_resumes_from_checkpoints_older_than_a_new_setting(trained, toy_di
     _, written = trained
     saved = json.loads((written[-1] / "mechrefusal.json").read_text())["settings"]
     del saved["plain_share"]  # written before the setting existed: it counts as its default
-    assert _changed(saved, toy_settings(toy_dir, saved["out"]), ignore=("resume",)) == []
-    assert _changed(saved, toy_settings(toy_dir, saved["out"], plain_share=0.5), ignore=("resume",)) == ["plain_share"]
+    same = dict(out=saved["out"], device=saved["device"])
+    assert _changed(saved, toy_settings(toy_dir, **same), ignore=("resume",)) == []
+    assert _changed(saved, toy_settings(toy_dir, **same, plain_share=0.5), ignore=("resume",)) == ["plain_share"]
 
 
 def test_an_rdo_direction_that_fails_the_filters_gives_way_to_its_dim_anchor(tiny_model, monkeypatch):

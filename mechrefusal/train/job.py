@@ -15,6 +15,7 @@ import torch
 from mechrefusal import data
 from mechrefusal.cache import atomic_directory
 from mechrefusal.directions import Direction, DirectionSet, SelectionFilters
+from mechrefusal.devices import resolve_device
 from mechrefusal.errors import MechrefusalError
 from mechrefusal.interventions import Ablate
 from mechrefusal.metrics import refusal_score
@@ -35,7 +36,7 @@ N_VAL_EXAMPLES = 16  # per set, for the loss evaluated during a round
 def run(settings: TrainSettings, *, progress: bool = True) -> list[Path]:
     """Train and checkpoint every round; return the round directories written by this call."""
     torch.manual_seed(settings.seed)
-    init_distributed()
+    init_distributed(resolve_device(settings.device))
     is_writer = distributed_rank_and_size()[0] == 0
     reference = load(settings.model, device=settings.device)
     model, directions, first_round = _start(settings)

@@ -25,11 +25,11 @@ from mechrefusal.models import Model, load
 from mechrefusal.models.export import hf_state_dict
 
 
-def init_distributed() -> None:
-    """Join the process group when started by ``torchrun`` (gloo on CPU; NCCL, one GPU per process)."""
+def init_distributed(device: torch.device) -> None:
+    """Join the process group when started by ``torchrun`` (gloo on the CPU; NCCL, one GPU per process)."""
     if int(os.environ.get("WORLD_SIZE", "1")) == 1 or torch.distributed.is_initialized():
         return
-    if torch.cuda.is_available():
+    if device.type == "cuda":
         torch.cuda.set_device(int(os.environ["LOCAL_RANK"]))  # before loading: "cuda" means this GPU
         torch.distributed.init_process_group("nccl")
     else:
