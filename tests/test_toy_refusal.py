@@ -95,6 +95,9 @@ def test_default_filters_warn_when_nothing_passes(toy, val):
         direction = mechrefusal.find_direction(toy, val[0][:16], val[1][:16], filters=SelectionFilters(max_kl=1e-9),
                                                progress=False)
     assert direction.provenance["passed_filters"] is False
+    scores = direction.provenance["scores"]  # the attribution search fell back to the screen
+    assert scores["screen_fallback"] and torch.tensor(scores["finalist"]).sum() == 16
+    assert not torch.tensor(scores["estimated_bypass"]).isnan().any()
 
 
 def test_massive_sink_dimensions_are_found_and_zeroed(tmp_path):

@@ -43,7 +43,8 @@ def find_direction(model: Model, harmful: Sequence[str], harmless: Sequence[str]
         search, finalists: how the ``finalists`` candidates scored exactly are picked (default number:
             8 for ``"attribution"``, 16 for ``"screen"``): ``"attribution"`` ranks every candidate by
             first-order estimates of its bypass and KL (``probes`` backward passes for the KL), about
-            as costly as a few forward passes; ``"screen"`` by exact scores on the first ``screen``
+            as costly as a few forward passes (the screen runs after all when no finalist passes the
+            filters: ``provenance["scores"]["screen_fallback"]``); ``"screen"`` by exact scores on the first ``screen``
             validation prompts of each set (one forward pass per candidate); ``"exact"`` scores every
             candidate exactly (induce only until one passes, unlike ``full_grid``).
         sweep_dtype: compute dtype of the candidate sweep (``"bfloat16"`` autocast or ``"float32"``);
@@ -120,7 +121,7 @@ def _dim(model: Model, harmful: Sequence[str], harmless: Sequence[str], harmful_
     provenance = {
         **common, "massive_dims_zeroed": zeroed, "passed_filters": passed, "full_grid": full_grid,
         "search": "full_grid" if full_grid else search, "screen": screen if search == "screen" else None,
-        "finalists": finalists, "probes": probes if search == "attribution" else None,
+        "finalists": int(scores.finalist.sum()), "probes": probes if search == "attribution" else None,
         "bypass": scores.bypass[layer, slot].item(), "induce": scores.induce[layer, slot].item(),
         "kl": scores.kl[layer, slot].item(), "scores": scores.as_dict(),
     }

@@ -63,10 +63,12 @@ class CandidateScores:
     baseline_harmless: float
     estimated_bypass: Float[Tensor, "layer pos"] | None = None
     estimated_kl: Float[Tensor, "layer pos"] | None = None
+    screen_fallback: bool = False
 
     def as_dict(self) -> dict:
         estimates = {} if self.estimated_bypass is None else {
-            "estimated_bypass": self.estimated_bypass.tolist(), "estimated_kl": self.estimated_kl.tolist()}
+            "estimated_bypass": self.estimated_bypass.tolist(), "estimated_kl": self.estimated_kl.tolist(),
+            "screen_fallback": self.screen_fallback}
         return {"bypass": self.bypass.tolist(), "induce": self.induce.tolist(), "kl": self.kl.tolist(),
                 "passed": self.passed.tolist(),
                 "finalist": self.finalist.tolist(), "positions": self.positions,
@@ -87,6 +89,11 @@ def score_candidates(model: Model, candidates: Float[Tensor, "layer pos d_model"
     ``search="attribution"`` (with ``probes`` Hutchinson probes for the KL) or ``"screen"`` (exact scores
     on the first ``screen`` prompts of each set, kept in the grid for the others). The others are never
     chosen (``finalist`` is False). ``full_grid`` scores every candidate on the whole sets, induce included.
+
+    When no attribution finalist passes the filters, the screen runs after all (``screen_fallback``):
+    first-order estimates can rank badly where ablation is far from linear (on a toy model after a few
+    fail-closed training steps every estimated bypass lay above the baseline, and no finalist passed
+    where the screen found a passing candidate), and the search must not find less than the screen.
     """
     if search not in SEARCHES:
         raise ValueError(f"Unknown candidate search {search!r}; choose one of {', '.join(SEARCHES)}.")
@@ -139,6 +146,12 @@ def score_candidates(model: Model, candidates: Float[Tensor, "layer pos d_model"
         if not full_grid and grid["induce"][layer, slot] >= filters.min_induce:
             break
     passed = finalist & (grid["kl"] <= filters.max_kl) & (grid["induce"] >= filters.min_induce)  # NaN: False
+    if estimated is not None and not passed.any():
+        scores = score_candidates(model, candidates, positions, harmful_val, harmless_val, filters=filters,
+                                  search="screen", screen=screen, batch_size=batch_size, progress=progress)
+        scores.estimated_bypass, scores.estimated_kl = estimated["bypass"], estimated["kl"]
+        scores.screen_fallback = True
+        return scores
     return CandidateScores(grid["bypass"], grid["induce"], grid["kl"], passed, finalist, positions,
                            harmful_base.mean().item(), score_from_logprobs(harmless_logprobs, tokens).mean().item(),
                            *((estimated["bypass"], estimated["kl"]) if estimated else ()))
