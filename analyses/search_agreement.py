@@ -7,9 +7,11 @@ each search picks (attribution, screen, and with ``--exact`` the exact search), 
 / KL on the whole val sets, wall time, and which searches disagree with the attribution search. Also the
 rank correlation of the attribution estimates (16+16 prompts) with the screen's scores (8+8 prompts) or,
 with ``--exact``, the exact scores, for the two linearisations (``sites="writes"`` and ``"all"``).
-Models: ``--toy`` (tests/toy.py), ``--embedded`` (untrained, default filters), ``CKPT`` (a trainer checkpoint, its filters) and with ``--context`` that checkpoint
-searched as round 1 of fail-closed training does: its first direction ablated and orthogonal to it.
-Prints one JSON line with the configuration, versions and results.
+Models: ``--toy`` (tests/toy.py), ``--embedded`` (untrained, default filters), ``CKPT`` (a trainer
+checkpoint, its filters) and with ``--context`` that checkpoint searched as round 1 of fail-closed
+training does: its first direction ablated and orthogonal to it. Run from the repository root with
+``PYTHONPATH=.`` so that this tree's package is the one imported. Prints one JSON line with the
+configuration, versions and results.
 """
 
 from __future__ import annotations
@@ -57,6 +59,7 @@ def compare(model, filters: SelectionFilters, exact: bool, context=None, orthogo
             scores = score_direction(model, direction, *val)
         return {"layer": direction.layer, "position": direction.position,
                 "passed": direction.provenance["passed_filters"],
+                "screen_fallback": direction.provenance["scores"].get("screen_fallback", False),
                 **{key: round(value, 4) for key, value in scores.items()}}
 
     cells = {search: cell(direction) for search, direction in found.items()}
