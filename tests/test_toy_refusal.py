@@ -71,18 +71,23 @@ def test_addition_induces_refusal_and_a_random_direction_does_not(toy, val, dire
     assert abs(random_added - base) < 0.25 * (added - base)
 
 
-def test_screening_scores_only_the_finalists_fully_and_agrees_with_the_full_grid(toy, val, direction):
-    """The toy's 4 layers are all kept (the last 20% of 4 layers is less than one layer)."""
+def test_the_searches_score_only_the_finalists_fully_and_agree_with_the_exact_search(toy, val, direction):
+    """The toy's 4 layers are all kept (the last 20% of 4 layers is less than one layer). The default
+    (attribution) search, the screen and the exact search pick the same cell."""
     scores = direction.provenance["scores"]
     finalist = torch.tensor(scores["finalist"])
-    assert finalist.sum() == direction.provenance["finalists"] == 16
+    assert direction.provenance["search"] == "attribution"
+    assert finalist.sum() == direction.provenance["finalists"] == 8
     assert not torch.tensor(scores["passed"])[~finalist].any()
     assert torch.tensor(scores["induce"])[~finalist].isnan().all()
-    full = mechrefusal.find_direction(toy, data.load("harmful", "train")[:64], data.load("harmless", "train")[:64],
-                                      harmful_val=val[0], harmless_val=val[1], filters=TOY_FILTERS, screen=None,
-                                      progress=False)
-    assert torch.tensor(full.provenance["scores"]["finalist"]).sum() == 4 * len(toy.post_instruction_positions)
-    assert (full.layer, full.position) == (direction.layer, direction.position)
+    assert torch.tensor(scores["bypass"])[~finalist].isnan().all()
+    assert not torch.tensor(scores["estimated_bypass"]).isnan().any()
+    for search, n_finalists in (("screen", 16), ("exact", 4 * len(toy.post_instruction_positions))):
+        other = mechrefusal.find_direction(toy, data.load("harmful", "train")[:64], data.load("harmless", "train")[:64],
+                                           harmful_val=val[0], harmless_val=val[1], filters=TOY_FILTERS, search=search,
+                                           progress=False)
+        assert torch.tensor(other.provenance["scores"]["finalist"]).sum() == n_finalists
+        assert (other.layer, other.position) == (direction.layer, direction.position), search
 
 
 def test_default_filters_warn_when_nothing_passes(toy, val):
@@ -90,6 +95,9 @@ def test_default_filters_warn_when_nothing_passes(toy, val):
         direction = mechrefusal.find_direction(toy, val[0][:16], val[1][:16], filters=SelectionFilters(max_kl=1e-9),
                                                progress=False)
     assert direction.provenance["passed_filters"] is False
+    scores = direction.provenance["scores"]  # the attribution search fell back to the screen
+    assert scores["screen_fallback"] and torch.tensor(scores["finalist"]).sum() == 16
+    assert not torch.tensor(scores["estimated_bypass"]).isnan().any()
 
 
 def test_massive_sink_dimensions_are_found_and_zeroed(tmp_path):

@@ -5,6 +5,11 @@ with the candidate ablated everywhere; the *induce* score is the mean refusal sc
 prompts with the raw candidate added at its layer; the *KL* is the mean first-token KL(base || ablated)
 on harmless prompts. Candidates in the last 20% of layers, with KL above 0.1 or with a negative induce
 score are dropped; the lowest bypass score wins.
+
+Only a few candidates are scored exactly (``finalists``); the search picks them from estimates of every
+candidate's bypass and KL: first-order attribution estimates (``"attribution"``, one forward and a few
+backward passes, see `attribution`) or exact scores on a few screening prompts (``"screen"``, one
+ablated forward pass per candidate). ``"exact"`` scores every candidate exactly.
 """
 
 from __future__ import annotations
@@ -17,10 +22,16 @@ from jaxtyping import Bool, Float
 from torch import Tensor
 from tqdm.auto import tqdm
 
+from mechrefusal.directions.attribution import estimate_candidates
 from mechrefusal.directions.direction import Direction
 from mechrefusal.interventions import Ablate, Add
 from mechrefusal.metrics import kl_divergence, last_token_logprobs, refusal_token_ids, score_from_logprobs
 from mechrefusal.models import Model
+
+
+SEARCHES = ("attribution", "screen", "exact")
+FINALISTS = {"attribution": 8, "screen": 16, "exact": None}
+"""Default number of candidates scored exactly, per search."""
 
 
 @dataclass
@@ -39,7 +50,8 @@ class SelectionFilters:
 @dataclass
 class CandidateScores:
     """The score grid over candidates; NaN where a candidate's layer was pruned before scoring. Only
-    ``finalist`` cells were scored on the whole validation sets (the others on the screening prompts)."""
+    ``finalist`` cells were scored on the whole validation sets (the others on the screening prompts, or
+    not at all after an attribution search, whose estimates are ``estimated_bypass`` and ``estimated_kl``)."""
 
     bypass: Float[Tensor, "layer pos"]
     induce: Float[Tensor, "layer pos"]
@@ -49,28 +61,43 @@ class CandidateScores:
     positions: list[int]
     baseline_harmful: float
     baseline_harmless: float
+    estimated_bypass: Float[Tensor, "layer pos"] | None = None
+    estimated_kl: Float[Tensor, "layer pos"] | None = None
+    screen_fallback: bool = False
 
     def as_dict(self) -> dict:
+        estimates = {} if self.estimated_bypass is None else {
+            "estimated_bypass": self.estimated_bypass.tolist(), "estimated_kl": self.estimated_kl.tolist(),
+            "screen_fallback": self.screen_fallback}
         return {"bypass": self.bypass.tolist(), "induce": self.induce.tolist(), "kl": self.kl.tolist(),
                 "passed": self.passed.tolist(),
                 "finalist": self.finalist.tolist(), "positions": self.positions,
-                "baseline_harmful": self.baseline_harmful, "baseline_harmless": self.baseline_harmless}
+                "baseline_harmful": self.baseline_harmful, "baseline_harmless": self.baseline_harmless, **estimates}
 
 
 def score_candidates(model: Model, candidates: Float[Tensor, "layer pos d_model"], positions: list[int],
                      harmful_val: Sequence[str], harmless_val: Sequence[str], *,
                      filters: SelectionFilters = SelectionFilters(), full_grid: bool = False,
-                     screen: int | None = 8, finalists: int = 16,
+                     search: str = "attribution", screen: int = 8, finalists: int | None = None, probes: int = 4,
                      batch_size: int = 16, progress: bool = True) -> CandidateScores:
     """Bypass and KL for candidates outside the pruned last layers; induce, in bypass order, for those
     within the KL filter until one passes.
 
-    With ``screen`` set (and not ``full_grid``), every candidate is first scored on the first ``screen``
-    prompts of each validation set, and only ``finalists`` of them are scored on the whole sets: the
-    lowest screened bypass scores among candidates within twice the KL filter, then the lowest overall.
-    Bypass and KL of the others keep their screening values and they are never chosen (``finalist``
-    is False). ``full_grid`` scores every candidate on the whole sets, induce included.
+    Unless ``search="exact"`` or ``full_grid``, only ``finalists`` candidates (default: `FINALISTS`)
+    are scored on the whole validation sets: the lowest estimated bypass scores among candidates whose
+    estimated KL is within twice the KL filter, then the lowest overall. The estimates come from
+    ``search="attribution"`` (with ``probes`` Hutchinson probes for the KL) or ``"screen"`` (exact scores
+    on the first ``screen`` prompts of each set, kept in the grid for the others). The others are never
+    chosen (``finalist`` is False). ``full_grid`` scores every candidate on the whole sets, induce included.
+
+    When no attribution finalist passes the filters, the screen runs after all (``screen_fallback``):
+    first-order estimates can rank badly where ablation is far from linear (on a toy model after a few
+    fail-closed training steps every estimated bypass lay above the baseline, and no finalist passed
+    where the screen found a passing candidate), and the search must not find less than the screen.
     """
+    if search not in SEARCHES:
+        raise ValueError(f"Unknown candidate search {search!r}; choose one of {', '.join(SEARCHES)}.")
+    finalists = finalists if finalists is not None else FINALISTS[search]
     tokens = refusal_token_ids(model)
     harmful_base = score_from_logprobs(last_token_logprobs(model, harmful_val, batch_size=batch_size), tokens)
     harmless_logprobs = last_token_logprobs(model, harmless_val, batch_size=batch_size)
@@ -91,11 +118,21 @@ def score_candidates(model: Model, candidates: Float[Tensor, "layer pos d_model"
             grid["kl"][layer, slot] = kl_divergence(harmless_logprobs[:n_harmless], ablated[len(harmful):]).mean()
 
     finalist = torch.zeros(n_layers, n_positions, dtype=torch.bool)
-    screening = screen is not None and not full_grid and len(cells) > finalists
-    if screening:
-        bypass_and_kl(cells, harmful_val[:screen], screen, "screen bypass and KL")
-        by_bypass = sorted(cells, key=lambda cell: grid["bypass"][cell].item())
-        near = [cell for cell in by_bypass if grid["kl"][cell] <= 2 * filters.max_kl]
+    estimated = None
+    if search != "exact" and not full_grid and len(cells) > finalists:
+        if search == "screen":
+            bypass_and_kl(cells, harmful_val[:screen], screen, "screen bypass and KL")
+            ranking = grid
+        else:
+            vectors = torch.stack([candidates[cell] for cell in cells])
+            bypass, kl = estimate_candidates(model, vectors, harmful_val, harmless_val, probes=probes,
+                                             batch_size=batch_size)
+            estimated = {key: torch.full((n_layers, n_positions), float("nan")) for key in ("bypass", "kl")}
+            for i, cell in enumerate(cells):
+                estimated["bypass"][cell], estimated["kl"][cell] = bypass[i], kl[i]
+            ranking = estimated
+        by_bypass = sorted(cells, key=lambda cell: ranking["bypass"][cell].item())
+        near = [cell for cell in by_bypass if ranking["kl"][cell] <= 2 * filters.max_kl]
         cells = list(dict.fromkeys(near + by_bypass))[:finalists]
     bypass_and_kl(cells, harmful_val, len(harmless_val), "bypass and KL")
     for cell in cells:
@@ -109,8 +146,15 @@ def score_candidates(model: Model, candidates: Float[Tensor, "layer pos d_model"
         if not full_grid and grid["induce"][layer, slot] >= filters.min_induce:
             break
     passed = finalist & (grid["kl"] <= filters.max_kl) & (grid["induce"] >= filters.min_induce)  # NaN: False
+    if estimated is not None and not passed.any():
+        scores = score_candidates(model, candidates, positions, harmful_val, harmless_val, filters=filters,
+                                  search="screen", screen=screen, batch_size=batch_size, progress=progress)
+        scores.estimated_bypass, scores.estimated_kl = estimated["bypass"], estimated["kl"]
+        scores.screen_fallback = True
+        return scores
     return CandidateScores(grid["bypass"], grid["induce"], grid["kl"], passed, finalist, positions,
-                           harmful_base.mean().item(), score_from_logprobs(harmless_logprobs, tokens).mean().item())
+                           harmful_base.mean().item(), score_from_logprobs(harmless_logprobs, tokens).mean().item(),
+                           *((estimated["bypass"], estimated["kl"]) if estimated else ()))
 
 
 def choose(scores: CandidateScores) -> tuple[int, int, bool]:
