@@ -36,8 +36,7 @@ def main() -> None:
     parser.add_argument("--max-kl", type=float, default=0.6)
     parser.add_argument("--min-induce", type=float, default=-10.0)
     parser.add_argument("--n-val", type=int, default=16, help="validation prompts per set (the trainer's: 16)")
-    parser.add_argument("--dtype", default="auto", choices=DTYPES, help=f"compute dtype for mechrefusal.precision.autocast "
-                        f"(default {DEFAULT_DTYPE})")
+    parser.add_argument("--dtype", default="auto", choices=DTYPES, help="compute dtype (mechrefusal.precision)")
     parser.add_argument("--repeats", type=int, default=1, help="timed calls of each search (after a warm-up)")
     args = parser.parse_args()
 
