@@ -72,7 +72,8 @@ def test_addition_induces_refusal_and_a_random_direction_does_not(toy, val, dire
 
 
 def test_the_searches_score_only_the_finalists_fully_and_agree_with_the_exact_search(toy, val, direction):
-    """The toy's 4 layers are all kept (the last 20% of 4 layers is less than one layer). The default
+    """The toy's 4 layers are all kept (the last 20% of 4 layers is less than one layer), but block 0's
+    candidates are zero (every prompt has the same post-instruction tokens there). The default
     (attribution) search, the screen and the exact search pick the same cell."""
     scores = direction.provenance["scores"]
     finalist = torch.tensor(scores["finalist"])
@@ -81,8 +82,9 @@ def test_the_searches_score_only_the_finalists_fully_and_agree_with_the_exact_se
     assert not torch.tensor(scores["passed"])[~finalist].any()
     assert torch.tensor(scores["induce"])[~finalist].isnan().all()
     assert torch.tensor(scores["bypass"])[~finalist].isnan().all()
-    assert not torch.tensor(scores["estimated_bypass"]).isnan().any()
-    for search, n_finalists in (("screen", 16), ("exact", 4 * len(toy.post_instruction_positions))):
+    estimated = torch.tensor(scores["estimated_bypass"])  # block 0's candidates are zero: never searched
+    assert estimated[0].isnan().all() and not estimated[1:].isnan().any()
+    for search, n_finalists in (("screen", 16), ("exact", 3 * len(toy.post_instruction_positions))):
         other = mechrefusal.find_direction(toy, data.load("harmful", "train")[:64], data.load("harmless", "train")[:64],
                                            harmful_val=val[0], harmless_val=val[1], filters=TOY_FILTERS, search=search,
                                            progress=False)
@@ -95,9 +97,27 @@ def test_default_filters_warn_when_nothing_passes(toy, val):
         direction = mechrefusal.find_direction(toy, val[0][:16], val[1][:16], filters=SelectionFilters(max_kl=1e-9),
                                                progress=False)
     assert direction.provenance["passed_filters"] is False
-    scores = direction.provenance["scores"]  # the attribution search fell back to the screen
-    assert scores["screen_fallback"] and torch.tensor(scores["finalist"]).sum() == 16
-    assert not torch.tensor(scores["estimated_bypass"]).isnan().any()
+    scores = direction.provenance["scores"]  # finalists lower refusal: the estimates worked, no screen needed
+    assert not scores["screen_fallback"] and torch.tensor(scores["finalist"]).sum() == 8
+    assert not torch.tensor(scores["estimated_bypass"])[1:].isnan().any()
+
+
+def test_uninformative_estimates_fall_back_to_the_screen(toy, val, monkeypatch):
+    """Estimates that predict no candidate lowers refusal (the sign failure seen on a trained toy) and no
+    finalist that passes: the screen runs after all, and finds what the screen alone finds."""
+    def useless(model, vectors, *args, **kwargs):
+        return torch.full((len(vectors),), 1e3), torch.zeros(len(vectors))
+
+    monkeypatch.setattr("mechrefusal.directions.selection.estimate_candidates", useless)
+    prompts = data.load("harmful", "train")[:64], data.load("harmless", "train")[:64]
+    nothing_passes = SelectionFilters(max_kl=1e-9)
+    with pytest.warns(UserWarning, match="No DIM candidate passed"):
+        found = mechrefusal.find_direction(toy, *prompts, harmful_val=val[0], harmless_val=val[1],
+                                           filters=nothing_passes, progress=False)
+        screened = mechrefusal.find_direction(toy, *prompts, harmful_val=val[0], harmless_val=val[1],
+                                              filters=nothing_passes, search="screen", progress=False)
+    assert found.provenance["scores"]["screen_fallback"]
+    assert (found.layer, found.position) == (screened.layer, screened.position)
 
 
 def test_massive_sink_dimensions_are_found_and_zeroed(tmp_path):

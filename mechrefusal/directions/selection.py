@@ -90,10 +90,13 @@ def score_candidates(model: Model, candidates: Float[Tensor, "layer pos d_model"
     on the first ``screen`` prompts of each set, kept in the grid for the others). The others are never
     chosen (``finalist`` is False). ``full_grid`` scores every candidate on the whole sets, induce included.
 
-    When no attribution finalist passes the filters, the screen runs after all (``screen_fallback``):
-    first-order estimates can rank badly where ablation is far from linear (on a toy model after a few
-    fail-closed training steps every estimated bypass lay above the baseline, and no finalist passed
-    where the screen found a passing candidate), and the search must not find less than the screen.
+    When no attribution finalist passes the filters *and* the estimates proved uninformative (no
+    candidate estimated to lower the harmful refusal score, or no finalist that lowers it), the screen
+    runs after all (``screen_fallback``): first-order estimates can rank badly where ablation is far from
+    linear (on a toy model after a few fail-closed training steps every estimated bypass lay above the
+    baseline, and no finalist passed where the screen found a passing candidate). Where the finalists do
+    lower refusal but fail the KL or induce filter, as on the untrained SmolLM2 under the default filters
+    (the screen found no passing candidate there either), the screen would cost 144 passes for nothing.
     """
     if search not in SEARCHES:
         raise ValueError(f"Unknown candidate search {search!r}; choose one of {', '.join(SEARCHES)}.")
@@ -104,7 +107,11 @@ def score_candidates(model: Model, candidates: Float[Tensor, "layer pos d_model"
     n_layers, n_positions = candidates.shape[:2]
     grid = {key: torch.full((n_layers, n_positions), float("nan")) for key in ("bypass", "induce", "kl")}
     kept_layers = [layer for layer in range(n_layers) if layer < (1 - filters.prune_layer_fraction) * n_layers]
-    cells = [(layer, slot) for layer in kept_layers for slot in range(n_positions)]
+    norms = candidates.norm(dim=-1)
+    # A zero candidate (at block 0 every prompt has the same post-instruction tokens) ablates nothing, yet its
+    # estimated KL of 0 put it first among the attribution finalists under a tight KL filter.
+    cells = [(layer, slot) for layer in kept_layers for slot in range(n_positions)
+             if norms[layer, slot] > 1e-6 * norms.max()]
 
     def candidate(layer: int, slot: int) -> Direction:
         return Direction(candidates[layer, slot], layer, positions[slot], "dim")
@@ -146,14 +153,17 @@ def score_candidates(model: Model, candidates: Float[Tensor, "layer pos d_model"
         if not full_grid and grid["induce"][layer, slot] >= filters.min_induce:
             break
     passed = finalist & (grid["kl"] <= filters.max_kl) & (grid["induce"] >= filters.min_induce)  # NaN: False
-    if estimated is not None and not passed.any():
+    baseline = harmful_base.mean().item()
+    uninformative = estimated is not None and not (
+        (estimated["bypass"] < baseline).any() and (grid["bypass"][finalist] < baseline).any())
+    if uninformative and not passed.any():
         scores = score_candidates(model, candidates, positions, harmful_val, harmless_val, filters=filters,
                                   search="screen", screen=screen, batch_size=batch_size, progress=progress)
         scores.estimated_bypass, scores.estimated_kl = estimated["bypass"], estimated["kl"]
         scores.screen_fallback = True
         return scores
     return CandidateScores(grid["bypass"], grid["induce"], grid["kl"], passed, finalist, positions,
-                           harmful_base.mean().item(), score_from_logprobs(harmless_logprobs, tokens).mean().item(),
+                           baseline, score_from_logprobs(harmless_logprobs, tokens).mean().item(),
                            *((estimated["bypass"], estimated["kl"]) if estimated else ()))
 
 
