@@ -95,13 +95,16 @@ def test_independence_penalty_falls_and_lowers_the_shifts(toy, prompts, dim, sec
 
 
 def test_two_runs_with_one_seed_agree_and_targets_are_cached(toy, prompts, dim):
-    first = find(toy, prompts, method="rdo", dim=dim, rdo_settings=RDOSettings(**FAST, seed=3))
+    # Batches of 4 of the 8 examples, so the seed picks which examples a step sees: with full batches two
+    # seeds differ only in summation order, 1e-7 apart in fp32 (auto's choice on a CPU without fast bf16).
+    sampled = {**FAST, "batch_size": 4}
+    first = find(toy, prompts, method="rdo", dim=dim, rdo_settings=RDOSettings(**sampled, seed=3))
     key = first.provenance["rdo"]["targets_key"]
     assert key and (mechrefusal.cache.home() / "rdo-targets" / f"{key}.json").is_file()
-    second = find(toy, prompts, method="rdo", dim=dim, rdo_settings=RDOSettings(**FAST, seed=3))
+    second = find(toy, prompts, method="rdo", dim=dim, rdo_settings=RDOSettings(**sampled, seed=3))
     assert second.provenance["rdo"]["targets_key"] == key
     torch.testing.assert_close(first.vector, second.vector, atol=1e-6, rtol=0)
-    other = find(toy, prompts, method="rdo", dim=dim, rdo_settings=RDOSettings(**FAST, seed=4))
+    other = find(toy, prompts, method="rdo", dim=dim, rdo_settings=RDOSettings(**sampled, seed=4))
     assert (other.vector - first.vector).abs().max() > 1e-6
 
 
