@@ -6,8 +6,10 @@ import json
 import time
 from collections.abc import Callable
 
+from mechrefusal import data
 from mechrefusal.precision import hardware, resolve
 from mechrefusal.provenance import versions
+from mechrefusal.train.targets import Example
 
 
 def best_time(fn: Callable[[], object], repeats: int = 3) -> float:
@@ -34,6 +36,16 @@ def peak_memory_mib() -> float:
             if line.startswith("VmHWM:"):
                 return int(line.split()[1]) / 1024
     raise RuntimeError("no VmHWM in /proc/self/status")
+
+
+def training_examples(n: int) -> tuple[list[Example], list[Example]]:
+    """``n`` harmful train prompts with the team's refusal replies and ``n`` harmless ones with a stock
+    answer: a training step's batch for the step benchmarks."""
+    replies = data.refusal_replies()
+    harmful = [Example(p, replies[i]) for i, p in enumerate(data.load("harmful", "train")[:n])]
+    harmless = [Example(p, "Here is a short, clear answer to your question with two examples.")
+                for p in data.load("harmless", "train")[:n]]
+    return harmful, harmless
 
 
 def record(name: str, config: dict, results: dict, device: str = "cpu") -> str:

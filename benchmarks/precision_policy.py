@@ -27,7 +27,6 @@ from mechrefusal.metrics import last_token_logprobs  # noqa: E402
 from mechrefusal.precision import autocast, resolve  # noqa: E402
 from mechrefusal.train import TrainSettings  # noqa: E402
 from mechrefusal.train.loop import _loss, ablate_all, trainable_parameters  # noqa: E402
-from mechrefusal.train.targets import Example  # noqa: E402
 
 DTYPES = ("auto", "float32", "bfloat16")
 
@@ -43,11 +42,8 @@ def main() -> None:
     model, reference = mechrefusal.load(device="cpu"), mechrefusal.load(device="cpu")
     prompts = data.load("harmful", "val")[: args.n]
     ablate = Ablate(Direction(torch.randn(model.d_model, generator=torch.Generator().manual_seed(0)), 12, -1, "random"))
-    replies = data.refusal_replies()
     half = args.batch // 2
-    harmful = [Example(p, replies[i]) for i, p in enumerate(data.load("harmful", "train")[:half])]
-    harmless = [Example(p, "Here is a short, clear answer to your question with two examples.")
-                for p in data.load("harmless", "train")[:half]]
+    harmful, harmless = common.training_examples(half)
 
     def sweep(dtype):
         def run():

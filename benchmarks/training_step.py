@@ -20,10 +20,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import common  # noqa: E402
 
 import mechrefusal  # noqa: E402
-from mechrefusal import Ablate, Direction, data  # noqa: E402
+from mechrefusal import Ablate, Direction  # noqa: E402
 from mechrefusal.train import TrainSettings  # noqa: E402
 from mechrefusal.train.loop import _loss, ablate_all, trainable_parameters  # noqa: E402
-from mechrefusal.train.targets import Example  # noqa: E402
 
 
 def main() -> None:
@@ -34,11 +33,8 @@ def main() -> None:
     args = parser.parse_args()
 
     model, reference = mechrefusal.load(), mechrefusal.load()
-    replies = data.refusal_replies()
     half = args.batch // 2
-    harmful = [Example(p, replies[i]) for i, p in enumerate(data.load("harmful", "train")[:half])]
-    harmless = [Example(p, "Here is a short, clear answer to your question with two examples.")
-                for p in data.load("harmless", "train")[:half]]
+    harmful, harmless = common.training_examples(half)
     torch.manual_seed(0)
     directions = [Direction(torch.randn(model.d_model), layer, -1, "random") for layer in (22, 18)]
 
