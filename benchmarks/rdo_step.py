@@ -62,7 +62,7 @@ def main() -> None:
         with autocast(model, args.dtype):
             for batch in batches:
                 logits = model.bridge(batch.input_ids, attention_mask=batch.attention_mask)
-                reply_cross_entropy(logits, batch).mean().backward()
+                reply_cross_entropy(logits[:, batch.predictions], batch).mean().backward()
 
     for parameter in model.bridge.parameters():
         parameter.requires_grad_(True)

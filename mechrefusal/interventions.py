@@ -107,17 +107,56 @@ class Add:
         return [(f"blocks.{layer}.hook_in", add)]
 
 
-Intervention = Ablate | Add | RandomAblate
+@dataclass(frozen=True)
+class OnRows:
+    """``intervention`` applied to the batch rows ``rows`` only, so that examples under different
+    interventions share one forward pass (the trainer's mixed ablated and plain examples)."""
+
+    intervention: Ablate | Add | RandomAblate
+    rows: tuple[int, ...]
+
+    def hooks(self, model) -> list[Hook]:
+        rows = torch.tensor(self.rows, dtype=torch.long)
+
+        def on_rows(apply: Callable) -> Callable:
+            def masked(activation: Float[Tensor, "batch seq d_model"], hook) -> Tensor:
+                chosen = torch.zeros(activation.shape[0], dtype=torch.bool, device=activation.device)
+                chosen[rows.to(activation.device)] = True
+                return torch.where(chosen[:, None, None], apply(activation, hook), activation)
+            return masked
+
+        return [(name, on_rows(apply)) for name, apply in self.intervention.hooks(model)]
+
+
+Intervention = Ablate | Add | RandomAblate | OnRows
 Interventions = Intervention | Sequence[Intervention] | None
+
+
+def flatten(*interventions: Interventions) -> list[Intervention]:
+    """The interventions as one flat list (``None`` entries skipped, lists flattened)."""
+    flat = []
+    for item in interventions:
+        flat.extend(item if isinstance(item, (list, tuple)) else [] if item is None else [item])
+    return flat
+
+
+def per_row(groups: Sequence[tuple[Sequence[int], Interventions]]) -> list[Intervention]:
+    """The interventions of a batch whose rows are the groups' examples in order, each group under its
+    own interventions; a group that holds every row needs no mask (and draws RandomAblate's positions
+    as it would alone)."""
+    n = sum(len(indices) for indices, _ in groups)
+    flat, start = [], 0
+    for indices, interventions in groups:
+        rows = tuple(range(start, start + len(indices)))
+        start += len(indices)
+        flat += [item if len(rows) == n else OnRows(item, rows) for item in flatten(interventions)]
+    return flat
 
 
 @contextmanager
 def intervene(model, *interventions: Interventions) -> Iterator[None]:
     """Apply interventions for the duration of the block (``None`` entries are skipped, lists flattened)."""
-    flat = []
-    for item in interventions:
-        flat.extend(item if isinstance(item, (list, tuple)) else [] if item is None else [item])
-    hooks = [hook for intervention in flat for hook in intervention.hooks(model)]
+    hooks = [hook for intervention in flatten(*interventions) for hook in intervention.hooks(model)]
     with model.bridge.hooks(fwd_hooks=hooks):
         yield
 

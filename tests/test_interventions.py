@@ -136,3 +136,30 @@ def test_a_layer_outside_the_model_is_a_clear_error(tiny_model, directions):
         with pytest.raises(mechrefusal.MechrefusalError, match=outside):
             with tiny_model.intervene(intervention):
                 pass
+
+
+def test_per_row_interventions_in_one_pass_equal_each_group_alone(tiny_model, directions):
+    """Rows under Ablate, plain and Add in one batch give the logits each group gives alone."""
+    from mechrefusal.interventions import per_row
+
+    replies = ["Sure.", "I can't help with that, sorry.", "Four."]
+    groups = [([0], Ablate(directions)), ([1], None), ([2], Add(directions[0], coeff=4.0))]
+    batch = tiny_model.tokenize_replies(PROMPTS, replies)
+    with torch.no_grad():
+        with tiny_model.intervene(per_row(groups)):
+            together = tiny_model.logits(batch)
+        for (rows, intervention), prompt, reply in zip(groups, PROMPTS, replies):
+            alone = tiny_model.tokenize_replies([prompt], [reply])
+            with tiny_model.intervene(intervention):
+                logits = tiny_model.logits(alone)
+            width = alone.input_ids.shape[1]
+            torch.testing.assert_close(together[rows[0], :width], logits[0], atol=1e-5, rtol=1e-5)
+        plain = tiny_model.logits(batch)
+    assert (together[0] - plain[0]).abs().max() > 1e-3 and (together[2] - plain[2]).abs().max() > 1e-3
+
+
+def test_a_group_holding_every_row_is_not_masked(directions):
+    from mechrefusal.interventions import OnRows, per_row
+
+    assert per_row([([0, 1], Ablate(directions))]) == [Ablate(directions)]
+    assert per_row([([0], Ablate(directions)), ([1], None)]) == [OnRows(Ablate(directions), (0,))]

@@ -95,3 +95,13 @@ def test_a_device_map_loads_a_model_whose_hooks_and_ablations_still_work(tiny_mo
             ablated = mapped.logits(batch)
             torch.testing.assert_close(ablated, tiny_model.logits(batch))
         assert (ablated - tiny_model.logits(batch)).abs().max() > 1e-4  # the ablation did act
+
+
+def test_reply_logits_are_the_full_logits_where_replies_are_predicted(tiny_model):
+    batch = tiny_model.tokenize_replies(["Hi", "Write a short poem about the sea"], ["Hello there, friend.", "No."])
+    window = batch.predictions
+    first_reply = [int(row.nonzero()[0]) for row in batch.reply_mask]
+    last_reply = [int(row.nonzero()[-1]) for row in batch.reply_mask]
+    assert (window.start, window.stop) == (min(first_reply) - 1, max(last_reply))
+    with torch.no_grad():
+        torch.testing.assert_close(tiny_model.reply_logits(batch), tiny_model.logits(batch)[:, window])

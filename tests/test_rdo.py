@@ -122,11 +122,12 @@ def test_loss_parts_match_the_trainers_losses(toy, prompts, dim):
     with torch.no_grad():
         harmful = toy.tokenize_replies([targets.harmful[i] for i in indices], [targets.compliant[i] for i in indices])
         with toy.intervene(Ablate(dim)):
-            ablation = reply_cross_entropy(toy.logits(harmful), harmful).mean()
+            ablation = reply_cross_entropy(toy.logits(harmful)[:, harmful.predictions], harmful).mean()
         answered = toy.tokenize_replies([targets.harmless[i] for i in indices], [targets.answers[i] for i in indices])
         with toy.intervene(Ablate(dim)):
             ablated = toy.logits(answered)
-        retain = reply_kl(ablated, toy.logits(answered), answered).mean()
+        window = answered.predictions
+        retain = reply_kl(ablated[:, window], toy.logits(answered)[:, window], answered).mean()
     torch.testing.assert_close(parts["ablation"], ablation, atol=1e-5, rtol=1e-4)
     torch.testing.assert_close(parts["retain"], retain, atol=1e-6, rtol=1e-4)
     parts["total"].backward()

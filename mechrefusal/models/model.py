@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -32,6 +32,13 @@ class ReplyBatch(Batch):
     leaves no fully masked attention row, which keeps bf16 training free of NaN gradients."""
 
     reply_mask: Bool[Tensor, "batch seq"]
+
+    @property
+    def predictions(self) -> slice:
+        """The positions whose logits predict some row's reply tokens (position ``p`` predicts token
+        ``p + 1``): the only logits a reply loss reads, so `Model.reply_logits` computes just these."""
+        columns = self.reply_mask.any(dim=0).nonzero().flatten().tolist()
+        return slice(columns[0] - 1, columns[-1])
 
 
 def check_instructions(instructions: Sequence[str], what: str = "instructions") -> None:
@@ -143,3 +150,12 @@ class Model:
     def logits(self, batch: Batch) -> Float[Tensor, "batch seq vocab"]:
         """Logits of a batch through the bridge (hooks active)."""
         return self.bridge(batch.input_ids, attention_mask=batch.attention_mask)
+
+    def reply_logits(self, batch: ReplyBatch, forward: Callable | None = None) -> Float[Tensor, "batch window vocab"]:
+        """Logits at ``batch.predictions`` only, without a KV cache (hooks active). The unembedding and the
+        losses' softmax over the vocabulary then skip the prompt positions: a third of a training step's
+        time on the embedded model. ``forward`` runs the model (default: the bridge)."""
+        window = batch.predictions
+        keep = torch.arange(window.start, window.stop, device=batch.input_ids.device)
+        return (forward or self.bridge)(batch.input_ids, attention_mask=batch.attention_mask, use_cache=False,
+                                        logits_to_keep=keep)

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 import torch
 from tqdm.auto import tqdm
 
-from mechrefusal.interventions import Interventions
+from mechrefusal.interventions import Interventions, per_row
 from mechrefusal.models import Model, ReplyBatch
 from mechrefusal.precision import autocast
 from mechrefusal.train.lora import add_lora, merge_lora
@@ -133,29 +133,34 @@ def _loss(model: Model, reference: Model, harmful: list[Example], harmless: list
           settings: TrainSettings, groups: Groups, utility_groups: Groups | None = None,
           forward: Callable | None = None) -> torch.Tensor:
     """Mean over the micro-batch's examples of safety CE (harmful, under ``groups``' interventions) and
-    weighted utility KL (harmless, under ``utility_groups``'; default: none). ``forward`` runs the
-    model (default: its bridge; in training, `Parallel.forward`) without a KV cache, which activation
-    checkpointing's recomputation would fill a second time."""
-    forward = forward or model.bridge
+    weighted utility KL (harmless, under ``utility_groups``'; default: none). Each set is one forward
+    pass, every row under its group's intervention, with logits only where the replies are predicted.
+    ``forward`` runs the model (default: its bridge; in training, `Parallel.forward`) without a KV
+    cache, which activation checkpointing's recomputation would fill a second time."""
     per_example = []
     with autocast(model, settings.dtype):
-        for indices, intervention in groups:
-            if not indices:
-                continue
-            batch = _replies(model, [harmful[i] for i in indices])
-            with model.intervene(intervention):
-                logits = forward(batch.input_ids, attention_mask=batch.attention_mask, use_cache=False)
-            per_example.append(reply_cross_entropy(logits, batch))
-        for indices, intervention in utility_groups or [(list(range(len(harmless))), None)]:
-            if not indices:
-                continue
-            batch = _replies(model, [harmless[i] for i in indices])
+        batch, interventions = _grouped(model, harmful, groups)
+        if batch is not None:
+            with model.intervene(interventions):
+                per_example.append(reply_cross_entropy(model.reply_logits(batch, forward), batch))
+        batch, interventions = _grouped(model, harmless, utility_groups or [(list(range(len(harmless))), None)])
+        if batch is not None:
             with torch.no_grad(), autocast(reference, settings.dtype):
-                reference_logits = reference.bridge(batch.input_ids, attention_mask=batch.attention_mask)
-            with model.intervene(intervention):
-                logits = forward(batch.input_ids, attention_mask=batch.attention_mask, use_cache=False)
+                reference_logits = reference.reply_logits(batch)
+            with model.intervene(interventions):
+                logits = model.reply_logits(batch, forward)
             per_example.append(settings.utility_weight * reply_kl(logits, reference_logits, batch))
     return torch.cat(per_example).mean()
+
+
+def _grouped(model: Model, examples: list[Example], groups: Groups) -> tuple[ReplyBatch | None, list]:
+    """The groups' examples as one reply batch, in group order, and the per-row interventions that put
+    each row under its group's (``None`` batch when the groups hold no example)."""
+    groups = [(indices, intervention) for indices, intervention in groups if indices]
+    if not groups:
+        return None, []
+    batch = _replies(model, [examples[i] for indices, _ in groups for i in indices])
+    return batch, per_row(groups)
 
 
 def _replies(model: Model, examples: list[Example]) -> ReplyBatch:
