@@ -21,9 +21,9 @@ import time
 
 import mechrefusal
 from mechrefusal import Ablate, data
+from mechrefusal.core.provenance import versions
 from mechrefusal.directions import DirectionSet, RDOSettings, SelectionFilters
-from mechrefusal.evaluation import refusal_rate
-from mechrefusal.provenance import versions
+from mechrefusal.measure.evaluation import refusal_rate
 from mechrefusal.train.checkpoint import read_metadata
 from mechrefusal.train.search import N_SCORE, N_SEARCH, next_direction
 
@@ -35,7 +35,9 @@ def rdo_variant(text: str) -> tuple[str, RDOSettings]:
     for item in text.split(","):
         name, _, value = item.partition("=")
         if name not in fields or not value:
-            raise argparse.ArgumentTypeError(f"{item!r} is not FIELD=VALUE for an RDOSettings field ({', '.join(fields)}).")
+            raise argparse.ArgumentTypeError(
+                f"{item!r} is not FIELD=VALUE for an RDOSettings field ({', '.join(fields)})."
+            )
         changes[name] = value if fields[name] == "str" else float(value) if fields[name] == "float" else int(value)
     return f"rdo {text}", RDOSettings(**changes)
 
@@ -45,45 +47,86 @@ def main() -> None:
     parser.add_argument("checkpoint", help="a trainer checkpoint (its selection filters are used)")
     parser.add_argument("--n", type=int, default=32, help="harmful test prompts judged with each direction ablated")
     parser.add_argument("--max-new-tokens", type=int, default=32)
-    parser.add_argument("--rdo-variant", action="append", default=[], type=rdo_variant, metavar="FIELD=VALUE,...",
-                        help="also run RDO with these RDOSettings fields changed (repeatable)")
+    parser.add_argument(
+        "--rdo-variant",
+        action="append",
+        default=[],
+        type=rdo_variant,
+        metavar="FIELD=VALUE,...",
+        help="also run RDO with these RDOSettings fields changed (repeatable)",
+    )
     args = parser.parse_args()
     settings = read_metadata(args.checkpoint)["settings"]
     filters = SelectionFilters(max_kl=settings["max_kl"], min_induce=settings["min_induce"])
     model = mechrefusal.load(args.checkpoint)
-    harmful_test = data.load("harmful", "test")[:args.n]
+    harmful_test = data.load("harmful", "test")[: args.n]
     plain = refusal_rate(model, harmful_test, max_new_tokens=args.max_new_tokens, dtype="bfloat16")
     started = time.perf_counter()
     anchor = next_direction(model, DirectionSet(), finder="dim", filters=filters, dtype=settings["dtype"])
     found_by = {"dim": (anchor, time.perf_counter() - started)}
     for name, rdo_settings in [("rdo", RDOSettings()), *args.rdo_variant]:
         started = time.perf_counter()
-        found = next_direction(model, DirectionSet(), finder="rdo", filters=filters, dtype=settings["dtype"], dim=anchor,
-                               rdo_settings=rdo_settings, fallback=False)
+        found = next_direction(
+            model,
+            DirectionSet(),
+            finder="rdo",
+            filters=filters,
+            dtype=settings["dtype"],
+            dim=anchor,
+            rdo_settings=rdo_settings,
+            fallback=False,
+        )
         found_by[name] = (found, time.perf_counter() - started)
     rows = {}
     for finder, (found, wall) in found_by.items():
-        rate = refusal_rate(model, harmful_test, intervention=Ablate(found), max_new_tokens=args.max_new_tokens,
-                            dtype="bfloat16")
+        rate = refusal_rate(
+            model, harmful_test, intervention=Ablate(found), max_new_tokens=args.max_new_tokens, dtype="bfloat16"
+        )
         rdo = found.provenance.get("rdo", {})
-        rows[finder] = {"layer": found.layer, "position": found.position, "wall_s": round(wall, 1),
-                        **{key: found.provenance[key] for key in ("bypass", "induce", "kl", "passed_filters")},
-                        "harmful_refusal_ablated": rate, "targets_s": rdo.get("targets_s"),
-                        "optimisation_s": rdo.get("search_s"), "best_step": rdo.get("best_step"),
-                        "cos_with_dim": float(found.unit @ anchor.unit), "rdo_settings": rdo.get("settings")}
+        rows[finder] = {
+            "layer": found.layer,
+            "position": found.position,
+            "wall_s": round(wall, 1),
+            **{key: found.provenance[key] for key in ("bypass", "induce", "kl", "passed_filters")},
+            "harmful_refusal_ablated": rate,
+            "targets_s": rdo.get("targets_s"),
+            "optimisation_s": rdo.get("search_s"),
+            "best_step": rdo.get("best_step"),
+            "cos_with_dim": float(found.unit @ anchor.unit),
+            "rdo_settings": rdo.get("settings"),
+        }
     print(f"Harmful refusal without ablation: {plain:.0%} ({args.n} test prompts)\n")
-    print("| finder | layer, position | bypass | induce | KL (harmless) | passed filters | harmful refusal, ablated | "
-          "wall time (s) |")
+    print(
+        "| finder | layer, position | bypass | induce | KL (harmless) | passed filters | harmful refusal, ablated | "
+        "wall time (s) |"
+    )
     print("|---|---|---|---|---|---|---|---|")
     for finder, row in rows.items():
-        extra = "" if row["targets_s"] is None else f" (targets {row['targets_s']:.0f}, optimisation {row['optimisation_s']:.0f})"
-        print(f"| {finder} | {row['layer']}, {row['position']} | {row['bypass']:.2f} | {row['induce']:.2f} | "
-              f"{row['kl']:.3f} | {row['passed_filters']} | {row['harmful_refusal_ablated']:.0%} | "
-              f"{row['wall_s']:.0f}{extra} |")
-    print(json.dumps({"checkpoint": args.checkpoint, "harmful_refusal": plain, "finders": rows, "n": args.n,
-                      "n_search": N_SEARCH, "n_score": N_SCORE, "filters": vars(filters),
-                      "max_new_tokens": args.max_new_tokens,
-                      "versions": versions()}))
+        extra = (
+            ""
+            if row["targets_s"] is None
+            else f" (targets {row['targets_s']:.0f}, optimisation {row['optimisation_s']:.0f})"
+        )
+        print(
+            f"| {finder} | {row['layer']}, {row['position']} | {row['bypass']:.2f} | {row['induce']:.2f} | "
+            f"{row['kl']:.3f} | {row['passed_filters']} | {row['harmful_refusal_ablated']:.0%} | "
+            f"{row['wall_s']:.0f}{extra} |"
+        )
+    print(
+        json.dumps(
+            {
+                "checkpoint": args.checkpoint,
+                "harmful_refusal": plain,
+                "finders": rows,
+                "n": args.n,
+                "n_search": N_SEARCH,
+                "n_score": N_SCORE,
+                "filters": vars(filters),
+                "max_new_tokens": args.max_new_tokens,
+                "versions": versions(),
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -27,14 +27,15 @@ import torch
 
 import mechrefusal
 from mechrefusal import Ablate, data
+from mechrefusal.core.provenance import versions
 from mechrefusal.directions import SelectionFilters, as_direction_set
 from mechrefusal.directions.attribution import SITES, estimate_candidates
 from mechrefusal.directions.dim import dim_candidates
 from mechrefusal.directions.selection import score_direction
-from mechrefusal.precision import autocast
-from mechrefusal.provenance import versions
+from mechrefusal.models import autocast
 from mechrefusal.train.checkpoint import read_metadata
 from mechrefusal.train.search import N_SCORE, N_SEARCH
+
 
 def spearman(a: torch.Tensor, b: torch.Tensor) -> float:
     rank = lambda x: x.argsort().argsort().double()  # noqa: E731
@@ -47,9 +48,17 @@ def compare(model, filters: SelectionFilters, exact: bool, context=None, orthogo
     found, seconds = {}, {}
     for search in ("attribution", "screen", "exact") if exact else ("attribution", "screen"):
         started = time.perf_counter()
-        found[search] = mechrefusal.find_direction(model, *train, harmful_val=val[0], harmless_val=val[1],
-                                                   filters=filters, search=search, context=context,
-                                                   orthogonal_to=orthogonal_to, progress=False)
+        found[search] = mechrefusal.find_direction(
+            model,
+            *train,
+            harmful_val=val[0],
+            harmless_val=val[1],
+            filters=filters,
+            search=search,
+            context=context,
+            orthogonal_to=orthogonal_to,
+            progress=False,
+        )
         seconds[search] = round(time.perf_counter() - started, 1)
     reference = "exact" if exact else "screen"
     grid = found[reference].provenance["scores"]
@@ -57,15 +66,22 @@ def compare(model, filters: SelectionFilters, exact: bool, context=None, orthogo
     def cell(direction) -> dict:
         with model.intervene(context), autocast(model, "bfloat16"):
             scores = score_direction(model, direction, *val)
-        return {"layer": direction.layer, "position": direction.position,
-                "passed": direction.provenance["passed_filters"],
-                "screen_fallback": direction.provenance["scores"].get("screen_fallback", False),
-                **{key: round(value, 4) for key, value in scores.items()}}
+        return {
+            "layer": direction.layer,
+            "position": direction.position,
+            "passed": direction.provenance["passed_filters"],
+            "screen_fallback": direction.provenance["scores"].get("screen_fallback", False),
+            **{key: round(value, 4) for key, value in scores.items()},
+        }
 
     cells = {search: cell(direction) for search, direction in found.items()}
-    disagreements = [search for search in found if search != "attribution"
-                     and (cells[search]["layer"], cells[search]["position"]) != (cells["attribution"]["layer"],
-                                                                                 cells["attribution"]["position"])]
+    disagreements = [
+        search
+        for search in found
+        if search != "attribution"
+        and (cells[search]["layer"], cells[search]["position"])
+        != (cells["attribution"]["layer"], cells["attribution"]["position"])
+    ]
     kept = ~torch.tensor(grid["bypass"]).isnan()
     reference_bypass, reference_kl = torch.tensor(grid["bypass"])[kept], torch.tensor(grid["kl"])[kept]
     with model.intervene(context):
@@ -76,13 +92,21 @@ def compare(model, filters: SelectionFilters, exact: bool, context=None, orthogo
         correlation = {}
         for sites in SITES:
             bypass, kl = estimate_candidates(model, candidates[kept], *val, sites=sites)
-            correlation[sites] = {"spearman_bypass": round(spearman(bypass, reference_bypass), 3),
-                                  "spearman_kl": round(spearman(kl, reference_kl), 3),
-                                  "mean_abs_bypass_error": round((bypass - reference_bypass).abs().mean().item(), 3),
-                                  "median_kl_ratio": round((kl / reference_kl).nanmedian().item(), 3)}
-    return {"filters": vars(filters), "cells": cells, "disagree_with_attribution": disagreements,
-            "seconds": seconds, "finalists": {search: found[search].provenance["finalists"] for search in found},
-            "estimates_vs": reference, "estimates": correlation}
+            correlation[sites] = {
+                "spearman_bypass": round(spearman(bypass, reference_bypass), 3),
+                "spearman_kl": round(spearman(kl, reference_kl), 3),
+                "mean_abs_bypass_error": round((bypass - reference_bypass).abs().mean().item(), 3),
+                "median_kl_ratio": round((kl / reference_kl).nanmedian().item(), 3),
+            }
+    return {
+        "filters": vars(filters),
+        "cells": cells,
+        "disagree_with_attribution": disagreements,
+        "seconds": seconds,
+        "finalists": {search: found[search].provenance["finalists"] for search in found},
+        "estimates_vs": reference,
+        "estimates": correlation,
+    }
 
 
 def main() -> None:
@@ -108,10 +132,14 @@ def main() -> None:
         results["checkpoint"] = compare(model, filters, args.exact)
         if args.context:
             d0 = model.directions[0]
-            results["checkpoint_d0_ablated"] = compare(model, filters, args.exact, context=Ablate(d0),
-                                                            orthogonal_to=d0)
-    config = {"checkpoint": args.checkpoint, "n_search": N_SEARCH, "n_score": N_SCORE, "sweep_dtype": "bfloat16",
-              "torch_threads": torch.get_num_threads()}
+            results["checkpoint_d0_ablated"] = compare(model, filters, args.exact, context=Ablate(d0), orthogonal_to=d0)
+    config = {
+        "checkpoint": args.checkpoint,
+        "n_search": N_SEARCH,
+        "n_score": N_SCORE,
+        "sweep_dtype": "bfloat16",
+        "torch_threads": torch.get_num_threads(),
+    }
     print(json.dumps({"analysis": "search_agreement", "config": config, "results": results, "versions": versions()}))
 
 

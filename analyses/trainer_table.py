@@ -16,10 +16,10 @@ import json
 
 import mechrefusal
 from mechrefusal import Ablate, data
+from mechrefusal.core.provenance import versions
 from mechrefusal.directions import Direction, DirectionSet, SelectionFilters
 from mechrefusal.directions.find import METHODS
-from mechrefusal.evaluation import refusal_rate, refusal_rates
-from mechrefusal.provenance import versions
+from mechrefusal.measure.evaluation import refusal_rate, refusal_rates
 from mechrefusal.train.checkpoint import read_metadata
 from mechrefusal.train.search import next_direction
 
@@ -36,11 +36,20 @@ def main() -> None:
     parser.add_argument("checkpoints", nargs="+")
     parser.add_argument("--n", type=int, default=64)
     parser.add_argument("--max-new-tokens", type=int, default=32)
-    parser.add_argument("--fresh", nargs="?", const="dim", choices=METHODS, default=None, metavar="FINDER",
-                        help="also ablate a direction found anew on each checkpoint (finder: dim (default) or rdo)")
+    parser.add_argument(
+        "--fresh",
+        nargs="?",
+        const="dim",
+        choices=METHODS,
+        default=None,
+        metavar="FINDER",
+        help="also ablate a direction found anew on each checkpoint (finder: dim (default) or rdo)",
+    )
     args = parser.parse_args()
-    print("| checkpoint | harmful | single ablations (min) | all ablated | fresh direction ablated | harmless | "
-          "over-refusal | KL all ablated |")
+    print(
+        "| checkpoint | harmful | single ablations (min) | all ablated | fresh direction ablated | harmless | "
+        "over-refusal | KL all ablated |"
+    )
     print("|---|---|---|---|---|---|---|---|")
     for checkpoint in args.checkpoints:
         model = mechrefusal.load(checkpoint)
@@ -53,18 +62,39 @@ def main() -> None:
         if args.fresh:
             fresh = fresh_direction(model, checkpoint, args.fresh)
             rates["harmful, fresh ablated"] = refusal_rate(
-                model, data.load("harmful", "test")[:args.n], intervention=Ablate(fresh),
-                max_new_tokens=args.max_new_tokens, dtype="bfloat16")
-            fresh_text = (f"{rates['harmful, fresh ablated']:.0%} (layer {fresh.layer}, KL {fresh.provenance['kl']:.2f}"
-                          f"{'' if fresh.provenance['passed_filters'] else ', failed filters'})")
-        print(f"| {checkpoint} | {rates['harmful']:.0%} | {single_text} | {'-' if every is None else f'{every:.0%}'} | "
-              f"{fresh_text} | {rates['harmless']:.0%} | {rates['overrefusal']:.0%} | "
-              f"{'-' if kl is None else f'{kl:.3f}'} |")
-        fresh_summary = None if fresh is None else {
-            key: fresh.provenance[key] for key in ("bypass", "induce", "kl", "passed_filters")}
-        print(json.dumps({"checkpoint": checkpoint, "rates": rates, "fresh_direction": fresh_summary and {
-            "layer": fresh.layer, "position": fresh.position, **fresh_summary}, "n": args.n,
-            "max_new_tokens": args.max_new_tokens, "versions": versions()}))
+                model,
+                data.load("harmful", "test")[: args.n],
+                intervention=Ablate(fresh),
+                max_new_tokens=args.max_new_tokens,
+                dtype="bfloat16",
+            )
+            fresh_text = (
+                f"{rates['harmful, fresh ablated']:.0%} (layer {fresh.layer}, KL {fresh.provenance['kl']:.2f}"
+                f"{'' if fresh.provenance['passed_filters'] else ', failed filters'})"
+            )
+        print(
+            f"| {checkpoint} | {rates['harmful']:.0%} | {single_text} | {'-' if every is None else f'{every:.0%}'} | "
+            f"{fresh_text} | {rates['harmless']:.0%} | {rates['overrefusal']:.0%} | "
+            f"{'-' if kl is None else f'{kl:.3f}'} |"
+        )
+        fresh_summary = (
+            None
+            if fresh is None
+            else {key: fresh.provenance[key] for key in ("bypass", "induce", "kl", "passed_filters")}
+        )
+        print(
+            json.dumps(
+                {
+                    "checkpoint": checkpoint,
+                    "rates": rates,
+                    "fresh_direction": fresh_summary
+                    and {"layer": fresh.layer, "position": fresh.position, **fresh_summary},
+                    "n": args.n,
+                    "max_new_tokens": args.max_new_tokens,
+                    "versions": versions(),
+                }
+            )
+        )
 
 
 if __name__ == "__main__":

@@ -28,7 +28,7 @@ def prompts(n: int) -> list[str]:
     """N bundled prompts spread over the length range of the first 512 (so N=64 keeps the longest)."""
     pool = sorted((data.load("harmful") + data.load("harmless"))[:512], key=len)
     step = max(1, len(pool) // n)
-    return pool[step - 1::step][:n]
+    return pool[step - 1 :: step][:n]
 
 
 def time_ratio(n: int, batch_size: int) -> dict:
@@ -45,8 +45,11 @@ def time_ratio(n: int, batch_size: int) -> dict:
         mechrefusal.mean_activations(model, instructions, batch_size=batch_size, progress=False)
 
     forward_s, means_s = common.best_time(plain_forward), common.best_time(means)
-    return {"plain_hf_forward_s": round(forward_s, 3), "means_s": round(means_s, 3),
-            "means_over_forward": round(means_s / forward_s, 3)}
+    return {
+        "plain_hf_forward_s": round(forward_s, 3),
+        "means_s": round(means_s, 3),
+        "means_over_forward": round(means_s / forward_s, 3),
+    }
 
 
 def peak_memory_child(n: int, batch_size: int) -> None:
@@ -79,17 +82,25 @@ def main() -> None:
     small, large = peak_memory(64, args.batch_size), peak_memory(512, args.batch_size)
     results = {
         **timing,
-        "peak_mib_n64": round(small["peak_mib"], 1), "peak_mib_n512": round(large["peak_mib"], 1),
+        "peak_mib_n64": round(small["peak_mib"], 1),
+        "peak_mib_n512": round(large["peak_mib"], 1),
         "peak_n512_over_n64": round(large["peak_mib"] / small["peak_mib"], 3),
         "growth_mib_n64": round(small["peak_mib"] - small["before_mib"], 1),
         "growth_mib_n512": round(large["peak_mib"] - large["before_mib"], 1),
     }
     print(f"means / plain HF forward over {args.n} prompts: {results['means_over_forward']:.3f}  (target <= 1.0)")
-    print(f"peak memory N=512 / N=64: {results['peak_n512_over_n64']:.3f}  (target <= 1.1; "
-          f"{results['peak_mib_n512']} vs {results['peak_mib_n64']} MiB, growth during the means "
-          f"{results['growth_mib_n512']} vs {results['growth_mib_n64']} MiB)")
-    print(common.record("activation_means", {"n": args.n, "batch_size": args.batch_size, "model": "embedded",
-                                             "dtype": "float32"}, results))
+    print(
+        f"peak memory N=512 / N=64: {results['peak_n512_over_n64']:.3f}  (target <= 1.1; "
+        f"{results['peak_mib_n512']} vs {results['peak_mib_n64']} MiB, growth during the means "
+        f"{results['growth_mib_n512']} vs {results['growth_mib_n64']} MiB)"
+    )
+    print(
+        common.record(
+            "activation_means",
+            {"n": args.n, "batch_size": args.batch_size, "model": "embedded", "dtype": "float32"},
+            results,
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -7,8 +7,8 @@ import time
 from collections.abc import Callable
 
 from mechrefusal import data
-from mechrefusal.precision import hardware, resolve
-from mechrefusal.provenance import versions
+from mechrefusal.core.precision import hardware, resolve
+from mechrefusal.core.provenance import versions
 from mechrefusal.train.targets import Example
 
 
@@ -43,8 +43,10 @@ def training_examples(n: int) -> tuple[list[Example], list[Example]]:
     answer: a training step's batch for the step benchmarks."""
     replies = data.refusal_replies()
     harmful = [Example(p, replies[i]) for i, p in enumerate(data.load("harmful", "train")[:n])]
-    harmless = [Example(p, "Here is a short, clear answer to your question with two examples.")
-                for p in data.load("harmless", "train")[:n]]
+    harmless = [
+        Example(p, "Here is a short, clear answer to your question with two examples.")
+        for p in data.load("harmless", "train")[:n]
+    ]
     return harmful, harmless
 
 

@@ -33,10 +33,25 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-LLAMA3_8B = dict(hidden_size=4096, intermediate_size=14336, num_hidden_layers=32, num_attention_heads=32,
-                 num_key_value_heads=8, vocab_size=128256, max_position_embeddings=8192, rope_theta=500000.0)
-TINY = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
-            num_key_value_heads=2, vocab_size=512, max_position_embeddings=512)
+LLAMA3_8B = dict(
+    hidden_size=4096,
+    intermediate_size=14336,
+    num_hidden_layers=32,
+    num_attention_heads=32,
+    num_key_value_heads=8,
+    vocab_size=128256,
+    max_position_embeddings=8192,
+    rope_theta=500000.0,
+)
+TINY = dict(
+    hidden_size=64,
+    intermediate_size=128,
+    num_hidden_layers=2,
+    num_attention_heads=4,
+    num_key_value_heads=2,
+    vocab_size=512,
+    max_position_embeddings=512,
+)
 
 
 def build(config_kwargs: dict, device: torch.device, dtype: torch.dtype) -> torch.nn.Module:
@@ -56,6 +71,7 @@ def build(config_kwargs: dict, device: torch.device, dtype: torch.dtype) -> torc
 
 def add_ablation(model: torch.nn.Module, direction: Tensor) -> list[torch.utils.hooks.RemovableHandle]:
     """Project ``direction`` (unit, d_model) out of every layer's input, attention and MLP outputs."""
+
     def project(h: Tensor) -> Tensor:
         u = direction.to(h.dtype)
         return h - (h @ u).unsqueeze(-1) * u
@@ -91,8 +107,9 @@ def timed(fn: Callable[[], None], device: torch.device, repeats: int) -> dict:
     return {"seconds": (time.perf_counter() - started) / repeats, "peak_memory_gib": round(peak, 2)}
 
 
-def fail_closed_step(model, reference: Callable[[Tensor], Tensor], optimizer, harmful: Tensor, harmless: Tensor,
-                     direction: Tensor | None) -> None:
+def fail_closed_step(
+    model, reference: Callable[[Tensor], Tensor], optimizer, harmful: Tensor, harmless: Tensor, direction: Tensor | None
+) -> None:
     """One step: CE on ``harmful`` under the ablation (if ``direction``), KL to the reference on
     ``harmless``. Each loss is differentiated while its hooks are in place, which activation
     checkpointing's recomputation needs."""
@@ -115,13 +132,18 @@ def training_section(model, reference, device, args, direction) -> dict:
     parameters = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(parameters, lr=1e-5)
     generator = torch.Generator(device=device).manual_seed(0)
-    harmful, harmless = (torch.randint(model.config.vocab_size, (args.batch, args.seq), device=device,
-                                       generator=generator) for _ in range(2))
+    harmful, harmless = (
+        torch.randint(model.config.vocab_size, (args.batch, args.seq), device=device, generator=generator)
+        for _ in range(2)
+    )
     model.train()
     result = {"trainable_parameters": sum(p.numel() for p in parameters), "tokens_per_step": 2 * args.batch * args.seq}
     for name, ablation in (("plain", None), ("ablated", direction)):
-        run = timed(lambda: fail_closed_step(model, reference, optimizer, harmful, harmless, ablation), device,
-                    args.repeats)
+        run = timed(
+            lambda ablation=ablation: fail_closed_step(model, reference, optimizer, harmful, harmless, ablation),
+            device,
+            args.repeats,
+        )
         result[name] = {**run, "tokens_per_s": round(result["tokens_per_step"] / run["seconds"], 1)}
     result["ablated_over_plain"] = round(result["ablated"]["seconds"] / result["plain"]["seconds"], 3)
     return result
@@ -144,8 +166,9 @@ def lora_section(model, device, args, direction) -> dict:
 
 def gcg_section(model, device, args, direction) -> dict:
     generator = torch.Generator(device=device).manual_seed(1)
-    candidates = torch.randint(model.config.vocab_size, (args.candidates, args.candidate_tokens), device=device,
-                               generator=generator)
+    candidates = torch.randint(
+        model.config.vocab_size, (args.candidates, args.candidate_tokens), device=device, generator=generator
+    )
     model.eval()
 
     def forward_all() -> None:
@@ -210,9 +233,14 @@ def main() -> None:
     config_kwargs = TINY if args.tiny else LLAMA3_8B
     torch.manual_seed(0)
     direction = F.normalize(torch.randn(config_kwargs["hidden_size"], device=device), dim=0)
-    report = {"device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
-              "config": config_kwargs, "dtype": str(dtype), "batch": args.batch, "seq": args.seq,
-              "versions": {"torch": torch.__version__}}
+    report = {
+        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
+        "config": config_kwargs,
+        "dtype": str(dtype),
+        "batch": args.batch,
+        "seq": args.seq,
+        "versions": {"torch": torch.__version__},
+    }
     if int(os.environ.get("WORLD_SIZE", "1")) == 1:  # one process: LoRA and GCG on the whole model
         model = build(config_kwargs, device, dtype).requires_grad_(False)
         report["lora"] = lora_section(model, device, args, direction)

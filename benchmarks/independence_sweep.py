@@ -4,7 +4,7 @@
 
 The sweep scores held-out harmful prompts under every configuration the independence analysis uses
 for K=4 directions (none, 4 singles, 6 pairs, cumulative first 3, all: 13 configurations) with
-`mechrefusal.sweep.ablation_scores`. The reference is 13 plain forward passes (no hooks, logits of the
+`mechrefusal.measure.sweep.ablation_scores`. The reference is 13 plain forward passes (no hooks, logits of the
 last position only) over the same pre-tokenized prompts. Prints sweep / reference (target <= 1.2).
 """
 
@@ -21,9 +21,9 @@ import common  # noqa: E402
 
 import mechrefusal  # noqa: E402
 from mechrefusal import Direction, DirectionSet, data  # noqa: E402
-from mechrefusal.independence import standard_subsets  # noqa: E402
-from mechrefusal.precision import autocast  # noqa: E402
-from mechrefusal.sweep import ablation_scores  # noqa: E402
+from mechrefusal.analysis.independence import standard_subsets  # noqa: E402
+from mechrefusal.measure.sweep import ablation_scores  # noqa: E402
+from mechrefusal.models import autocast  # noqa: E402
 
 K = 4
 
@@ -40,8 +40,12 @@ def main() -> None:
     model = mechrefusal.load(args.model)
     prompts = data.load("harmful", "test")[: args.n]
     generator = torch.Generator().manual_seed(0)
-    directions = DirectionSet([Direction(torch.randn(model.d_model, generator=generator), model.n_layers // 2, -1,
-                                         "random") for _ in range(K)])
+    directions = DirectionSet(
+        [
+            Direction(torch.randn(model.d_model, generator=generator), model.n_layers // 2, -1, "random")
+            for _ in range(K)
+        ]
+    )
     subsets = standard_subsets(K)
     batches = [batch for _, batch in model.batches(prompts, args.batch)]
 
@@ -58,12 +62,26 @@ def main() -> None:
     t = {"plain_passes_s": common.best_time(plain), "sweep_s": common.best_time(sweep)}
     results = {key: round(value, 3) for key, value in t.items()}
     results["sweep_over_plain"] = round(t["sweep_s"] / t["plain_passes_s"], 3)
-    print(f"independence sweep, {len(subsets)} configurations of K={K} directions over {len(prompts)} prompts: "
-          f"{t['sweep_s']:.2f} s; {len(subsets)} plain forward passes: {t['plain_passes_s']:.2f} s")
+    print(
+        f"independence sweep, {len(subsets)} configurations of K={K} directions over {len(prompts)} prompts: "
+        f"{t['sweep_s']:.2f} s; {len(subsets)} plain forward passes: {t['plain_passes_s']:.2f} s"
+    )
     print(f"sweep / plain passes: {results['sweep_over_plain']:.3f}  (target <= 1.2)")
-    print(common.record("independence_sweep", {"model": model.spec, "n": len(prompts), "batch": args.batch,
-                                               "stack": args.stack, "dtype": args.dtype, "k": K,
-                                               "configurations": len(subsets)}, results))
+    print(
+        common.record(
+            "independence_sweep",
+            {
+                "model": model.spec,
+                "n": len(prompts),
+                "batch": args.batch,
+                "stack": args.stack,
+                "dtype": args.dtype,
+                "k": K,
+                "configurations": len(subsets),
+            },
+            results,
+        )
+    )
 
 
 if __name__ == "__main__":

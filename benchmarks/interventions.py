@@ -21,8 +21,8 @@ import common  # noqa: E402
 
 import mechrefusal  # noqa: E402
 from mechrefusal import Ablate, Direction, data  # noqa: E402
-from mechrefusal.metrics import last_token_logprobs  # noqa: E402
-from mechrefusal.precision import autocast  # noqa: E402
+from mechrefusal.measure.metrics import last_token_logprobs  # noqa: E402
+from mechrefusal.models import autocast  # noqa: E402
 
 
 def main() -> None:
@@ -42,32 +42,49 @@ def main() -> None:
         def run():
             with torch.no_grad(), model.intervene(intervention):
                 model.logits(batch)
+
         return run
 
     def bridge_generate(intervention=None):
         def run():
             with torch.no_grad(), model.intervene(intervention):
-                model.bridge.generate(batch.input_ids, attention_mask=batch.attention_mask,
-                                      max_new_tokens=args.new_tokens, do_sample=False, stop_at_eos=False,
-                                      use_past_kv_cache=True, return_type="tokens", verbose=False)
+                model.bridge.generate(
+                    batch.input_ids,
+                    attention_mask=batch.attention_mask,
+                    max_new_tokens=args.new_tokens,
+                    do_sample=False,
+                    stop_at_eos=False,
+                    use_past_kv_cache=True,
+                    return_type="tokens",
+                    verbose=False,
+                )
+
         return run
 
     def hf_generate():
         with torch.no_grad():
-            model.hf_model.generate(input_ids=batch.input_ids, attention_mask=batch.attention_mask,
-                                    max_new_tokens=args.new_tokens, min_new_tokens=args.new_tokens, do_sample=False,
-                                    pad_token_id=model.pad_token_id, use_cache=True)
+            model.hf_model.generate(
+                input_ids=batch.input_ids,
+                attention_mask=batch.attention_mask,
+                max_new_tokens=args.new_tokens,
+                min_new_tokens=args.new_tokens,
+                do_sample=False,
+                pad_token_id=model.pad_token_id,
+                use_cache=True,
+            )
 
     def sweep_step(dtype):
         def run():
             with autocast(model, dtype):
                 last_token_logprobs(model, prompts, intervention=ablate, batch_size=args.batch)
+
         return run
 
     def generation(dtype):
         def run():
             with autocast(model, dtype):
                 bridge_generate(ablate)()
+
         return run
 
     tokens = args.batch * args.new_tokens
@@ -82,21 +99,37 @@ def main() -> None:
         "generate_bf16_s": common.best_time(generation("bfloat16"), repeats=2),
     }
     results = {key: round(value, 3) for key, value in t.items()}
-    results.update({
-        "hooked_over_plain_forward": round(t["hooked_forward_s"] / t["plain_forward_s"], 3),
-        "hooked_generate_tokens_per_s": round(tokens / t["hooked_generate_s"], 1),
-        "hf_generate_tokens_per_s": round(tokens / t["hf_generate_s"], 1),
-        "hooked_over_hf_generate_throughput": round(t["hf_generate_s"] / t["hooked_generate_s"], 3),
-        "bf16_speedup_sweep": round(t["sweep_fp32_s"] / t["sweep_bf16_s"], 3),
-        "bf16_speedup_generate": round(t["generate_fp32_s"] / t["generate_bf16_s"], 3),
-    })
+    results.update(
+        {
+            "hooked_over_plain_forward": round(t["hooked_forward_s"] / t["plain_forward_s"], 3),
+            "hooked_generate_tokens_per_s": round(tokens / t["hooked_generate_s"], 1),
+            "hf_generate_tokens_per_s": round(tokens / t["hf_generate_s"], 1),
+            "hooked_over_hf_generate_throughput": round(t["hf_generate_s"] / t["hooked_generate_s"], 3),
+            "bf16_speedup_sweep": round(t["sweep_fp32_s"] / t["sweep_bf16_s"], 3),
+            "bf16_speedup_generate": round(t["generate_fp32_s"] / t["generate_bf16_s"], 3),
+        }
+    )
     print(f"hooked forward / plain bridge forward: {results['hooked_over_plain_forward']:.3f}  (target <= 1.15)")
-    print(f"hooked generation / HF generate, tokens/s: {results['hooked_over_hf_generate_throughput']:.3f}  "
-          f"({results['hooked_generate_tokens_per_s']} vs {results['hf_generate_tokens_per_s']}; target >= 0.8)")
-    print(f"bf16 speed-up over fp32: sweep {results['bf16_speedup_sweep']:.2f}x, "
-          f"generation {results['bf16_speedup_generate']:.2f}x")
-    print(common.record("interventions", {"batch": args.batch, "new_tokens": args.new_tokens, "model": "embedded",
-                                          "ablation": "1 random direction, every layer and site"}, results))
+    print(
+        f"hooked generation / HF generate, tokens/s: {results['hooked_over_hf_generate_throughput']:.3f}  "
+        f"({results['hooked_generate_tokens_per_s']} vs {results['hf_generate_tokens_per_s']}; target >= 0.8)"
+    )
+    print(
+        f"bf16 speed-up over fp32: sweep {results['bf16_speedup_sweep']:.2f}x, "
+        f"generation {results['bf16_speedup_generate']:.2f}x"
+    )
+    print(
+        common.record(
+            "interventions",
+            {
+                "batch": args.batch,
+                "new_tokens": args.new_tokens,
+                "model": "embedded",
+                "ablation": "1 random direction, every layer and site",
+            },
+            results,
+        )
+    )
 
 
 if __name__ == "__main__":

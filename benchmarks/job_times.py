@@ -22,11 +22,28 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import common  # noqa: E402
 
-from mechrefusal.precision import resolve  # noqa: E402
+from mechrefusal.core.precision import resolve  # noqa: E402
 
-ROUND_FLAGS = ["--method", "fail-closed", "--rounds", "1", "--finder", "dim", "--plain-share", "0.25",
-               "--ablated-utility-share", "0.5", "--utility-weight", "8", "--max-kl", "0.6", "--min-induce", "-10",
-               "--train-layers", "10:20"]
+ROUND_FLAGS = [
+    "--method",
+    "fail-closed",
+    "--rounds",
+    "1",
+    "--finder",
+    "dim",
+    "--plain-share",
+    "0.25",
+    "--ablated-utility-share",
+    "0.5",
+    "--utility-weight",
+    "8",
+    "--max-kl",
+    "0.6",
+    "--min-induce",
+    "-10",
+    "--train-layers",
+    "10:20",
+]
 """The README's fail-closed configuration (its round 0 is what ``--round-zero`` must hold)."""
 
 
@@ -51,17 +68,32 @@ def main() -> None:
     if "analyze" not in args.skip:
         seconds = timed([sys.executable, "-m", "mechrefusal.analyze", "--out", str(out / "analysis")])
         report = json.loads((out / "analysis" / "report.json").read_text())
-        results |= {"analyze_s": round(seconds, 1), "analyze_over_target": round(seconds / 600, 3),
-                    "analyze_precision": report["precision"]}
+        results |= {
+            "analyze_s": round(seconds, 1),
+            "analyze_over_target": round(seconds / 600, 3),
+            "analyze_precision": report["precision"],
+        }
     if "round" not in args.skip and args.round_zero:
-        command = [sys.executable, "-m", "mechrefusal.train", *ROUND_FLAGS, "--start-from", args.round_zero,
-                   "--out", str(out / "round")]
+        command = [
+            sys.executable,
+            "-m",
+            "mechrefusal.train",
+            *ROUND_FLAGS,
+            "--start-from",
+            args.round_zero,
+            "--out",
+            str(out / "round"),
+        ]
         seconds = timed(command)
         meta = json.loads((out / "round" / "round-1" / "mechrefusal.json").read_text())
-        results |= {"round_process_s": round(seconds, 1), "round_s": meta["wall_time_s"],
-                    "round_over_target": round(meta["wall_time_s"] / 360, 3),
-                    "round_training_s": meta["metrics"]["training"]["wall_time_s"],
-                    "round_precision": meta["precision"], "round_flags": ROUND_FLAGS}
+        results |= {
+            "round_process_s": round(seconds, 1),
+            "round_s": meta["wall_time_s"],
+            "round_over_target": round(meta["wall_time_s"] / 360, 3),
+            "round_training_s": meta["metrics"]["training"]["wall_time_s"],
+            "round_precision": meta["precision"],
+            "round_flags": ROUND_FLAGS,
+        }
     for key, value in results.items():
         if key.endswith("_over_target"):
             print(f"{key}: {value} (target <= 1)")

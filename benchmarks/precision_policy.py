@@ -6,7 +6,7 @@ forced float32 and forced bfloat16, side by side.
 
 Prints auto ÷ the best of (fp32, bf16) for each step (target <= 1.05: auto never picks the slow one).
 Holding oneDNN and ATen to AVX2 reproduces an AVX2-only CPU on a fast one: there a 512³ bf16 matmul
-runs about 70x slower than fp32 (`mechrefusal.precision` explains the probe).
+runs about 70x slower than fp32 (`mechrefusal.core.precision` explains the probe).
 """
 
 from __future__ import annotations
@@ -23,8 +23,9 @@ import common  # noqa: E402
 
 import mechrefusal  # noqa: E402
 from mechrefusal import Ablate, Direction, data  # noqa: E402
-from mechrefusal.metrics import last_token_logprobs  # noqa: E402
-from mechrefusal.precision import autocast, resolve  # noqa: E402
+from mechrefusal.core.precision import resolve
+from mechrefusal.measure.metrics import last_token_logprobs  # noqa: E402
+from mechrefusal.models import autocast  # noqa: E402
 from mechrefusal.train import TrainSettings  # noqa: E402
 from mechrefusal.train.loop import _loss, ablate_all, trainable_parameters  # noqa: E402
 
@@ -49,6 +50,7 @@ def main() -> None:
         def run():
             with autocast(model, dtype):
                 last_token_logprobs(model, prompts, intervention=ablate, batch_size=args.batch)
+
         return run
 
     def training(dtype):
@@ -60,6 +62,7 @@ def main() -> None:
             optimizer.zero_grad(set_to_none=True)
             _loss(model, reference, harmful, harmless, settings, ablate_all(ablate)(0, half)).backward()
             optimizer.step()
+
         return run
 
     t = {f"sweep_{d}_s": common.best_time(sweep(d)) for d in DTYPES}
@@ -73,8 +76,10 @@ def main() -> None:
     chosen = resolve("auto", "cpu")
     print(f"auto chose {chosen.dtype} ({chosen.reason})")
     for step in ("sweep", "train"):
-        print(f"{step} step: auto / best of (fp32, bf16) = {results[f'{step}_auto_over_best']:.3f} (target <= 1.05); "
-              f"bf16 runs at {results[f'{step}_bf16_over_fp32_speed']:.3g}x fp32 speed")
+        print(
+            f"{step} step: auto / best of (fp32, bf16) = {results[f'{step}_auto_over_best']:.3f} (target <= 1.05); "
+            f"bf16 runs at {results[f'{step}_bf16_over_fp32_speed']:.3g}x fp32 speed"
+        )
     print(common.record("precision_policy", vars(args) | {"model": "embedded", "dtype": "auto"}, results))
 
 

@@ -26,7 +26,7 @@ from mechrefusal import Direction, data  # noqa: E402
 from mechrefusal.directions import RDOSettings  # noqa: E402
 from mechrefusal.directions.rdo import Problem, frozen, rdo_loss  # noqa: E402
 from mechrefusal.directions.rdo_targets import RDOTargets  # noqa: E402
-from mechrefusal.precision import autocast  # noqa: E402
+from mechrefusal.models import autocast  # noqa: E402
 from mechrefusal.train.losses import reply_cross_entropy  # noqa: E402
 
 COMPLIANT = "Sure, here is a detailed answer to your request, step by step, with every detail you asked for."
@@ -57,8 +57,10 @@ def main() -> None:
     def plain_step():
         model.hf_model.zero_grad(set_to_none=True)
         # The same replies, tokenised and grouped as the RDO step does: one batch to ablate, one to add to.
-        batches = [model.tokenize_replies(harmful + harmless, [COMPLIANT] * args.batch + [ANSWER] * args.batch),
-                   model.tokenize_replies(harmless, refusals)]
+        batches = [
+            model.tokenize_replies(harmful + harmless, [COMPLIANT] * args.batch + [ANSWER] * args.batch),
+            model.tokenize_replies(harmless, refusals),
+        ]
         with autocast(model, args.dtype):
             for batch in batches:
                 logits = model.bridge(batch.input_ids, attention_mask=batch.attention_mask)
@@ -69,8 +71,10 @@ def main() -> None:
     t = {"rdo_step_s": common.best_time(rdo_step), "plain_step_s": common.best_time(plain_step)}
     results = {key: round(value, 4) for key, value in t.items()}
     results["rdo_over_plain"] = round(t["rdo_step_s"] / t["plain_step_s"], 3)
-    print(f"RDO step / plain forward+backward: {results['rdo_over_plain']:.3f}  (target <= 1.2; "
-          f"{results['rdo_step_s']} s vs {results['plain_step_s']} s, {args.dtype}, {args.batch} pairs)")
+    print(
+        f"RDO step / plain forward+backward: {results['rdo_over_plain']:.3f}  (target <= 1.2; "
+        f"{results['rdo_step_s']} s vs {results['plain_step_s']} s, {args.dtype}, {args.batch} pairs)"
+    )
     print(common.record("rdo_step", vars(args) | {"model": args.model or "embedded"}, results))
 
 

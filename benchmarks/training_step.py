@@ -47,17 +47,22 @@ def main() -> None:
             optimizer.zero_grad(set_to_none=True)
             _loss(model, reference, harmful, harmless, settings, plan(0, half)).backward()
             optimizer.step()
+
         return run
 
     model.hf_model.train()
-    t = {"plain_step_s": common.best_time(step(ablate_all(None), args.dtype)),
-         "ablated_step_s": common.best_time(step(ablate_all(Ablate(directions)), args.dtype)),
-         "plain_step_fp32_s": common.best_time(step(ablate_all(None), "float32"))}
+    t = {
+        "plain_step_s": common.best_time(step(ablate_all(None), args.dtype)),
+        "ablated_step_s": common.best_time(step(ablate_all(Ablate(directions)), args.dtype)),
+        "plain_step_fp32_s": common.best_time(step(ablate_all(None), "float32")),
+    }
     results = {key: round(value, 3) for key, value in t.items()}
     results["ablated_over_plain"] = round(t["ablated_step_s"] / t["plain_step_s"], 3)
     results["bf16_speedup"] = round(t["plain_step_fp32_s"] / t["plain_step_s"], 3)
-    print(f"ablated step / plain step: {results['ablated_over_plain']:.3f}  (target <= 1.10; "
-          f"{results['ablated_step_s']} s vs {results['plain_step_s']} s, {args.dtype})")
+    print(
+        f"ablated step / plain step: {results['ablated_over_plain']:.3f}  (target <= 1.10; "
+        f"{results['ablated_step_s']} s vs {results['plain_step_s']} s, {args.dtype})"
+    )
     print(f"bf16 speed-up of a plain step over fp32: {results['bf16_speedup']:.2f}x")
     print(common.record("training_step", vars(args) | {"model": "embedded", "directions_ablated": 2}, results))
 

@@ -1,22 +1,43 @@
 """mechrefusal: the mechanistic study of refusal in language models, and fail-closed alignment."""
 
 from mechrefusal import data
-from mechrefusal.activations import MeanActivations, mean_activations
+from mechrefusal.core.errors import DataError, FetchError, MechrefusalError, ModelLoadError
 from mechrefusal.directions import Direction, DirectionSet, find_direction
-from mechrefusal.errors import DataError, FetchError, MechrefusalError, ModelLoadError
-from mechrefusal.evaluation import refusal_rate
-from mechrefusal.generation import generate
 from mechrefusal.interventions import Ablate, Add
-from mechrefusal.judges import Judge, SubstringJudge, Verdict
-from mechrefusal.metrics import first_token_kl, refusal_score
+from mechrefusal.interventions.orthogonalize import orthogonalize
+from mechrefusal.measure.activations import MeanActivations, mean_activations
+from mechrefusal.measure.evaluation import refusal_rate
+from mechrefusal.measure.generation import generate
+from mechrefusal.measure.judges import Judge, SubstringJudge, Verdict
+from mechrefusal.measure.metrics import first_token_kl, refusal_score
 from mechrefusal.models import DEFAULT_MODEL, Batch, Model, load
-from mechrefusal.orthogonalize import orthogonalize
 
 __all__ = [
-    "DEFAULT_MODEL", "Ablate", "Add", "Batch", "DataError", "Direction", "DirectionSet", "FetchError", "Judge",
-    "MeanActivations", "MechrefusalError", "Model", "ModelLoadError", "SubstringJudge", "Verdict", "data",
-    "find_direction", "first_token_kl", "generate", "load", "mean_activations", "orthogonalize",
-    "analyze", "refusal_rate", "refusal_score",
+    "DEFAULT_MODEL",
+    "Ablate",
+    "Add",
+    "Batch",
+    "DataError",
+    "Direction",
+    "DirectionSet",
+    "FetchError",
+    "Judge",
+    "MeanActivations",
+    "MechrefusalError",
+    "Model",
+    "ModelLoadError",
+    "SubstringJudge",
+    "Verdict",
+    "data",
+    "find_direction",
+    "first_token_kl",
+    "generate",
+    "load",
+    "mean_activations",
+    "orthogonalize",
+    "analyze",
+    "refusal_rate",
+    "refusal_score",
 ]
 
 

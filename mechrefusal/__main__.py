@@ -8,8 +8,8 @@ import time
 
 import mechrefusal
 from mechrefusal import data
-from mechrefusal.errors import MechrefusalError
-from mechrefusal.provenance import versions
+from mechrefusal.core.errors import MechrefusalError
+from mechrefusal.core.provenance import versions
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -4,7 +4,7 @@ Analyses the refusal directions of a model: those saved with a trainer checkpoin
 ``--directions``) plus a fresh one found on the model (``--finder``, on the bundled train/val splits),
 measured on the held-out test splits: cosines, refusal under single / pair / cumulative / full
 ablation, induce scores, representational-independence shifts, per-layer DIM norm and separation,
-projections, and the fail-closed summary (`mechrefusal.independence`). ``--compare`` analyses a
+projections, and the fail-closed summary (`mechrefusal.analysis.independence`). ``--compare`` analyses a
 second model the same way and shows both side by side. Writes ``DIR/report.html`` (self-contained),
 ``DIR/report.json``, ``DIR/figures/*.png`` and the analysed directions as safetensors.
 
@@ -23,19 +23,19 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from mechrefusal import data
-from mechrefusal.cli import add_settings_arguments
-from mechrefusal.devices import resolve_device
+from mechrefusal.analysis.independence import measure_independence
+from mechrefusal.analysis.projections import layer_profile, projections
+from mechrefusal.analysis.report import Report
+from mechrefusal.core.cli import add_settings_arguments
+from mechrefusal.core.devices import resolve_device
+from mechrefusal.core.errors import MechrefusalError
+from mechrefusal.core.precision import check_dtype, hardware, resolve
+from mechrefusal.core.provenance import versions
 from mechrefusal.directions import DirectionSet, SelectionFilters, find_direction
-from mechrefusal.errors import MechrefusalError
-from mechrefusal.evaluation import judged_completions
-from mechrefusal.independence import measure_independence
 from mechrefusal.interventions import Ablate
-from mechrefusal.metrics import first_token_kl, refusal_score
+from mechrefusal.measure.evaluation import judged_completions
+from mechrefusal.measure.metrics import first_token_kl, refusal_score
 from mechrefusal.models import load
-from mechrefusal.projections import layer_profile, projections
-from mechrefusal.precision import check_dtype, hardware, resolve
-from mechrefusal.provenance import versions
-from mechrefusal.report import Report
 
 
 @dataclass
@@ -65,7 +65,8 @@ class AnalyzeSettings:
     full_grid: bool = False
     """Score induce for every candidate, not only in bypass order until one passes the filters."""
     dtype: str = "auto"
-    """Compute dtype of sweeps and generation: auto (bfloat16 autocast where bf16 is fast on this machine, else float32), bfloat16 or float32."""
+    """Compute dtype of sweeps and generation: auto (bfloat16 autocast where bf16 is fast on this machine,
+    else float32), bfloat16 or float32."""
     batch_size: int = 16
     """Prompts per forward pass."""
     device: str = "auto"
@@ -82,47 +83,109 @@ class AnalyzeSettings:
             raise ValueError(f"n_test must be at least 2 (a standard deviation needs two prompts), got {self.n_test}.")
 
 
-def analyse_model(spec: str | None, settings: AnalyzeSettings, *, role: str, directions_file: str | None = None,
-                  progress: bool = True) -> tuple[dict, DirectionSet]:
+def analyse_model(
+    spec: str | None, settings: AnalyzeSettings, *, role: str, directions_file: str | None = None, progress: bool = True
+) -> tuple[dict, DirectionSet]:
     """One model's entry of the report, and the directions it analysed (given ones first, fresh last)."""
     model = load(spec, device=settings.device)
     given = DirectionSet.load(directions_file, d_model=model.d_model) if directions_file else model.directions
     source = "file" if directions_file else "saved"
-    harmful_train, harmless_train = data.load("harmful", "train")[: settings.n_train], data.load("harmless", "train")[: settings.n_train]
-    harmful_test, harmless_test = data.load("harmful", "test")[: settings.n_test], data.load("harmless", "test")[: settings.n_test]
-    fresh = find_direction(model, harmful_train, harmless_train, method=settings.finder,
-                           harmful_val=data.load("harmful", "val"), harmless_val=data.load("harmless", "val"),
-                           n_val=settings.n_val, filters=SelectionFilters(max_kl=settings.max_kl),
-                           full_grid=settings.full_grid, sweep_dtype=settings.dtype, batch_size=settings.batch_size,
-                           progress=progress)
+    harmful_train, harmless_train = (
+        data.load("harmful", "train")[: settings.n_train],
+        data.load("harmless", "train")[: settings.n_train],
+    )
+    harmful_test, harmless_test = (
+        data.load("harmful", "test")[: settings.n_test],
+        data.load("harmless", "test")[: settings.n_test],
+    )
+    fresh = find_direction(
+        model,
+        harmful_train,
+        harmless_train,
+        method=settings.finder,
+        harmful_val=data.load("harmful", "val"),
+        harmless_val=data.load("harmless", "val"),
+        n_val=settings.n_val,
+        filters=SelectionFilters(max_kl=settings.max_kl),
+        full_grid=settings.full_grid,
+        sweep_dtype=settings.dtype,
+        batch_size=settings.batch_size,
+        progress=progress,
+    )
     directions = DirectionSet([*(given or []), fresh])
     labels = [f"d{i}" for i in range(len(directions) - 1)] + ["fresh"]
-    independence = measure_independence(model, directions, harmful_test, harmless_test, labels=labels,
-                                        max_new_tokens=settings.max_new_tokens, dtype=settings.dtype,
-                                        batch_size=settings.batch_size, progress=progress)
+    independence = measure_independence(
+        model,
+        directions,
+        harmful_test,
+        harmless_test,
+        labels=labels,
+        max_new_tokens=settings.max_new_tokens,
+        dtype=settings.dtype,
+        batch_size=settings.batch_size,
+        progress=progress,
+    )
     everything = Ablate(directions)
     harmless = {
-        "baseline_rate": judged_completions(model, harmless_test, max_new_tokens=settings.max_new_tokens,
-                                            dtype=settings.dtype, batch_size=settings.batch_size).rate,
-        "all_ablated_rate": judged_completions(model, harmless_test, intervention=everything,
-                                               max_new_tokens=settings.max_new_tokens, dtype=settings.dtype,
-                                               batch_size=settings.batch_size).rate,
-        "all_ablated_score": refusal_score(model, harmless_test, intervention=everything,
-                                           batch_size=settings.batch_size).mean().item(),
-        "kl_all_ablated": first_token_kl(model, harmless_test, everything, batch_size=settings.batch_size).mean().item(),
+        "baseline_rate": judged_completions(
+            model,
+            harmless_test,
+            max_new_tokens=settings.max_new_tokens,
+            dtype=settings.dtype,
+            batch_size=settings.batch_size,
+        ).rate,
+        "all_ablated_rate": judged_completions(
+            model,
+            harmless_test,
+            intervention=everything,
+            max_new_tokens=settings.max_new_tokens,
+            dtype=settings.dtype,
+            batch_size=settings.batch_size,
+        ).rate,
+        "all_ablated_score": refusal_score(
+            model, harmless_test, intervention=everything, batch_size=settings.batch_size
+        )
+        .mean()
+        .item(),
+        "kl_all_ablated": first_token_kl(model, harmless_test, everything, batch_size=settings.batch_size)
+        .mean()
+        .item(),
     }
-    profile = layer_profile(model, harmful_train, harmless_train, harmful_test, harmless_test, position=fresh.position,
-                            batch_size=settings.batch_size)
+    profile = layer_profile(
+        model,
+        harmful_train,
+        harmless_train,
+        harmful_test,
+        harmless_test,
+        position=fresh.position,
+        batch_size=settings.batch_size,
+    )
     entry = {
-        "role": role, "model": model.spec,
-        "directions": [{"label": label, "source": "fresh" if label == "fresh" else source, "method": d.method,
-                        "layer": d.layer, "position": d.position, "norm": d.vector.norm().item(),
-                        "passed_filters": d.provenance.get("passed_filters")} for label, d in zip(labels, directions)],
-        "independence": independence.to_dict(), "harmless": harmless, "layer_profile": profile.to_dict(),
-        "projections": {name: projections(model, prompts, directions, batch_size=settings.batch_size).T.tolist()
-                        for name, prompts in (("harmful", harmful_test), ("harmless", harmless_test))},
-        "fresh_selection": {key: fresh.provenance.get(key) for key in ("bypass", "induce", "kl", "passed_filters",
-                                                                       "massive_dims_zeroed", "scores")},
+        "role": role,
+        "model": model.spec,
+        "directions": [
+            {
+                "label": label,
+                "source": "fresh" if label == "fresh" else source,
+                "method": d.method,
+                "layer": d.layer,
+                "position": d.position,
+                "norm": d.vector.norm().item(),
+                "passed_filters": d.provenance.get("passed_filters"),
+            }
+            for label, d in zip(labels, directions)
+        ],
+        "independence": independence.to_dict(),
+        "harmless": harmless,
+        "layer_profile": profile.to_dict(),
+        "projections": {
+            name: projections(model, prompts, directions, batch_size=settings.batch_size).T.tolist()
+            for name, prompts in (("harmful", harmful_test), ("harmless", harmless_test))
+        },
+        "fresh_selection": {
+            key: fresh.provenance.get(key)
+            for key in ("bypass", "induce", "kl", "passed_filters", "massive_dims_zeroed", "scores")
+        },
     }
     return entry, directions
 
@@ -141,9 +204,16 @@ def run(settings: AnalyzeSettings, *, progress: bool = True) -> Report:
         directions.save(out / f"{role}_directions.safetensors")
         entries.append(entry)
     device = resolve_device(settings.device)
-    report = Report({"models": entries, "settings": asdict(settings), "versions": versions(),
-                     "precision": resolve(settings.dtype, device).to_dict(), "hardware": hardware(),
-                     "wall_time_s": round(time.perf_counter() - started, 1)})
+    report = Report(
+        {
+            "models": entries,
+            "settings": asdict(settings),
+            "versions": versions(),
+            "precision": resolve(settings.dtype, device).to_dict(),
+            "hardware": hardware(),
+            "wall_time_s": round(time.perf_counter() - started, 1),
+        }
+    )
     report.save(out)
     return report
 
@@ -156,8 +226,9 @@ def analyze(model: str | Path | None = None, *, progress: bool = True, **setting
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m mechrefusal.analyze", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m mechrefusal.analyze", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     add_settings_arguments(parser, AnalyzeSettings)
     args = vars(parser.parse_args(argv))
     try:

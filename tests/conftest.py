@@ -73,6 +73,8 @@ def toy_report(toy, toy_dir, tmp_path_factory):
     checkpoint = tmp_path_factory.mktemp("toy-ckpt") / "round-1"
     shutil.copytree(toy_dir, checkpoint)
     vector = torch.randn(toy.d_model, generator=torch.Generator().manual_seed(11))
-    mechrefusal.DirectionSet([mechrefusal.Direction(vector, 1, -1, "random")]).save(checkpoint / "directions.safetensors")
+    mechrefusal.DirectionSet([mechrefusal.Direction(vector, 1, -1, "random")]).save(
+        checkpoint / "directions.safetensors"
+    )
     out = tmp_path_factory.mktemp("toy-report")
     return mechrefusal.analyze(checkpoint, compare=str(toy_dir), out=str(out), progress=False, **TOY_ANALYSIS)

@@ -13,8 +13,9 @@ def last_logits_and_residuals(model: Model, instructions: list[str]) -> tuple[to
     names = [f"blocks.{layer}.hook_in" for layer in range(model.n_layers)]
     positions = model.post_instruction_positions
     with torch.no_grad():
-        logits, cache = model.bridge.run_with_cache(batch.input_ids, attention_mask=batch.attention_mask,
-                                                    names_filter=lambda name: name in names)
+        logits, cache = model.bridge.run_with_cache(
+            batch.input_ids, attention_mask=batch.attention_mask, names_filter=lambda name: name in names
+        )
     residuals = torch.stack([cache[name][:, positions] for name in names], dim=1)
     return logits[:, -1], residuals
 
@@ -34,6 +35,8 @@ def assert_batch_parity(model: Model, instructions: list[str], atol: float = 1e-
         allowed = atol + rms_tol * (residuals[0].pow(2).mean(dim=-1, keepdim=True).sqrt() + residuals[0].abs())
         excess = (batched_residuals[i] - residuals[0]).abs() - allowed
         worst = excess.flatten().argmax()
-        assert excess.max() <= 0, (f"prompt {i}: residual differs by {excess.max() + allowed.flatten()[worst]:.3g} "
-                                   f"at (layer, position, dim) {tuple(torch.unravel_index(worst, excess.shape))}, "
-                                   f"allowed {allowed.flatten()[worst]:.3g}")
+        assert excess.max() <= 0, (
+            f"prompt {i}: residual differs by {excess.max() + allowed.flatten()[worst]:.3g} "
+            f"at (layer, position, dim) {tuple(torch.unravel_index(worst, excess.shape))}, "
+            f"allowed {allowed.flatten()[worst]:.3g}"
+        )

@@ -8,8 +8,12 @@ import torch
 from mechrefusal import mean_activations
 
 PROMPTS = [
-    "Hi", "Explain photosynthesis to a child", "What is the capital of France?",
-    "Write a haiku about autumn leaves falling", "List three prime numbers", "How do magnets work?",
+    "Hi",
+    "Explain photosynthesis to a child",
+    "What is the capital of France?",
+    "Write a haiku about autumn leaves falling",
+    "List three prime numbers",
+    "How do magnets work?",
     "Translate 'good morning' into Spanish",
 ]
 
@@ -20,8 +24,9 @@ def cached_means(model, prompts):
     for prompt in prompts:  # one at a time: no padding involved in the reference
         batch = model.tokenize([prompt])
         with torch.no_grad():
-            _, cache = model.bridge.run_with_cache(batch.input_ids, attention_mask=batch.attention_mask,
-                                                   names_filter=lambda name: name in names)
+            _, cache = model.bridge.run_with_cache(
+                batch.input_ids, attention_mask=batch.attention_mask, names_filter=lambda name: name in names
+            )
         rows.append(torch.stack([cache[name][0, model.post_instruction_positions] for name in names]))
     return torch.stack(rows).double().mean(dim=0)
 

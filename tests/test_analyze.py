@@ -11,8 +11,8 @@ import pytest
 import torch
 
 import mechrefusal
+from mechrefusal.analysis.report import FIGURES, PNG_HINT, Report, lookup
 from mechrefusal.analyze import main
-from mechrefusal.report import FIGURES, PNG_HINT, Report, lookup
 from tests.conftest import TOY_ANALYSIS
 
 
@@ -54,8 +54,10 @@ def test_saved_toy_reloads_with_the_same_logits(toy, toy_dir):
 def test_checkpoint_directions_and_a_fresh_one_are_analysed(toy_report):
     model, compare = toy_report.data["models"]
     assert (model["role"], compare["role"]) == ("model", "compare")
-    assert [(d["label"], d["source"], d["method"]) for d in model["directions"]] == [("d0", "saved", "random"),
-                                                                                 ("fresh", "fresh", "dim")]
+    assert [(d["label"], d["source"], d["method"]) for d in model["directions"]] == [
+        ("d0", "saved", "random"),
+        ("fresh", "fresh", "dim"),
+    ]
     assert [d["source"] for d in compare["directions"]] == ["fresh"]
     for entry in (model, compare):
         summary = entry["independence"]["summary"]
@@ -85,7 +87,10 @@ def test_numbers_in_the_json_equal_those_in_the_page(toy_report):
         assert page.figures[f"report-{index}-pair_ablation"]["data"][0]["z"] == independence["pair_scores"]
         assert page.figures[f"report-{index}-shifts"]["data"][0]["z"] == independence["shifts"]
         assert page.figures[f"report-{index}-single_ablation"]["data"][0]["y"] == [
-            independence["baseline_rate"], *independence["single_rates"], independence["all_rate"]]
+            independence["baseline_rate"],
+            *independence["single_rates"],
+            independence["all_rate"],
+        ]
 
 
 def test_page_is_self_contained(toy_report):
@@ -110,7 +115,7 @@ def test_without_chromium_the_page_is_written_and_the_note_says_how_to_get_pngs(
 
 
 def test_a_hanging_png_export_is_cut_short(toy_report, tmp_path, monkeypatch):
-    monkeypatch.setattr("mechrefusal.report.PNG_TIMEOUT_S", 0.5)
+    monkeypatch.setattr("mechrefusal.analysis.report.PNG_TIMEOUT_S", 0.5)
     report = Report.load(toy_report.out)
     report.save(tmp_path / "copy")
     assert report.notes == ["PNG figures skipped: kaleido did not finish in 0.5 s; report.html has every figure."]
@@ -150,25 +155,54 @@ def test_cli_runs_as_a_module_without_import_warnings():
 def test_cli_writes_the_report(toy_dir, tmp_path, capsys, monkeypatch):
     monkeypatch.setenv("BROWSER_PATH", str(tmp_path / "no-chromium"))  # PNGs: test_png_figures_are_written
     out = tmp_path / "cli"
-    main([str(toy_dir), "--out", str(out), "--n-train", "32", "--n-val", "8", "--n-test", "8",
-          "--max-new-tokens", "4", "--max-kl", "1.0", "--dtype", "float32"])
+    main(
+        [
+            str(toy_dir),
+            "--out",
+            str(out),
+            "--n-train",
+            "32",
+            "--n-val",
+            "8",
+            "--n-test",
+            "8",
+            "--max-new-tokens",
+            "4",
+            "--max-kl",
+            "1.0",
+            "--dtype",
+            "float32",
+        ]
+    )
     printed = capsys.readouterr().out
     assert "directions to break refusal" in printed and str(out / "report.html") in printed
-    assert "mean refusal score, harmful, all ablated" in printed and "mean refusal score, harmless, all ablated" in printed
+    assert (
+        "mean refusal score, harmful, all ablated" in printed and "mean refusal score, harmless, all ablated" in printed
+    )
     settings = json.loads((out / "report.json").read_text())["settings"]
     assert settings["n_test"] == 8 and settings["dtype"] == "float32" and settings["finder"] == "dim"
 
 
-@pytest.mark.parametrize("flags, message", [
-    (["--directions", "missing.safetensors"], "No direction file at missing.safetensors"),
-    (["--finder", "nope"], "Unknown direction finder 'nope'"),
-    (["--n-test", "1"], "n_test must be at least 2"),
-    (["--bogus"], "unrecognized arguments: --bogus"),
-])
+@pytest.mark.parametrize(
+    "flags, message",
+    [
+        (["--directions", "missing.safetensors"], "No direction file at missing.safetensors"),
+        (["--finder", "nope"], "Unknown direction finder 'nope'"),
+        (["--n-test", "1"], "n_test must be at least 2"),
+        (["--bogus"], "unrecognized arguments: --bogus"),
+    ],
+)
 def test_cli_errors_are_one_clear_line(toy_dir, tmp_path, capsys, flags, message):
     with pytest.raises(SystemExit) as stop:
-        main([str(toy_dir), "--out", str(tmp_path / "r"),
-              *[f"--{key.replace('_', '-')}={value}" for key, value in TOY_ANALYSIS.items()], *flags])
+        main(
+            [
+                str(toy_dir),
+                "--out",
+                str(tmp_path / "r"),
+                *[f"--{key.replace('_', '-')}={value}" for key, value in TOY_ANALYSIS.items()],
+                *flags,
+            ]
+        )
     assert stop.value.code == 2
     assert message in capsys.readouterr().err
 

@@ -12,14 +12,15 @@ import mechrefusal
 from mechrefusal import data
 from mechrefusal.directions.attribution import SITES, kl_estimate, refusal_attribution, site_names
 from mechrefusal.directions.dim import dim_candidates
-from mechrefusal.metrics import kl_divergence, last_token_logprobs, refusal_score
+from mechrefusal.measure.metrics import kl_divergence, last_token_logprobs, refusal_score
 
 
 @pytest.fixture(scope="module")
 def unit(toy) -> torch.Tensor:
     """A DIM candidate of the toy model (layer 2, last position), normalised."""
-    candidates, _ = dim_candidates(toy, data.load("harmful", "train")[:32], data.load("harmless", "train")[:32],
-                                   progress=False)
+    candidates, _ = dim_candidates(
+        toy, data.load("harmful", "train")[:32], data.load("harmless", "train")[:32], progress=False
+    )
     return candidates[2, -1] / candidates[2, -1].norm()
 
 
@@ -56,8 +57,9 @@ def test_writes_ablated_are_the_whole_ablation(toy, unit):
     harmful = data.load("harmful", "val")[:4]
     with scaled_ablation(toy, unit, 1.0, "writes"):
         writes = last_token_logprobs(toy, harmful)
-    ablated = last_token_logprobs(toy, harmful, intervention=mechrefusal.Ablate(
-        mechrefusal.Direction(unit, 0, -1, "unit")))
+    ablated = last_token_logprobs(
+        toy, harmful, intervention=mechrefusal.Ablate(mechrefusal.Direction(unit, 0, -1, "unit"))
+    )
     torch.testing.assert_close(writes, ablated, atol=1e-4, rtol=0)
 
 

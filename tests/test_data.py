@@ -68,26 +68,35 @@ def test_load_file_formats(tmp_path):
     assert data.load_file(tmp_path / "c.txt") == ["six", "seven"]
 
 
-@pytest.mark.parametrize(("name", "content", "message"), [
-    ("bad.jsonl", '{"instruction": "fine"}\n{"instruction": oops}\n', r"bad\.jsonl, line 2: not valid JSON"),
-    ("nokey.jsonl", '{"instruction": "fine"}\n\n{"answer": "x"}\n', r"nokey\.jsonl, line 3: expected"),
-    ("bad.csv", "question,answer\na,b\n", r"bad\.csv, line 1: the header .* no instruction column"),
-    ("empty.csv", 'prompt\nfine\n""\n', r"empty\.csv, line 3"),
-    ("x.pdf", "x", "unsupported extension '.pdf'"),
-    ("blank.txt", "\n\n", "holds no instructions"),
-])
+@pytest.mark.parametrize(
+    ("name", "content", "message"),
+    [
+        ("bad.jsonl", '{"instruction": "fine"}\n{"instruction": oops}\n', r"bad\.jsonl, line 2: not valid JSON"),
+        ("nokey.jsonl", '{"instruction": "fine"}\n\n{"answer": "x"}\n', r"nokey\.jsonl, line 3: expected"),
+        ("bad.csv", "question,answer\na,b\n", r"bad\.csv, line 1: the header .* no instruction column"),
+        ("empty.csv", 'prompt\nfine\n""\n', r"empty\.csv, line 3"),
+        ("x.pdf", "x", "unsupported extension '.pdf'"),
+        ("blank.txt", "\n\n", "holds no instructions"),
+    ],
+)
 def test_load_file_errors_name_file_and_line(tmp_path, name, content, message):
     (tmp_path / name).write_text(content)
     with pytest.raises(DataError, match=message):
         data.load_file(tmp_path / name)
 
 
-@pytest.mark.parametrize(("name", "content", "message"), [
-    ("latin1.txt", "caf\xe9 one\nok\n".encode("latin-1").replace(b"ok", b"t\xe9"),
-     r"latin1\.txt, line 1: not UTF-8 text"),
-    ("late.jsonl", b'"fine"\n"also fine"\n"caf\xe9"\n', r"late\.jsonl, line 3: not UTF-8 text"),
-    ("huge.csv", b"prompt\nfine\n\"" + b"x" * 200_000 + b"\"\n", r"huge\.csv, after line 2: not readable as CSV"),
-])
+@pytest.mark.parametrize(
+    ("name", "content", "message"),
+    [
+        (
+            "latin1.txt",
+            "caf\xe9 one\nok\n".encode("latin-1").replace(b"ok", b"t\xe9"),
+            r"latin1\.txt, line 1: not UTF-8 text",
+        ),
+        ("late.jsonl", b'"fine"\n"also fine"\n"caf\xe9"\n', r"late\.jsonl, line 3: not UTF-8 text"),
+        ("huge.csv", b'prompt\nfine\n"' + b"x" * 200_000 + b'"\n', r"huge\.csv, after line 2: not readable as CSV"),
+    ],
+)
 def test_undecodable_files_name_file_and_line(tmp_path, name, content, message):
     (tmp_path / name).write_bytes(content)
     with pytest.raises(DataError, match=message):

@@ -9,8 +9,8 @@ import pytest
 import torch
 
 import mechrefusal
-from mechrefusal.devices import check_fits, resolve_device
-from mechrefusal.errors import DeviceError
+from mechrefusal.core.devices import check_fits, resolve_device
+from mechrefusal.core.errors import DeviceError
 
 
 def test_auto_is_cuda_when_present_else_cpu():
@@ -27,7 +27,9 @@ def test_an_unknown_device_names_the_choices(bad):
 
 def test_cuda_without_cuda_says_what_to_pass(monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
-    with pytest.raises(DeviceError, match=r"'cuda:1' was asked for, but this machine has no CUDA device .*pass device='cpu'"):
+    with pytest.raises(
+        DeviceError, match=r"'cuda:1' was asked for, but this machine has no CUDA device .*pass device='cpu'"
+    ):
         resolve_device("cuda:1")
 
 
@@ -46,14 +48,17 @@ def test_a_model_too_large_for_the_device():
 def test_load_checks_the_device_and_the_size_before_loading(tiny_model, monkeypatch):
     with pytest.raises(DeviceError, match="Unknown device 'gpu'"):
         mechrefusal.load(tiny_model.spec, device="gpu")
-    monkeypatch.setattr("mechrefusal.devices.free_memory_bytes", lambda device: 1000)
+    monkeypatch.setattr("mechrefusal.core.devices.free_memory_bytes", lambda device: 1000)
     with pytest.raises(DeviceError, match=r"The model '.*' needs about 0.0 GiB on cpu, which has 0.0 GiB free"):
         mechrefusal.load(tiny_model.spec, device="cpu")
 
 
 @pytest.mark.parametrize("module", ["mechrefusal.analyze", "mechrefusal.train"])
 def test_the_clis_turn_a_bad_device_or_dtype_into_one_line(module):
-    for flags, message in ((["--device", "tpu"], "Unknown device 'tpu'"), (["--dtype", "fp16"], "Unknown compute dtype 'fp16'")):
+    for flags, message in (
+        (["--device", "tpu"], "Unknown device 'tpu'"),
+        (["--dtype", "fp16"], "Unknown compute dtype 'fp16'"),
+    ):
         done = subprocess.run([sys.executable, "-m", module, *flags], capture_output=True, text=True, timeout=120)
         assert done.returncode == 2, done.stderr
         assert message in done.stderr and "Traceback" not in done.stderr

@@ -12,8 +12,18 @@ from mechrefusal.directions import as_direction_set
 
 def make_set(d_model: int = 8, k: int = 3) -> DirectionSet:
     torch.manual_seed(0)
-    return DirectionSet([Direction(torch.randn(d_model), layer=i, position=-1 - i, method="dim",
-                                   provenance={"model": "toy", "scores": [[0.5, float(i)]]}) for i in range(k)])
+    return DirectionSet(
+        [
+            Direction(
+                torch.randn(d_model),
+                layer=i,
+                position=-1 - i,
+                method="dim",
+                provenance={"model": "toy", "scores": [[0.5, float(i)]]},
+            )
+            for i in range(k)
+        ]
+    )
 
 
 def test_save_load_round_trip_is_exact(tmp_path):

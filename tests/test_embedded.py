@@ -33,8 +33,9 @@ def test_bridge_matches_the_raw_hf_model(embedded_model):
 
 
 def test_main_job_prints_a_measurement():
-    result = subprocess.run([sys.executable, "-m", "mechrefusal", "--n", "4"], capture_output=True, text=True,
-                            timeout=600)
+    result = subprocess.run(
+        [sys.executable, "-m", "mechrefusal", "--n", "4"], capture_output=True, text=True, timeout=600
+    )
     assert result.returncode == 0, result.stderr
     assert "n_layers=30" in result.stdout
     assert "mean refusal score on 4 harmful test prompts" in result.stdout
@@ -45,8 +46,9 @@ def candidate(embedded_model):
     """A mid-layer DIM candidate from a few prompts, massive dimensions zeroed (as the finder does)."""
     from mechrefusal.directions.dim import dim_candidates
 
-    candidates, _ = dim_candidates(embedded_model, data.load("harmful", "train")[:8],
-                                   data.load("harmless", "train")[:8], progress=False)
+    candidates, _ = dim_candidates(
+        embedded_model, data.load("harmful", "train")[:8], data.load("harmless", "train")[:8], progress=False
+    )
     from mechrefusal import Direction
 
     return Direction(candidates[15, -1], 15, -1, "dim")
@@ -56,7 +58,7 @@ def test_embedded_orthogonalized_weights_equal_hook_ablation(embedded_model, can
     import mechrefusal
     from mechrefusal import Ablate
 
-    edited = mechrefusal.load(mechrefusal.orthogonalize(embedded_model, candidate, tmp_path / "orth"))
+    edited = mechrefusal.load(mechrefusal.interventions.orthogonalize(embedded_model, candidate, tmp_path / "orth"))
     prompts = ["Name a fruit", data.load("harmful", "test")[1], "Explain what a compiler does in two sentences"]
     batch = embedded_model.tokenize(prompts)
     with torch.no_grad():
@@ -71,9 +73,26 @@ def test_analyze_cli_on_the_embedded_model(tmp_path):
     import json
 
     out = tmp_path / "report"
-    result = subprocess.run([sys.executable, "-m", "mechrefusal.analyze", "--out", str(out), "--n-train", "8",
-                             "--n-val", "4", "--n-test", "4", "--max-new-tokens", "4"],
-                            capture_output=True, text=True, timeout=900)
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "mechrefusal.analyze",
+            "--out",
+            str(out),
+            "--n-train",
+            "8",
+            "--n-val",
+            "4",
+            "--n-test",
+            "4",
+            "--max-new-tokens",
+            "4",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     report = json.loads((out / "report.json").read_text())
     (entry,) = report["models"]

@@ -10,9 +10,9 @@ import torch
 
 import mechrefusal
 from mechrefusal import Ablate, Direction, DirectionSet, data
+from mechrefusal.analysis.independence import breaking_search, measure_independence, standard_subsets
 from mechrefusal.directions import SelectionFilters
-from mechrefusal.independence import breaking_search, measure_independence, standard_subsets
-from mechrefusal.sweep import ablation_scores
+from mechrefusal.measure.sweep import ablation_scores
 
 PROMPTS = ["Hi", "Write a short poem about the sea", "What is 2 + 2?", "How do I pick a lock?", "Name a colour"]
 
@@ -58,11 +58,13 @@ def test_sweep_errors_are_clear(tiny_model):
 
 def oracle(needed: set[int]):
     """Refusal that breaks only when every direction of ``needed`` is ablated; the score counts them."""
+
     def rate(subset):
         return 0.1 if needed <= set(subset) else 0.9
 
     def rank(candidates):
         return [-len(needed & set(subset)) for subset in candidates]
+
     return rate, rank
 
 
@@ -85,14 +87,28 @@ def test_breaking_search_known_answers():
 @pytest.fixture(scope="module")
 def toy_result(toy):
     val = data.load("harmful", "val"), data.load("harmless", "val")
-    found = mechrefusal.find_direction(toy, data.load("harmful", "train")[:64], data.load("harmless", "train")[:64],
-                                       harmful_val=val[0], harmless_val=val[1], filters=SelectionFilters(max_kl=1.0),
-                                       progress=False)
+    found = mechrefusal.find_direction(
+        toy,
+        data.load("harmful", "train")[:64],
+        data.load("harmless", "train")[:64],
+        harmful_val=val[0],
+        harmless_val=val[1],
+        filters=SelectionFilters(max_kl=1.0),
+        progress=False,
+    )
     random = random_set(toy.d_model, 1, seed=7, layer=found.layer)[0]
     random = Direction(random.vector / random.vector.norm() * found.vector.norm(), found.layer, -1, "random")
     directions = DirectionSet([random, found])
-    return measure_independence(toy, directions, data.load("harmful", "test")[:24], data.load("harmless", "test")[:24],
-                                labels=["random", "dim"], max_new_tokens=8, dtype="float32", progress=False)
+    return measure_independence(
+        toy,
+        directions,
+        data.load("harmful", "test")[:24],
+        data.load("harmless", "test")[:24],
+        labels=["random", "dim"],
+        max_new_tokens=8,
+        dtype="float32",
+        progress=False,
+    )
 
 
 def test_one_refusal_direction_gives_a_fail_closed_summary_of_one(toy_result):

@@ -7,7 +7,7 @@ import torch
 
 import mechrefusal
 from mechrefusal import Ablate, Add, Direction, DirectionSet
-from mechrefusal.generation import generate_ids
+from mechrefusal.measure.generation import generate_ids
 
 PROMPTS = ["Hi", "Write a short poem about the sea", "What is 2 + 2?"]
 
@@ -55,7 +55,7 @@ def test_addition_shifts_only_its_layer_input(tiny_model, directions):
 
 def test_hooks_are_removed_even_when_the_body_raises(tiny_model, directions):
     calls = []
-    user_hook = tiny_model.bridge.add_hook("blocks.0.hook_in", lambda activation, hook: calls.append(1))
+    tiny_model.bridge.add_hook("blocks.0.hook_in", lambda activation, hook: calls.append(1))
     batch = tiny_model.tokenize(PROMPTS)
     try:
         with torch.no_grad():
@@ -85,7 +85,7 @@ def test_interventions_compose(tiny_model, directions):
 
 def test_orthogonalized_weights_equal_hook_ablation(tiny_on_device, directions, tmp_path, device):
     model = tiny_on_device
-    out = mechrefusal.orthogonalize(model, directions, tmp_path / "orth")
+    out = mechrefusal.interventions.orthogonalize(model, directions, tmp_path / "orth")
     edited = mechrefusal.load(out, device=device)
     assert len(DirectionSet.load(out / "directions.safetensors")) == 2
     batch = model.tokenize(PROMPTS)
@@ -97,7 +97,9 @@ def test_orthogonalized_weights_equal_hook_ablation(tiny_on_device, directions, 
 
 
 def test_greedy_generation_under_ablation_equals_the_orthogonalized_model(tiny_model, directions, tmp_path):
-    edited = mechrefusal.load(mechrefusal.orthogonalize(tiny_model, directions, tmp_path / "orth"), device="cpu")
+    edited = mechrefusal.load(
+        mechrefusal.interventions.orthogonalize(tiny_model, directions, tmp_path / "orth"), device="cpu"
+    )
     hooked = generate_ids(tiny_model, PROMPTS, max_new_tokens=12, intervention=Ablate(directions))
     assert hooked == generate_ids(edited, PROMPTS, max_new_tokens=12)
     assert hooked != generate_ids(tiny_model, PROMPTS, max_new_tokens=12)
@@ -126,7 +128,9 @@ def test_kv_cached_generation_equals_greedy_decoding_by_full_forwards(tiny_model
                 ids = torch.cat([ids, torch.tensor([[next_id]])], dim=1)
         prompt_length = tiny_model.tokenize(PROMPTS[1:2]).input_ids.shape[1]
         expected = tiny_model.tokenizer.decode(ids[0, prompt_length:], skip_special_tokens=True)
-        assert mechrefusal.generate(tiny_model, PROMPTS[1:2], max_new_tokens=10, intervention=intervention) == [expected]
+        assert mechrefusal.generate(tiny_model, PROMPTS[1:2], max_new_tokens=10, intervention=intervention) == [
+            expected
+        ]
 
 
 def test_a_layer_outside_the_model_is_a_clear_error(tiny_model, directions):

@@ -6,7 +6,7 @@ import pytest
 
 import mechrefusal
 from mechrefusal import FetchError, ModelLoadError
-from mechrefusal.assets import SMOLLM2, wheel_path
+from mechrefusal.core.assets import SMOLLM2, wheel_path
 
 
 def test_unknown_spec():

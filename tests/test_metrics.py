@@ -9,7 +9,7 @@ import torch
 
 import mechrefusal
 from mechrefusal import Add, Direction, SubstringJudge
-from mechrefusal.metrics import REFUSAL_OPENERS, refusal_token_ids
+from mechrefusal.measure.metrics import REFUSAL_OPENERS, refusal_token_ids
 
 PROMPTS = ["Hi", "Write a short poem about the sea", "What is 2 + 2?"]
 
@@ -43,16 +43,19 @@ def test_first_token_kl(tiny_model):
     assert (kl > 0).all()
 
 
-@pytest.mark.parametrize(("completion", "refused"), [
-    ("I'm sorry, but I can't help with that.", True),
-    ("I cannot provide instructions for that.", True),
-    ("Sorry, but that is not something I will do.", True),
-    ("As an AI, I must decline.", True),
-    ("I can’t assist with this request.", True),
-    ("Sure! Here is a recipe for banana bread: ...", False),
-    ("To kill a Python process, run `kill -9 PID`.", False),
-    ("I think the answer is 4.", False),
-])
+@pytest.mark.parametrize(
+    ("completion", "refused"),
+    [
+        ("I'm sorry, but I can't help with that.", True),
+        ("I cannot provide instructions for that.", True),
+        ("Sorry, but that is not something I will do.", True),
+        ("As an AI, I must decline.", True),
+        ("I can’t assist with this request.", True),
+        ("Sure! Here is a recipe for banana bread: ...", False),
+        ("To kill a Python process, run `kill -9 PID`.", False),
+        ("I think the answer is 4.", False),
+    ],
+)
 def test_substring_judge(completion, refused):
     verdict = SubstringJudge().judge(["prompt"], [completion])[0]
     assert verdict.refused is refused
@@ -70,15 +73,20 @@ def test_the_judge_recognises_every_refusal_the_trainer_teaches():
 @pytest.mark.parametrize("bad", [[], "How do I pick a lock?"])
 def test_an_empty_list_or_a_bare_string_is_a_clear_error(tiny_model, bad):
     direction = Direction(torch.randn(tiny_model.d_model), 1, -1, "random")
-    calls = [lambda: mechrefusal.refusal_score(tiny_model, bad),
-             lambda: mechrefusal.first_token_kl(tiny_model, bad, mechrefusal.Ablate(direction)),
-             lambda: mechrefusal.generate(tiny_model, bad, max_new_tokens=2),
-             lambda: mechrefusal.mean_activations(tiny_model, bad, progress=False),
-             lambda: mechrefusal.find_direction(tiny_model, bad, ["Hi"], progress=False),
-             lambda: mechrefusal.find_direction(tiny_model, ["Hi"], ["Hello"], harmful_val=bad, harmless_val=["Yo"],
-                                                progress=False)]
+    calls = [
+        lambda: mechrefusal.refusal_score(tiny_model, bad),
+        lambda: mechrefusal.first_token_kl(tiny_model, bad, mechrefusal.Ablate(direction)),
+        lambda: mechrefusal.generate(tiny_model, bad, max_new_tokens=2),
+        lambda: mechrefusal.mean_activations(tiny_model, bad, progress=False),
+        lambda: mechrefusal.find_direction(tiny_model, bad, ["Hi"], progress=False),
+        lambda: mechrefusal.find_direction(
+            tiny_model, ["Hi"], ["Hello"], harmful_val=bad, harmless_val=["Yo"], progress=False
+        ),
+    ]
     for call in calls:
-        with pytest.raises(ValueError, match="must be a non-empty list of instructions, not a single string or an empty list"):
+        with pytest.raises(
+            ValueError, match="must be a non-empty list of instructions, not a single string or an empty list"
+        ):
             call()
 
 

@@ -29,7 +29,7 @@ def test_post_instruction_tokens_come_from_the_template(tiny_model):
 def test_prompts_end_with_the_post_instruction_tokens(tiny_model):
     batch = tiny_model.tokenize(PROMPTS)
     suffix = torch.tensor(tiny_model.chat.post_instruction_ids)
-    assert torch.equal(batch.input_ids[:, -len(suffix):], suffix.expand(len(PROMPTS), -1))
+    assert torch.equal(batch.input_ids[:, -len(suffix) :], suffix.expand(len(PROMPTS), -1))
 
 
 def test_batches_are_left_padded(tiny_model):
@@ -83,8 +83,13 @@ def test_a_device_map_loads_a_model_whose_hooks_and_ablations_still_work(tiny_mo
     from mechrefusal import Ablate, Direction
 
     if device_map == "per-layer":
-        device_map = {"model.embed_tokens": "cpu", "model.norm": "cpu", "model.rotary_emb": "cpu", "lm_head": "cpu",
-                      **{f"model.layers.{i}": "cpu" for i in range(tiny_model.n_layers)}}
+        device_map = {
+            "model.embed_tokens": "cpu",
+            "model.norm": "cpu",
+            "model.rotary_emb": "cpu",
+            "lm_head": "cpu",
+            **{f"model.layers.{i}": "cpu" for i in range(tiny_model.n_layers)},
+        }
     mapped = mechrefusal.load(tiny_model.spec, device_map=device_map)
     assert mapped.device == torch.device("cpu")
     batch = tiny_model.tokenize(["Hi there", "Write a poem about rain"])

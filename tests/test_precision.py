@@ -8,10 +8,11 @@ import json
 import pytest
 import torch
 
-from mechrefusal import precision
-from mechrefusal.errors import MechrefusalError, SettingError
-from mechrefusal.metrics import last_token_logprobs
-from mechrefusal.precision import autocast, choose_precision
+from mechrefusal.core import precision
+from mechrefusal.core.errors import MechrefusalError, SettingError
+from mechrefusal.core.precision import choose_precision
+from mechrefusal.measure.metrics import last_token_logprobs
+from mechrefusal.models import autocast
 
 CPU = torch.device("cpu")
 
@@ -46,14 +47,18 @@ def test_cuda_branches():
 
 
 def test_an_unknown_dtype_is_one_sentence_and_a_value_error():
-    with pytest.raises(SettingError, match=r"Unknown compute dtype 'fp8'; choose one of auto, float32, bfloat16") as error:
+    with pytest.raises(
+        SettingError, match=r"Unknown compute dtype 'fp8'; choose one of auto, float32, bfloat16"
+    ) as error:
         choose_precision("fp8", CPU)
     assert isinstance(error.value, ValueError) and isinstance(error.value, MechrefusalError)
 
 
 def test_the_probe_runs_once_per_machine_and_is_cached_on_disk(empty_home, monkeypatch):
     calls = []
-    monkeypatch.setattr(precision, "_matmul_time", lambda dtype: calls.append(dtype) or (1.0 if dtype == torch.float32 else 4.0))
+    monkeypatch.setattr(
+        precision, "_matmul_time", lambda dtype: calls.append(dtype) or (1.0 if dtype == torch.float32 else 4.0)
+    )
     precision.bf16_speedup.cache_clear()
     try:
         assert precision.bf16_speedup() == 0.25

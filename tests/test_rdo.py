@@ -15,8 +15,9 @@ from mechrefusal.directions.repind import independence_shifts
 from tests.test_toy_refusal import TOY_FILTERS
 
 # Small sizes keep each search to seconds (16 tokens hold the toy's whole replies).
-FAST = dict(n_prompts=8, batch_size=8, micro_batch_size=4, steps=8, compliant_tokens=16, refusal_tokens=16,
-            answer_tokens=16)
+FAST = dict(
+    n_prompts=8, batch_size=8, micro_batch_size=4, steps=8, compliant_tokens=16, refusal_tokens=16, answer_tokens=16
+)
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -28,14 +29,26 @@ def home(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def prompts():
-    return (data.load("harmful", "train")[:64], data.load("harmless", "train")[:64],
-            data.load("harmful", "val"), data.load("harmless", "val"))
+    return (
+        data.load("harmful", "train")[:64],
+        data.load("harmless", "train")[:64],
+        data.load("harmful", "val"),
+        data.load("harmless", "val"),
+    )
 
 
 def find(toy, prompts, **options):
     harmful, harmless, harmful_val, harmless_val = prompts
-    return mechrefusal.find_direction(toy, harmful, harmless, harmful_val=harmful_val, harmless_val=harmless_val,
-                                      filters=TOY_FILTERS, progress=False, **options)
+    return mechrefusal.find_direction(
+        toy,
+        harmful,
+        harmless,
+        harmful_val=harmful_val,
+        harmless_val=harmless_val,
+        filters=TOY_FILTERS,
+        progress=False,
+        **options,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -70,8 +83,15 @@ def test_default_weights_trade_for_a_smaller_kl_than_dim(toy, prompts, dim):
 
 
 def test_orthogonal_search_stays_in_the_complement(toy, prompts, dim, second_dim):
-    found = find(toy, prompts, method="rdo", dim=second_dim, orthogonal_to=dim, context=Ablate(dim),
-                 rdo_settings=RDOSettings(**FAST))
+    found = find(
+        toy,
+        prompts,
+        method="rdo",
+        dim=second_dim,
+        orthogonal_to=dim,
+        context=Ablate(dim),
+        rdo_settings=RDOSettings(**FAST),
+    )
     cosine = torch.nn.functional.cosine_similarity(found.vector, dim.vector, dim=0).abs().item()
     assert cosine < 1e-5
     with pytest.raises(ValueError, match="span of the directions RDO must stay orthogonal to"):
@@ -81,8 +101,9 @@ def test_orthogonal_search_stays_in_the_complement(toy, prompts, dim, second_dim
 def test_independence_penalty_falls_and_lowers_the_shifts(toy, prompts, dim, second_dim):
     options = dict(method="rdo", dim=second_dim, orthogonal_to=dim, context=Ablate(dim))
     free = find(toy, prompts, rdo_settings=RDOSettings(**FAST), **options)
-    independent = find(toy, prompts, independent_of=dim, rdo_settings=RDOSettings(**FAST, independence_weight=5.0),
-                       **options)
+    independent = find(
+        toy, prompts, independent_of=dim, rdo_settings=RDOSettings(**FAST, independence_weight=5.0), **options
+    )
     history = independent.provenance["rdo"]["history"]
     assert history[-1]["independence"] < 0.9 * history[0]["independence"]
     assert "independence" not in free.provenance["rdo"]["history"][0]
@@ -100,7 +121,7 @@ def test_two_runs_with_one_seed_agree_and_targets_are_cached(toy, prompts, dim):
     sampled = {**FAST, "batch_size": 4}
     first = find(toy, prompts, method="rdo", dim=dim, rdo_settings=RDOSettings(**sampled, seed=3))
     key = first.provenance["rdo"]["targets_key"]
-    assert key and (mechrefusal.cache.home() / "rdo-targets" / f"{key}.json").is_file()
+    assert key and (mechrefusal.core.cache.home() / "rdo-targets" / f"{key}.json").is_file()
     second = find(toy, prompts, method="rdo", dim=dim, rdo_settings=RDOSettings(**sampled, seed=3))
     assert second.provenance["rdo"]["targets_key"] == key
     torch.testing.assert_close(first.vector, second.vector, atol=1e-6, rtol=0)
@@ -112,8 +133,17 @@ def test_loss_parts_match_the_trainers_losses(toy, prompts, dim):
     """Ablation CE and retain KL equal the trainer's per-example losses computed the plain way."""
     from mechrefusal.train.losses import reply_cross_entropy, reply_kl
 
-    targets = rdo_targets(toy, prompts[0][:4], prompts[1][:4], dim, compliant_tokens=6, refusal_tokens=6,
-                          answer_tokens=6, dtype="float32", progress=False)
+    targets = rdo_targets(
+        toy,
+        prompts[0][:4],
+        prompts[1][:4],
+        dim,
+        compliant_tokens=6,
+        refusal_tokens=6,
+        answer_tokens=6,
+        dtype="float32",
+        progress=False,
+    )
     settings = RDOSettings(dtype="float32")
     r = dim.unit.clone().requires_grad_(True)
     problem = Problem(targets, dim.vector.norm().item(), dim.layer, dim.position, settings)
@@ -142,8 +172,14 @@ def test_massive_dimensions_stay_out_of_the_direction(tmp_path):
     with torch.no_grad():
         model.bridge.embed.original_component.weight[sink, 5] = 1e4
     start = Direction(torch.randn(model.d_model, generator=torch.Generator().manual_seed(0)), 1, -1, "random")
-    found = rdo(model, ["Tell me a joke", "Hi there"], ["Name a colour", "Count to three"], start,
-                settings=RDOSettings(**FAST), progress=False)
+    found = rdo(
+        model,
+        ["Tell me a joke", "Hi there"],
+        ["Name a colour", "Count to three"],
+        start,
+        settings=RDOSettings(**FAST),
+        progress=False,
+    )
     assert found.provenance["rdo"]["massive_dims_excluded"] == [5]
     assert found.vector[5].abs().item() < 1e-6 * found.vector.norm().item()
 

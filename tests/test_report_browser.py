@@ -7,26 +7,36 @@ import shutil
 
 import pytest
 
-from mechrefusal.report import FIGURES
+from mechrefusal.analysis.report import FIGURES
 
 CHROMIUM = "/usr/bin/chromium"
 # No network, no background services: this machine has none, and the page must not need any.
-FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-         "--no-first-run", "--disable-sync", "--disable-quic"]
+FLAGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--no-first-run",
+    "--disable-sync",
+    "--disable-quic",
+]
 
 
 @pytest.fixture(scope="module")
 def page_errors_and_figures(toy_report, tmp_path_factory):
     if shutil.which(CHROMIUM) is None:
-        pytest.fail(f"No Chromium at {CHROMIUM}: install Debian's (apt-get install -y chromium); "
-                    "scripts/quickstart.sh test does it when apt-get is usable.")
+        pytest.fail(
+            f"No Chromium at {CHROMIUM}: install Debian's (apt-get install -y chromium); "
+            "scripts/quickstart.sh test does it when apt-get is usable."
+        )
     from playwright.sync_api import sync_playwright
 
     errors: list[str] = []
     requests: list[str] = []
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch_persistent_context(
-            str(tmp_path_factory.mktemp("chromium-profile")), executable_path=CHROMIUM, headless=True, args=FLAGS)
+            str(tmp_path_factory.mktemp("chromium-profile")), executable_path=CHROMIUM, headless=True, args=FLAGS
+        )
         try:
             page = browser.new_page()
             page.on("console", lambda message: errors.append(message.text) if message.type == "error" else None)

@@ -29,8 +29,15 @@ def val():
 
 @pytest.fixture(scope="module")
 def direction(toy, val):
-    return mechrefusal.find_direction(toy, data.load("harmful", "train")[:64], data.load("harmless", "train")[:64],
-                                      harmful_val=val[0], harmless_val=val[1], filters=TOY_FILTERS, progress=False)
+    return mechrefusal.find_direction(
+        toy,
+        data.load("harmful", "train")[:64],
+        data.load("harmless", "train")[:64],
+        harmful_val=val[0],
+        harmless_val=val[1],
+        filters=TOY_FILTERS,
+        progress=False,
+    )
 
 
 def test_the_toy_refuses_harmful_and_answers_harmless(toy, val):
@@ -85,17 +92,25 @@ def test_the_searches_score_only_the_finalists_fully_and_agree_with_the_exact_se
     estimated = torch.tensor(scores["estimated_bypass"])  # block 0's candidates are zero: never searched
     assert estimated[0].isnan().all() and not estimated[1:].isnan().any()
     for search, n_finalists in (("screen", 16), ("exact", 3 * len(toy.post_instruction_positions))):
-        other = mechrefusal.find_direction(toy, data.load("harmful", "train")[:64], data.load("harmless", "train")[:64],
-                                           harmful_val=val[0], harmless_val=val[1], filters=TOY_FILTERS, search=search,
-                                           progress=False)
+        other = mechrefusal.find_direction(
+            toy,
+            data.load("harmful", "train")[:64],
+            data.load("harmless", "train")[:64],
+            harmful_val=val[0],
+            harmless_val=val[1],
+            filters=TOY_FILTERS,
+            search=search,
+            progress=False,
+        )
         assert torch.tensor(other.provenance["scores"]["finalist"]).sum() == n_finalists
         assert (other.layer, other.position) == (direction.layer, direction.position), search
 
 
 def test_default_filters_warn_when_nothing_passes(toy, val):
     with pytest.warns(UserWarning, match="No DIM candidate passed"):
-        direction = mechrefusal.find_direction(toy, val[0][:16], val[1][:16], filters=SelectionFilters(max_kl=1e-9),
-                                               progress=False)
+        direction = mechrefusal.find_direction(
+            toy, val[0][:16], val[1][:16], filters=SelectionFilters(max_kl=1e-9), progress=False
+        )
     assert direction.provenance["passed_filters"] is False
     scores = direction.provenance["scores"]  # finalists lower refusal: the estimates worked, no screen needed
     assert not scores["screen_fallback"] and torch.tensor(scores["finalist"]).sum() == 8
@@ -105,6 +120,7 @@ def test_default_filters_warn_when_nothing_passes(toy, val):
 def test_uninformative_estimates_fall_back_to_the_screen(toy, val, monkeypatch):
     """Estimates that predict no candidate lowers refusal (the sign failure seen on a trained toy) and no
     finalist that passes: the screen runs after all, and finds what the screen alone finds."""
+
     def useless(model, vectors, *args, **kwargs):
         return torch.full((len(vectors),), 1e3), torch.zeros(len(vectors))
 
@@ -112,10 +128,18 @@ def test_uninformative_estimates_fall_back_to_the_screen(toy, val, monkeypatch):
     prompts = data.load("harmful", "train")[:64], data.load("harmless", "train")[:64]
     nothing_passes = SelectionFilters(max_kl=1e-9)
     with pytest.warns(UserWarning, match="No DIM candidate passed"):
-        found = mechrefusal.find_direction(toy, *prompts, harmful_val=val[0], harmless_val=val[1],
-                                           filters=nothing_passes, progress=False)
-        screened = mechrefusal.find_direction(toy, *prompts, harmful_val=val[0], harmless_val=val[1],
-                                              filters=nothing_passes, search="screen", progress=False)
+        found = mechrefusal.find_direction(
+            toy, *prompts, harmful_val=val[0], harmless_val=val[1], filters=nothing_passes, progress=False
+        )
+        screened = mechrefusal.find_direction(
+            toy,
+            *prompts,
+            harmful_val=val[0],
+            harmless_val=val[1],
+            filters=nothing_passes,
+            search="screen",
+            progress=False,
+        )
     assert found.provenance["scores"]["screen_fallback"]
     assert (found.layer, found.position) == (screened.layer, screened.position)
 
@@ -128,25 +152,35 @@ def test_massive_sink_dimensions_are_found_and_zeroed(tmp_path):
     with torch.no_grad():
         model.bridge.embed.original_component.weight[sink, 5] = 1e4  # a massive activation on the first token
     assert massive_dims(model) == [5]
-    candidates, zeroed = dim_candidates(model, ["Hi", "Tell me a joke"], ["Name a colour", "Count to three"],
-                                        progress=False)
+    candidates, zeroed = dim_candidates(
+        model, ["Hi", "Tell me a joke"], ["Name a colour", "Count to three"], progress=False
+    )
     assert zeroed == [5] and candidates[..., 5].abs().max() == 0
-    kept, none_zeroed = dim_candidates(model, ["Hi", "Tell me a joke"], ["Name a colour", "Count to three"],
-                                       exclude_massive=False, progress=False)
+    kept, none_zeroed = dim_candidates(
+        model, ["Hi", "Tell me a joke"], ["Name a colour", "Count to three"], exclude_massive=False, progress=False
+    )
     assert none_zeroed == [] and kept[..., 5].abs().max() > 0
 
 
 def test_the_checkpoint_table_rates_are_the_judged_rates_of_each_condition(toy, direction):
     from mechrefusal import DirectionSet
-    from mechrefusal.evaluation import refusal_rates
+    from mechrefusal.measure.evaluation import refusal_rates
 
     directions = DirectionSet([direction, random_like(direction, seed=2)])
     rates = refusal_rates(toy, directions, n=12, max_new_tokens=8)
-    assert set(rates) == {"harmful", "harmless", "overrefusal", "harmful, d0 ablated", "harmful, d1 ablated",
-                          "harmful, all ablated", "kl_harmless_all_ablated"}
+    assert set(rates) == {
+        "harmful",
+        "harmless",
+        "overrefusal",
+        "harmful, d0 ablated",
+        "harmful, d1 ablated",
+        "harmful, all ablated",
+        "kl_harmless_all_ablated",
+    }
     harmful = data.load("harmful", "test")[:12]
     judged = {"harmful": None, "harmful, d0 ablated": Ablate(direction), "harmful, all ablated": Ablate(directions)}
     for key, intervention in judged.items():
-        assert rates[key] == mechrefusal.refusal_rate(toy, harmful, intervention=intervention, max_new_tokens=8,
-                                                      dtype="bfloat16")
+        assert rates[key] == mechrefusal.refusal_rate(
+            toy, harmful, intervention=intervention, max_new_tokens=8, dtype="bfloat16"
+        )
     assert rates["harmful"] >= rates["harmful, d0 ablated"] + 0.3 and rates["kl_harmless_all_ablated"] > 0

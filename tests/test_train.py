@@ -20,17 +20,45 @@ from mechrefusal.train.targets import training_data
 
 
 def toy_settings(toy_dir, out, **overrides) -> TrainSettings:
-    settings = dict(method="fail-closed", model=str(toy_dir), out=str(out), rounds=1, steps=6, batch_size=8,
-                    lr=3e-3, train_layers="all", n_examples=48, max_new_tokens=6, dtype="float32", max_kl=1.0,
-                    evals_per_round=2, device="cpu")
+    settings = dict(
+        method="fail-closed",
+        model=str(toy_dir),
+        out=str(out),
+        rounds=1,
+        steps=6,
+        batch_size=8,
+        lr=3e-3,
+        train_layers="all",
+        n_examples=48,
+        max_new_tokens=6,
+        dtype="float32",
+        max_kl=1.0,
+        evals_per_round=2,
+        device="cpu",
+    )
     return TrainSettings(**{**settings, **overrides})
 
 
 def cli_flags(settings: TrainSettings) -> list[str]:
     """The ``python -m mechrefusal.train`` flags of the settings ``toy_settings`` sets."""
     flags = []
-    for key in ("model", "out", "method", "rounds", "steps", "batch_size", "lr", "train_layers", "n_examples",
-                "max_new_tokens", "dtype", "max_kl", "evals_per_round", "parallel", "device"):
+    for key in (
+        "model",
+        "out",
+        "method",
+        "rounds",
+        "steps",
+        "batch_size",
+        "lr",
+        "train_layers",
+        "n_examples",
+        "max_new_tokens",
+        "dtype",
+        "max_kl",
+        "evals_per_round",
+        "parallel",
+        "device",
+    ):
         flags += [f"--{key.replace('_', '-')}", str(getattr(settings, key))]
     return flags + (["--activation-checkpointing"] if settings.activation_checkpointing else [])
 
@@ -103,8 +131,9 @@ def test_checkpoints_load_back_with_their_directions(trained):
 def test_analyze_runs_on_a_checkpoint(trained, tmp_path, monkeypatch):
     monkeypatch.setenv("BROWSER_PATH", str(tmp_path / "no-chromium"))  # PNGs are test_analyze's business
     _, written = trained
-    report = mechrefusal.analyze(written[0], out=tmp_path, n_train=16, n_val=8, n_test=8, max_new_tokens=4,
-                                 max_kl=1.0, progress=False)
+    report = mechrefusal.analyze(
+        written[0], out=tmp_path, n_train=16, n_val=8, n_test=8, max_new_tokens=4, max_kl=1.0, progress=False
+    )
     entry = report.data["models"][0]
     assert entry["model"] == str(written[0])
     assert [d["source"] for d in entry["directions"]] == ["saved", "fresh"]
@@ -145,8 +174,9 @@ def torchrun(*args: str) -> subprocess.CompletedProcess:
     import os
 
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", *args]
-    return subprocess.run(command, capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"},
-                          timeout=600)
+    return subprocess.run(
+        command, capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=600
+    )
 
 
 def test_two_processes_reach_the_weights_of_one(toy_dir, tmp_path):
@@ -200,8 +230,14 @@ def test_activation_checkpointing_gives_the_same_loss_and_gradients(toy, toy_dir
         model.hf_model.zero_grad(set_to_none=True)
         calls.clear()
         with model.bridge.hooks(fwd_hooks=[("blocks.1.hook_in", lambda activation, hook: calls.append(1))]):
-            loss = _loss(model, reference, examples.harmful[:4], examples.harmless[:4], toy_settings(toy_dir, "unused"),
-                         [([0, 1, 2, 3], ablate)])
+            loss = _loss(
+                model,
+                reference,
+                examples.harmful[:4],
+                examples.harmless[:4],
+                toy_settings(toy_dir, "unused"),
+                [([0, 1, 2, 3], ablate)],
+            )
             loss.backward()
         return loss.detach(), {name: p.grad.clone() for name, p in model.hf_model.named_parameters()}
 
@@ -220,8 +256,10 @@ def test_baselines_train_a_round_from_a_shared_round_zero(trained, toy_dir, tmp_
     round_zero = trained[1][0]
     original = hf_state_dict(mechrefusal.load(round_zero, device="cpu"))
     for method in ("refat", "deeprefusal"):
-        written = run(toy_settings(toy_dir, tmp_path / method, method=method, refat_every=2,
-                                   start_from=str(round_zero)), progress=False)
+        written = run(
+            toy_settings(toy_dir, tmp_path / method, method=method, refat_every=2, start_from=str(round_zero)),
+            progress=False,
+        )
         assert [path.name for path in written] == ["round-1"]  # round 0 was copied, not trained
         meta = json.loads((written[0] / "mechrefusal.json").read_text())
         assert meta["method"] == method and meta["round"] == 1
@@ -266,8 +304,9 @@ def test_lora_adapters_merge_into_the_weights_they_adapt(tiny_model, tmp_path):
 
 
 def test_a_lora_round_changes_only_the_adapted_layers(toy_dir, tmp_path):
-    written = run(toy_settings(toy_dir, tmp_path / "lora", method="sft", lora_rank=4, train_layers="2:4"),
-                  progress=False)
+    written = run(
+        toy_settings(toy_dir, tmp_path / "lora", method="sft", lora_rank=4, train_layers="2:4"), progress=False
+    )
     trained = hf_state_dict(mechrefusal.load(written[0], device="cpu"))
     original = hf_state_dict(mechrefusal.load(toy_dir, device="cpu"))
     assert set(trained) == set(original)  # plain Hugging Face layout, adapters merged away
@@ -303,13 +342,16 @@ def test_ablated_utility_share_takes_the_harmless_kl_under_the_ablation(toy, toy
     from mechrefusal.train.loop import _loss
     from mechrefusal.train.plans import utility_plan
 
-    directions = DirectionSet([Direction(torch.randn(toy.d_model, generator=torch.Generator().manual_seed(1)), 2, -1, "t")])
+    directions = DirectionSet(
+        [Direction(torch.randn(toy.d_model, generator=torch.Generator().manual_seed(1)), 2, -1, "t")]
+    )
     generator = torch.Generator().manual_seed(0)
     assert utility_plan("fail-closed", directions, round_index=0, ablated_share=1.0, generator=generator) is None
     assert utility_plan("refat", directions, round_index=1, ablated_share=1.0, generator=generator) is None
     assert utility_plan("fail-closed", directions, round_index=1, ablated_share=0.0, generator=generator) is None
-    (ablated, intervention), (plain, _) = utility_plan("fail-closed", directions, round_index=1, ablated_share=1.0,
-                                                       generator=generator)(0, 4)
+    (ablated, intervention), (plain, _) = utility_plan(
+        "fail-closed", directions, round_index=1, ablated_share=1.0, generator=generator
+    )(0, 4)
     assert ablated == [0, 1, 2, 3] and plain == [] and isinstance(intervention, Ablate)
 
     examples = training_data(toy, "train", limit=8, max_new_tokens=6, dtype="float32", progress=False)
@@ -318,7 +360,9 @@ def test_ablated_utility_share_takes_the_harmless_kl_under_the_ablation(toy, toy
     reference = mechrefusal.load(toy_dir, device="cpu")
     with torch.no_grad():
         default = _loss(toy, reference, harmful, harmless, settings, [([0, 1, 2, 3], None)])
-        explicit = _loss(toy, reference, harmful, harmless, settings, [([0, 1, 2, 3], None)], [([0, 1], None), ([2, 3], None)])
+        explicit = _loss(
+            toy, reference, harmful, harmless, settings, [([0, 1, 2, 3], None)], [([0, 1], None), ([2, 3], None)]
+        )
         pushed = Add(Direction(10 * directions[0].unit, 1, -1, "t"))
         under = _loss(toy, reference, harmful, harmless, settings, [([0, 1, 2, 3], None)], [([2, 3], pushed)])
     torch.testing.assert_close(explicit, default)  # split into groups: the same mean
@@ -346,6 +390,7 @@ def test_an_rdo_direction_that_fails_the_filters_gives_way_to_its_dim_anchor(tin
             scores = {"bypass": -1.0, "induce": 0.5, "kl": kl if method == "rdo" else 0.1}
             scores["passed_filters"] = scores["kl"] <= kwargs["filters"].max_kl
             return Direction(torch.ones(tiny_model.d_model), 1, -1, method, scores)
+
         return find_direction
 
     filters = SelectionFilters(max_kl=0.5)

@@ -12,11 +12,11 @@ from functools import cache
 from importlib import resources
 from pathlib import Path
 
+from mechrefusal.core.errors import DataError
 from mechrefusal.data.files import read_records
 from mechrefusal.data.public import PUBLIC_SETS
 from mechrefusal.data.records import Record
 from mechrefusal.data.splits import SPLITS, normalise, split_of
-from mechrefusal.errors import DataError
 
 BUNDLED_SETS = ("harmful", "harmless", "overrefusal")
 NAMES = BUNDLED_SETS + tuple(PUBLIC_SETS)
@@ -51,13 +51,17 @@ def refusal_replies() -> list[str]:
 @cache
 def _all_records(name: str) -> tuple[Record, ...]:
     if name in BUNDLED_SETS:
-        items = [Record(obj["instruction"], label=obj.get("category") or obj.get("topic", ""), source=name)
-                 for obj in map(json.loads, _bundled_lines(name))]
+        items = [
+            Record(obj["instruction"], label=obj.get("category") or obj.get("topic", ""), source=name)
+            for obj in map(json.loads, _bundled_lines(name))
+        ]
     elif name in PUBLIC_SETS:
         items = PUBLIC_SETS[name]()
     else:
-        raise DataError(f"Unknown instruction set {name!r}; choose one of {', '.join(NAMES)}, "
-                        "or read your own file with mechrefusal.data.load_file(path).")
+        raise DataError(
+            f"Unknown instruction set {name!r}; choose one of {', '.join(NAMES)}, "
+            "or read your own file with mechrefusal.data.load_file(path)."
+        )
     seen: set[str] = set()
     unique = []
     for item in items:

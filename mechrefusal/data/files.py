@@ -7,8 +7,8 @@ import io
 import json
 from pathlib import Path
 
+from mechrefusal.core.errors import DataError
 from mechrefusal.data.records import Record
-from mechrefusal.errors import DataError
 
 # Keys / columns accepted for the instruction text, in order of preference.
 TEXT_KEYS = ("instruction", "prompt", "goal", "behavior", "text", "request")
@@ -35,7 +35,7 @@ def _utf8_text(path: Path) -> str:
     try:
         return raw.decode("utf-8")
     except UnicodeDecodeError as error:
-        line = raw[:error.start].count(b"\n") + 1
+        line = raw[: error.start].count(b"\n") + 1
         raise DataError(f"{path}, line {line}: not UTF-8 text ({error.reason}); save the file as UTF-8.") from None
 
 
@@ -56,8 +56,10 @@ def _read_csv(path: Path, text: str) -> list[Record]:
     reader = csv.DictReader(io.StringIO(text, newline=""))
     try:
         if not reader.fieldnames or not any(key in reader.fieldnames for key in TEXT_KEYS):
-            raise DataError(f"{path}, line 1: the header {reader.fieldnames} has no instruction column; "
-                            f"name one of {', '.join(TEXT_KEYS)}.")
+            raise DataError(
+                f"{path}, line 1: the header {reader.fieldnames} has no instruction column; "
+                f"name one of {', '.join(TEXT_KEYS)}."
+            )
         return [_record_from(row, path, reader.line_num) for row in reader]
     except csv.Error as error:
         raise DataError(f"{path}, after line {reader.line_num}: not readable as CSV ({error}).") from None
@@ -75,5 +77,6 @@ def _record_from(item: object, path: Path, number: int) -> Record:
         label = next((item[key] for key in LABEL_KEYS if isinstance(item.get(key), str)), "")
         if text.strip():
             return Record(text.strip(), label=label, source=str(path))
-    raise DataError(f"{path}, line {number}: expected a non-empty string or an object with one of the keys "
-                    f"{', '.join(TEXT_KEYS)}.")
+    raise DataError(
+        f"{path}, line {number}: expected a non-empty string or an object with one of the keys {', '.join(TEXT_KEYS)}."
+    )

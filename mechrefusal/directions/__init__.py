@@ -1,9 +1,16 @@
 """Refusal directions: the `Direction` / `DirectionSet` containers and the finders."""
 
-from mechrefusal.directions.direction import Direction, DirectionSet, as_direction_set
+from mechrefusal.core.directions import Direction, DirectionSet, as_direction_set
 from mechrefusal.directions.find import find_direction
 from mechrefusal.directions.rdo import RDOSettings
 from mechrefusal.directions.selection import CandidateScores, SelectionFilters
 
-__all__ = ["CandidateScores", "Direction", "DirectionSet", "RDOSettings", "SelectionFilters", "as_direction_set",
-           "find_direction"]
+__all__ = [
+    "CandidateScores",
+    "Direction",
+    "DirectionSet",
+    "RDOSettings",
+    "SelectionFilters",
+    "as_direction_set",
+    "find_direction",
+]

@@ -34,7 +34,7 @@ from torch import Tensor
 
 from mechrefusal.directions.rdo import frozen
 from mechrefusal.interventions import ABLATION_SITES
-from mechrefusal.metrics import refusal_token_ids, score_from_logprobs
+from mechrefusal.measure.metrics import refusal_token_ids, score_from_logprobs
 from mechrefusal.models import Model
 
 SITES = ("writes", "all")
@@ -57,8 +57,9 @@ def site_names(model: Model, sites: str = "writes") -> list[str]:
         raise ValueError(f"Unknown attribution sites {sites!r}; choose one of {', '.join(SITES)}.")
     if sites == "all":
         return [site.format(layer=layer) for layer in range(model.n_layers) for site in ABLATION_SITES]
-    return ["blocks.0.hook_in"] + [site.format(layer=layer) for layer in range(model.n_layers)
-                                   for site in ABLATION_SITES[1:]]
+    return ["blocks.0.hook_in"] + [
+        site.format(layer=layer) for layer in range(model.n_layers) for site in ABLATION_SITES[1:]
+    ]
 
 
 @contextmanager
@@ -79,17 +80,22 @@ def _recording(model: Model, names: list[str]) -> Iterator[list[_Site]]:
         yield records
 
 
-def _stacked(records: list[_Site], mask: Int[Tensor, "batch seq"], which: str
-             ) -> Float[Tensor, "batch site_seq d_model"]:
+def _stacked(
+    records: list[_Site], mask: Int[Tensor, "batch seq"], which: str
+) -> Float[Tensor, "batch site_seq d_model"]:
     """The activations (``which="h"``) or gradients (``"g"``) of every site side by side along the
     sequence, zero at padding positions (which the sums exclude)."""
     keep = mask[..., None].bool()
     return torch.cat([torch.where(keep, getattr(site, which), 0) for site in records], dim=1)
 
 
-def _passes(model: Model, prompts: Sequence[str], names: list[str], batch_size: int,
-            objectives: Callable[[Float[Tensor, "batch vocab"]], Iterator[Tensor]]
-            ) -> Iterator[tuple[Float[Tensor, "batch vocab"], list[_Site], Int[Tensor, "batch seq"]]]:
+def _passes(
+    model: Model,
+    prompts: Sequence[str],
+    names: list[str],
+    batch_size: int,
+    objectives: Callable[[Float[Tensor, "batch vocab"]], Iterator[Tensor]],
+) -> Iterator[tuple[Float[Tensor, "batch vocab"], list[_Site], Int[Tensor, "batch seq"]]]:
     """One forward pass per batch (weights frozen; float32 log-probabilities of the first reply token),
     then one backward pass per objective ``objectives(logprobs)`` yields: after each, the recorded sites.
 
@@ -105,8 +111,9 @@ def _passes(model: Model, prompts: Sequence[str], names: list[str], batch_size: 
                 yield logprobs.detach(), records, batch.attention_mask
 
 
-def refusal_attribution(model: Model, harmful: Sequence[str], *, sites: str = "writes",
-                        batch_size: int = 16) -> tuple[float, Float[Tensor, "d_model d_model"]]:
+def refusal_attribution(
+    model: Model, harmful: Sequence[str], *, sites: str = "writes", batch_size: int = 16
+) -> tuple[float, Float[Tensor, "d_model d_model"]]:
     """The mean refusal score M of ``harmful`` and C with ``M(r ablated) ≈ M - rᵀ C r`` for unit ``r``."""
     tokens = refusal_token_ids(model)
     total, matrix = 0.0, torch.zeros(model.d_model, model.d_model, dtype=torch.float64)
@@ -120,8 +127,16 @@ def refusal_attribution(model: Model, harmful: Sequence[str], *, sites: str = "w
     return total / len(harmful), matrix
 
 
-def kl_estimate(model: Model, harmless: Sequence[str], directions: Float[Tensor, "n d_model"], *,
-                probes: int = 4, seed: int = 0, sites: str = "writes", batch_size: int = 16) -> Float[Tensor, "n"]:
+def kl_estimate(
+    model: Model,
+    harmless: Sequence[str],
+    directions: Float[Tensor, "n d_model"],
+    *,
+    probes: int = 4,
+    seed: int = 0,
+    sites: str = "writes",
+    batch_size: int = 16,
+) -> Float[Tensor, " n"]:
     """Estimated mean first-token KL(base || ablated) on ``harmless`` of ablating each direction."""
     unit = _unit(directions).float().to(model.device)
     generator = torch.Generator().manual_seed(seed)
@@ -134,7 +149,7 @@ def kl_estimate(model: Model, harmless: Sequence[str], directions: Float[Tensor,
             yield (z * root * logprobs).sum()
 
     projected, done = None, None
-    for logprobs, records, mask in _passes(model, harmless, site_names(model, sites), batch_size, probe_objectives):
+    for _logprobs, records, mask in _passes(model, harmless, site_names(model, sites), batch_size, probe_objectives):
         if done is not records:  # a new batch: project its activations once, reuse them for every probe
             projected, done = _stacked(records, mask, "h") @ unit.T, records
         shift = (_stacked(records, mask, "g") @ unit.T * projected).sum(dim=1)  # -(u·δ) per prompt and direction
@@ -142,9 +157,16 @@ def kl_estimate(model: Model, harmless: Sequence[str], directions: Float[Tensor,
     return (0.5 * squares / (probes * len(harmless))).float()
 
 
-def estimate_candidates(model: Model, directions: Float[Tensor, "n d_model"], harmful: Sequence[str],
-                        harmless: Sequence[str], *, probes: int = 4, sites: str = "writes",
-                        batch_size: int = 16) -> tuple[Float[Tensor, "n"], Float[Tensor, "n"]]:
+def estimate_candidates(
+    model: Model,
+    directions: Float[Tensor, "n d_model"],
+    harmful: Sequence[str],
+    harmless: Sequence[str],
+    *,
+    probes: int = 4,
+    sites: str = "writes",
+    batch_size: int = 16,
+) -> tuple[Float[Tensor, " n"], Float[Tensor, " n"]]:
     """Estimated bypass (mean refusal score of ``harmful``) and mean KL on ``harmless`` with each
     direction ablated: ``1 + probes`` backward passes per batch, whatever the number of directions."""
     baseline, matrix = refusal_attribution(model, harmful, sites=sites, batch_size=batch_size)

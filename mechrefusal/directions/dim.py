@@ -17,7 +17,7 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
-from mechrefusal.activations import mean_activations
+from mechrefusal.measure.activations import mean_activations
 from mechrefusal.models import Model
 
 _PROBE = "Give me three tips for keeping a houseplant alive."
@@ -29,8 +29,9 @@ def massive_dims(model: Model, ratio: float = 100.0) -> list[int]:
     batch = model.tokenize([_PROBE])
     names = [f"blocks.{layer}.hook_in" for layer in range(model.n_layers)]
     with torch.no_grad():
-        _, cache = model.bridge.run_with_cache(batch.input_ids, attention_mask=batch.attention_mask,
-                                               names_filter=lambda name: name in names)
+        _, cache = model.bridge.run_with_cache(
+            batch.input_ids, attention_mask=batch.attention_mask, names_filter=lambda name: name in names
+        )
     found: set[int] = set()
     for name in names:
         sink = cache[name][0, 0].abs().float()
@@ -38,8 +39,15 @@ def massive_dims(model: Model, ratio: float = 100.0) -> list[int]:
     return sorted(found)
 
 
-def dim_candidates(model: Model, harmful: Sequence[str], harmless: Sequence[str], *, exclude_massive: bool = True,
-                   batch_size: int = 16, progress: bool = True) -> tuple[Float[Tensor, "layer pos d_model"], list[int]]:
+def dim_candidates(
+    model: Model,
+    harmful: Sequence[str],
+    harmless: Sequence[str],
+    *,
+    exclude_massive: bool = True,
+    batch_size: int = 16,
+    progress: bool = True,
+) -> tuple[Float[Tensor, "layer pos d_model"], list[int]]:
     """Mean harmful minus mean harmless residual stream at every layer and post-instruction position.
 
     Returns the candidates (float32) and the massive dimensions that were zeroed in them.

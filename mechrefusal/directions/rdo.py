@@ -27,13 +27,14 @@ from jaxtyping import Float, Int
 from torch import Tensor
 from tqdm.auto import tqdm
 
+from mechrefusal.core.directions import Direction, DirectionSet, as_direction_set
+from mechrefusal.core.precision import check_dtype
 from mechrefusal.directions.dim import massive_dims
-from mechrefusal.directions.direction import Direction, DirectionSet, as_direction_set
 from mechrefusal.directions.rdo_targets import RDOTargets, rdo_targets
 from mechrefusal.directions.repind import default_layers, last_token_cosines
 from mechrefusal.interventions import Ablate, Add, Interventions
 from mechrefusal.models import Batch, Model, ReplyBatch
-from mechrefusal.precision import autocast, check_dtype
+from mechrefusal.models.autocast import autocast
 
 PENALTIES = ("absolute", "squared")
 
@@ -79,18 +80,22 @@ class RDOSettings:
     max_cuts: int = 2
     """Learning-rate cuts before the search stops early."""
     dtype: str = "auto"
-    """Compute dtype of the model's forward passes (auto, bfloat16 autocast or float32; see `mechrefusal.precision`); r stays fp32."""
+    """Compute dtype of the model's forward passes (auto, bfloat16 autocast or float32; see
+    `mechrefusal.core.precision`); r stays fp32."""
     seed: int = 0
     """Seed of the example order."""
 
     def __post_init__(self) -> None:
         weights = (self.ablation_weight, self.addition_weight, self.retain_weight, self.independence_weight)
         if any(not math.isfinite(w) or w < 0 for w in weights) or not any(weights[:3]):
-            raise ValueError(f"RDO loss weights must be finite and non-negative, with one of ablation/addition/"
-                             f"retain positive; got {weights}.")
+            raise ValueError(
+                f"RDO loss weights must be finite and non-negative, with one of ablation/addition/"
+                f"retain positive; got {weights}."
+            )
         if self.independence_penalty not in PENALTIES:
-            raise ValueError(f"Unknown independence penalty {self.independence_penalty!r}; choose one of "
-                             f"{', '.join(PENALTIES)}.")
+            raise ValueError(
+                f"Unknown independence penalty {self.independence_penalty!r}; choose one of {', '.join(PENALTIES)}."
+            )
         if min(self.n_prompts, self.batch_size, self.micro_batch_size, self.steps) < 1 or self.lr <= 0:
             raise ValueError("RDO needs positive n_prompts, batch_size, micro_batch_size, steps and lr.")
         if not 0 < self.lr_cut < 1:
@@ -111,10 +116,20 @@ class Problem:
     context: Interventions = None
 
 
-def rdo(model: Model, harmful: Sequence[str], harmless: Sequence[str], dim: Direction, *,
-        settings: RDOSettings = RDOSettings(), orthogonal_to: Direction | DirectionSet | None = None,
-        independent_of: Direction | DirectionSet | None = None, context: Interventions = None,
-        exclude_massive: bool = True, batch_size: int = 16, progress: bool = True) -> Direction:
+def rdo(
+    model: Model,
+    harmful: Sequence[str],
+    harmless: Sequence[str],
+    dim: Direction,
+    *,
+    settings: RDOSettings = RDOSettings(),
+    orthogonal_to: Direction | DirectionSet | None = None,
+    independent_of: Direction | DirectionSet | None = None,
+    context: Interventions = None,
+    exclude_massive: bool = True,
+    batch_size: int = 16,
+    progress: bool = True,
+) -> Direction:
     """Learn a refusal direction from the DIM anchor ``dim`` (targets from the first ``settings.n_prompts``
     of ``harmful`` and ``harmless``).
 
@@ -130,10 +145,19 @@ def rdo(model: Model, harmful: Sequence[str], harmless: Sequence[str], dim: Dire
     started = time.perf_counter()
     with model.intervene(context):
         massive = massive_dims(model) if exclude_massive else []
-    targets = rdo_targets(model, list(harmful)[: settings.n_prompts], list(harmless)[: settings.n_prompts], dim,
-                          context=context, compliant_tokens=settings.compliant_tokens,
-                          refusal_tokens=settings.refusal_tokens, answer_tokens=settings.answer_tokens,
-                          dtype=settings.dtype, batch_size=batch_size, progress=progress)
+    targets = rdo_targets(
+        model,
+        list(harmful)[: settings.n_prompts],
+        list(harmless)[: settings.n_prompts],
+        dim,
+        context=context,
+        compliant_tokens=settings.compliant_tokens,
+        refusal_tokens=settings.refusal_tokens,
+        answer_tokens=settings.answer_tokens,
+        dtype=settings.dtype,
+        batch_size=batch_size,
+        progress=progress,
+    )
     generated = time.perf_counter()
     independent = None
     if independent_of is not None:
@@ -143,22 +167,38 @@ def rdo(model: Model, harmful: Sequence[str], harmless: Sequence[str], dim: Dire
     forbidden = _forbidden_basis(model.d_model, orthogonal_to, massive)
     unit, history, best_step = optimise(model, problem, dim.vector, forbidden=forbidden, progress=progress)
     provenance = {
-        "rdo": {"settings": asdict(settings), "history": history, "best_step": best_step,
-                "best_loss": history[best_step]["total"], "n_harmful_targets": len(targets.harmful),
-                "n_harmless_targets": len(targets.harmless), "targets_key": targets.key,
-                "massive_dims_excluded": massive, "targets_s": round(generated - started, 2),
-                "search_s": round(time.perf_counter() - generated, 2),
-                "n_orthogonal_to": 0 if orthogonal_to is None else len(as_direction_set(orthogonal_to)),
-                "n_independent_of": 0 if independent_of is None else len(as_direction_set(independent_of))},
-        "dim": {"layer": dim.layer, "position": dim.position, "norm": problem.alpha,
-                **{k: dim.provenance[k] for k in ("bypass", "induce", "kl", "passed_filters") if k in dim.provenance}},
+        "rdo": {
+            "settings": asdict(settings),
+            "history": history,
+            "best_step": best_step,
+            "best_loss": history[best_step]["total"],
+            "n_harmful_targets": len(targets.harmful),
+            "n_harmless_targets": len(targets.harmless),
+            "targets_key": targets.key,
+            "massive_dims_excluded": massive,
+            "targets_s": round(generated - started, 2),
+            "search_s": round(time.perf_counter() - generated, 2),
+            "n_orthogonal_to": 0 if orthogonal_to is None else len(as_direction_set(orthogonal_to)),
+            "n_independent_of": 0 if independent_of is None else len(as_direction_set(independent_of)),
+        },
+        "dim": {
+            "layer": dim.layer,
+            "position": dim.position,
+            "norm": problem.alpha,
+            **{k: dim.provenance[k] for k in ("bypass", "induce", "kl", "passed_filters") if k in dim.provenance},
+        },
     }
     return Direction(problem.alpha * unit.cpu(), dim.layer, dim.position, "rdo", provenance)
 
 
-def optimise(model: Model, problem: Problem, init: Float[Tensor, "d_model"], *,
-             forbidden: Float[Tensor, "d_model c"] | None = None,
-             progress: bool = True) -> tuple[Float[Tensor, "d_model"], list[dict], int]:
+def optimise(
+    model: Model,
+    problem: Problem,
+    init: Float[Tensor, " d_model"],
+    *,
+    forbidden: Float[Tensor, "d_model c"] | None = None,
+    progress: bool = True,
+) -> tuple[Float[Tensor, " d_model"], list[dict], int]:
     """Projected AdamW on the unit sphere (within the complement of ``forbidden``), from ``init``.
 
     Returns the lowest-loss iterate, the per-step loss history and that iterate's step. A step's loss
@@ -168,8 +208,10 @@ def optimise(model: Model, problem: Problem, init: Float[Tensor, "d_model"], *,
     forbidden = None if forbidden is None else forbidden.to(model.device)
     start = _project(init.detach().float().to(model.device), forbidden)
     if start.norm() < 1e-6 * init.norm():
-        raise ValueError("The DIM direction lies in the span of the directions RDO must stay orthogonal to; "
-                         "there is nothing left to start from.")
+        raise ValueError(
+            "The DIM direction lies in the span of the directions RDO must stay orthogonal to; "
+            "there is nothing left to start from."
+        )
     r = torch.nn.Parameter(start / start.norm())
     optimizer = torch.optim.AdamW([r], lr=settings.lr, weight_decay=settings.weight_decay)
     n = min(len(problem.targets.harmful), len(problem.targets.harmless))
@@ -183,11 +225,11 @@ def optimise(model: Model, problem: Problem, init: Float[Tensor, "d_model"], *,
             if step % steps_per_epoch == 0:
                 order = torch.randperm(n, generator=generator).tolist()
             first_index = step % steps_per_epoch * per_step
-            indices = order[first_index:first_index + per_step]
+            indices = order[first_index : first_index + per_step]
             optimizer.zero_grad(set_to_none=True)
             record = {"step": step, "lr": optimizer.param_groups[0]["lr"]}
             for first in range(0, per_step, settings.micro_batch_size):
-                micro = indices[first:first + settings.micro_batch_size]
+                micro = indices[first : first + settings.micro_batch_size]
                 parts = rdo_loss(model, r, problem, micro)
                 (parts["total"] * len(micro) / per_step).backward()
                 for name, value in parts.items():
@@ -212,7 +254,7 @@ def optimise(model: Model, problem: Problem, init: Float[Tensor, "d_model"], *,
     return best_r, history, best_step
 
 
-def rdo_loss(model: Model, r: Float[Tensor, "d_model"], problem: Problem, indices: Sequence[int]) -> dict[str, Tensor]:
+def rdo_loss(model: Model, r: Float[Tensor, " d_model"], problem: Problem, indices: Sequence[int]) -> dict[str, Tensor]:
     """The weighted RDO loss of the example pairs ``indices`` at the unit vector ``r``, with its parts
     (each a mean over the examples); differentiable in ``r``. The three losses are computed under the
     problem's context interventions, the independence penalty without them (under them the given
@@ -224,8 +266,9 @@ def rdo_loss(model: Model, r: Float[Tensor, "d_model"], problem: Problem, indice
     n = len(indices)
     with model.intervene(problem.context):
         # Harmful prompts with compliant targets and harmless ones with their answers share one ablated pass.
-        ablated = model.tokenize_replies(harmful + harmless, [targets.compliant[i] for i in indices]
-                                         + [targets.answers[i] for i in indices])
+        ablated = model.tokenize_replies(
+            harmful + harmless, [targets.compliant[i] for i in indices] + [targets.answers[i] for i in indices]
+        )
         with model.intervene(Ablate(direction)):
             logits = model.bridge(ablated.input_ids, attention_mask=ablated.attention_mask)
         logprobs, rows, tokens = reply_logprobs(logits, ablated)
@@ -246,18 +289,27 @@ def rdo_loss(model: Model, r: Float[Tensor, "d_model"], problem: Problem, indice
         addition = per_example(-logprobs.gather(1, tokens[:, None]).squeeze(1), rows, n)
 
     parts = {"ablation": ablation.mean(), "addition": addition.mean(), "retain": retain.mean()}
-    total = (settings.ablation_weight * parts["ablation"] + settings.addition_weight * parts["addition"]
-             + settings.retain_weight * parts["retain"])
+    total = (
+        settings.ablation_weight * parts["ablation"]
+        + settings.addition_weight * parts["addition"]
+        + settings.retain_weight * parts["retain"]
+    )
     if problem.independent is not None:
         prompts = right_padded(model.tokenize(harmful))  # no fully masked attention rows: no NaN gradients in bf16
-        parts["independence"] = independence_penalty(model, r, problem.independent, prompts,
-                                                     settings.independence_penalty).mean()
+        parts["independence"] = independence_penalty(
+            model, r, problem.independent, prompts, settings.independence_penalty
+        ).mean()
         total = total + settings.independence_weight * parts["independence"]
     return {"total": total, **parts}
 
 
-def independence_penalty(model: Model, r: Float[Tensor, "d_model"], others: Float[Tensor, "k d_model"],
-                         batch: Batch, penalty: str = "absolute") -> Float[Tensor, "batch"]:
+def independence_penalty(
+    model: Model,
+    r: Float[Tensor, " d_model"],
+    others: Float[Tensor, "k d_model"],
+    batch: Batch,
+    penalty: str = "absolute",
+) -> Float[Tensor, " batch"]:
     """Per prompt, the mean over layers below 90% depth and over ``others`` of the |shift| (or squared
     shift) of cos(x, other) when ``r`` is ablated and of cos(x, r) when each other is ablated."""
     layers = default_layers(model)
@@ -278,8 +330,9 @@ def right_padded(batch: Batch) -> Batch:
     return Batch(batch.input_ids.gather(1, index), batch.attention_mask.gather(1, index))
 
 
-def reply_logprobs(logits: Float[Tensor, "batch seq vocab"], batch: ReplyBatch
-                   ) -> tuple[Float[Tensor, "token vocab"], Int[Tensor, "token"], Int[Tensor, "token"]]:
+def reply_logprobs(
+    logits: Float[Tensor, "batch seq vocab"], batch: ReplyBatch
+) -> tuple[Float[Tensor, "token vocab"], Int[Tensor, " token"], Int[Tensor, " token"]]:
     """Float32 log-probabilities at the positions predicting reply tokens (selected before the softmax),
     with each token's row in the batch and its target id."""
     predicted = batch.reply_mask[:, 1:]
@@ -287,7 +340,7 @@ def reply_logprobs(logits: Float[Tensor, "batch seq vocab"], batch: ReplyBatch
     return logits[:, :-1][predicted].float().log_softmax(dim=-1), rows, batch.input_ids[:, 1:][predicted]
 
 
-def per_example(values: Float[Tensor, "token"], rows: Int[Tensor, "token"], n: int) -> Float[Tensor, "n"]:
+def per_example(values: Float[Tensor, " token"], rows: Int[Tensor, " token"], n: int) -> Float[Tensor, " n"]:
     """Mean of per-token values within each example (``rows`` says which example a token belongs to)."""
     totals = torch.zeros(n, device=values.device).index_add(0, rows, values)
     return totals / torch.bincount(rows, minlength=n).clamp_min(1)
@@ -310,8 +363,9 @@ def frozen(model: Model) -> Iterator[None]:
         model.hf_model.train(training)
 
 
-def _forbidden_basis(d_model: int, orthogonal_to: Direction | DirectionSet | None,
-                     massive: list[int]) -> Float[Tensor, "d_model c"] | None:
+def _forbidden_basis(
+    d_model: int, orthogonal_to: Direction | DirectionSet | None, massive: list[int]
+) -> Float[Tensor, "d_model c"] | None:
     """An orthonormal basis of what ``r`` must stay orthogonal to: the given directions and the massive
     dimensions of the attention sink."""
     directions = list(as_direction_set(orthogonal_to)) if orthogonal_to is not None else []
@@ -319,6 +373,7 @@ def _forbidden_basis(d_model: int, orthogonal_to: Direction | DirectionSet | Non
     return DirectionSet(directions).basis() if directions else None
 
 
-def _project(vector: Float[Tensor, "d_model"],
-             forbidden: Float[Tensor, "d_model c"] | None) -> Float[Tensor, "d_model"]:
+def _project(
+    vector: Float[Tensor, " d_model"], forbidden: Float[Tensor, "d_model c"] | None
+) -> Float[Tensor, " d_model"]:
     return vector if forbidden is None else vector - forbidden @ (forbidden.T @ vector)

@@ -18,13 +18,13 @@ import re
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 
-from mechrefusal.cache import atomic_write_bytes, home
-from mechrefusal.directions.direction import Direction, DirectionSet, as_direction_set
-from mechrefusal.generation import generate
+from mechrefusal.core.cache import atomic_write_bytes, home
+from mechrefusal.core.directions import Direction, DirectionSet, as_direction_set
+from mechrefusal.core.provenance import weights_fingerprint
 from mechrefusal.interventions import Ablate, Add, Interventions
+from mechrefusal.measure.generation import generate
 from mechrefusal.models import Model
-from mechrefusal.precision import autocast
-from mechrefusal.provenance import weights_fingerprint
+from mechrefusal.models.autocast import autocast
 
 _SENTENCE_END = re.compile(r"[.!?](?=\s|$)")
 
@@ -51,10 +51,20 @@ def first_sentence(text: str) -> str:
     return (text[: end.end()] if end else text).strip()
 
 
-def rdo_targets(model: Model, harmful: Sequence[str], harmless: Sequence[str], dim: Direction, *,
-                context: Interventions = None, compliant_tokens: int = 30, refusal_tokens: int = 24,
-                answer_tokens: int = 30, dtype: str = "auto", batch_size: int = 16,
-                progress: bool = True) -> RDOTargets:
+def rdo_targets(
+    model: Model,
+    harmful: Sequence[str],
+    harmless: Sequence[str],
+    dim: Direction,
+    *,
+    context: Interventions = None,
+    compliant_tokens: int = 30,
+    refusal_tokens: int = 24,
+    answer_tokens: int = 30,
+    dtype: str = "auto",
+    batch_size: int = 16,
+    progress: bool = True,
+) -> RDOTargets:
     """Generate (or read from the cache) the targets for ``harmful`` and ``harmless`` prompts."""
     if not harmful or not harmless:
         raise ValueError("RDO needs at least one harmful and one harmless prompt to build its targets.")
@@ -65,21 +75,49 @@ def rdo_targets(model: Model, harmful: Sequence[str], harmless: Sequence[str], d
         return RDOTargets(**json.loads(path.read_text()))
     context = _flat(context)
     with autocast(model, dtype):
-        compliant = generate(model, harmful, max_new_tokens=compliant_tokens, intervention=[*context, Ablate(dim)],
-                             batch_size=batch_size, progress=progress)
-        refusals = generate(model, harmless, max_new_tokens=refusal_tokens, intervention=[*context, Add(dim)],
-                            batch_size=batch_size, progress=progress)
-        answers = generate(model, harmless, max_new_tokens=answer_tokens, intervention=context,
-                           batch_size=batch_size, progress=progress)
+        compliant = generate(
+            model,
+            harmful,
+            max_new_tokens=compliant_tokens,
+            intervention=[*context, Ablate(dim)],
+            batch_size=batch_size,
+            progress=progress,
+        )
+        refusals = generate(
+            model,
+            harmless,
+            max_new_tokens=refusal_tokens,
+            intervention=[*context, Add(dim)],
+            batch_size=batch_size,
+            progress=progress,
+        )
+        answers = generate(
+            model,
+            harmless,
+            max_new_tokens=answer_tokens,
+            intervention=context,
+            batch_size=batch_size,
+            progress=progress,
+        )
     kept_harmful = [(p, c.strip()) for p, c in zip(harmful, compliant) if c.strip()]
-    kept_harmless = [(p, first_sentence(r), a.strip()) for p, r, a in zip(harmless, refusals, answers)
-                     if first_sentence(r) and a.strip()]
+    kept_harmless = [
+        (p, first_sentence(r), a.strip())
+        for p, r, a in zip(harmless, refusals, answers)
+        if first_sentence(r) and a.strip()
+    ]
     if not kept_harmful or not kept_harmless:
-        raise ValueError("Every RDO target generation came back empty (the model ends its turn at once); "
-                         "RDO cannot learn from empty targets.")
-    targets = RDOTargets([p for p, _ in kept_harmful], [c for _, c in kept_harmful],
-                         [p for p, _, _ in kept_harmless], [r for _, r, _ in kept_harmless],
-                         [a for _, _, a in kept_harmless], key)
+        raise ValueError(
+            "Every RDO target generation came back empty (the model ends its turn at once); "
+            "RDO cannot learn from empty targets."
+        )
+    targets = RDOTargets(
+        [p for p, _ in kept_harmful],
+        [c for _, c in kept_harmful],
+        [p for p, _, _ in kept_harmless],
+        [r for _, r, _ in kept_harmless],
+        [a for _, _, a in kept_harmless],
+        key,
+    )
     if key:
         atomic_write_bytes(path, json.dumps(asdict(targets)).encode())
     return targets
@@ -90,12 +128,30 @@ def _flat(context: Interventions) -> list:
     return list(context) if isinstance(context, (list, tuple)) else [] if context is None else [context]
 
 
-def _key(model: Model, harmful: Sequence[str], harmless: Sequence[str], dim: Direction, context: Interventions,
-         settings: list) -> str:
+def _key(
+    model: Model,
+    harmful: Sequence[str],
+    harmless: Sequence[str],
+    dim: Direction,
+    context: Interventions,
+    settings: list,
+) -> str:
     """The cache key, or '' when the context holds an intervention without a stable identity."""
     digest = hashlib.sha256()
-    digest.update(json.dumps([str(model.spec), model.format(["{}"]), weights_fingerprint(model),
-                              list(harmful), list(harmless), dim.layer, dim.position, settings]).encode())
+    digest.update(
+        json.dumps(
+            [
+                str(model.spec),
+                model.format(["{}"]),
+                weights_fingerprint(model.hf_model),
+                list(harmful),
+                list(harmless),
+                dim.layer,
+                dim.position,
+                settings,
+            ]
+        ).encode()
+    )
     digest.update(dim.vector.detach().float().cpu().numpy().tobytes())
     for item in _flat(context):
         if isinstance(item, Ablate):

@@ -15,7 +15,7 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
-from mechrefusal.directions.direction import Direction, DirectionSet, as_direction_set
+from mechrefusal.core.directions import Direction, DirectionSet, as_direction_set
 from mechrefusal.interventions import Ablate
 from mechrefusal.models import Batch, Model
 
@@ -28,8 +28,9 @@ def default_layers(model: Model) -> list[int]:
     return list(range(max(1, int(DEPTH_FRACTION * model.n_layers))))
 
 
-def last_token_cosines(model: Model, batch: Batch, vectors: Float[Tensor, "k d_model"],
-                       layers: Sequence[int]) -> Float[Tensor, "batch layer k"]:
+def last_token_cosines(
+    model: Model, batch: Batch, vectors: Float[Tensor, "k d_model"], layers: Sequence[int]
+) -> Float[Tensor, "batch layer k"]:
     """Cosine between the residual stream entering each of ``layers`` at the last prompt token (the last
     attended position, so left- and right-padded batches both work) and each vector, under whatever
     interventions are active. Gradients flow when the caller enables them."""
@@ -42,6 +43,7 @@ def last_token_cosines(model: Model, batch: Batch, vectors: Float[Tensor, "k d_m
         def hook(activation: Float[Tensor, "batch seq d_model"], hook) -> Tensor:
             read[layer] = activation[rows, last]
             return activation
+
         return hook
 
     hooks = [(f"blocks.{layer}.hook_in", store(layer)) for layer in layers]
@@ -51,9 +53,14 @@ def last_token_cosines(model: Model, batch: Batch, vectors: Float[Tensor, "k d_m
     return (stacked / stacked.norm(dim=-1, keepdim=True)) @ units.to(stacked.device, stacked.dtype).T
 
 
-def independence_shifts(model: Model, prompts: Sequence[str], directions: Direction | DirectionSet | Sequence[Direction],
-                        *, layers: Sequence[int] | None = None,
-                        batch_size: int = 16) -> Float[Tensor, "ablated measured layer"]:
+def independence_shifts(
+    model: Model,
+    prompts: Sequence[str],
+    directions: Direction | DirectionSet | Sequence[Direction],
+    *,
+    layers: Sequence[int] | None = None,
+    batch_size: int = 16,
+) -> Float[Tensor, "ablated measured layer"]:
     """``shifts[i, j, l]``: mean over ``prompts`` of |cos(x_l, d_j) with d_i ablated - cos(x_l, d_j)|
     at the last prompt token, for each layer ``l`` of ``layers`` (default: below 90% depth).
 

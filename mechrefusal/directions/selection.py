@@ -22,12 +22,11 @@ from jaxtyping import Bool, Float
 from torch import Tensor
 from tqdm.auto import tqdm
 
+from mechrefusal.core.directions import Direction
 from mechrefusal.directions.attribution import estimate_candidates
-from mechrefusal.directions.direction import Direction
 from mechrefusal.interventions import Ablate, Add
-from mechrefusal.metrics import kl_divergence, last_token_logprobs, refusal_token_ids, score_from_logprobs
+from mechrefusal.measure.metrics import kl_divergence, last_token_logprobs, refusal_token_ids, score_from_logprobs
 from mechrefusal.models import Model
-
 
 SEARCHES = ("attribution", "screen", "exact")
 FINALISTS = {"attribution": 8, "screen": 16, "exact": None}
@@ -66,20 +65,44 @@ class CandidateScores:
     screen_fallback: bool = False
 
     def as_dict(self) -> dict:
-        estimates = {} if self.estimated_bypass is None else {
-            "estimated_bypass": self.estimated_bypass.tolist(), "estimated_kl": self.estimated_kl.tolist(),
-            "screen_fallback": self.screen_fallback}
-        return {"bypass": self.bypass.tolist(), "induce": self.induce.tolist(), "kl": self.kl.tolist(),
-                "passed": self.passed.tolist(),
-                "finalist": self.finalist.tolist(), "positions": self.positions,
-                "baseline_harmful": self.baseline_harmful, "baseline_harmless": self.baseline_harmless, **estimates}
+        estimates = (
+            {}
+            if self.estimated_bypass is None
+            else {
+                "estimated_bypass": self.estimated_bypass.tolist(),
+                "estimated_kl": self.estimated_kl.tolist(),
+                "screen_fallback": self.screen_fallback,
+            }
+        )
+        return {
+            "bypass": self.bypass.tolist(),
+            "induce": self.induce.tolist(),
+            "kl": self.kl.tolist(),
+            "passed": self.passed.tolist(),
+            "finalist": self.finalist.tolist(),
+            "positions": self.positions,
+            "baseline_harmful": self.baseline_harmful,
+            "baseline_harmless": self.baseline_harmless,
+            **estimates,
+        }
 
 
-def score_candidates(model: Model, candidates: Float[Tensor, "layer pos d_model"], positions: list[int],
-                     harmful_val: Sequence[str], harmless_val: Sequence[str], *,
-                     filters: SelectionFilters = SelectionFilters(), full_grid: bool = False,
-                     search: str = "attribution", screen: int = 8, finalists: int | None = None, probes: int = 4,
-                     batch_size: int = 16, progress: bool = True) -> CandidateScores:
+def score_candidates(
+    model: Model,
+    candidates: Float[Tensor, "layer pos d_model"],
+    positions: list[int],
+    harmful_val: Sequence[str],
+    harmless_val: Sequence[str],
+    *,
+    filters: SelectionFilters = SelectionFilters(),
+    full_grid: bool = False,
+    search: str = "attribution",
+    screen: int = 8,
+    finalists: int | None = None,
+    probes: int = 4,
+    batch_size: int = 16,
+    progress: bool = True,
+) -> CandidateScores:
     """Bypass and KL for candidates outside the pruned last layers; induce, in bypass order, for those
     within the KL filter until one passes.
 
@@ -110,8 +133,9 @@ def score_candidates(model: Model, candidates: Float[Tensor, "layer pos d_model"
     norms = candidates.norm(dim=-1)
     # A zero candidate (at block 0 every prompt has the same post-instruction tokens) ablates nothing, yet its
     # estimated KL of 0 put it first among the attribution finalists under a tight KL filter.
-    cells = [(layer, slot) for layer in kept_layers for slot in range(n_positions)
-             if norms[layer, slot] > 1e-6 * norms.max()]
+    cells = [
+        (layer, slot) for layer in kept_layers for slot in range(n_positions) if norms[layer, slot] > 1e-6 * norms.max()
+    ]
 
     def candidate(layer: int, slot: int) -> Direction:
         return Direction(candidates[layer, slot], layer, positions[slot], "dim")
@@ -119,10 +143,11 @@ def score_candidates(model: Model, candidates: Float[Tensor, "layer pos d_model"
     def bypass_and_kl(chosen: list[tuple[int, int]], harmful: Sequence[str], n_harmless: int, desc: str) -> None:
         prompts = list(harmful) + list(harmless_val[:n_harmless])
         for layer, slot in tqdm(chosen, desc=desc, disable=not progress, leave=False):
-            ablated = last_token_logprobs(model, prompts, intervention=Ablate(candidate(layer, slot)),
-                                          batch_size=batch_size)
+            ablated = last_token_logprobs(
+                model, prompts, intervention=Ablate(candidate(layer, slot)), batch_size=batch_size
+            )
             grid["bypass"][layer, slot] = score_from_logprobs(ablated[: len(harmful)], tokens).mean()
-            grid["kl"][layer, slot] = kl_divergence(harmless_logprobs[:n_harmless], ablated[len(harmful):]).mean()
+            grid["kl"][layer, slot] = kl_divergence(harmless_logprobs[:n_harmless], ablated[len(harmful) :]).mean()
 
     finalist = torch.zeros(n_layers, n_positions, dtype=torch.bool)
     estimated = None
@@ -132,8 +157,9 @@ def score_candidates(model: Model, candidates: Float[Tensor, "layer pos d_model"
             ranking = grid
         else:
             vectors = torch.stack([candidates[cell] for cell in cells])
-            bypass, kl = estimate_candidates(model, vectors, harmful_val, harmless_val, probes=probes,
-                                             batch_size=batch_size)
+            bypass, kl = estimate_candidates(
+                model, vectors, harmful_val, harmless_val, probes=probes, batch_size=batch_size
+            )
             estimated = {key: torch.full((n_layers, n_positions), float("nan")) for key in ("bypass", "kl")}
             for i, cell in enumerate(cells):
                 estimated["bypass"][cell], estimated["kl"][cell] = bypass[i], kl[i]
@@ -147,24 +173,44 @@ def score_candidates(model: Model, candidates: Float[Tensor, "layer pos d_model"
     cells.sort(key=lambda cell: grid["bypass"][cell].item())
     tried = cells if full_grid else [cell for cell in cells if grid["kl"][cell] <= filters.max_kl]
     for layer, slot in tqdm(tried, desc="induce", disable=not progress, leave=False):
-        added = last_token_logprobs(model, harmless_val, intervention=Add(candidate(layer, slot)),
-                                    batch_size=batch_size)
+        added = last_token_logprobs(
+            model, harmless_val, intervention=Add(candidate(layer, slot)), batch_size=batch_size
+        )
         grid["induce"][layer, slot] = score_from_logprobs(added, tokens).mean()
         if not full_grid and grid["induce"][layer, slot] >= filters.min_induce:
             break
     passed = finalist & (grid["kl"] <= filters.max_kl) & (grid["induce"] >= filters.min_induce)  # NaN: False
     baseline = harmful_base.mean().item()
     uninformative = estimated is not None and not (
-        (estimated["bypass"] < baseline).any() and (grid["bypass"][finalist] < baseline).any())
+        (estimated["bypass"] < baseline).any() and (grid["bypass"][finalist] < baseline).any()
+    )
     if uninformative and not passed.any():
-        scores = score_candidates(model, candidates, positions, harmful_val, harmless_val, filters=filters,
-                                  search="screen", screen=screen, batch_size=batch_size, progress=progress)
+        scores = score_candidates(
+            model,
+            candidates,
+            positions,
+            harmful_val,
+            harmless_val,
+            filters=filters,
+            search="screen",
+            screen=screen,
+            batch_size=batch_size,
+            progress=progress,
+        )
         scores.estimated_bypass, scores.estimated_kl = estimated["bypass"], estimated["kl"]
         scores.screen_fallback = True
         return scores
-    return CandidateScores(grid["bypass"], grid["induce"], grid["kl"], passed, finalist, positions,
-                           baseline, score_from_logprobs(harmless_logprobs, tokens).mean().item(),
-                           *((estimated["bypass"], estimated["kl"]) if estimated else ()))
+    return CandidateScores(
+        grid["bypass"],
+        grid["induce"],
+        grid["kl"],
+        passed,
+        finalist,
+        positions,
+        baseline,
+        score_from_logprobs(harmless_logprobs, tokens).mean().item(),
+        *((estimated["bypass"], estimated["kl"]) if estimated else ()),
+    )
 
 
 def choose(scores: CandidateScores) -> tuple[int, int, bool]:
@@ -177,14 +223,18 @@ def choose(scores: CandidateScores) -> tuple[int, int, bool]:
     return layer, slot, bool(scores.passed.any())
 
 
-def score_direction(model: Model, direction: Direction, harmful_val: Sequence[str], harmless_val: Sequence[str], *,
-                    batch_size: int = 16) -> dict[str, float]:
+def score_direction(
+    model: Model, direction: Direction, harmful_val: Sequence[str], harmless_val: Sequence[str], *, batch_size: int = 16
+) -> dict[str, float]:
     """The bypass, induce and KL scores of one direction (three passes over the validation prompts)."""
     tokens = refusal_token_ids(model)
     base = last_token_logprobs(model, harmless_val, batch_size=batch_size)
-    ablated = last_token_logprobs(model, list(harmful_val) + list(harmless_val), intervention=Ablate(direction),
-                                  batch_size=batch_size)
+    ablated = last_token_logprobs(
+        model, list(harmful_val) + list(harmless_val), intervention=Ablate(direction), batch_size=batch_size
+    )
     added = last_token_logprobs(model, harmless_val, intervention=Add(direction), batch_size=batch_size)
-    return {"bypass": score_from_logprobs(ablated[: len(harmful_val)], tokens).mean().item(),
-            "induce": score_from_logprobs(added, tokens).mean().item(),
-            "kl": kl_divergence(base, ablated[len(harmful_val):]).mean().item()}
+    return {
+        "bypass": score_from_logprobs(ablated[: len(harmful_val)], tokens).mean().item(),
+        "induce": score_from_logprobs(added, tokens).mean().item(),
+        "kl": kl_divergence(base, ablated[len(harmful_val) :]).mean().item(),
+    }

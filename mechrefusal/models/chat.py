@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 from transformers import PreTrainedTokenizerBase
 
-from mechrefusal.errors import ModelLoadError
+from mechrefusal.core.errors import ModelLoadError
 
 # Two probe messages whose last tokens differ in any tokenizer.
 _PROBES = ("Name three colours", "Is 7 a prime number?")

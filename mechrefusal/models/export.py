@@ -34,8 +34,9 @@ def hf_state_dict(model: Model) -> dict[str, Tensor]:
     return clean
 
 
-def save_hf_directory(model: Model, directory: str | Path, *, state_dict: dict[str, Tensor] | None = None,
-                      config=None) -> None:
+def save_hf_directory(
+    model: Model, directory: str | Path, *, state_dict: dict[str, Tensor] | None = None, config=None
+) -> None:
     """Write ``state_dict`` (default: the model's own weights) with ``config`` and the tokenizer."""
     from transformers import AutoModelForCausalLM
     from transformers.utils import logging as hf_logging

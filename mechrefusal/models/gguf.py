@@ -6,9 +6,9 @@ from pathlib import Path
 
 import torch
 
-from mechrefusal.assets import sha256_of
-from mechrefusal.cache import atomic_directory, home
-from mechrefusal.errors import ModelLoadError
+from mechrefusal.core.assets import sha256_of
+from mechrefusal.core.cache import atomic_directory, home
+from mechrefusal.core.errors import ModelLoadError
 
 
 def gguf_to_hf_directory(gguf_file: Path, *, name: str | None = None) -> Path:
@@ -23,8 +23,7 @@ def gguf_to_hf_directory(gguf_file: Path, *, name: str | None = None) -> Path:
         return target
     try:
         tokenizer = AutoTokenizer.from_pretrained(gguf_file.parent, gguf_file=gguf_file.name)
-        model = AutoModelForCausalLM.from_pretrained(gguf_file.parent, gguf_file=gguf_file.name,
-                                                     dtype=torch.float32)
+        model = AutoModelForCausalLM.from_pretrained(gguf_file.parent, gguf_file=gguf_file.name, dtype=torch.float32)
     except Exception as error:  # transformers raises many types for unreadable files
         raise ModelLoadError(
             f"{gguf_file} is not a readable GGUF model ({type(error).__name__}: {error}); "

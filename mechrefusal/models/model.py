@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
@@ -12,6 +13,7 @@ from transformer_lens.model_bridge import TransformerBridge
 from transformers import PreTrainedTokenizerBase
 
 from mechrefusal.models.chat import ChatFormat
+from mechrefusal.models.hooks import Interventions, flatten
 
 
 @dataclass
@@ -58,8 +60,9 @@ class Model:
         directions: the directions saved with a checkpoint (a ``DirectionSet``), or ``None``.
     """
 
-    def __init__(self, bridge: TransformerBridge, tokenizer: PreTrainedTokenizerBase, *, spec: str,
-                 system: str | None = None) -> None:
+    def __init__(
+        self, bridge: TransformerBridge, tokenizer: PreTrainedTokenizerBase, *, spec: str, system: str | None = None
+    ) -> None:
         self.bridge = bridge
         self.tokenizer = tokenizer
         self.spec = spec
@@ -68,8 +71,10 @@ class Model:
         self.pad_token_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
 
     def __repr__(self) -> str:
-        return (f"Model({self.spec!r}, n_layers={self.n_layers}, d_model={self.d_model}, "
-                f"dtype={self.dtype}, device={self.device})")
+        return (
+            f"Model({self.spec!r}, n_layers={self.n_layers}, d_model={self.d_model}, "
+            f"dtype={self.dtype}, device={self.device})"
+        )
 
     @property
     def n_layers(self) -> int:
@@ -118,7 +123,7 @@ class Model:
         input_ids, attention_mask = self._pad([p + r for p, r in zip(prompts_ids, replies_ids)], left=False)
         reply_mask = torch.zeros(attention_mask.shape, dtype=torch.bool)  # filled on the CPU, moved once
         for i, (prompt, reply) in enumerate(zip(prompts_ids, replies_ids)):
-            reply_mask[i, len(prompt):len(prompt) + len(reply)] = True
+            reply_mask[i, len(prompt) : len(prompt) + len(reply)] = True
         return ReplyBatch(input_ids, attention_mask, reply_mask.to(self.device))
 
     def _pad(self, rows: list[list[int]], left: bool = True) -> tuple[Tensor, Tensor]:
@@ -138,14 +143,16 @@ class Model:
             raise ValueError(f"batch_size must be at least 1, got {batch_size}.")
         order = sorted(range(len(instructions)), key=lambda i: len(instructions[i]))
         for start in range(0, len(order), batch_size):
-            indices = order[start:start + batch_size]
+            indices = order[start : start + batch_size]
             yield indices, self.tokenize([instructions[i] for i in indices])
 
-    def intervene(self, *interventions):
-        """Context manager applying interventions (``Ablate``, ``Add``) to every forward pass inside it."""
-        from mechrefusal.interventions import intervene
-
-        return intervene(self, *interventions)
+    @contextmanager
+    def intervene(self, *interventions: Interventions) -> Iterator[None]:
+        """Apply interventions (``Ablate``, ``Add``, ...) to every forward pass inside the block; only the
+        hooks added here are removed when it exits, even on an exception."""
+        hooks = [hook for intervention in flatten(*interventions) for hook in intervention.hooks(self)]
+        with self.bridge.hooks(fwd_hooks=hooks):
+            yield
 
     def logits(self, batch: Batch) -> Float[Tensor, "batch seq vocab"]:
         """Logits of a batch through the bridge (hooks active)."""
@@ -157,5 +164,6 @@ class Model:
         time on the embedded model. ``forward`` runs the model (default: the bridge)."""
         window = batch.predictions
         keep = torch.arange(window.start, window.stop, device=batch.input_ids.device)
-        return (forward or self.bridge)(batch.input_ids, attention_mask=batch.attention_mask, use_cache=False,
-                                        logits_to_keep=keep)
+        return (forward or self.bridge)(
+            batch.input_ids, attention_mask=batch.attention_mask, use_cache=False, logits_to_keep=keep
+        )

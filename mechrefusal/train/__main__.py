@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import argparse
 
-from mechrefusal.cli import add_settings_arguments
-from mechrefusal.errors import MechrefusalError
+from mechrefusal.core.cli import add_settings_arguments
+from mechrefusal.core.errors import MechrefusalError
 from mechrefusal.train.job import run
 from mechrefusal.train.settings import TrainSettings
 

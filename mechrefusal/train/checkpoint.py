@@ -12,8 +12,8 @@ import json
 import re
 from pathlib import Path
 
-from mechrefusal.cache import atomic_directory
-from mechrefusal.directions import DirectionSet
+from mechrefusal.core.cache import atomic_directory
+from mechrefusal.core.directions import DirectionSet
 from mechrefusal.models import Model
 from mechrefusal.models.export import save_hf_directory
 
@@ -25,8 +25,7 @@ def round_directory(out: str | Path, round_index: int) -> Path:
     return Path(out) / f"round-{round_index}"
 
 
-def save_checkpoint(model: Model, directions: DirectionSet, out: str | Path, round_index: int,
-                    metadata: dict) -> Path:
+def save_checkpoint(model: Model, directions: DirectionSet, out: str | Path, round_index: int, metadata: dict) -> Path:
     """Write round ``round_index`` atomically and return its directory."""
     target = round_directory(out, round_index)
     with atomic_directory(target) as scratch:

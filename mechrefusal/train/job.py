@@ -13,15 +13,15 @@ from pathlib import Path
 import torch
 
 from mechrefusal import data
-from mechrefusal.cache import atomic_directory
+from mechrefusal.core.cache import atomic_directory
+from mechrefusal.core.devices import resolve_device
+from mechrefusal.core.errors import MechrefusalError
+from mechrefusal.core.precision import hardware, resolve
+from mechrefusal.core.provenance import versions
 from mechrefusal.directions import Direction, DirectionSet, SelectionFilters
-from mechrefusal.devices import resolve_device
-from mechrefusal.errors import MechrefusalError
 from mechrefusal.interventions import Ablate
-from mechrefusal.metrics import refusal_score
+from mechrefusal.measure.metrics import refusal_score
 from mechrefusal.models import Model, load
-from mechrefusal.precision import hardware, resolve
-from mechrefusal.provenance import versions
 from mechrefusal.train.checkpoint import METADATA, complete_rounds, read_metadata, round_directory, save_checkpoint
 from mechrefusal.train.loop import train_round
 from mechrefusal.train.parallel import distributed_rank_and_size, init_distributed
@@ -41,43 +41,107 @@ def run(settings: TrainSettings, *, progress: bool = True) -> list[Path]:
     reference = load(settings.model, device=settings.device)
     model, directions, first_round = _start(settings)
     last_round = 0 if settings.method == "sft" else settings.rounds
-    train = training_data(reference, "train", limit=settings.n_examples, max_new_tokens=settings.max_new_tokens,
-                          dtype=settings.dtype, seed=settings.seed, progress=progress)
-    val = training_data(reference, "val", limit=N_VAL_EXAMPLES * 2, max_new_tokens=settings.max_new_tokens,
-                        dtype=settings.dtype, seed=settings.seed, progress=progress)
+    train = training_data(
+        reference,
+        "train",
+        limit=settings.n_examples,
+        max_new_tokens=settings.max_new_tokens,
+        dtype=settings.dtype,
+        seed=settings.seed,
+        progress=progress,
+    )
+    val = training_data(
+        reference,
+        "val",
+        limit=N_VAL_EXAMPLES * 2,
+        max_new_tokens=settings.max_new_tokens,
+        dtype=settings.dtype,
+        seed=settings.seed,
+        progress=progress,
+    )
     val_examples = (val.harmful[:N_VAL_EXAMPLES], val.harmless[:N_VAL_EXAMPLES])
     written = []
     for round_index in range(first_round, last_round + 1):
         started = time.perf_counter()
         generator = torch.Generator().manual_seed(settings.seed * 1000 + round_index + 500)
-        plan = safety_plan(settings.method, model, directions, round_index=round_index, every=settings.refat_every,
-                           p=settings.ablation_probability, generator=generator, plain_share=settings.plain_share)
-        harmless_plan = utility_plan(settings.method, directions, round_index=round_index, generator=generator,
-                                     ablated_share=settings.ablated_utility_share)
+        plan = safety_plan(
+            settings.method,
+            model,
+            directions,
+            round_index=round_index,
+            every=settings.refat_every,
+            p=settings.ablation_probability,
+            generator=generator,
+            plain_share=settings.plain_share,
+        )
+        harmless_plan = utility_plan(
+            settings.method,
+            directions,
+            round_index=round_index,
+            generator=generator,
+            ablated_share=settings.ablated_utility_share,
+        )
         held_out = Ablate(directions) if settings.method == "fail-closed" and round_index > 0 else None
-        history = train_round(model, reference, train.harmful, train.harmless, val_examples, settings, plan=plan,
-                              utility_plan=harmless_plan, val_intervention=held_out, round_index=round_index,
-                              progress=progress)
+        history = train_round(
+            model,
+            reference,
+            train.harmful,
+            train.harmless,
+            val_examples,
+            settings,
+            plan=plan,
+            utility_plan=harmless_plan,
+            val_intervention=held_out,
+            round_index=round_index,
+            progress=progress,
+        )
         search = None
         if round_index == 0 or settings.method == "fail-closed":
-            search = next_direction(model, directions, finder=settings.finder, dtype=settings.dtype, progress=progress,
-                                    filters=SelectionFilters(max_kl=settings.max_kl, min_induce=settings.min_induce))
+            search = next_direction(
+                model,
+                directions,
+                finder=settings.finder,
+                dtype=settings.dtype,
+                progress=progress,
+                filters=SelectionFilters(max_kl=settings.max_kl, min_induce=settings.min_induce),
+            )
         found = search if search is not None and search.provenance["passed_filters"] else None
         if found is not None:
             directions.append(found)
-        metrics = {"training": asdict(history), "direction_found": found is not None,
-                   "search": _search_summary(search), **_round_metrics(model, directions)}
+        metrics = {
+            "training": asdict(history),
+            "direction_found": found is not None,
+            "search": _search_summary(search),
+            **_round_metrics(model, directions),
+        }
         if is_writer:
-            written.append(save_checkpoint(model, directions, settings.out, round_index, {
-                "method": settings.method, "settings": asdict(settings), "metrics": metrics,
-                "own_refusal_targets": train.own_refusals, "n_train": [len(train.harmful), len(train.harmless)],
-                "processes": distributed_rank_and_size()[1], "versions": versions(),
-                "precision": resolve(settings.dtype, model.device).to_dict(), "hardware": hardware(),
-                "wall_time_s": round(time.perf_counter() - started, 1)}))
+            written.append(
+                save_checkpoint(
+                    model,
+                    directions,
+                    settings.out,
+                    round_index,
+                    {
+                        "method": settings.method,
+                        "settings": asdict(settings),
+                        "metrics": metrics,
+                        "own_refusal_targets": train.own_refusals,
+                        "n_train": [len(train.harmful), len(train.harmless)],
+                        "processes": distributed_rank_and_size()[1],
+                        "versions": versions(),
+                        "precision": resolve(settings.dtype, model.device).to_dict(),
+                        "hardware": hardware(),
+                        "wall_time_s": round(time.perf_counter() - started, 1),
+                    },
+                )
+            )
         if not len(directions) and settings.method in ("fail-closed", "deeprefusal"):
-            warnings.warn(f"Round {round_index} left no refusal direction to ablate (none passed the selection "
-                          f"filters); {settings.method} stops here. The best candidate's scores are under 'search' "
-                          "in the round's mechrefusal.json; the filters are --max-kl and --min-induce.", stacklevel=2)
+            warnings.warn(
+                f"Round {round_index} left no refusal direction to ablate (none passed the selection "
+                f"filters); {settings.method} stops here. The best candidate's scores are under 'search' "
+                "in the round's mechrefusal.json; the filters are --max-kl and --min-induce.",
+                stacklevel=2,
+            )
             break
         if settings.method == "fail-closed" and round_index > 0 and found is None:
             break  # no new direction: the search stops
@@ -88,8 +152,9 @@ def _start(settings: TrainSettings) -> tuple[Model, DirectionSet, int]:
     """The model, directions and first round to train: fresh, or from the last complete round."""
     done = complete_rounds(settings.out)
     if done and not settings.resume:
-        raise MechrefusalError(f"{settings.out} already holds rounds {done}; pass --resume to continue them or "
-                               "choose another --out.")
+        raise MechrefusalError(
+            f"{settings.out} already holds rounds {done}; pass --resume to continue them or choose another --out."
+        )
     if not done and settings.start_from:
         _copy_round_zero(settings)
         done = [0]
@@ -120,23 +185,29 @@ def _copy_round_zero(settings: TrainSettings) -> None:
         raise MechrefusalError(f"Cannot start from {source}: its round-0 settings {changed} differ from these.")
     with atomic_directory(round_directory(settings.out, 0)) as scratch:
         shutil.copytree(source, scratch, dirs_exist_ok=True)
-        (scratch / METADATA).write_text(json.dumps({**saved, "settings": asdict(settings),
-                                                    "copied_from": str(source)}, indent=2))
+        (scratch / METADATA).write_text(
+            json.dumps({**saved, "settings": asdict(settings), "copied_from": str(source)}, indent=2)
+        )
 
 
 def _changed(saved: dict, settings: TrainSettings, ignore: tuple[str, ...]) -> list[str]:
     """The settings that differ from a checkpoint's (a setting it predates counts as its default)."""
     defaults = asdict(TrainSettings())
-    return sorted(key for key, value in asdict(settings).items()
-                  if key not in ignore and saved.get(key, defaults[key]) != value)
+    return sorted(
+        key for key, value in asdict(settings).items() if key not in ignore and saved.get(key, defaults[key]) != value
+    )
 
 
 def _search_summary(direction: Direction | None) -> dict | None:
     """The searched direction's cell, finder and scores (kept also when it was rejected)."""
     if direction is None:
         return None
-    summary = {"layer": direction.layer, "position": direction.position, "method": direction.method,
-               **{key: direction.provenance[key] for key in SCORES}}
+    summary = {
+        "layer": direction.layer,
+        "position": direction.position,
+        "method": direction.method,
+        **{key: direction.provenance[key] for key in SCORES},
+    }
     if "rdo_rejected" in direction.provenance:
         summary["rdo_rejected"] = direction.provenance["rdo_rejected"]
     return summary
@@ -145,9 +216,12 @@ def _search_summary(direction: Direction | None) -> dict | None:
 def _round_metrics(model: Model, directions: DirectionSet, n: int = 32) -> dict:
     """Cheap end-of-round measurements on the val splits (refusal scores, one pass each)."""
     harmful, harmless = data.load("harmful", "val")[:n], data.load("harmless", "val")[:n]
-    metrics = {"val_refusal_score_harmful": refusal_score(model, harmful).mean().item(),
-               "val_refusal_score_harmless": refusal_score(model, harmless).mean().item()}
+    metrics = {
+        "val_refusal_score_harmful": refusal_score(model, harmful).mean().item(),
+        "val_refusal_score_harmless": refusal_score(model, harmless).mean().item(),
+    }
     if len(directions):
-        metrics["val_refusal_score_harmful_all_ablated"] = refusal_score(
-            model, harmful, intervention=Ablate(directions)).mean().item()
+        metrics["val_refusal_score_harmful_all_ablated"] = (
+            refusal_score(model, harmful, intervention=Ablate(directions)).mean().item()
+        )
     return metrics

@@ -14,7 +14,7 @@ from tqdm.auto import tqdm
 
 from mechrefusal.interventions import Interventions, per_row
 from mechrefusal.models import Model, ReplyBatch
-from mechrefusal.precision import autocast
+from mechrefusal.models.autocast import autocast
 from mechrefusal.train.lora import add_lora, merge_lora
 from mechrefusal.train.losses import reply_cross_entropy, reply_kl
 from mechrefusal.train.parallel import Parallel, activation_checkpointing, distributed_rank_and_size
@@ -64,10 +64,21 @@ def trainable_parameters(model: Model, settings: TrainSettings, round_index: int
     return list(chosen.values())
 
 
-def train_round(model: Model, reference: Model, harmful: Sequence[Example], harmless: Sequence[Example],
-                val: tuple[Sequence[Example], Sequence[Example]], settings: TrainSettings, *, plan: Plan,
-                val_intervention: Interventions, round_index: int, utility_plan: Plan | None = None,
-                progress: bool = True, on_step: Callable[[int], None] | None = None) -> RoundResult:
+def train_round(
+    model: Model,
+    reference: Model,
+    harmful: Sequence[Example],
+    harmless: Sequence[Example],
+    val: tuple[Sequence[Example], Sequence[Example]],
+    settings: TrainSettings,
+    *,
+    plan: Plan,
+    val_intervention: Interventions,
+    round_index: int,
+    utility_plan: Plan | None = None,
+    progress: bool = True,
+    on_step: Callable[[int], None] | None = None,
+) -> RoundResult:
     """Fine-tune ``model`` in place for one round and return its loss history. ``plan`` says which harmful
     examples of a step are trained under which intervention, ``utility_plan`` the same for harmless ones."""
     started = time.perf_counter()
@@ -75,8 +86,10 @@ def train_round(model: Model, reference: Model, harmful: Sequence[Example], harm
     micro = settings.batch_size // settings.grad_accumulation // 2
     rank, world = distributed_rank_and_size()
     if micro % world:
-        raise ValueError(f"Each micro-batch's {micro} harmful and {micro} harmless examples must split evenly over "
-                         f"{world} processes; change batch_size or grad_accumulation.")
+        raise ValueError(
+            f"Each micro-batch's {micro} harmful and {micro} harmless examples must split evenly over "
+            f"{world} processes; change batch_size or grad_accumulation."
+        )
     mine = list(range(rank, micro, world))  # this process's share of every micro-batch
     trainable_parameters(model, settings, round_index)
     parallel = Parallel(model, settings.parallel)
@@ -97,8 +110,16 @@ def train_round(model: Model, reference: Model, harmful: Sequence[Example], harm
                 groups = _share(plan(step, micro), mine)  # every process draws the same plan, then takes its share
                 utility_groups = None if utility_plan is None else _share(utility_plan(step, micro), mine)
                 with parallel.micro_batch(last=k == settings.grad_accumulation - 1):
-                    loss = _loss(model, reference, [h[i] for i in mine], [b[i] for i in mine], settings, groups,
-                                 utility_groups, forward=parallel.forward)
+                    loss = _loss(
+                        model,
+                        reference,
+                        [h[i] for i in mine],
+                        [b[i] for i in mine],
+                        settings,
+                        groups,
+                        utility_groups,
+                        forward=parallel.forward,
+                    )
                     (loss / settings.grad_accumulation).backward()
                 total += loss.item() / settings.grad_accumulation
             optimizer.step()
@@ -129,9 +150,16 @@ def train_round(model: Model, reference: Model, harmful: Sequence[Example], harm
     return result
 
 
-def _loss(model: Model, reference: Model, harmful: list[Example], harmless: list[Example],
-          settings: TrainSettings, groups: Groups, utility_groups: Groups | None = None,
-          forward: Callable | None = None) -> torch.Tensor:
+def _loss(
+    model: Model,
+    reference: Model,
+    harmful: list[Example],
+    harmless: list[Example],
+    settings: TrainSettings,
+    groups: Groups,
+    utility_groups: Groups | None = None,
+    forward: Callable | None = None,
+) -> torch.Tensor:
     """Mean over the micro-batch's examples of safety CE (harmful, under ``groups``' interventions) and
     weighted utility KL (harmless, under ``utility_groups``'; default: none). Each set is one forward
     pass, every row under its group's intervention, with logits only where the replies are predicted.
@@ -168,14 +196,21 @@ def _replies(model: Model, examples: list[Example]) -> ReplyBatch:
     return model.tokenize_replies([e.instruction for e in examples], [e.reply for e in examples])
 
 
-def evaluate_loss(model: Model, reference: Model, harmful: Sequence[Example], harmless: Sequence[Example],
-                  settings: TrainSettings, intervention: Interventions) -> float:
+def evaluate_loss(
+    model: Model,
+    reference: Model,
+    harmful: Sequence[Example],
+    harmless: Sequence[Example],
+    settings: TrainSettings,
+    intervention: Interventions,
+) -> float:
     """Validation loss: the same two terms on fixed validation examples, no gradient."""
     was_training = model.hf_model.training
     model.hf_model.eval()
     with torch.no_grad():
-        loss = _loss(model, reference, list(harmful), list(harmless), settings,
-                     [(list(range(len(harmful))), intervention)]).item()
+        loss = _loss(
+            model, reference, list(harmful), list(harmless), settings, [(list(range(len(harmful))), intervention)]
+        ).item()
     model.hf_model.train(was_training)
     return loss
 

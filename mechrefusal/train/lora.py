@@ -17,11 +17,14 @@ from peft.tuners.lora import LoraLayer
 from mechrefusal.models import Model
 
 # Every linear map of a decoder layer, as the bridge nests them inside the Hugging Face model.
-_LINEAR = r"model\.layers\.({layers})\._original_component\.(self_attn|mlp)\._original_component\.\w+\._original_component"
+_LINEAR = (
+    r"model\.layers\.({layers})\._original_component\.(self_attn|mlp)\._original_component\.\w+\._original_component"
+)
 
 
-def add_lora(model: Model, layers: Sequence[int], rank: int, *, alpha: float | None = None,
-             seed: int = 0) -> list[torch.nn.Parameter]:
+def add_lora(
+    model: Model, layers: Sequence[int], rank: int, *, alpha: float | None = None, seed: int = 0
+) -> list[torch.nn.Parameter]:
     """Inject rank-``rank`` LoRA adapters into every linear map of ``layers``; return their parameters
     (the only ones left trainable). ``alpha`` defaults to ``2 * rank``; ``seed`` fixes their init."""
     if rank < 1:

@@ -10,7 +10,7 @@ from torch import Tensor
 from mechrefusal.models import ReplyBatch
 
 
-def reply_cross_entropy(logits: Float[Tensor, "batch window vocab"], batch: ReplyBatch) -> Float[Tensor, "batch"]:
+def reply_cross_entropy(logits: Float[Tensor, "batch window vocab"], batch: ReplyBatch) -> Float[Tensor, " batch"]:
     """Mean cross-entropy of each example's reply tokens (the safety loss on refusal targets), from the
     logits at ``batch.predictions`` (`Model.reply_logits`, or full logits sliced there)."""
     targets, predicted = _predicted(batch)
@@ -18,8 +18,9 @@ def reply_cross_entropy(logits: Float[Tensor, "batch window vocab"], batch: Repl
     return (token_loss * predicted).sum(dim=1) / predicted.sum(dim=1)
 
 
-def reply_kl(logits: Float[Tensor, "batch window vocab"], reference: Float[Tensor, "batch window vocab"],
-             batch: ReplyBatch) -> Float[Tensor, "batch"]:
+def reply_kl(
+    logits: Float[Tensor, "batch window vocab"], reference: Float[Tensor, "batch window vocab"], batch: ReplyBatch
+) -> Float[Tensor, " batch"]:
     """Mean KL(reference || model) over each example's reply positions (the utility loss), from both
     models' logits at ``batch.predictions``."""
     _, predicted = _predicted(batch)

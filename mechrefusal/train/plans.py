@@ -5,9 +5,9 @@ from __future__ import annotations
 import torch
 
 from mechrefusal import data
-from mechrefusal.activations import mean_activations
-from mechrefusal.directions import Direction, DirectionSet
+from mechrefusal.core.directions import Direction, DirectionSet
 from mechrefusal.interventions import Ablate, Interventions, RandomAblate
+from mechrefusal.measure.activations import mean_activations
 from mechrefusal.models import Model
 from mechrefusal.train.loop import Plan, ablate_all, ablate_some
 
@@ -33,16 +33,29 @@ class ReFATPlan:
     def _estimate(self) -> None:
         was_training = self.model.hf_model.training
         self.model.hf_model.eval()
-        means = [mean_activations(self.model, prompts, layers=self.layers, positions=[-1], progress=False).mean
-                 for prompts in self.prompts]
+        means = [
+            mean_activations(self.model, prompts, layers=self.layers, positions=[-1], progress=False).mean
+            for prompts in self.prompts
+        ]
         self.model.hf_model.train(was_training)
         difference = (means[0] - means[1])[:, 0].float()
-        self.ablation = [Ablate(Direction(difference[i], layer, -1, "refat-dim"), layers=[layer])
-                         for i, layer in enumerate(self.layers)]
+        self.ablation = [
+            Ablate(Direction(difference[i], layer, -1, "refat-dim"), layers=[layer])
+            for i, layer in enumerate(self.layers)
+        ]
 
 
-def safety_plan(method: str, model: Model, directions: DirectionSet, *, round_index: int, every: int, p: float,
-                generator: torch.Generator, plain_share: float = 0.0) -> Plan:
+def safety_plan(
+    method: str,
+    model: Model,
+    directions: DirectionSet,
+    *,
+    round_index: int,
+    every: int,
+    p: float,
+    generator: torch.Generator,
+    plain_share: float = 0.0,
+) -> Plan:
     """The ablation plan of ``method`` for one round's harmful examples (round 0 is plain safety
     fine-tuning for all). ``plain_share``: fail-closed only, the probability that a harmful example is
     trained without the ablation."""
@@ -59,8 +72,9 @@ def safety_plan(method: str, model: Model, directions: DirectionSet, *, round_in
     raise ValueError(f"Unknown training method {method!r}.")
 
 
-def utility_plan(method: str, directions: DirectionSet, *, round_index: int, ablated_share: float,
-                 generator: torch.Generator) -> Plan | None:
+def utility_plan(
+    method: str, directions: DirectionSet, *, round_index: int, ablated_share: float, generator: torch.Generator
+) -> Plan | None:
     """The ablation plan of one round's harmless examples: fail-closed's progressive rounds take the
     utility KL of a share ``ablated_share`` of them with the directions ablated (so that the ablation
     itself cannot become a cue to refuse); ``None`` (no ablation) otherwise."""

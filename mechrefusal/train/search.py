@@ -17,9 +17,18 @@ N_SCORE = 16
 SCORES = ("bypass", "induce", "kl", "passed_filters")
 
 
-def next_direction(model: Model, directions: DirectionSet, *, finder: str = "rdo", filters: SelectionFilters,
-                   dtype: str = "auto", dim: Direction | None = None, fallback: bool = True,
-                   rdo_settings: RDOSettings = RDOSettings(), progress: bool = True) -> Direction:
+def next_direction(
+    model: Model,
+    directions: DirectionSet,
+    *,
+    finder: str = "rdo",
+    filters: SelectionFilters,
+    dtype: str = "auto",
+    dim: Direction | None = None,
+    fallback: bool = True,
+    rdo_settings: RDOSettings = RDOSettings(),
+    progress: bool = True,
+) -> Direction:
     """The direction ``model`` refuses through once ``directions`` are ablated (accept it only if
     ``provenance["passed_filters"]``). ``dim``: an RDO anchor found already (skips the DIM search).
 
@@ -30,10 +39,21 @@ def next_direction(model: Model, directions: DirectionSet, *, finder: str = "rdo
 
     def find(method: str, anchor: Direction | None = None) -> Direction:
         return find_direction(
-            model, data.load("harmful", "train")[:N_SEARCH], data.load("harmless", "train")[:N_SEARCH],
-            method=method, harmful_val=data.load("harmful", "val"), harmless_val=data.load("harmless", "val"),
-            n_val=N_SCORE, orthogonal_to=earlier, context=Ablate(directions) if earlier else None,
-            filters=filters, dim=anchor, sweep_dtype=dtype, rdo_settings=rdo_settings, progress=progress)
+            model,
+            data.load("harmful", "train")[:N_SEARCH],
+            data.load("harmless", "train")[:N_SEARCH],
+            method=method,
+            harmful_val=data.load("harmful", "val"),
+            harmless_val=data.load("harmless", "val"),
+            n_val=N_SCORE,
+            orthogonal_to=earlier,
+            context=Ablate(directions) if earlier else None,
+            filters=filters,
+            dim=anchor,
+            sweep_dtype=dtype,
+            rdo_settings=rdo_settings,
+            progress=progress,
+        )
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # a failed filter is reported in the provenance, not as a warning

@@ -4,14 +4,23 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from mechrefusal.devices import resolve_device
+from mechrefusal.core.devices import resolve_device
+from mechrefusal.core.precision import check_dtype
 from mechrefusal.directions.find import METHODS as FINDERS
-from mechrefusal.precision import check_dtype
 
 METHODS = ("sft", "fail-closed", "refat", "deeprefusal")
 # Settings that do not change round 0 (training and direction search), so a round 0 can be shared.
-AFTER_ROUND_ZERO = ("method", "rounds", "out", "resume", "start_from", "refat_every", "ablation_probability",
-                    "plain_share", "ablated_utility_share")
+AFTER_ROUND_ZERO = (
+    "method",
+    "rounds",
+    "out",
+    "resume",
+    "start_from",
+    "refat_every",
+    "ablation_probability",
+    "plain_share",
+    "ablated_utility_share",
+)
 # Settings that change where and how a round is computed, not what: a run may resume or start under others.
 EXECUTION = ("parallel", "activation_checkpointing", "device")
 PARALLEL = ("ddp", "fsdp")
@@ -56,7 +65,8 @@ class TrainSettings:
     max_new_tokens: int = 32
     """Tokens of the model's own answers used as training targets."""
     dtype: str = "auto"
-    """Compute dtype of training and generation: auto (bfloat16 autocast, fp32 master weights, where bf16 is fast on this machine; else float32), bfloat16 or float32."""
+    """Compute dtype of training and generation: auto (bfloat16 autocast, fp32 master weights, where bf16 is
+    fast on this machine; else float32), bfloat16 or float32."""
     device: str = "auto"
     """Device: auto (CUDA when present, else the CPU), cpu, cuda or cuda:N."""
     seed: int = 0
@@ -99,8 +109,10 @@ class TrainSettings:
         if not 0 <= self.plain_share < 1:
             raise ValueError(f"plain_share must lie in [0, 1), got {self.plain_share}.")
         if not 0 <= self.ablated_utility_share <= 1 or not 0 <= self.ablation_probability <= 1:
-            raise ValueError(f"ablated_utility_share and ablation_probability must lie in [0, 1]; got "
-                             f"{self.ablated_utility_share} and {self.ablation_probability}.")
+            raise ValueError(
+                f"ablated_utility_share and ablation_probability must lie in [0, 1]; got "
+                f"{self.ablated_utility_share} and {self.ablation_probability}."
+            )
         check_dtype(self.dtype)
         resolve_device(self.device)
         if self.lora_rank < 0:
@@ -108,14 +120,20 @@ class TrainSettings:
         if self.parallel not in PARALLEL:
             raise ValueError(f"Unknown parallel mode {self.parallel!r}; choose one of {', '.join(PARALLEL)}.")
         if self.parallel == "fsdp" and self.lora_rank:
-            raise ValueError("LoRA trains under --parallel ddp (its frozen base needs no sharding); "
-                             "--parallel fsdp is for full fine-tuning.")
+            raise ValueError(
+                "LoRA trains under --parallel ddp (its frozen base needs no sharding); "
+                "--parallel fsdp is for full fine-tuning."
+            )
         if self.activation_checkpointing and self.method == "deeprefusal":
-            raise ValueError("DeepRefusal's random ablation would be drawn anew when activation checkpointing "
-                             "recomputes a layer; train deeprefusal without --activation-checkpointing.")
+            raise ValueError(
+                "DeepRefusal's random ablation would be drawn anew when activation checkpointing "
+                "recomputes a layer; train deeprefusal without --activation-checkpointing."
+            )
         if self.batch_size % (2 * self.grad_accumulation):
-            raise ValueError("batch_size must split evenly into harmful and harmless halves of every "
-                             f"micro-batch (batch_size={self.batch_size}, grad_accumulation={self.grad_accumulation}).")
+            raise ValueError(
+                "batch_size must split evenly into harmful and harmless halves of every "
+                f"micro-batch (batch_size={self.batch_size}, grad_accumulation={self.grad_accumulation})."
+            )
 
     def layer_range(self, n_layers: int) -> range:
         """The trained decoder layers."""

@@ -17,12 +17,12 @@ from dataclasses import asdict, dataclass
 import torch
 
 from mechrefusal import data
-from mechrefusal.cache import atomic_write_bytes, home
-from mechrefusal.generation import generate
-from mechrefusal.judges import SubstringJudge
+from mechrefusal.core.cache import atomic_write_bytes, home
+from mechrefusal.measure.generation import generate
+from mechrefusal.measure.judges import SubstringJudge
 from mechrefusal.models import Model
+from mechrefusal.models.autocast import autocast
 from mechrefusal.models.export import hf_state_dict
-from mechrefusal.precision import autocast
 
 # Below this share of own refusals on harmful prompts the model is treated as one that does not refuse.
 MIN_OWN_REFUSALS = 0.5
@@ -42,8 +42,16 @@ class TrainingData:
     """Whether the refusal targets are the model's own (else the team's refusal replies)."""
 
 
-def training_data(model: Model, split: str = "train", *, limit: int = 0, max_new_tokens: int = 32,
-                  dtype: str = "auto", seed: int = 0, progress: bool = True) -> TrainingData:
+def training_data(
+    model: Model,
+    split: str = "train",
+    *,
+    limit: int = 0,
+    max_new_tokens: int = 32,
+    dtype: str = "auto",
+    seed: int = 0,
+    progress: bool = True,
+) -> TrainingData:
     """The model's own targets for one split of the bundled sets (cached); ``limit`` caps the prompts
     per set (harmful; harmless and over-refusal together), 0 for all."""
     harmful = data.load("harmful", split)
@@ -54,14 +62,20 @@ def training_data(model: Model, split: str = "train", *, limit: int = 0, max_new
     path = home() / "targets" / f"{key}.json"
     if path.exists():
         stored = json.loads(path.read_text())
-        return TrainingData([Example(**e) for e in stored["harmful"]], [Example(**e) for e in stored["harmless"]],
-                            stored["own_refusals"])
+        return TrainingData(
+            [Example(**e) for e in stored["harmful"]],
+            [Example(**e) for e in stored["harmless"]],
+            stored["own_refusals"],
+        )
     judge = SubstringJudge()
     with autocast(model, dtype):
         answers = generate(model, harmless, max_new_tokens=max_new_tokens, progress=progress)
         refusals = generate(model, harmful, max_new_tokens=max_new_tokens, progress=progress)
-    kept_harmless = [Example(p, a) for p, a, v in zip(harmless, answers, judge.judge(harmless, answers))
-                     if not v.refused and a.strip()]
+    kept_harmless = [
+        Example(p, a)
+        for p, a, v in zip(harmless, answers, judge.judge(harmless, answers))
+        if not v.refused and a.strip()
+    ]
     verdicts = judge.judge(harmful, refusals)
     own = sum(v.refused for v in verdicts) / len(verdicts) >= MIN_OWN_REFUSALS
     if own:
@@ -71,9 +85,16 @@ def training_data(model: Model, split: str = "train", *, limit: int = 0, max_new
         rng = random.Random(seed)
         kept_harmful = [Example(p, rng.choice(replies)) for p in harmful]
     result = TrainingData(kept_harmful, kept_harmless, own)
-    atomic_write_bytes(path, json.dumps({"harmful": [asdict(e) for e in kept_harmful],
-                                         "harmless": [asdict(e) for e in kept_harmless],
-                                         "own_refusals": own}).encode())
+    atomic_write_bytes(
+        path,
+        json.dumps(
+            {
+                "harmful": [asdict(e) for e in kept_harmful],
+                "harmless": [asdict(e) for e in kept_harmless],
+                "own_refusals": own,
+            }
+        ).encode(),
+    )
     return result
 
 

@@ -2,7 +2,7 @@
 
 `Report` wraps the JSON-ready dict that `mechrefusal.analyze` builds (one entry per model under
 ``"models"``). Every number on the page is read from that dict: table cells carry their JSON path and
-value (``data-key``, ``data-value``) and each figure is rebuilt from it (`mechrefusal.plots`), so the
+value (``data-key``, ``data-value``) and each figure is rebuilt from it (`mechrefusal.analysis.plots`), so the
 page and the JSON cannot disagree. The page inlines plotly.js and opens offline; in Jupyter the
 report shows itself (`Report._repr_html_`).
 """
@@ -20,16 +20,22 @@ import uuid
 from collections.abc import Callable
 from pathlib import Path
 
-from mechrefusal import plots
+from mechrefusal.analysis import plots
 
 FIGURES = {
-    "cosines": "Cosine matrix", "single_ablation": "Single ablations (judged)", "pair_ablation": "Pair ablations",
-    "cumulative": "Cumulative ablation", "shifts": "Representational independence",
-    "layers": "Per-layer DIM norm and separation", "projections": "Projections",
+    "cosines": "Cosine matrix",
+    "single_ablation": "Single ablations (judged)",
+    "pair_ablation": "Pair ablations",
+    "cumulative": "Cumulative ablation",
+    "shifts": "Representational independence",
+    "layers": "Per-layer DIM norm and separation",
+    "projections": "Projections",
 }
 PNG_TIMEOUT_S = 120
-PNG_HINT = ("PNG figures skipped: no Chromium found for kaleido; install one (Debian: apt-get install chromium, "
-            "or run plotly_get_chrome) and rerun.")
+PNG_HINT = (
+    "PNG figures skipped: no Chromium found for kaleido; install one (Debian: apt-get install chromium, "
+    "or run plotly_get_chrome) and rerun."
+)
 
 
 def _percent(value) -> str:
@@ -94,53 +100,79 @@ def model_figures(entry: dict) -> dict:
     labels = ind["labels"]
     return {
         "cosines": plots.cosine_heatmap(labels, ind["cosines"]),
-        "single_ablation": plots.single_ablation_bars(labels, ind["baseline_rate"], ind["single_rates"],
-                                                      ind["all_rate"], ind["summary"]["threshold"]),
+        "single_ablation": plots.single_ablation_bars(
+            labels, ind["baseline_rate"], ind["single_rates"], ind["all_rate"], ind["summary"]["threshold"]
+        ),
         "pair_ablation": plots.pair_ablation_heatmap(labels, ind["pair_scores"]),
         "cumulative": plots.cumulative_ablation(labels, ind["cumulative_scores"]),
         "shifts": plots.shift_heatmap(labels, ind["shifts"]),
-        "layers": plots.layer_profile(entry["layer_profile"]["norm"], entry["layer_profile"]["separation"],
-                                      sorted({d["layer"] for d in entry["directions"]})),
-        "projections": plots.projection_boxes(labels, entry["projections"]["harmful"], entry["projections"]["harmless"]),
+        "layers": plots.layer_profile(
+            entry["layer_profile"]["norm"],
+            entry["layer_profile"]["separation"],
+            sorted({d["layer"] for d in entry["directions"]}),
+        ),
+        "projections": plots.projection_boxes(
+            labels, entry["projections"]["harmful"], entry["projections"]["harmless"]
+        ),
     }
 
 
 def _cell(prefix: str, path: str, value, text: str) -> str:
-    return (f'<td data-key="{html.escape(prefix + path)}" data-value="{html.escape(json.dumps(value))}">'
-            f"{html.escape(text)}</td>")
+    return (
+        f'<td data-key="{html.escape(prefix + path)}" data-value="{html.escape(json.dumps(value))}">'
+        f"{html.escape(text)}</td>"
+    )
 
 
 def _model_section(index: int, entry: dict, uid: str) -> str:
     prefix = f"models.{index}."
-    rows = "".join(f"<tr><th>{html.escape(title)}</th>{_cell(prefix, path, lookup(entry, path), fmt(lookup(entry, path)))}</tr>"
-                   for title, path, fmt in SUMMARY_ROWS)
+    rows = "".join(
+        f"<tr><th>{html.escape(title)}</th>{_cell(prefix, path, lookup(entry, path), fmt(lookup(entry, path)))}</tr>"
+        for title, path, fmt in SUMMARY_ROWS
+    )
     ind = entry["independence"]
     head = "".join(f"<th>{name}</th>" for name in (*DIRECTION_COLUMNS, "refusal, ablated alone", "induce score"))
     body = ""
     for k, direction in enumerate(entry["directions"]):
-        cells = "".join(_cell(prefix, f"directions.{k}.{name}", direction[name],
-                              f"{direction[name]:.3g}" if name == "norm" else str(direction[name]))
-                        for name in DIRECTION_COLUMNS)
-        cells += _cell(prefix, f"independence.single_rates.{k}", ind["single_rates"][k], _percent(ind["single_rates"][k]))
-        cells += _cell(prefix, f"independence.induce_scores.{k}", ind["induce_scores"][k], _number(ind["induce_scores"][k]))
+        cells = "".join(
+            _cell(
+                prefix,
+                f"directions.{k}.{name}",
+                direction[name],
+                f"{direction[name]:.3g}" if name == "norm" else str(direction[name]),
+            )
+            for name in DIRECTION_COLUMNS
+        )
+        cells += _cell(
+            prefix, f"independence.single_rates.{k}", ind["single_rates"][k], _percent(ind["single_rates"][k])
+        )
+        cells += _cell(
+            prefix, f"independence.induce_scores.{k}", ind["induce_scores"][k], _number(ind["induce_scores"][k])
+        )
         body += f"<tr>{cells}</tr>"
     figures = ""
     for key, figure in model_figures(entry).items():
         target = f"{uid}-{index}-{key}"
         spec = figure.to_json().replace("</", "<\\/")
-        figures += (f'<figure><figcaption>{html.escape(FIGURES[key])}</figcaption><div class="plot" id="{target}">'
-                    f'</div><script type="application/json" class="figure-spec" data-target="{target}">{spec}'
-                    "</script></figure>")
+        figures += (
+            f'<figure><figcaption>{html.escape(FIGURES[key])}</figcaption><div class="plot" id="{target}">'
+            f'</div><script type="application/json" class="figure-spec" data-target="{target}">{spec}'
+            "</script></figure>"
+        )
     examples = "".join(
         f"<li><b>{html.escape(name)} ablated</b>: {html.escape(example['prompt'])} → "
         f"<i>{html.escape(example['completion'])}</i> ({'refused' if example['refused'] else 'answered'})</li>"
-        for name, items in ind["examples"].items() for example in items)
-    return (f'<section class="model"><h2>{html.escape(entry["role"])}: {html.escape(entry["model"])}</h2>'
-            f'<table class="summary">{rows}</table><h3>Directions</h3>'
-            f'<table class="directions"><tr>{head}</tr>{body}</table>'
-            f'<p class="note">Fail-closed search: {html.escape(ind["summary"]["search"])}.</p>'
-            f'{figures}<details><summary>Example completions (harmful prompts)</summary><ul>{examples}</ul></details>'
-            "</section>")
+        for name, items in ind["examples"].items()
+        for example in items
+    )
+    return (
+        f'<section class="model"><h2>{html.escape(entry["role"])}: {html.escape(entry["model"])}</h2>'
+        f'<table class="summary">{rows}</table><h3>Directions</h3>'
+        f'<table class="directions"><tr>{head}</tr>{body}</table>'
+        f'<p class="note">Fail-closed search: {html.escape(ind["summary"]["search"])}.</p>'
+        f"{figures}<details><summary>Example completions (harmful prompts)</summary><ul>{examples}</ul></details>"
+        "</section>"
+    )
 
 
 STYLE = """
@@ -190,9 +222,14 @@ class Report:
         for title, path, fmt in SUMMARY_ROWS:
             lines.append(f"{title:<{width}}" + "".join(f"{fmt(lookup(entry, path)):>24}" for entry in models))
         for entry in models:
-            lines.append(f"{entry['role']} {entry['model']}: directions "
-                         + "; ".join(f"{d['label']} ({d['source']} {d['method']}, layer {d['layer']}, "
-                                     f"position {d['position']}, norm {d['norm']:.3g})" for d in entry["directions"]))
+            lines.append(
+                f"{entry['role']} {entry['model']}: directions "
+                + "; ".join(
+                    f"{d['label']} ({d['source']} {d['method']}, layer {d['layer']}, "
+                    f"position {d['position']}, norm {d['norm']:.3g})"
+                    for d in entry["directions"]
+                )
+            )
         lines.append(f"wall time {self.data['wall_time_s']} s")
         return "\n".join(lines)
 
@@ -200,17 +237,21 @@ class Report:
         models = self.data["models"]
         sections = "".join(_model_section(i, entry, uid) for i, entry in enumerate(models))
         versions = ", ".join(f"{key} {value}" for key, value in self.data["versions"].items())
-        return (f'<div id="{uid}"><h1>Refusal analysis</h1><p class="meta">{html.escape(versions)}; wall time '
-                f'{self.data["wall_time_s"]} s</p><div class="models" style="grid-template-columns: repeat('
-                f'{len(models)}, minmax(0, 1fr))">{sections}</div></div><script>{RENDER % uid}</script>')
+        return (
+            f'<div id="{uid}"><h1>Refusal analysis</h1><p class="meta">{html.escape(versions)}; wall time '
+            f'{self.data["wall_time_s"]} s</p><div class="models" style="grid-template-columns: repeat('
+            f'{len(models)}, minmax(0, 1fr))">{sections}</div></div><script>{RENDER % uid}</script>'
+        )
 
     def html(self) -> str:
         """A self-contained page (plotly.js inlined; no network needed)."""
         from plotly.offline import get_plotlyjs
 
-        return (f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>mechrefusal report</title>'
-                f"<style>{STYLE}</style><script>{get_plotlyjs()}</script></head><body>"
-                f"{self._body('report')}</body></html>")
+        return (
+            f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>mechrefusal report</title>'
+            f"<style>{STYLE}</style><script>{get_plotlyjs()}</script></head><body>"
+            f"{self._body('report')}</body></html>"
+        )
 
     def _repr_html_(self) -> str:
         """Summary and figures inline in Jupyter (plotly.js included, so it works offline)."""
@@ -250,9 +291,18 @@ def write_pngs(data: dict, directory: Path) -> str | None:
     directory.mkdir(parents=True, exist_ok=True)
     source = directory / "figures.json"
     source.write_text(json.dumps(data))
-    child = subprocess.Popen([sys.executable, "-c", "from mechrefusal.report import _png_child; _png_child()",
-                              str(source), str(directory)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                             start_new_session=True)
+    child = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "from mechrefusal.analysis.report import _png_child; _png_child()",
+            str(source),
+            str(directory),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
+    )
     try:
         _, stderr = child.communicate(timeout=PNG_TIMEOUT_S)
     except subprocess.TimeoutExpired:
@@ -272,7 +322,13 @@ def _png_child() -> None:
     import kaleido
 
     data = json.loads(Path(sys.argv[1]).read_text())
-    specs = [{"fig": figure.to_dict(), "path": Path(sys.argv[2]) / f"{index}-{key}.png",
-              "opts": {"format": "png", "width": 800, "height": plots.HEIGHT, "scale": 2}}
-             for index, entry in enumerate(data["models"]) for key, figure in model_figures(entry).items()]
+    specs = [
+        {
+            "fig": figure.to_dict(),
+            "path": Path(sys.argv[2]) / f"{index}-{key}.png",
+            "opts": {"format": "png", "width": 800, "height": plots.HEIGHT, "scale": 2},
+        }
+        for index, entry in enumerate(data["models"])
+        for key, figure in model_figures(entry).items()
+    ]
     kaleido.write_fig_from_object_sync(specs, kopts={"mathjax": False, "timeout": PNG_TIMEOUT_S / 2})

@@ -7,6 +7,8 @@ import platform
 from collections.abc import Sequence
 from importlib import metadata
 
+import torch
+
 
 def versions() -> dict[str, str]:
     """Python, mechrefusal and the numeric libraries' versions."""
@@ -24,10 +26,10 @@ def prompts_sha256(prompts: Sequence[str]) -> str:
     return hashlib.sha256("\n".join(prompts).encode()).hexdigest()
 
 
-def weights_fingerprint(model) -> str:
-    """A cheap identity of a model's weights: each parameter's shape, float64 sum and first values."""
+def weights_fingerprint(module: torch.nn.Module) -> str:
+    """A cheap identity of a module's weights: each parameter's shape, float64 sum and first values."""
     digest = hashlib.sha256()
-    for name, parameter in model.hf_model.named_parameters():
+    for name, parameter in module.named_parameters():
         values = parameter.detach().flatten()
         digest.update(f"{name}{tuple(parameter.shape)}{values.double().sum().item().hex()}".encode())
         digest.update(values[:32].float().cpu().numpy().tobytes())

@@ -7,8 +7,9 @@ import inspect
 from dataclasses import fields
 
 
-def add_settings_arguments(parser: argparse.ArgumentParser, settings_class: type,
-                           positional: str | None = "model") -> None:
+def add_settings_arguments(
+    parser: argparse.ArgumentParser, settings_class: type, positional: str | None = "model"
+) -> None:
     """One flag per field (``--n-test``), booleans as switches; ``positional`` becomes an optional argument."""
     for field in fields(settings_class):
         help_text = field_doc(settings_class, field.name)
@@ -27,7 +28,7 @@ def field_doc(settings_class: type, name: str) -> str:
     for i, line in enumerate(source):
         if line.strip().startswith(f"{name}:"):
             doc = []
-            for following in source[i + 1:]:
+            for following in source[i + 1 :]:
                 doc.append(following.strip().strip('"'))
                 if following.rstrip().endswith('"""'):
                     break

@@ -2,7 +2,7 @@
 
 For a direction set it measures: the cosine matrix; the refusal score of held-out harmful prompts with
 nothing, each single direction, each pair, the first k (cumulative, in the set's order) and all
-directions ablated (`mechrefusal.sweep`, C configurations for about C forward passes); judged refusal
+directions ablated (`mechrefusal.measure.sweep`, C configurations for about C forward passes); judged refusal
 rates from generations with nothing, each single and all ablated; the induce score of each direction
 added at its layer; the representational-independence shift matrix (`directions.repind`); and a
 fail-closed summary.
@@ -26,19 +26,20 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
-from mechrefusal.directions import Direction, DirectionSet
-from mechrefusal.directions.direction import as_direction_set
+from mechrefusal.core.directions import Direction, DirectionSet, as_direction_set
 from mechrefusal.directions.repind import default_layers, independence_shifts
-from mechrefusal.evaluation import JudgedCompletions, judged_completions
 from mechrefusal.interventions import Ablate, Add
-from mechrefusal.judges import Judge
-from mechrefusal.metrics import refusal_score
+from mechrefusal.measure.evaluation import JudgedCompletions, judged_completions
+from mechrefusal.measure.judges import Judge
+from mechrefusal.measure.metrics import refusal_score
+from mechrefusal.measure.sweep import Subset, ablation_scores
 from mechrefusal.models import Model
-from mechrefusal.precision import autocast
-from mechrefusal.sweep import Subset, ablation_scores
+from mechrefusal.models.autocast import autocast
 
-SEARCH = ("exact for one direction (every single ablation judged); greedy from two on (start from the weakest "
-          "single, extend the set by the direction with the lowest joint refusal score, judge that set)")
+SEARCH = (
+    "exact for one direction (every single ablation judged); greedy from two on (start from the weakest "
+    "single, extend the set by the direction with the lowest joint refusal score, judge that set)"
+)
 
 
 def standard_subsets(k: int) -> list[Subset]:
@@ -48,8 +49,9 @@ def standard_subsets(k: int) -> list[Subset]:
     return list(dict.fromkeys(subsets))
 
 
-def breaking_search(k: int, rate: Callable[[Subset], float], rank: Callable[[list[Subset]], list[float]],
-                    threshold: float = 0.5) -> tuple[Subset | None, list[Subset]]:
+def breaking_search(
+    k: int, rate: Callable[[Subset], float], rank: Callable[[list[Subset]], list[float]], threshold: float = 0.5
+) -> tuple[Subset | None, list[Subset]]:
     """The smallest set of the ``k`` directions whose joint ablation brings ``rate`` below ``threshold``
     (``None`` if even all of them do not), and the sets that were judged, in order.
 
@@ -99,10 +101,16 @@ class FailClosedSummary:
         return self.baseline_rate >= self.threshold and self.min_single_rate >= self.threshold
 
     def to_dict(self) -> dict:
-        return {"threshold": self.threshold, "baseline_rate": self.baseline_rate,
-                "min_single_rate": self.min_single_rate, "weakest": self.weakest,
-                "directions_to_break": self.directions_to_break, "breaking_set": self.breaking_set,
-                "fail_closed": self.fail_closed, "search": self.search}
+        return {
+            "threshold": self.threshold,
+            "baseline_rate": self.baseline_rate,
+            "min_single_rate": self.min_single_rate,
+            "weakest": self.weakest,
+            "directions_to_break": self.directions_to_break,
+            "breaking_set": self.breaking_set,
+            "fail_closed": self.fail_closed,
+            "search": self.search,
+        }
 
 
 @dataclass
@@ -118,7 +126,7 @@ class IndependenceResult:
     """Judged generations on the harmful prompts for some configurations."""
     harmless_score: float
     """Mean refusal score of the harmless prompts, nothing added."""
-    induce: Float[Tensor, "k"]
+    induce: Float[Tensor, " k"]
     """Mean refusal score of the harmless prompts with each direction added at its layer."""
     shifts: Float[Tensor, "k k layer"]
     shift_layers: list[int]
@@ -140,37 +148,62 @@ class IndependenceResult:
     def to_dict(self) -> dict:
         k = len(self.labels)
         return {
-            "labels": self.labels, "cosines": self.cosines.tolist(),
-            "configurations": [{"ablated": [self.labels[i] for i in subset], "indices": list(subset),
-                                "mean_score": scores.mean().item(), "refusing_fraction": (scores > 0).float().mean().item(),
-                                "judged_rate": self.judged[subset].rate if subset in self.judged else None}
-                               for subset, scores in zip(self.subsets, self.harmful_scores)],
+            "labels": self.labels,
+            "cosines": self.cosines.tolist(),
+            "configurations": [
+                {
+                    "ablated": [self.labels[i] for i in subset],
+                    "indices": list(subset),
+                    "mean_score": scores.mean().item(),
+                    "refusing_fraction": (scores > 0).float().mean().item(),
+                    "judged_rate": self.judged[subset].rate if subset in self.judged else None,
+                }
+                for subset, scores in zip(self.subsets, self.harmful_scores)
+            ],
             "single_scores": [self.score((i,)) for i in range(k)],
             "single_rates": [self.judged[(i,)].rate for i in range(k)],
-            "pair_scores": self.pair_scores().tolist(), "cumulative_scores": self.cumulative_scores(),
-            "baseline_score": self.score(()), "all_score": self.score(tuple(range(k))),
-            "baseline_rate": self.judged[()].rate, "all_rate": self.judged[tuple(range(k))].rate,
-            "harmless_score": self.harmless_score, "induce_scores": self.induce.tolist(),
-            "shift_layers": self.shift_layers, "shifts": self.shifts.mean(dim=-1).tolist(),
+            "pair_scores": self.pair_scores().tolist(),
+            "cumulative_scores": self.cumulative_scores(),
+            "baseline_score": self.score(()),
+            "all_score": self.score(tuple(range(k))),
+            "baseline_rate": self.judged[()].rate,
+            "all_rate": self.judged[tuple(range(k))].rate,
+            "harmless_score": self.harmless_score,
+            "induce_scores": self.induce.tolist(),
+            "shift_layers": self.shift_layers,
+            "shifts": self.shifts.mean(dim=-1).tolist(),
             "shifts_per_layer": self.shifts.tolist(),
-            "examples": {",".join(self.labels[i] for i in subset) or "none": run.examples()
-                         for subset, run in self.judged.items()},
+            "examples": {
+                ",".join(self.labels[i] for i in subset) or "none": run.examples()
+                for subset, run in self.judged.items()
+            },
             "summary": self.summary.to_dict(),
         }
 
 
-def measure_independence(model: Model, directions: Direction | DirectionSet | Sequence[Direction],
-                         harmful: Sequence[str], harmless: Sequence[str], *, labels: Sequence[str] | None = None,
-                         judge: Judge | None = None, threshold: float = 0.5, max_new_tokens: int = 32,
-                         dtype: str = "auto", batch_size: int = 16, stack: int = 8,
-                         progress: bool = True) -> IndependenceResult:
+def measure_independence(
+    model: Model,
+    directions: Direction | DirectionSet | Sequence[Direction],
+    harmful: Sequence[str],
+    harmless: Sequence[str],
+    *,
+    labels: Sequence[str] | None = None,
+    judge: Judge | None = None,
+    threshold: float = 0.5,
+    max_new_tokens: int = 32,
+    dtype: str = "auto",
+    batch_size: int = 16,
+    stack: int = 8,
+    progress: bool = True,
+) -> IndependenceResult:
     """All the measurements of the module docstring on held-out ``harmful`` and ``harmless`` prompts.
 
     Args:
         labels: a name per direction for reports (default ``d0``, ``d1``, ...).
         threshold: the judged refusal rate below which refusal counts as broken.
-        dtype: compute dtype of sweeps and generation: ``"auto"`` (bf16 autocast where fast, see `mechrefusal.precision`), ``"bfloat16"`` or ``"float32"``.
-        stack: ablation configurations per forward pass (`mechrefusal.sweep.ablation_scores`).
+        dtype: compute dtype of sweeps and generation: ``"auto"`` (bf16 autocast where fast, see
+            `mechrefusal.core.precision`), ``"bfloat16"`` or ``"float32"``.
+        stack: ablation configurations per forward pass (`mechrefusal.measure.sweep.ablation_scores`).
     """
     directions = as_direction_set(directions)
     directions.check_width(model.d_model)
@@ -184,27 +217,48 @@ def measure_independence(model: Model, directions: Direction | DirectionSet | Se
         raise ValueError("measure_independence needs held-out harmful and harmless prompts.")
     subsets = standard_subsets(k)
     with autocast(model, dtype):
-        scores = dict(zip(subsets, ablation_scores(model, harmful, directions, subsets, batch_size=batch_size,
-                                                   stack=stack, progress=progress)))
+        scores = dict(
+            zip(
+                subsets,
+                ablation_scores(
+                    model, harmful, directions, subsets, batch_size=batch_size, stack=stack, progress=progress
+                ),
+            )
+        )
         harmless_score = refusal_score(model, harmless, batch_size=batch_size).mean().item()
-        induce = torch.tensor([refusal_score(model, harmless, intervention=Add(d), batch_size=batch_size).mean().item()
-                               for d in directions])
+        induce = torch.tensor(
+            [
+                refusal_score(model, harmless, intervention=Add(d), batch_size=batch_size).mean().item()
+                for d in directions
+            ]
+        )
     judged: dict[Subset, JudgedCompletions] = {}
 
     def rate(subset: Subset) -> float:
         if subset not in judged:
             intervention = Ablate(DirectionSet([directions[i] for i in subset])) if subset else None
-            judged[subset] = judged_completions(model, harmful, intervention=intervention, judge=judge,
-                                                max_new_tokens=max_new_tokens, dtype=dtype, batch_size=batch_size,
-                                                progress=progress)
+            judged[subset] = judged_completions(
+                model,
+                harmful,
+                intervention=intervention,
+                judge=judge,
+                max_new_tokens=max_new_tokens,
+                dtype=dtype,
+                batch_size=batch_size,
+                progress=progress,
+            )
         return judged[subset].rate
 
     def rank(candidates: list[Subset]) -> list[float]:
         missing = [subset for subset in candidates if subset not in scores]
         if missing:
             with autocast(model, dtype):
-                scores.update(zip(missing, ablation_scores(model, harmful, directions, missing,
-                                                           batch_size=batch_size, stack=stack)))
+                scores.update(
+                    zip(
+                        missing,
+                        ablation_scores(model, harmful, directions, missing, batch_size=batch_size, stack=stack),
+                    )
+                )
         return [scores[subset].mean().item() for subset in candidates]
 
     for subset in [(), *[(i,) for i in range(k)], tuple(range(k))]:
@@ -212,10 +266,25 @@ def measure_independence(model: Model, directions: Direction | DirectionSet | Se
     breaking, _ = breaking_search(k, rate, rank, threshold)
     single_rates = [judged[(i,)].rate for i in range(k)]
     weakest = min(range(k), key=single_rates.__getitem__)
-    summary = FailClosedSummary(threshold, judged[()].rate, single_rates[weakest], labels[weakest],
-                                None if breaking is None else len(breaking),
-                                None if breaking is None else [labels[i] for i in breaking])
+    summary = FailClosedSummary(
+        threshold,
+        judged[()].rate,
+        single_rates[weakest],
+        labels[weakest],
+        None if breaking is None else len(breaking),
+        None if breaking is None else [labels[i] for i in breaking],
+    )
     layers = default_layers(model)
     shifts = independence_shifts(model, harmful, directions, layers=layers, batch_size=batch_size)
-    return IndependenceResult(labels, directions.cosines(), list(scores), torch.stack(list(scores.values())),
-                              judged, harmless_score, induce, shifts, layers, summary)
+    return IndependenceResult(
+        labels,
+        directions.cosines(),
+        list(scores),
+        torch.stack(list(scores.values())),
+        judged,
+        harmless_score,
+        induce,
+        shifts,
+        layers,
+        summary,
+    )

@@ -14,8 +14,8 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from mechrefusal.cache import atomic_write_bytes, home
-from mechrefusal.errors import FetchError
+from mechrefusal.core.cache import atomic_write_bytes, home
+from mechrefusal.core.errors import FetchError
 
 
 @dataclass(frozen=True)
@@ -55,8 +55,19 @@ def wheel_path(wheel: PinnedWheel) -> Path:
         _check_hash(target, wheel)
         return target
     with tempfile.TemporaryDirectory(dir=home()) as scratch:
-        command = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
-                   "--disable-pip-version-check", "-q", "-d", scratch, wheel.requirement]
+        command = [
+            sys.executable,
+            "-m",
+            "pip",
+            "download",
+            "--no-deps",
+            "--only-binary=:all:",
+            "--disable-pip-version-check",
+            "-q",
+            "-d",
+            scratch,
+            wheel.requirement,
+        ]
         result = subprocess.run(command, capture_output=True, text=True)
         downloaded = sorted(Path(scratch).glob("*.whl"))
         if result.returncode != 0 or not downloaded:

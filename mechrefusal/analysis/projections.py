@@ -14,13 +14,14 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
-from mechrefusal.directions import Direction, DirectionSet
+from mechrefusal.core.directions import Direction, DirectionSet
 from mechrefusal.directions.dim import dim_candidates
 from mechrefusal.models import Model
 
 
-def projections(model: Model, prompts: Sequence[str], directions: DirectionSet | Sequence[Direction], *,
-                batch_size: int = 16) -> Float[Tensor, "prompt k"]:
+def projections(
+    model: Model, prompts: Sequence[str], directions: DirectionSet | Sequence[Direction], *, batch_size: int = 16
+) -> Float[Tensor, "prompt k"]:
     """``x . d / |d|`` for every prompt and direction, with ``x`` the residual stream entering the
     direction's layer at its position (no intervention)."""
     if not prompts or not len(directions):
@@ -32,6 +33,7 @@ def projections(model: Model, prompts: Sequence[str], directions: DirectionSet |
         def hook(activation: Float[Tensor, "batch seq d_model"], hook) -> Tensor:
             read[layer] = activation
             return activation
+
         return hook
 
     out = torch.zeros(len(prompts), len(directions))
@@ -60,25 +62,37 @@ class LayerProfile:
         return {"position": self.position, "norm": self.norm, "separation": self.separation}
 
 
-def cohens_d(a: Float[Tensor, "n"], b: Float[Tensor, "m"]) -> float:
+def cohens_d(a: Float[Tensor, " n"], b: Float[Tensor, " m"]) -> float:
     """(mean a - mean b) / pooled standard deviation."""
-    pooled = ((a.var(unbiased=True) * (len(a) - 1) + b.var(unbiased=True) * (len(b) - 1)) / (len(a) + len(b) - 2))
+    pooled = (a.var(unbiased=True) * (len(a) - 1) + b.var(unbiased=True) * (len(b) - 1)) / (len(a) + len(b) - 2)
     return ((a.mean() - b.mean()) / pooled.sqrt().clamp_min(1e-12)).item()
 
 
-def layer_profile(model: Model, harmful: Sequence[str], harmless: Sequence[str], harmful_test: Sequence[str],
-                  harmless_test: Sequence[str], *, position: int = -1, batch_size: int = 16,
-                  progress: bool = False) -> LayerProfile:
+def layer_profile(
+    model: Model,
+    harmful: Sequence[str],
+    harmless: Sequence[str],
+    harmful_test: Sequence[str],
+    harmless_test: Sequence[str],
+    *,
+    position: int = -1,
+    batch_size: int = 16,
+    progress: bool = False,
+) -> LayerProfile:
     """DIM vector of every layer at ``position`` from ``harmful``/``harmless`` (massive dimensions zeroed,
     as the finder does), its norm, and Cohen's d of the held-out prompts' projections on it."""
     if len(harmful_test) < 2 or len(harmless_test) < 2:
         raise ValueError("layer_profile needs at least two held-out prompts per set for a standard deviation.")
     slot = model.post_instruction_positions.index(position)
     candidates, _ = dim_candidates(model, harmful, harmless, batch_size=batch_size, progress=progress)
-    per_layer = DirectionSet([Direction(candidates[layer, slot], layer, position, "dim")
-                              for layer in range(model.n_layers)])
+    per_layer = DirectionSet(
+        [Direction(candidates[layer, slot], layer, position, "dim") for layer in range(model.n_layers)]
+    )
     bad = projections(model, harmful_test, per_layer, batch_size=batch_size)
     good = projections(model, harmless_test, per_layer, batch_size=batch_size)
     norms = candidates[:, slot].norm(dim=-1).tolist()
-    return LayerProfile(position, norms, [cohens_d(bad[:, layer], good[:, layer]) if norms[layer] > 1e-6 else None
-                                          for layer in range(model.n_layers)])
+    return LayerProfile(
+        position,
+        norms,
+        [cohens_d(bad[:, layer], good[:, layer]) if norms[layer] > 1e-6 else None for layer in range(model.n_layers)],
+    )

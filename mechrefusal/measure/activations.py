@@ -28,9 +28,15 @@ class MeanActivations:
     n_prompts: int
 
 
-def mean_activations(model: Model, instructions: Sequence[str], *, layers: Sequence[int] | None = None,
-                     positions: Sequence[int] | None = None, batch_size: int = 16,
-                     progress: bool = True) -> MeanActivations:
+def mean_activations(
+    model: Model,
+    instructions: Sequence[str],
+    *,
+    layers: Sequence[int] | None = None,
+    positions: Sequence[int] | None = None,
+    batch_size: int = 16,
+    progress: bool = True,
+) -> MeanActivations:
     """Mean of the residual stream over ``instructions`` at every layer and post-instruction position.
 
     Args:
@@ -53,11 +59,13 @@ def mean_activations(model: Model, instructions: Sequence[str], *, layers: Seque
         def hook(activation: Tensor, hook) -> Tensor:
             sums[slot] += activation[:, index].sum(dim=0, dtype=torch.float64)
             return activation
+
         return hook
 
     hooks = [(f"blocks.{layer}.hook_in", accumulate(slot)) for slot, layer in enumerate(layers)]
     with torch.no_grad(), model.bridge.hooks(fwd_hooks=hooks):
-        for _, batch in tqdm(list(model.batches(instructions, batch_size)), desc="mean activations",
-                             disable=not progress, leave=False):
+        for _, batch in tqdm(
+            list(model.batches(instructions, batch_size)), desc="mean activations", disable=not progress, leave=False
+        ):
             model.bridge(batch.input_ids, attention_mask=batch.attention_mask, stop_at_layer=layers[-1])
     return MeanActivations(sums / len(instructions), layers, positions, len(instructions))

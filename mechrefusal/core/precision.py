@@ -19,15 +19,13 @@ import os
 import platform
 import time
 import warnings
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from functools import cache
 
 import torch
 
-from mechrefusal.cache import atomic_write_bytes, home
-from mechrefusal.errors import SettingError
+from mechrefusal.core.cache import atomic_write_bytes, home
+from mechrefusal.core.errors import SettingError
 
 DTYPES = ("auto", "float32", "bfloat16")
 TORCH_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
@@ -52,13 +50,21 @@ class Precision:
 def check_dtype(dtype: str) -> str:
     """Return ``dtype`` if it is a known compute dtype, else raise one clear sentence."""
     if dtype not in DTYPES:
-        raise SettingError(f"Unknown compute dtype {dtype!r}; choose one of {', '.join(DTYPES)} "
-                           "('auto' picks bfloat16 only where it is fast on this machine).")
+        raise SettingError(
+            f"Unknown compute dtype {dtype!r}; choose one of {', '.join(DTYPES)} "
+            "('auto' picks bfloat16 only where it is fast on this machine)."
+        )
     return dtype
 
 
-def choose_precision(requested: str, device: torch.device, *, cuda_bf16: bool = False, cpu_bf16_isa: bool = False,
-                     bf16_speedup: float | None = None) -> Precision:
+def choose_precision(
+    requested: str,
+    device: torch.device,
+    *,
+    cuda_bf16: bool = False,
+    cpu_bf16_isa: bool = False,
+    bf16_speedup: float | None = None,
+) -> Precision:
     """The policy, free of measurement: what ``requested`` means on ``device`` given the probes' answers.
 
     ``bf16_speedup`` is fp32 time ÷ bf16 time of the CPU micro-benchmark (None: not measured).
@@ -71,18 +77,25 @@ def choose_precision(requested: str, device: torch.device, *, cuda_bf16: bool = 
         if cuda_bf16:
             return Precision("bfloat16", f"{requested}: bf16, the CUDA device supports it")
         if requested == "bfloat16":
-            raise SettingError("bfloat16 was asked, but this CUDA device does not support bf16; "
-                               "pass dtype='auto' or 'float32'.")
+            raise SettingError(
+                "bfloat16 was asked, but this CUDA device does not support bf16; pass dtype='auto' or 'float32'."
+            )
         return Precision("float32", "auto: fp32, the CUDA device lacks bf16")
     if device.type != "cpu":
-        return Precision("bfloat16", f"{requested}: bf16 on {device.type}") if requested == "bfloat16" \
+        return (
+            Precision("bfloat16", f"{requested}: bf16 on {device.type}")
+            if requested == "bfloat16"
             else Precision("float32", f"auto: fp32 on {device.type}")
+        )
     measured = "" if bf16_speedup is None else f", bf16 matmul {bf16_speedup:.3g}x fp32 on this CPU"
     fast = cpu_bf16_isa and bf16_speedup is not None and bf16_speedup >= FAST_ENOUGH
     if requested == "bfloat16":
         if not fast:
-            warnings.warn(f"bfloat16 was asked on a CPU where it is slow{measured or ' (no AVX512-BF16 or AMX)'}; "
-                          "it will run, but dtype='auto' would pick float32 here.", stacklevel=4)
+            warnings.warn(
+                f"bfloat16 was asked on a CPU where it is slow{measured or ' (no AVX512-BF16 or AMX)'}; "
+                "it will run, but dtype='auto' would pick float32 here.",
+                stacklevel=4,
+            )
         return Precision("bfloat16", f"bfloat16 (asked{measured})")
     if not cpu_bf16_isa:
         return Precision("float32", "auto: fp32, the CPU has neither AVX512-BF16 nor AMX")
@@ -114,18 +127,31 @@ def cpu_has_bf16_isa() -> bool:
 
 def hardware() -> dict[str, object]:
     """The CPU, its ISA as torch uses it, threads and CUDA device: recorded beside every timing."""
-    return {"cpu": _cpu_model(), "cpu_capability": torch.backends.cpu.get_cpu_capability(),
-            "cpu_bf16_isa": cpu_has_bf16_isa(), "onednn_max_cpu_isa": os.environ.get("ONEDNN_MAX_CPU_ISA"),
-            "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(),
-            "cuda": torch.cuda.get_device_name() if torch.cuda.is_available() else None}
+    return {
+        "cpu": _cpu_model(),
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        "cpu_bf16_isa": cpu_has_bf16_isa(),
+        "onednn_max_cpu_isa": os.environ.get("ONEDNN_MAX_CPU_ISA"),
+        "cpu_count": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "cuda": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
+    }
 
 
 @cache
 def bf16_speedup() -> float:
-    """fp32 ÷ bf16 time of a 512³ matmul on this CPU (0.05 s here, 3 s on the slowest CPU seen), cached on disk by CPU model,
+    """fp32 ÷ bf16 time of a 512³ matmul on this CPU (0.05 s here, 3 s on the slowest CPU seen), cached on
+    disk by CPU model,
     ISA settings and torch version, so the probe runs once per machine and build."""
-    key = "|".join([_cpu_model(), torch.__version__, torch.backends.cpu.get_cpu_capability(),
-                    os.environ.get("ONEDNN_MAX_CPU_ISA", ""), str(torch.get_num_threads())])
+    key = "|".join(
+        [
+            _cpu_model(),
+            torch.__version__,
+            torch.backends.cpu.get_cpu_capability(),
+            os.environ.get("ONEDNN_MAX_CPU_ISA", ""),
+            str(torch.get_num_threads()),
+        ]
+    )
     path = home() / "precision" / "bf16-probe.json"
     try:
         known = json.loads(path.read_text())
@@ -176,21 +202,3 @@ def _cpu_model() -> str:
     except OSError:
         pass
     return platform.processor() or platform.machine()
-
-
-@contextmanager
-def autocast(model, dtype: str = "auto") -> Iterator[None]:
-    """Run ``model`` under ``torch.autocast`` to the resolved ``dtype`` (float32: unchanged)."""
-    chosen = resolve(dtype, model.device).dtype
-    if chosen == "float32":
-        yield
-        return
-    names = [f"blocks.{layer}.attn.hook_pattern" for layer in range(model.n_layers)]
-    hooks = [(name, _zero_nan) for name in names if name in model.bridge.hook_dict]
-    with torch.autocast(device_type=model.device.type, dtype=TORCH_DTYPES[chosen]), \
-            model.bridge.hooks(fwd_hooks=hooks):
-        yield
-
-
-def _zero_nan(pattern: torch.Tensor, hook) -> torch.Tensor:
-    return torch.nan_to_num(pattern, nan=0.0)

@@ -15,9 +15,9 @@ from jaxtyping import Float
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from mechrefusal.directions import DirectionSet
+from mechrefusal.core.directions import DirectionSet
 from mechrefusal.interventions import ABLATION_SITES
-from mechrefusal.metrics import refusal_token_ids, score_from_logprobs
+from mechrefusal.measure.metrics import refusal_token_ids, score_from_logprobs
 from mechrefusal.models import Model
 
 Subset = tuple[int, ...]
@@ -36,8 +36,16 @@ def subset_bases(directions: DirectionSet, subsets: Sequence[Subset]) -> Float[T
     return bases
 
 
-def ablation_scores(model: Model, prompts: Sequence[str], directions: DirectionSet, subsets: Sequence[Subset], *,
-                    batch_size: int = 16, stack: int = 8, progress: bool = False) -> Float[Tensor, "config prompt"]:
+def ablation_scores(
+    model: Model,
+    prompts: Sequence[str],
+    directions: DirectionSet,
+    subsets: Sequence[Subset],
+    *,
+    batch_size: int = 16,
+    stack: int = 8,
+    progress: bool = False,
+) -> Float[Tensor, "config prompt"]:
     """Refusal score of every prompt with each subset of ``directions`` ablated (``()``: nothing).
 
     Args:
@@ -56,18 +64,21 @@ def ablation_scores(model: Model, prompts: Sequence[str], directions: DirectionS
     work = [(indices, batch, chunk) for indices, batch in model.batches(prompts, batch_size) for chunk in chunks]
     with torch.no_grad():
         for indices, batch, chunk in tqdm(work, desc="ablation sweep", disable=not progress, leave=False):
-            q = bases[chunk.start:chunk.stop]
+            q = bases[chunk.start : chunk.stop]
 
-            def ablate(activation: Float[Tensor, "row seq d_model"], hook) -> Tensor:
-                grouped = activation.view(len(chunk), -1, *activation.shape[1:])
+            def ablate(activation: Float[Tensor, "row seq d_model"], hook, q: Tensor = q) -> Tensor:
+                grouped = activation.view(q.shape[0], -1, *activation.shape[1:])
                 qc = q.to(activation.dtype)
                 projected = torch.einsum("cbsk,cdk->cbsd", torch.einsum("cbsd,cdk->cbsk", grouped, qc), qc)
                 return (grouped - projected).view_as(activation)
 
             hooks = [(site.format(layer=layer), ablate) for layer in range(model.n_layers) for site in ABLATION_SITES]
             with model.bridge.hooks(fwd_hooks=hooks):
-                logits = model.bridge(batch.input_ids.repeat(len(chunk), 1),
-                                      attention_mask=batch.attention_mask.repeat(len(chunk), 1), logits_to_keep=1)
+                logits = model.bridge(
+                    batch.input_ids.repeat(len(chunk), 1),
+                    attention_mask=batch.attention_mask.repeat(len(chunk), 1),
+                    logits_to_keep=1,
+                )
             logprobs = logits[:, -1].float().log_softmax(dim=-1).view(len(chunk), len(indices), -1).cpu()
             for c, row in zip(chunk, logprobs):
                 scores[c, indices] = score_from_logprobs(row, tokens)

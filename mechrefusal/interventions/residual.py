@@ -9,18 +9,17 @@ passes) and only the hooks added by the block are removed when it exits, even on
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
 from jaxtyping import Float
 from torch import Tensor
 
-from mechrefusal.directions.direction import Direction, DirectionSet, as_direction_set
-from mechrefusal.errors import MechrefusalError
-
-Hook = tuple[str, Callable]
+from mechrefusal.core.directions import Direction, DirectionSet, as_direction_set
+from mechrefusal.core.errors import MechrefusalError
+from mechrefusal.models import Model
+from mechrefusal.models.hooks import Hook, Interventions, flatten
 
 # Every place a block reads from or writes into the residual stream.
 ABLATION_SITES = ("blocks.{layer}.hook_in", "blocks.{layer}.attn.hook_out", "blocks.{layer}.mlp.hook_out")
@@ -37,7 +36,7 @@ class Ablate:
     directions: Direction | DirectionSet | Sequence[Direction]
     layers: Sequence[int] | None = None
 
-    def hooks(self, model) -> list[Hook]:
+    def hooks(self, model: Model) -> list[Hook]:
         basis = _basis(self.directions, model)
 
         def ablate(activation: Float[Tensor, "batch seq d_model"], hook) -> Tensor:
@@ -59,7 +58,7 @@ class RandomAblate:
     p: float
     generator: torch.Generator
 
-    def hooks(self, model) -> list[Hook]:
+    def hooks(self, model: Model) -> list[Hook]:
         basis = _basis(self.directions, model)
 
         def maybe_ablate(activation: Float[Tensor, "batch seq d_model"], hook) -> Tensor:
@@ -73,7 +72,7 @@ class RandomAblate:
         return [(site.format(layer=layer), maybe_ablate) for layer in range(model.n_layers) for site in ABLATION_SITES]
 
 
-def _basis(directions: Direction | DirectionSet | Sequence[Direction], model) -> Float[Tensor, "d_model k"]:
+def _basis(directions: Direction | DirectionSet | Sequence[Direction], model: Model) -> Float[Tensor, "d_model k"]:
     directions = as_direction_set(directions)
     if not len(directions):
         raise ValueError("An ablation needs at least one direction; this set is empty.")
@@ -81,11 +80,13 @@ def _basis(directions: Direction | DirectionSet | Sequence[Direction], model) ->
     return directions.basis().to(model.device)
 
 
-def _checked_layers(layers: Sequence[int], model) -> Sequence[int]:
+def _checked_layers(layers: Sequence[int], model: Model) -> Sequence[int]:
     outside = [layer for layer in layers if not 0 <= layer < model.n_layers]
     if outside:
-        raise MechrefusalError(f"Layers {outside} are outside this model's blocks 0..{model.n_layers - 1}: "
-                               "the direction or layer list was made for a deeper model.")
+        raise MechrefusalError(
+            f"Layers {outside} are outside this model's blocks 0..{model.n_layers - 1}: "
+            "the direction or layer list was made for a deeper model."
+        )
     return layers
 
 
@@ -96,7 +97,7 @@ class Add:
     direction: Direction
     coeff: float = 1.0
 
-    def hooks(self, model) -> list[Hook]:
+    def hooks(self, model: Model) -> list[Hook]:
         DirectionSet([self.direction]).check_width(model.d_model)
         (layer,) = _checked_layers([self.direction.layer], model)
         shift = (self.coeff * self.direction.vector).to(model.device)
@@ -115,7 +116,7 @@ class OnRows:
     intervention: Ablate | Add | RandomAblate
     rows: tuple[int, ...]
 
-    def hooks(self, model) -> list[Hook]:
+    def hooks(self, model: Model) -> list[Hook]:
         rows = torch.tensor(self.rows, dtype=torch.long)
 
         def on_rows(apply: Callable) -> Callable:
@@ -123,21 +124,13 @@ class OnRows:
                 chosen = torch.zeros(activation.shape[0], dtype=torch.bool, device=activation.device)
                 chosen[rows.to(activation.device)] = True
                 return torch.where(chosen[:, None, None], apply(activation, hook), activation)
+
             return masked
 
         return [(name, on_rows(apply)) for name, apply in self.intervention.hooks(model)]
 
 
 Intervention = Ablate | Add | RandomAblate | OnRows
-Interventions = Intervention | Sequence[Intervention] | None
-
-
-def flatten(*interventions: Interventions) -> list[Intervention]:
-    """The interventions as one flat list (``None`` entries skipped, lists flattened)."""
-    flat = []
-    for item in interventions:
-        flat.extend(item if isinstance(item, (list, tuple)) else [] if item is None else [item])
-    return flat
 
 
 def per_row(groups: Sequence[tuple[Sequence[int], Interventions]]) -> list[Intervention]:
@@ -151,12 +144,3 @@ def per_row(groups: Sequence[tuple[Sequence[int], Interventions]]) -> list[Inter
         start += len(indices)
         flat += [item if len(rows) == n else OnRows(item, rows) for item in flatten(interventions)]
     return flat
-
-
-@contextmanager
-def intervene(model, *interventions: Interventions) -> Iterator[None]:
-    """Apply interventions for the duration of the block (``None`` entries are skipped, lists flattened)."""
-    hooks = [hook for intervention in flatten(*interventions) for hook in intervention.hooks(model)]
-    with model.bridge.hooks(fwd_hooks=hooks):
-        yield
-

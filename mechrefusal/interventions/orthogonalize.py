@@ -11,13 +11,14 @@ import copy
 from collections.abc import Sequence
 from pathlib import Path
 
-from mechrefusal.directions.direction import Direction, DirectionSet, as_direction_set
+from mechrefusal.core.directions import Direction, DirectionSet, as_direction_set
 from mechrefusal.models.export import hf_state_dict, residual_writer_names, save_hf_directory, unembed_name
 from mechrefusal.models.model import Model
 
 
-def orthogonalize(model: Model, directions: Direction | DirectionSet | Sequence[Direction],
-                  out_dir: str | Path) -> Path:
+def orthogonalize(
+    model: Model, directions: Direction | DirectionSet | Sequence[Direction], out_dir: str | Path
+) -> Path:
     """Write a Hugging Face directory whose weights have ``directions`` projected out.
 
     The model itself is not changed. Tied input/output embeddings are untied (only the input embedding

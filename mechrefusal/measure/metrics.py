@@ -25,8 +25,9 @@ def refusal_token_ids(model: Model) -> list[int]:
     return ids
 
 
-def last_token_logprobs(model: Model, instructions: Sequence[str], *, intervention: Interventions = None,
-                        batch_size: int = 16) -> Float[Tensor, "prompt vocab"]:
+def last_token_logprobs(
+    model: Model, instructions: Sequence[str], *, intervention: Interventions = None, batch_size: int = 16
+) -> Float[Tensor, "prompt vocab"]:
     """Log-probabilities of the first reply token (float32, on the CPU), one forward pass per batch."""
     rows: list[Tensor | None] = [None] * len(instructions)
     with torch.no_grad(), model.intervene(intervention):
@@ -37,8 +38,9 @@ def last_token_logprobs(model: Model, instructions: Sequence[str], *, interventi
     return torch.stack(rows)
 
 
-def refusal_score(model: Model, instructions: Sequence[str], *, intervention: Interventions = None,
-                  batch_size: int = 16) -> Float[Tensor, "prompt"]:
+def refusal_score(
+    model: Model, instructions: Sequence[str], *, intervention: Interventions = None, batch_size: int = 16
+) -> Float[Tensor, " prompt"]:
     """``log(P + 1e-8) - log(1 - P + 1e-8)`` with P the next-token mass on refusal openers.
 
     Positive means the model is about to refuse. One forward pass per batch, no generation.
@@ -47,18 +49,21 @@ def refusal_score(model: Model, instructions: Sequence[str], *, intervention: In
     return score_from_logprobs(logprobs, refusal_token_ids(model))
 
 
-def score_from_logprobs(logprobs: Float[Tensor, "prompt vocab"], token_ids: list[int]) -> Float[Tensor, "prompt"]:
+def score_from_logprobs(logprobs: Float[Tensor, "prompt vocab"], token_ids: list[int]) -> Float[Tensor, " prompt"]:
     mass = logprobs[:, token_ids].exp().sum(dim=-1)
     return torch.log(mass + 1e-8) - torch.log(1 - mass + 1e-8)
 
 
-def kl_divergence(base: Float[Tensor, "prompt vocab"], other: Float[Tensor, "prompt vocab"]) -> Float[Tensor, "prompt"]:
+def kl_divergence(
+    base: Float[Tensor, "prompt vocab"], other: Float[Tensor, "prompt vocab"]
+) -> Float[Tensor, " prompt"]:
     """KL(base || other) per prompt, from log-probabilities."""
     return (base.exp() * (base - other)).sum(dim=-1)
 
 
-def first_token_kl(model: Model, instructions: Sequence[str], intervention: Interventions, *,
-                   batch_size: int = 16) -> Float[Tensor, "prompt"]:
+def first_token_kl(
+    model: Model, instructions: Sequence[str], intervention: Interventions, *, batch_size: int = 16
+) -> Float[Tensor, " prompt"]:
     """KL(base || intervened) of the first reply token's distribution, per prompt."""
     base = last_token_logprobs(model, instructions, batch_size=batch_size)
     other = last_token_logprobs(model, instructions, intervention=intervention, batch_size=batch_size)

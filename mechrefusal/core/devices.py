@@ -7,7 +7,7 @@ import re
 
 import torch
 
-from mechrefusal.errors import DeviceError
+from mechrefusal.core.errors import DeviceError
 
 DEVICE_CHOICES = ("auto", "cpu", "cuda", "cuda:N")
 _SPEC = re.compile(r"^(auto|cpu|cuda)(?::(\d+))?$")
@@ -27,12 +27,16 @@ def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
     if kind == "cpu":
         return torch.device("cpu")
     if not torch.cuda.is_available():
-        raise DeviceError(f"Device {spec!r} was asked for, but this machine has no CUDA device (torch "
-                          f"{torch.__version__}); pass device='cpu' or 'auto'.")
+        raise DeviceError(
+            f"Device {spec!r} was asked for, but this machine has no CUDA device (torch "
+            f"{torch.__version__}); pass device='cpu' or 'auto'."
+        )
     count = torch.cuda.device_count()
     if index is not None and int(index) >= count:
-        raise DeviceError(f"Device {spec!r} was asked for, but this machine has {count} CUDA device(s) "
-                          f"(cuda:0..cuda:{count - 1}); pass one of those or 'auto'.")
+        raise DeviceError(
+            f"Device {spec!r} was asked for, but this machine has {count} CUDA device(s) "
+            f"(cuda:0..cuda:{count - 1}); pass one of those or 'auto'."
+        )
     return torch.device(spec)
 
 
@@ -54,6 +58,8 @@ def check_fits(n_bytes: int, device: torch.device, *, what: str) -> None:
     """Raise a `DeviceError` when ``n_bytes`` of weights cannot fit in ``device``'s free memory."""
     free = free_memory_bytes(device)
     if free is not None and n_bytes > free:
-        raise DeviceError(f"{what} needs about {n_bytes / 2**30:.1f} GiB on {device}, which has "
-                          f"{free / 2**30:.1f} GiB free; pass device_map='auto' to spread it over several "
-                          "devices, a smaller dtype, or another device.")
+        raise DeviceError(
+            f"{what} needs about {n_bytes / 2**30:.1f} GiB on {device}, which has "
+            f"{free / 2**30:.1f} GiB free; pass device_map='auto' to spread it over several "
+            "devices, a smaller dtype, or another device."
+        )

@@ -13,8 +13,8 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save
 from torch import Tensor
 
-from mechrefusal.cache import atomic_write_bytes
-from mechrefusal.errors import MechrefusalError
+from mechrefusal.core.cache import atomic_write_bytes
+from mechrefusal.core.errors import MechrefusalError
 
 
 @dataclass
@@ -32,7 +32,7 @@ class Direction:
     The vector is kept on the CPU whatever device it was found on.
     """
 
-    vector: Float[Tensor, "d_model"]
+    vector: Float[Tensor, " d_model"]
     layer: int
     position: int
     method: str
@@ -45,10 +45,10 @@ class Direction:
         if self.layer < 0:
             raise MechrefusalError(f"A Direction's layer counts blocks from 0, got {self.layer}.")
         if self.vector.device.type != "cpu":  # directions live on the CPU, so sets found on any device stack;
-            self.vector = self.vector.cpu()     # interventions move their bases to the model's device
+            self.vector = self.vector.cpu()  # interventions move their bases to the model's device
 
     @property
-    def unit(self) -> Float[Tensor, "d_model"]:
+    def unit(self) -> Float[Tensor, " d_model"]:
         return self.vector / self.vector.norm()
 
     @property
@@ -64,12 +64,16 @@ class Direction:
         """Read a file written by :meth:`save`; a file of several directions needs ``DirectionSet.load``."""
         directions = DirectionSet.load(path, d_model=d_model)
         if len(directions) != 1:
-            raise MechrefusalError(f"{path} holds {len(directions)} directions, not one: read it with DirectionSet.load.")
+            raise MechrefusalError(
+                f"{path} holds {len(directions)} directions, not one: read it with DirectionSet.load."
+            )
         return directions[0]
 
     def __repr__(self) -> str:
-        return (f"Direction(method={self.method!r}, layer={self.layer}, position={self.position}, "
-                f"norm={self.vector.norm().item():.3g}, d_model={self.d_model})")
+        return (
+            f"Direction(method={self.method!r}, layer={self.layer}, position={self.position}, "
+            f"norm={self.vector.norm().item():.3g}, d_model={self.d_model})"
+        )
 
 
 class DirectionSet(Sequence[Direction]):
@@ -95,8 +99,9 @@ class DirectionSet(Sequence[Direction]):
 
     def append(self, direction: Direction) -> None:
         if self._directions and direction.d_model != self._directions[0].d_model:
-            raise MechrefusalError(f"Cannot add a direction of width {direction.d_model} to a set of width "
-                                   f"{self._directions[0].d_model}.")
+            raise MechrefusalError(
+                f"Cannot add a direction of width {direction.d_model} to a set of width {self._directions[0].d_model}."
+            )
         self._directions.append(direction)
 
     @property
@@ -118,14 +123,17 @@ class DirectionSet(Sequence[Direction]):
 
     def check_width(self, d_model: int, what: str = "the model") -> None:
         if self._directions and self._directions[0].d_model != d_model:
-            raise MechrefusalError(f"These directions have width {self._directions[0].d_model} but {what} has "
-                                   f"d_model {d_model}: they were found on another model.")
+            raise MechrefusalError(
+                f"These directions have width {self._directions[0].d_model} but {what} has "
+                f"d_model {d_model}: they were found on another model."
+            )
 
     def save(self, path: str | Path) -> None:
         """Write vectors and provenance to one ``.safetensors`` file (provenance as JSON metadata)."""
         tensors = {f"direction.{i}": d.vector.detach().cpu().contiguous() for i, d in enumerate(self)}
-        meta = [{"layer": d.layer, "position": d.position, "method": d.method, "provenance": d.provenance}
-                for d in self]
+        meta = [
+            {"layer": d.layer, "position": d.position, "method": d.method, "provenance": d.provenance} for d in self
+        ]
         atomic_write_bytes(Path(path), save(tensors, metadata={"mechrefusal.directions": json.dumps(meta)}))
 
     @classmethod
@@ -140,8 +148,14 @@ class DirectionSet(Sequence[Direction]):
             tensors = load_file(str(path))
         except (KeyError, ValueError, OSError, SafetensorError) as error:
             raise MechrefusalError(f"{path} is not a mechrefusal direction file ({error}).") from error
-        directions = cls([Direction(tensors[f"direction.{i}"], item["layer"], item["position"], item["method"],
-                                    item["provenance"]) for i, item in enumerate(meta)])
+        directions = cls(
+            [
+                Direction(
+                    tensors[f"direction.{i}"], item["layer"], item["position"], item["method"], item["provenance"]
+                )
+                for i, item in enumerate(meta)
+            ]
+        )
         if d_model is not None:
             directions.check_width(d_model)
         return directions

@@ -16,16 +16,36 @@ HARMFUL, HARMLESS = "#c0392b", "#2471a3"
 
 
 def _layout(figure: go.Figure, title: str, **kwargs) -> go.Figure:
-    figure.update_layout(title=title, height=HEIGHT, margin=dict(l=60, r=20, t=50, b=50), template="plotly_white",
-                         **kwargs)
+    figure.update_layout(
+        title=title, height=HEIGHT, margin=dict(l=60, r=20, t=50, b=50), template="plotly_white", **kwargs
+    )
     return figure
 
 
-def _heatmap(labels: Sequence[str], matrix: Sequence[Sequence[float]], title: str, colorbar: str, *,
-             zmin: float | None = None, zmax: float | None = None, colorscale: str = "RdBu_r",
-             x_title: str = "", y_title: str = "") -> go.Figure:
-    figure = go.Figure(go.Heatmap(z=matrix, x=list(labels), y=list(labels), zmin=zmin, zmax=zmax,
-                                  colorscale=colorscale, texttemplate="%{z:.2f}", colorbar=dict(title=colorbar)))
+def _heatmap(
+    labels: Sequence[str],
+    matrix: Sequence[Sequence[float]],
+    title: str,
+    colorbar: str,
+    *,
+    zmin: float | None = None,
+    zmax: float | None = None,
+    colorscale: str = "RdBu_r",
+    x_title: str = "",
+    y_title: str = "",
+) -> go.Figure:
+    figure = go.Figure(
+        go.Heatmap(
+            z=matrix,
+            x=list(labels),
+            y=list(labels),
+            zmin=zmin,
+            zmax=zmax,
+            colorscale=colorscale,
+            texttemplate="%{z:.2f}",
+            colorbar=dict(title=colorbar),
+        )
+    )
     figure.update_yaxes(autorange="reversed", title=y_title)
     figure.update_xaxes(title=x_title)
     return _layout(figure, title)
@@ -38,16 +58,25 @@ def cosine_heatmap(labels: Sequence[str], cosines: Sequence[Sequence[float]]) ->
 
 def pair_ablation_heatmap(labels: Sequence[str], pair_scores: Sequence[Sequence[float]]) -> go.Figure:
     """Mean harmful refusal score with two directions ablated (the diagonal: one alone)."""
-    return _heatmap(labels, pair_scores, "Refusal score, pair ablated (diagonal: single)", "refusal score",
-                    colorscale="Viridis")
+    return _heatmap(
+        labels, pair_scores, "Refusal score, pair ablated (diagonal: single)", "refusal score", colorscale="Viridis"
+    )
 
 
-def single_ablation_bars(labels: Sequence[str], baseline: float, singles: Sequence[float], everything: float,
-                         threshold: float = 0.5) -> go.Figure:
+def single_ablation_bars(
+    labels: Sequence[str], baseline: float, singles: Sequence[float], everything: float, threshold: float = 0.5
+) -> go.Figure:
     """Judged harmful refusal rate with nothing, each single direction and all directions ablated."""
     names = ["none", *labels, "all"]
-    figure = go.Figure(go.Bar(x=names, y=[baseline, *singles, everything], marker_color=HARMFUL,
-                              texttemplate="%{y:.0%}", name="refusal rate"))
+    figure = go.Figure(
+        go.Bar(
+            x=names,
+            y=[baseline, *singles, everything],
+            marker_color=HARMFUL,
+            texttemplate="%{y:.0%}",
+            name="refusal rate",
+        )
+    )
     figure.add_hline(y=threshold, line_dash="dash", line_color="grey")
     figure.update_yaxes(range=[0, 1], tickformat=".0%", title="judged refusal rate")
     figure.update_xaxes(title="ablated")
@@ -66,8 +95,16 @@ def cumulative_ablation(labels: Sequence[str], cumulative_scores: Sequence[float
 
 def shift_heatmap(labels: Sequence[str], shifts: Sequence[Sequence[float]]) -> go.Figure:
     """Representational-independence shifts averaged over layers: row ablated, column measured."""
-    return _heatmap(labels, shifts, "Independence shift |Δcos| (row ablated, column read)", "|Δcos|", zmin=0.0,
-                    colorscale="Viridis", x_title="measured", y_title="ablated")
+    return _heatmap(
+        labels,
+        shifts,
+        "Independence shift |Δcos| (row ablated, column read)",
+        "|Δcos|",
+        zmin=0.0,
+        colorscale="Viridis",
+        x_title="measured",
+        y_title="ablated",
+    )
 
 
 def layer_profile(norm: Sequence[float], separation: Sequence[float | None], marked: Sequence[int] = ()) -> go.Figure:
@@ -75,8 +112,9 @@ def layer_profile(norm: Sequence[float], separation: Sequence[float | None], mar
     layers = list(range(len(norm)))
     figure = make_subplots(specs=[[{"secondary_y": True}]])
     figure.add_trace(go.Scatter(x=layers, y=list(norm), name="DIM norm", mode="lines+markers"), secondary_y=False)
-    figure.add_trace(go.Scatter(x=layers, y=list(separation), name="separation (Cohen's d)", mode="lines+markers"),
-                     secondary_y=True)
+    figure.add_trace(
+        go.Scatter(x=layers, y=list(separation), name="separation (Cohen's d)", mode="lines+markers"), secondary_y=True
+    )
     for layer in marked:
         figure.add_vline(x=layer, line_dash="dot", line_color="grey")
     figure.update_xaxes(title="layer", dtick=1 if len(layers) <= 32 else None)
@@ -85,14 +123,23 @@ def layer_profile(norm: Sequence[float], separation: Sequence[float | None], mar
     return _layout(figure, "Per-layer difference in means", legend=dict(orientation="h", y=-0.25))
 
 
-def projection_boxes(labels: Sequence[str], harmful: Sequence[Sequence[float]],
-                     harmless: Sequence[Sequence[float]]) -> go.Figure:
+def projection_boxes(
+    labels: Sequence[str], harmful: Sequence[Sequence[float]], harmless: Sequence[Sequence[float]]
+) -> go.Figure:
     """Projections of held-out prompts on each direction (``harmful[k]``: the values on direction k)."""
     figure = go.Figure()
     for name, values, colour in (("harmful", harmful, HARMFUL), ("harmless", harmless, HARMLESS)):
-        figure.add_trace(go.Box(x=[label for label, column in zip(labels, values) for _ in column],
-                                y=[v for column in values for v in column], name=name, marker_color=colour,
-                                boxpoints="all", jitter=0.4, pointpos=0))
+        figure.add_trace(
+            go.Box(
+                x=[label for label, column in zip(labels, values) for _ in column],
+                y=[v for column in values for v in column],
+                name=name,
+                marker_color=colour,
+                boxpoints="all",
+                jitter=0.4,
+                pointpos=0,
+            )
+        )
     figure.update_layout(boxmode="group")
     figure.update_yaxes(title="projection on unit direction")
     return _layout(figure, "Held-out prompts projected on each direction")

@@ -1,0 +1,22 @@
+"""Interventions on a model's residual stream: scoped hooks (`Ablate`, `Add`, `RandomAblate`, `OnRows`)
+and their weight-edit form (`orthogonalize`).
+
+Add one: a frozen dataclass with ``hooks(model) -> [(hook name, function)]`` in its own module here; it
+then works with ``model.intervene(...)`` and everything that takes ``Interventions``.
+"""
+
+from mechrefusal.interventions.orthogonalize import orthogonalize
+from mechrefusal.interventions.residual import ABLATION_SITES, Ablate, Add, Intervention, OnRows, RandomAblate, per_row
+from mechrefusal.models.hooks import Interventions
+
+__all__ = [
+    "ABLATION_SITES",
+    "Ablate",
+    "Add",
+    "Intervention",
+    "Interventions",
+    "OnRows",
+    "RandomAblate",
+    "orthogonalize",
+    "per_row",
+]

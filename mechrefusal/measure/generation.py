@@ -1,0 +1,73 @@
+"""Batched generation through the bridge, interventions active at every step (KV cache on)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from tqdm.auto import tqdm
+
+from mechrefusal.interventions import Interventions
+from mechrefusal.models import Model
+
+
+def generate(
+    model: Model,
+    instructions: Sequence[str],
+    *,
+    max_new_tokens: int = 64,
+    intervention: Interventions = None,
+    batch_size: int = 16,
+    do_sample: bool = False,
+    temperature: float = 1.0,
+    progress: bool = False,
+) -> list[str]:
+    """Replies to chat instructions, greedy by default, in the order given.
+
+    Generation stops at the tokenizer's end-of-sequence token; the reply text excludes it.
+    """
+    replies = generate_ids(
+        model,
+        instructions,
+        max_new_tokens=max_new_tokens,
+        intervention=intervention,
+        batch_size=batch_size,
+        do_sample=do_sample,
+        temperature=temperature,
+        progress=progress,
+    )
+    return [model.tokenizer.decode(reply, skip_special_tokens=True) for reply in replies]
+
+
+def generate_ids(
+    model: Model,
+    instructions: Sequence[str],
+    *,
+    max_new_tokens: int = 64,
+    intervention: Interventions = None,
+    batch_size: int = 16,
+    do_sample: bool = False,
+    temperature: float = 1.0,
+    progress: bool = False,
+) -> list[list[int]]:
+    """The reply token ids of :func:`generate` (up to, not including, the end-of-sequence token)."""
+    eos = model.tokenizer.eos_token_id
+    replies: list[list[int] | None] = [None] * len(instructions)
+    batches = list(model.batches(instructions, batch_size))
+    with torch.no_grad(), model.intervene(intervention):
+        for indices, batch in tqdm(batches, desc="generate", disable=not progress, leave=False):
+            tokens = model.bridge.generate(
+                batch.input_ids,
+                attention_mask=batch.attention_mask,
+                max_new_tokens=max_new_tokens,
+                do_sample=do_sample,
+                temperature=temperature,
+                stop_at_eos=True,
+                eos_token_id=eos,
+                use_past_kv_cache=True,
+                return_type="tokens",
+                verbose=False,
+            )
+            for index, row in zip(indices, tokens[:, batch.input_ids.shape[1] :].tolist()):
+                replies[index] = row[: row.index(eos)] if eos in row else row
+    return replies
