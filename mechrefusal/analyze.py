@@ -237,7 +237,7 @@ def main(argv: list[str] | None = None) -> None:
         parser.error(str(error))
     print(report.summary())
     print(*report.notes, sep="\n")
-    print(f"report: {report.out / 'report.html'}")
+    print(f"report: {Path(args['out']) / 'report.html'}")
 
 
 class _CallableModule(types.ModuleType):

@@ -66,7 +66,7 @@ def breaking_search(
 
     if below(()):
         return (), judged
-    singles = [(i,) for i in range(k)]
+    singles: list[tuple[int, ...]] = [(i,) for i in range(k)]
     judged.extend(singles)
     order = sorted(zip([rate(single) for single in singles], rank(singles), singles))  # ties: lower score first
     if order[0][0] < threshold:

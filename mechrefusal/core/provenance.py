@@ -31,6 +31,6 @@ def weights_fingerprint(module: torch.nn.Module) -> str:
     digest = hashlib.sha256()
     for name, parameter in module.named_parameters():
         values = parameter.detach().flatten()
-        digest.update(f"{name}{tuple(parameter.shape)}{values.double().sum().item().hex()}".encode())
+        digest.update(f"{name}{tuple(parameter.shape)}{float(values.double().sum().item()).hex()}".encode())
         digest.update(values[:32].float().cpu().numpy().tobytes())
     return digest.hexdigest()

@@ -148,7 +148,7 @@ def kl_estimate(
             z = torch.randn(logprobs.shape, generator=generator).to(logprobs.device)
             yield (z * root * logprobs).sum()
 
-    projected, done = None, None
+    projected, done = torch.empty(0), None
     for _logprobs, records, mask in _passes(model, harmless, site_names(model, sites), batch_size, probe_objectives):
         if done is not records:  # a new batch: project its activations once, reuse them for every probe
             projected, done = _stacked(records, mask, "h") @ unit.T, records

@@ -127,7 +127,7 @@ def find_direction(
             full_grid=full_grid,
             search=search,
             screen=screen,
-            finalists=finalists if finalists is not None else FINALISTS[search],
+            finalists=finalists if finalists is not None else FINALISTS.get(search),
             probes=probes,
             sweep_dtype=sweep_dtype,
             orthogonal_to=orthogonal_to,

@@ -246,6 +246,7 @@ def optimise(
                 for group in optimizer.param_groups:
                     group["lr"] *= settings.lr_cut
             with torch.no_grad(), torch.autocast(model.device.type, enabled=False):  # fp32 projections
+                assert r.grad is not None  # backward ran on this step
                 gradient = _project(r.grad, forbidden)
                 r.grad.copy_(gradient - (gradient @ r) * r)
                 optimizer.step()

@@ -29,8 +29,8 @@ from mechrefusal.measure.metrics import kl_divergence, last_token_logprobs, refu
 from mechrefusal.models import Model
 
 SEARCHES = ("attribution", "screen", "exact")
-FINALISTS = {"attribution": 8, "screen": 16, "exact": None}
-"""Default number of candidates scored exactly, per search."""
+FINALISTS: dict[str, int] = {"attribution": 8, "screen": 16}
+"""Default number of candidates scored exactly, per search (the exact search scores every one)."""
 
 
 @dataclass
@@ -67,7 +67,7 @@ class CandidateScores:
     def as_dict(self) -> dict:
         estimates = (
             {}
-            if self.estimated_bypass is None
+            if self.estimated_bypass is None or self.estimated_kl is None
             else {
                 "estimated_bypass": self.estimated_bypass.tolist(),
                 "estimated_kl": self.estimated_kl.tolist(),
@@ -123,7 +123,7 @@ def score_candidates(
     """
     if search not in SEARCHES:
         raise ValueError(f"Unknown candidate search {search!r}; choose one of {', '.join(SEARCHES)}.")
-    finalists = finalists if finalists is not None else FINALISTS[search]
+    n_finalists = finalists if finalists is not None else FINALISTS.get(search, 0)
     tokens = refusal_token_ids(model)
     harmful_base = score_from_logprobs(last_token_logprobs(model, harmful_val, batch_size=batch_size), tokens)
     harmless_logprobs = last_token_logprobs(model, harmless_val, batch_size=batch_size)
@@ -151,7 +151,7 @@ def score_candidates(
 
     finalist = torch.zeros(n_layers, n_positions, dtype=torch.bool)
     estimated = None
-    if search != "exact" and not full_grid and len(cells) > finalists:
+    if search != "exact" and not full_grid and len(cells) > n_finalists:
         if search == "screen":
             bypass_and_kl(cells, harmful_val[:screen], screen, "screen bypass and KL")
             ranking = grid
@@ -166,7 +166,7 @@ def score_candidates(
             ranking = estimated
         by_bypass = sorted(cells, key=lambda cell: ranking["bypass"][cell].item())
         near = [cell for cell in by_bypass if ranking["kl"][cell] <= 2 * filters.max_kl]
-        cells = list(dict.fromkeys(near + by_bypass))[:finalists]
+        cells = list(dict.fromkeys(near + by_bypass))[:n_finalists]
     bypass_and_kl(cells, harmful_val, len(harmless_val), "bypass and KL")
     for cell in cells:
         finalist[cell] = True
@@ -184,7 +184,7 @@ def score_candidates(
     uninformative = estimated is not None and not (
         (estimated["bypass"] < baseline).any() and (grid["bypass"][finalist] < baseline).any()
     )
-    if uninformative and not passed.any():
+    if uninformative and estimated is not None and not passed.any():
         scores = score_candidates(
             model,
             candidates,

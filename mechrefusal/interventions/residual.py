@@ -19,7 +19,7 @@ from torch import Tensor
 from mechrefusal.core.directions import Direction, DirectionSet, as_direction_set
 from mechrefusal.core.errors import MechrefusalError
 from mechrefusal.models import Model
-from mechrefusal.models.hooks import Hook, Interventions, flatten
+from mechrefusal.models.hooks import Hook, Intervention, Interventions, flatten
 
 # Every place a block reads from or writes into the residual stream.
 ABLATION_SITES = ("blocks.{layer}.hook_in", "blocks.{layer}.attn.hook_out", "blocks.{layer}.mlp.hook_out")
@@ -113,7 +113,7 @@ class OnRows:
     """``intervention`` applied to the batch rows ``rows`` only, so that examples under different
     interventions share one forward pass (the trainer's mixed ablated and plain examples)."""
 
-    intervention: Ablate | Add | RandomAblate
+    intervention: Intervention
     rows: tuple[int, ...]
 
     def hooks(self, model: Model) -> list[Hook]:
@@ -130,15 +130,13 @@ class OnRows:
         return [(name, on_rows(apply)) for name, apply in self.intervention.hooks(model)]
 
 
-Intervention = Ablate | Add | RandomAblate | OnRows
-
-
 def per_row(groups: Sequence[tuple[Sequence[int], Interventions]]) -> list[Intervention]:
     """The interventions of a batch whose rows are the groups' examples in order, each group under its
     own interventions; a group that holds every row needs no mask (and draws RandomAblate's positions
     as it would alone)."""
     n = sum(len(indices) for indices, _ in groups)
-    flat, start = [], 0
+    flat: list[Intervention] = []
+    start = 0
     for indices, interventions in groups:
         rows = tuple(range(start, start + len(indices)))
         start += len(indices)

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import cast
 
 import torch
+from torch import Tensor
 from tqdm.auto import tqdm
 
 from mechrefusal.interventions import Interventions
@@ -36,7 +38,7 @@ def generate(
         temperature=temperature,
         progress=progress,
     )
-    return [model.tokenizer.decode(reply, skip_special_tokens=True) for reply in replies]
+    return [str(model.tokenizer.decode(reply, skip_special_tokens=True)) for reply in replies]
 
 
 def generate_ids(
@@ -68,6 +70,6 @@ def generate_ids(
                 return_type="tokens",
                 verbose=False,
             )
-            for index, row in zip(indices, tokens[:, batch.input_ids.shape[1] :].tolist()):
+            for index, row in zip(indices, cast(Tensor, tokens)[:, batch.input_ids.shape[1] :].tolist()):
                 replies[index] = row[: row.index(eos)] if eos in row else row
-    return replies
+    return cast(list[list[int]], replies)  # every row was filled

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import cast
 
 import torch
 from jaxtyping import Float
@@ -35,7 +36,7 @@ def last_token_logprobs(
             logits = model.bridge(batch.input_ids, attention_mask=batch.attention_mask, logits_to_keep=1)
             for row, index in zip(logits[:, -1].float().log_softmax(dim=-1).cpu(), indices):
                 rows[index] = row
-    return torch.stack(rows)
+    return torch.stack(cast(list[Tensor], rows))  # every row was filled
 
 
 def refusal_score(

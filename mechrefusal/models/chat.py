@@ -46,7 +46,7 @@ class ChatFormat:
         messages = [{"role": "user", "content": instruction}]
         if self.system is not None:
             messages.insert(0, {"role": "system", "content": self.system})
-        return self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+        return str(self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True))
 
     def encode(self, prompt: str) -> list[int]:
         """Token ids of a rendered prompt (the template already holds any special tokens)."""

@@ -13,6 +13,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
+from mechrefusal.core.errors import ModelLoadError
 from mechrefusal.models.model import Model
 
 
@@ -58,13 +59,27 @@ def save_hf_directory(
 def residual_writer_names(model: Model) -> tuple[str, list[str]]:
     """HF parameter prefixes of the token embedding and of every module that writes into the residual
     stream (attention output and MLP output projections), from the bridge's architecture adapter."""
-    mapping = model.bridge.adapter.component_mapping
+    mapping = _component_mapping(model)
     blocks = mapping["blocks"]
     attn, mlp = blocks.submodules["attn"], blocks.submodules["mlp"]
     writers = [f"{blocks.name}.{layer}.{attn.name}.{attn.submodules['o'].name}" for layer in range(model.n_layers)]
     writers += [f"{blocks.name}.{layer}.{mlp.name}.{mlp.submodules['out'].name}" for layer in range(model.n_layers)]
-    return mapping["embed"].name, writers
+    return _name(mapping["embed"]), writers
 
 
 def unembed_name(model: Model) -> str:
-    return model.bridge.adapter.component_mapping["unembed"].name
+    return _name(_component_mapping(model)["unembed"])
+
+
+def _component_mapping(model: Model) -> dict:
+    """The bridge adapter's map from TransformerLens component names to the HF modules they wrap."""
+    mapping = model.bridge.adapter.component_mapping
+    if mapping is None:
+        raise ModelLoadError(f"The bridge of {model.spec!r} has no component mapping to find its weights by.")
+    return mapping
+
+
+def _name(component) -> str:
+    if component.name is None:
+        raise ModelLoadError(f"The bridge component {component!r} names no HF module.")
+    return component.name

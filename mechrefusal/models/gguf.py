@@ -31,7 +31,7 @@ def gguf_to_hf_directory(gguf_file: Path, *, name: str | None = None) -> Path:
         ) from error
     # transformers marks GGUF-loaded models as quantised and refuses to save them; the weights are
     # already dequantised to float32, so drop the marker.
-    model.hf_quantizer = None
+    model.hf_quantizer = None  # type: ignore[assignment]  # a plain attribute of the HF model
     if hasattr(model.config, "quantization_config"):
         del model.config.quantization_config
     with atomic_directory(target) as scratch:

@@ -27,5 +27,8 @@ def flatten(*interventions: Interventions) -> list[Intervention]:
     """The interventions as one flat list (``None`` entries skipped, lists flattened)."""
     flat: list[Intervention] = []
     for item in interventions:
-        flat.extend(item if isinstance(item, (list, tuple)) else [] if item is None else [item])
+        if isinstance(item, (list, tuple)):
+            flat.extend(item)
+        elif item is not None:
+            flat.append(item)  # type: ignore[arg-type]  # not a sequence, so one intervention
     return flat

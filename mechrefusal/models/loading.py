@@ -140,7 +140,7 @@ def _load_directory(
     finally:
         hf_logging.enable_progress_bar()
     if device_map is None:
-        hf_model.to(device)
+        hf_model.to(device)  # type: ignore[arg-type]  # transformers' decorator types `to` wrongly
     hf_model.eval()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")

@@ -5,13 +5,15 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import cast
 
 import torch
 from jaxtyping import Bool, Float, Int
 from torch import Tensor
 from transformer_lens.model_bridge import TransformerBridge
-from transformers import PreTrainedTokenizerBase
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
+from mechrefusal.core.directions import DirectionSet
 from mechrefusal.models.chat import ChatFormat
 from mechrefusal.models.hooks import Interventions, flatten
 
@@ -67,7 +69,7 @@ class Model:
         self.tokenizer = tokenizer
         self.spec = spec
         self.chat = ChatFormat(tokenizer, system=system)
-        self.directions = None
+        self.directions: DirectionSet | None = None
         self.pad_token_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
 
     def __repr__(self) -> str:
@@ -85,14 +87,14 @@ class Model:
         return self.bridge.cfg.d_model
 
     @property
-    def hf_model(self) -> torch.nn.Module:
+    def hf_model(self) -> PreTrainedModel:
         """The wrapped Hugging Face model (weight edits and ``save_pretrained`` go here)."""
-        return self.bridge.original_model
+        return cast(PreTrainedModel, self.bridge.original_model)
 
     @property
     def device(self) -> torch.device:
         """Where inputs go: the token embedding's device (a ``device_map`` may spread the layers)."""
-        return self.hf_model.get_input_embeddings().weight.device
+        return cast(torch.nn.Embedding, self.hf_model.get_input_embeddings()).weight.device
 
     @property
     def dtype(self) -> torch.dtype:

@@ -173,7 +173,7 @@ def _start(settings: TrainSettings) -> tuple[Model, DirectionSet, int]:
 
 def _copy_round_zero(settings: TrainSettings) -> None:
     """Copy a round-0 checkpoint with the same round-0 settings into ``out`` as this run's round 0."""
-    source = Path(settings.start_from)
+    source = Path(str(settings.start_from))  # set: the caller checked
     try:
         saved = read_metadata(source)
     except (OSError, ValueError) as error:

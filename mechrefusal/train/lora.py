@@ -9,6 +9,7 @@ into the weights and removed, so checkpoints keep the plain Hugging Face layout.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import cast
 
 import torch
 from peft import LoraConfig, inject_adapter_in_model
@@ -32,7 +33,8 @@ def add_lora(
     if not layers:
         raise ValueError("LoRA needs at least one decoder layer to adapt.")
     pattern = _LINEAR.format(layers="|".join(str(layer) for layer in layers))
-    config = LoraConfig(r=rank, lora_alpha=alpha or 2 * rank, lora_dropout=0.0, target_modules=pattern)
+    scale = alpha or 2 * rank
+    config = LoraConfig(r=rank, lora_alpha=scale, lora_dropout=0.0, target_modules=pattern)  # type: ignore[arg-type]
     for parameter in model.hf_model.parameters():
         parameter.requires_grad_(False)
     with torch.random.fork_rng(devices=[]):
@@ -42,7 +44,7 @@ def add_lora(
     if not adapters:
         raise ValueError(f"No linear layer matched LoRA's target pattern in layers {list(layers)} of {model.spec}.")
     for adapter in adapters:
-        adapter.to(model.device)
+        cast(torch.nn.Module, adapter).to(model.device)
     return [parameter for name, parameter in model.hf_model.named_parameters() if "lora_" in name]
 
 

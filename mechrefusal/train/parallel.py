@@ -16,8 +16,10 @@ from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from functools import partial
+from typing import cast
 
 import torch
+from torch.distributed.fsdp import FSDPModule
 from torch.distributed.tensor import DTensor
 from torch.utils.checkpoint import checkpoint
 
@@ -82,14 +84,14 @@ class Parallel:
         if last or self.mode == "single":
             yield
         elif self.mode == "ddp":
-            with self.forward.no_sync():
+            with cast(torch.nn.parallel.DistributedDataParallel, self.forward).no_sync():
                 yield
         else:
-            self.model.hf_model.set_requires_gradient_sync(False)
+            cast(FSDPModule, self.model.hf_model).set_requires_gradient_sync(False)
             try:
                 yield
             finally:
-                self.model.hf_model.set_requires_gradient_sync(True)
+                cast(FSDPModule, self.model.hf_model).set_requires_gradient_sync(True)
 
     def end(self) -> None:
         """Leave every process with the plain full model (FSDP: gathered; DDP: its wrapper dropped)."""

@@ -22,7 +22,7 @@ class ReFATPlan:
         self.layers = list(range(model.n_layers // 4, model.n_layers))
         self.prompts = data.load("harmful", "train")[:n_prompts], data.load("harmless", "train")[:n_prompts]
         self.ablation: list[Ablate] = []
-        self.estimated_at = None
+        self.estimated_at: int | None = None
 
     def __call__(self, step: int, n: int) -> list[tuple[list[int], Interventions]]:
         if self.estimated_at is None or step - self.estimated_at >= self.every:

@@ -102,7 +102,7 @@ def _cache_key(model: Model, prompts: list[str], max_new_tokens: int, dtype: str
     digest = hashlib.sha256()
     for name, tensor in sorted(hf_state_dict(model).items()):
         digest.update(name.encode())
-        digest.update(tensor.detach().float().sum().item().hex().encode())  # cheap weight fingerprint
+        digest.update(float(tensor.detach().float().sum().item()).hex().encode())  # cheap weight fingerprint
         digest.update(tensor.detach().flatten()[:64].float().cpu().numpy().tobytes())
     digest.update(json.dumps([prompts, max_new_tokens, dtype, seed, torch.__version__]).encode())
     return digest.hexdigest()[:24]
