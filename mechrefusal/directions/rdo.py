@@ -1,4 +1,4 @@
-"""Refusal Direction Optimisation (RDO; Wollschläger et al. 2025, METHOD.md §2).
+"""Refusal Direction Optimisation (RDO; Wollschläger et al. 2025, docs/method.md §2.7).
 
 A unit vector ``r`` is learned by gradient descent through the frozen model, starting from the DIM
 direction, which also fixes the layer of the activation addition and its size ``alpha = ||r_DIM||``:

@@ -1,4 +1,4 @@
-"""Representational independence (METHOD.md §2): does ablating one direction change how strongly the
+"""Representational independence (docs/method.md §2.8): does ablating one direction change how strongly the
 activations point along another?
 
 Directions ``r`` and ``v`` are representationally independent when ablating ``r`` leaves the per-layer

@@ -1,4 +1,4 @@
-"""Choosing one DIM candidate on validation prompts (METHOD.md §2).
+"""Choosing one DIM candidate on validation prompts (docs/method.md §2.5).
 
 For each candidate (layer, position): the *bypass* score is the mean refusal score of harmful prompts
 with the candidate ablated everywhere; the *induce* score is the mean refusal score of harmless

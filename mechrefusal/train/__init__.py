@@ -1,5 +1,10 @@
 """Training: model-specific data, standard safety fine-tuning, progressive (fail-closed) ablation
-training and its baselines, with round checkpoints that `mechrefusal.load` reads back."""
+training and its baselines, with round checkpoints that `mechrefusal.load` reads back. The method is in
+docs/method.md §3-4.
+
+Add a training method: its name in ``settings.METHODS``, its ablation plan for harmful (and, if any,
+harmless) examples in ``plans.py``, and a test in ``tests/test_plans.py``; the job and loop stay as they are.
+"""
 
 from mechrefusal.train.job import run
 from mechrefusal.train.settings import METHODS, TrainSettings

@@ -1,4 +1,4 @@
-"""Which ablation each method applies to a step's harmful (and harmless) examples (see METHOD.md §3-4)."""
+"""Which ablation each method applies to a step's harmful (and harmless) examples (see docs/method.md §3-4)."""
 
 from __future__ import annotations
 

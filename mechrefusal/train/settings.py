@@ -80,10 +80,12 @@ class TrainSettings:
     """Direction search: smallest induce score (harmless refusal score with the direction added)."""
     plain_share: float = 0.0
     """Fail-closed: probability that a harmful example of a progressive round is trained without the
-    ablation (0: every one ablated, as in METHOD.md §3). Guards plain refusal against erosion."""
+    ablation (0: every one ablated, the published method, docs/method.md §3). Guards plain refusal
+    against erosion."""
     ablated_utility_share: float = 0.0
     """Fail-closed: probability that a harmless example's utility KL in a progressive round is taken with
-    the directions ablated (0: none, as in METHOD.md §3), so that ablation alone cannot cue a refusal."""
+    the directions ablated (0: none, the published method, docs/method.md §3), so that ablation alone
+    cannot cue a refusal."""
     refat_every: int = 4
     """ReFAT: steps between re-estimates of the per-layer directions."""
     ablation_probability: float = 0.5
