@@ -55,15 +55,17 @@ def save_hf_directory(
     model.tokenizer.save_pretrained(directory)
 
 
-def residual_writer_names(model: Model) -> tuple[str, list[str]]:
-    """HF parameter prefixes of the token embedding and of every module that writes into the residual
-    stream (attention output and MLP output projections), from the bridge's architecture adapter."""
+def residual_writer_names(model: Model) -> tuple[list[str], list[str]]:
+    """HF parameter prefixes of the embeddings (token, and positional where the architecture has one) and of
+    every module that writes into the residual stream (attention output and MLP output projections), from
+    the bridge's architecture adapter."""
     mapping = model.bridge.adapter.component_mapping
     blocks = mapping["blocks"]
     attn, mlp = blocks.submodules["attn"], blocks.submodules["mlp"]
     writers = [f"{blocks.name}.{layer}.{attn.name}.{attn.submodules['o'].name}" for layer in range(model.n_layers)]
     writers += [f"{blocks.name}.{layer}.{mlp.name}.{mlp.submodules['out'].name}" for layer in range(model.n_layers)]
-    return mapping["embed"].name, writers
+    embeddings = [mapping[name].name for name in ("embed", "pos_embed") if name in mapping]
+    return embeddings, writers
 
 
 def unembed_name(model: Model) -> str:
