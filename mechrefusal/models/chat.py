@@ -29,6 +29,7 @@ class ChatFormat:
     system: str | None = None
     post_instruction_ids: tuple[int, ...] = field(init=False)
     system_role: bool = field(init=False)
+    """False where ``system`` is folded into the user's message (the template has no system role)."""
 
     def __post_init__(self) -> None:
         if not getattr(self.tokenizer, "chat_template", None):
