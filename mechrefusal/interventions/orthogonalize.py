@@ -1,7 +1,8 @@
 """Weight orthogonalisation: the permanent form of directional ablation.
 
-Every matrix that writes into the residual stream (token embedding, attention output projection, MLP
-output projection, and their biases) loses its component along the directions: ``W <- W - Q Q^T W``.
+Every matrix that writes into the residual stream (token and positional embeddings, attention output
+projection, MLP output projection, and their biases) loses its component along the directions:
+``W <- W - Q Q^T W`` (GPT-2's ``Conv1D`` stores ``W^T``, so there ``W^T <- W^T - W^T Q Q^T``).
 The result gives the same logits as hook ablation with `Ablate` (tested to 1e-4 in float32).
 """
 
@@ -30,15 +31,17 @@ def orthogonalize(
     basis = directions.basis()
     state = dict(hf_state_dict(model))
     config = copy.deepcopy(model.hf_model.config)
-    embed, writers = residual_writer_names(model)
+    embeddings, writers = residual_writer_names(model)
     if getattr(config, "tie_word_embeddings", False):
-        state[f"{unembed_name(model)}.weight"] = state[f"{embed}.weight"].detach().clone()
+        state[f"{unembed_name(model)}.weight"] = state[f"{embeddings[0]}.weight"].detach().clone()
         config.tie_word_embeddings = False
-    q = basis.to(state[f"{embed}.weight"].device)
-    weight = state[f"{embed}.weight"].float()
-    state[f"{embed}.weight"] = (weight - (weight @ q) @ q.T).to(state[f"{embed}.weight"].dtype)
+    q = basis.to(state[f"{embeddings[0]}.weight"].device)
+    transposed = _transposed_writers(model, writers)
+    for key in [f"{prefix}.weight" for prefix in embeddings] + [f"{prefix}.weight" for prefix in transposed]:
+        tensor = state[key].float()  # rows are residual-stream vectors
+        state[key] = (tensor - (tensor @ q) @ q.T).to(state[key].dtype)
     for prefix in writers:
-        for suffix in ("weight", "bias"):
+        for suffix in ("bias",) if prefix in transposed else ("weight", "bias"):
             key = f"{prefix}.{suffix}"
             if key in state:
                 tensor = state[key].float()
@@ -47,3 +50,15 @@ def orthogonalize(
     save_hf_directory(model, out_dir, state_dict=state, config=config)
     directions.save(out_dir / "directions.safetensors")
     return out_dir
+
+
+def _transposed_writers(model: Model, writers: list[str]) -> set[str]:
+    """The writers stored as ``[in, d_model]`` (GPT-2's ``Conv1D``) rather than ``nn.Linear``'s ``[d_model, in]``
+    (told by type: a square projection's shape cannot tell them apart)."""
+    import torch
+    from transformers import AutoModelForCausalLM
+    from transformers.pytorch_utils import Conv1D
+
+    with torch.device("meta"):
+        skeleton = AutoModelForCausalLM.from_config(model.hf_model.config)
+    return {prefix for prefix in writers if isinstance(skeleton.get_submodule(prefix), Conv1D)}

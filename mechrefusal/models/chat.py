@@ -4,6 +4,9 @@ The post-instruction tokens are the template tokens between the end of the user'
 start of the assistant's reply (``<|im_end|>\\n<|im_start|>assistant\\n`` in ChatML). They are found by
 rendering two different messages and taking the longest common token suffix, so nothing is
 hard-coded per model family.
+
+A system message goes in the template's system role; a template without one (Gemma's raises an error
+on it) gets the system text at the start of the user's message instead, as Gemma 3's own template does.
 """
 
 from __future__ import annotations
@@ -25,6 +28,8 @@ class ChatFormat:
     tokenizer: PreTrainedTokenizerBase
     system: str | None = None
     post_instruction_ids: tuple[int, ...] = field(init=False)
+    system_role: bool = field(init=False)
+    """False where ``system`` is folded into the user's message (the template has no system role)."""
 
     def __post_init__(self) -> None:
         if not getattr(self.tokenizer, "chat_template", None):
@@ -32,6 +37,7 @@ class ChatFormat:
                 f"The tokenizer of {self.tokenizer.name_or_path!r} has no chat template; mechrefusal "
                 "studies chat models, so give it one (tokenizer.chat_template = ...) or load a chat model."
             )
+        object.__setattr__(self, "system_role", self.system is None or _renders_system(self.tokenizer))
         probes = [self.encode(self.prompt(text)) for text in _PROBES]
         suffix = _common_suffix(*probes)
         if not suffix:
@@ -43,9 +49,12 @@ class ChatFormat:
 
     def prompt(self, instruction: str) -> str:
         """Render one user instruction as a prompt that ends where the assistant starts to reply."""
-        messages = [{"role": "user", "content": instruction}]
-        if self.system is not None:
-            messages.insert(0, {"role": "system", "content": self.system})
+        if self.system is None:
+            messages = [{"role": "user", "content": instruction}]
+        elif self.system_role:
+            messages = [{"role": "system", "content": self.system}, {"role": "user", "content": instruction}]
+        else:
+            messages = [{"role": "user", "content": f"{self.system}\n\n{instruction}"}]
         return str(self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True))
 
     def encode(self, prompt: str) -> list[int]:
@@ -57,6 +66,19 @@ class ChatFormat:
         """Positions of the post-instruction tokens counted from the end (-1 = last prompt token)."""
         n = len(self.post_instruction_ids)
         return list(range(-n, 0))
+
+
+def _renders_system(tokenizer: PreTrainedTokenizerBase) -> bool:
+    """Whether the chat template accepts a system message."""
+    from jinja2 import TemplateError
+
+    try:
+        tokenizer.apply_chat_template(
+            [{"role": "system", "content": "x"}, {"role": "user", "content": "y"}], tokenize=False
+        )
+    except TemplateError:
+        return False
+    return True
 
 
 def _common_suffix(*sequences: list[int]) -> list[int]:

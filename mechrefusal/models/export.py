@@ -56,22 +56,24 @@ def save_hf_directory(
     model.tokenizer.save_pretrained(directory)
 
 
-def residual_writer_names(model: Model) -> tuple[str, list[str]]:
-    """HF parameter prefixes of the token embedding and of every module that writes into the residual
-    stream (attention output and MLP output projections), from the bridge's architecture adapter."""
-    mapping = _component_mapping(model)
+def residual_writer_names(model: Model) -> tuple[list[str], list[str]]:
+    """HF parameter prefixes of the embeddings (token, and positional where the architecture has one) and of
+    every module that writes into the residual stream (attention output and MLP output projections), from
+    the bridge's architecture adapter."""
+    mapping = component_mapping(model)
     blocks = mapping["blocks"]
     attn, mlp = blocks.submodules["attn"], blocks.submodules["mlp"]
     writers = [f"{blocks.name}.{layer}.{attn.name}.{attn.submodules['o'].name}" for layer in range(model.n_layers)]
     writers += [f"{blocks.name}.{layer}.{mlp.name}.{mlp.submodules['out'].name}" for layer in range(model.n_layers)]
-    return _name(mapping["embed"]), writers
+    embeddings = [component_name(mapping[name]) for name in ("embed", "pos_embed") if name in mapping]
+    return embeddings, writers
 
 
 def unembed_name(model: Model) -> str:
-    return _name(_component_mapping(model)["unembed"])
+    return component_name(component_mapping(model)["unembed"])
 
 
-def _component_mapping(model: Model) -> dict:
+def component_mapping(model: Model) -> dict:
     """The bridge adapter's map from TransformerLens component names to the HF modules they wrap."""
     mapping = model.bridge.adapter.component_mapping
     if mapping is None:
@@ -79,7 +81,7 @@ def _component_mapping(model: Model) -> dict:
     return mapping
 
 
-def _name(component) -> str:
+def component_name(component) -> str:
     if component.name is None:
         raise ModelLoadError(f"The bridge component {component!r} names no HF module.")
     return component.name

@@ -8,19 +8,17 @@ into the weights and removed, so checkpoints keep the plain Hugging Face layout.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from typing import cast
 
 import torch
 from peft import LoraConfig, inject_adapter_in_model
 from peft.tuners.lora import LoraLayer
+from transformers.pytorch_utils import Conv1D
 
 from mechrefusal.models import Model
-
-# Every linear map of a decoder layer, as the bridge nests them inside the Hugging Face model.
-_LINEAR = (
-    r"model\.layers\.({layers})\._original_component\.(self_attn|mlp)\._original_component\.\w+\._original_component"
-)
+from mechrefusal.models.export import component_mapping, component_name
 
 
 def add_lora(
@@ -32,7 +30,10 @@ def add_lora(
         raise ValueError(f"LoRA rank must be at least 1, got {rank}.")
     if not layers:
         raise ValueError("LoRA needs at least one decoder layer to adapt.")
-    pattern = _LINEAR.format(layers="|".join(str(layer) for layer in layers))
+    names = _linear_names(model, layers)
+    if not names:
+        raise ValueError(f"No linear layer to adapt in layers {list(layers)} of {model.spec}.")
+    pattern = "|".join(re.escape(name) for name in names)
     scale = alpha or 2 * rank
     config = LoraConfig(r=rank, lora_alpha=scale, lora_dropout=0.0, target_modules=pattern)  # type: ignore[arg-type]
     for parameter in model.hf_model.parameters():
@@ -40,10 +41,7 @@ def add_lora(
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         inject_adapter_in_model(config, model.hf_model)
-    adapters = _lora_layers(model)
-    if not adapters:
-        raise ValueError(f"No linear layer matched LoRA's target pattern in layers {list(layers)} of {model.spec}.")
-    for adapter in adapters:
+    for adapter in _lora_layers(model):
         cast(torch.nn.Module, adapter).to(model.device)
     return [parameter for name, parameter in model.hf_model.named_parameters() if "lora_" in name]
 
@@ -58,6 +56,20 @@ def merge_lora(model: Model) -> int:
             setattr(model.hf_model.get_submodule(parent_name), child, module.get_base_layer())
             merged += 1
     return merged
+
+
+def _linear_names(model: Model, layers: Sequence[int]) -> list[str]:
+    """Module names of every linear map (``nn.Linear``, or GPT-2's ``Conv1D``) of ``layers`` as the bridge
+    nests them inside the Hugging Face model (``model.layers.N`` in Llama, ``transformer.h.N`` in GPT-2). A
+    fused QKV projection is left out: the bridge splits it at load into separate q, k and v maps (sharing
+    its storage), and those run in the forward pass, not it."""
+    blocks = component_name(component_mapping(model)["blocks"])
+    prefixes = tuple(f"{blocks}.{layer}." for layer in layers)
+    return [
+        name
+        for name, module in model.hf_model.named_modules()
+        if name.startswith(prefixes) and isinstance(module, (torch.nn.Linear, Conv1D)) and ".qkv." not in name
+    ]
 
 
 def _lora_layers(model: Model) -> list[LoraLayer]:
