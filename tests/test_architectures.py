@@ -1,7 +1,8 @@
 """The architecture and chat-template matrix: every path the toolkit claims for any family with a
 TransformerLens adapter, on tiny random Llama, Qwen2, Gemma, Gemma-2 and GPT-2 chat models, each under
 one template style (ChatML; ChatML with a default system prompt, as Qwen's; Gemma's turns without a
-system role). Everything but weight orthogonalisation works on Gemma-2 (see tests/README.md)."""
+system role). Everything but weight orthogonalisation works on Gemma-2, which refuses it with a clear
+error (see tests/README.md)."""
 
 from __future__ import annotations
 
@@ -28,12 +29,6 @@ MATRIX = [
     ("gemma2", "no-system", "<end_of_turn>\n<start_of_turn>model\n", 7),
     ("gpt2", "chatml", "<|im_end|>\n<|im_start|>assistant\n", 6),  # split q, k, v; c_proj; c_fc; c_proj
 ]
-
-
-GEMMA2_ORTHOGONALIZATION = (
-    "Gemma-2 adds RMSNorm(attention output) and RMSNorm(MLP output) to the residual stream; a norm with "
-    "non-uniform gains puts the direction back after o_proj/down_proj, so no weight edit reproduces Ablate"
-)
 
 
 @pytest.fixture(scope="session", params=MATRIX, ids=[f"{arch}-{style}" for arch, style, *_ in MATRIX])
@@ -88,9 +83,24 @@ def test_padded_batch_equals_single_prompts(model):
     assert_batch_parity(model, PROMPTS)
 
 
-def test_ablation_hooks_equal_orthogonalized_weights(case, model, tmp_path, request):
+def test_ablation_removes_the_directions_from_the_residual_stream(model):
+    """After every block (also Gemma-2's, whose post-norms would put an ablated direction back) the
+    residual stream has no component along the ablated span."""
+    directions = random_directions(model.d_model)
+    q = directions.basis()
+    seen = []
+    names = [f"blocks.{layer}.hook_out" for layer in range(model.n_layers)]
+    hooks = [(name, lambda activation, hook: seen.append((activation @ q).abs().max().item())) for name in names]
+    with torch.no_grad(), model.intervene(Ablate(directions)), model.bridge.hooks(fwd_hooks=hooks):
+        model.logits(model.tokenize(PROMPTS))
+    assert len(seen) == model.n_layers and max(seen) < 1e-4
+
+
+def test_ablation_hooks_equal_orthogonalized_weights(case, model, tmp_path):
     if case["architecture"] == "gemma2":
-        request.applymarker(pytest.mark.xfail(strict=True, reason=GEMMA2_ORTHOGONALIZATION))
+        with pytest.raises(mechrefusal.MechrefusalError, match="no weight edit can remove a direction"):
+            mechrefusal.interventions.orthogonalize(model, random_directions(model.d_model), tmp_path / "orth")
+        return
     directions = random_directions(model.d_model)
     edited = mechrefusal.load(
         mechrefusal.interventions.orthogonalize(model, directions, tmp_path / "orth"), device="cpu"

@@ -33,7 +33,7 @@ from jaxtyping import Float, Int
 from torch import Tensor
 
 from mechrefusal.directions.rdo import frozen
-from mechrefusal.interventions import ABLATION_SITES
+from mechrefusal.interventions import ablation_sites
 from mechrefusal.measure.metrics import refusal_token_ids, score_from_logprobs
 from mechrefusal.models import Model
 
@@ -55,10 +55,11 @@ def site_names(model: Model, sites: str = "writes") -> list[str]:
     """The hook points the estimates sum over (see the module docstring)."""
     if sites not in SITES:
         raise ValueError(f"Unknown attribution sites {sites!r}; choose one of {', '.join(SITES)}.")
+    model_sites = ablation_sites(model)
     if sites == "all":
-        return [site.format(layer=layer) for layer in range(model.n_layers) for site in ABLATION_SITES]
+        return [site.format(layer=layer) for layer in range(model.n_layers) for site in model_sites]
     return ["blocks.0.hook_in"] + [
-        site.format(layer=layer) for layer in range(model.n_layers) for site in ABLATION_SITES[1:]
+        site.format(layer=layer) for layer in range(model.n_layers) for site in model_sites[1:]
     ]
 
 

@@ -6,11 +6,20 @@ then works with ``model.intervene(...)`` and everything that takes ``Interventio
 """
 
 from mechrefusal.interventions.orthogonalize import orthogonalize
-from mechrefusal.interventions.residual import ABLATION_SITES, Ablate, Add, OnRows, RandomAblate, per_row
+from mechrefusal.interventions.residual import (
+    ABLATION_SITES,
+    Ablate,
+    ablation_sites,
+    Add,
+    OnRows,
+    RandomAblate,
+    per_row,
+)
 from mechrefusal.models.hooks import Intervention, Interventions
 
 __all__ = [
     "ABLATION_SITES",
+    "ablation_sites",
     "Ablate",
     "Add",
     "Intervention",

@@ -13,6 +13,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from mechrefusal.core.directions import Direction, DirectionSet, as_direction_set
+from mechrefusal.core.errors import SettingError
+from mechrefusal.interventions.residual import POST_NORM_SITES, ablation_sites
 from mechrefusal.models.export import hf_state_dict, residual_writer_names, save_hf_directory, unembed_name
 from mechrefusal.models.model import Model
 
@@ -26,6 +28,12 @@ def orthogonalize(
     writes into the residual stream). The directions are saved beside the weights as
     ``directions.safetensors``; `mechrefusal.load(out_dir)` reads the result.
     """
+    if ablation_sites(model) == POST_NORM_SITES:
+        raise SettingError(
+            f"{model.spec!r} normalises each block's attention and MLP outputs before adding them to the residual "
+            "stream (Gemma-2/3 style), and no weight edit can remove a direction after such a norm; use the Ablate "
+            "intervention (model.intervene(Ablate(directions))) instead."
+        )
     directions = as_direction_set(directions)
     directions.check_width(model.d_model)
     basis = directions.basis()

@@ -23,6 +23,14 @@ from mechrefusal.models.hooks import Hook, Intervention, Interventions, flatten
 
 # Every place a block reads from or writes into the residual stream.
 ABLATION_SITES = ("blocks.{layer}.hook_in", "blocks.{layer}.attn.hook_out", "blocks.{layer}.mlp.hook_out")
+POST_NORM_SITES = ("blocks.{layer}.hook_in", "blocks.{layer}.ln1_post.hook_out", "blocks.{layer}.ln2_post.hook_out")
+"""Gemma-2/3 normalise the attention and MLP outputs before adding them, and a norm's gains would put an
+ablated direction back: there the writes into the residual stream are the norms' outputs."""
+
+
+def ablation_sites(model: Model) -> tuple[str, ...]:
+    """Every place a block of ``model`` reads from or writes into the residual stream (``{layer}`` patterns)."""
+    return POST_NORM_SITES if "blocks.0.ln1_post.hook_out" in model.bridge.hook_dict else ABLATION_SITES
 
 
 @dataclass(frozen=True)
@@ -44,7 +52,7 @@ class Ablate:
             return activation - (activation @ q) @ q.T
 
         layers = range(model.n_layers) if self.layers is None else _checked_layers(self.layers, model)
-        return [(site.format(layer=layer), ablate) for layer in layers for site in ABLATION_SITES]
+        return [(site.format(layer=layer), ablate) for layer in layers for site in ablation_sites(model)]
 
 
 @dataclass(frozen=True)
@@ -69,7 +77,11 @@ class RandomAblate:
             projection = (activation @ q) @ q.T
             return activation - projection * positions.to(activation.device, activation.dtype).unsqueeze(-1)
 
-        return [(site.format(layer=layer), maybe_ablate) for layer in range(model.n_layers) for site in ABLATION_SITES]
+        return [
+            (site.format(layer=layer), maybe_ablate)
+            for layer in range(model.n_layers)
+            for site in ablation_sites(model)
+        ]
 
 
 def _basis(directions: Direction | DirectionSet | Sequence[Direction], model: Model) -> Float[Tensor, "d_model k"]:

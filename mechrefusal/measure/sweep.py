@@ -16,7 +16,7 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from mechrefusal.core.directions import DirectionSet
-from mechrefusal.interventions import ABLATION_SITES
+from mechrefusal.interventions import ablation_sites
 from mechrefusal.measure.metrics import refusal_token_ids, score_from_logprobs
 from mechrefusal.models import Model
 
@@ -72,7 +72,9 @@ def ablation_scores(
                 projected = torch.einsum("cbsk,cdk->cbsd", torch.einsum("cbsd,cdk->cbsk", grouped, qc), qc)
                 return (grouped - projected).view_as(activation)
 
-            hooks = [(site.format(layer=layer), ablate) for layer in range(model.n_layers) for site in ABLATION_SITES]
+            hooks = [
+                (site.format(layer=layer), ablate) for layer in range(model.n_layers) for site in ablation_sites(model)
+            ]
             with model.bridge.hooks(fwd_hooks=hooks):
                 logits = model.bridge(
                     batch.input_ids.repeat(len(chunk), 1),
