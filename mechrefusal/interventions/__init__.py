@@ -9,10 +9,10 @@ from mechrefusal.interventions.orthogonalize import orthogonalize
 from mechrefusal.interventions.residual import (
     ABLATION_SITES,
     Ablate,
-    ablation_sites,
     Add,
     OnRows,
     RandomAblate,
+    ablation_sites,
     per_row,
 )
 from mechrefusal.models.hooks import Intervention, Interventions
