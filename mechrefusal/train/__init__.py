@@ -2,6 +2,7 @@
 training and its baselines, with round checkpoints that `mechrefusal.load` reads back."""
 
 from mechrefusal.train.job import run
-from mechrefusal.train.settings import METHODS, TrainSettings
+from mechrefusal.train.methods import METHODS
+from mechrefusal.train.settings import TrainSettings
 
 __all__ = ["METHODS", "TrainSettings", "run"]
