@@ -17,8 +17,7 @@ import json
 import mechrefusal
 from mechrefusal import Ablate, data
 from mechrefusal.core.provenance import versions
-from mechrefusal.directions import Direction, DirectionSet, SelectionFilters
-from mechrefusal.directions.find import METHODS
+from mechrefusal.directions import FINDERS, Direction, DirectionSet, SelectionFilters
 from mechrefusal.measure.evaluation import refusal_rate, refusal_rates
 from mechrefusal.train.checkpoint import read_metadata
 from mechrefusal.train.search import next_direction
@@ -40,7 +39,7 @@ def main() -> None:
         "--fresh",
         nargs="?",
         const="dim",
-        choices=METHODS,
+        choices=FINDERS.names(),
         default=None,
         metavar="FINDER",
         help="also ablate a direction found anew on each checkpoint (finder: dim (default) or rdo)",

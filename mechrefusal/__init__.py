@@ -2,18 +2,20 @@
 
 from mechrefusal import data
 from mechrefusal.core.errors import DataError, FetchError, MechrefusalError, ModelLoadError
-from mechrefusal.directions import Direction, DirectionSet, find_direction
+from mechrefusal.directions import FINDERS, Direction, DirectionSet, find_direction
 from mechrefusal.interventions import Ablate, Add
 from mechrefusal.interventions.orthogonalize import orthogonalize
 from mechrefusal.measure.activations import MeanActivations, mean_activations
 from mechrefusal.measure.evaluation import refusal_rate
 from mechrefusal.measure.generation import generate
-from mechrefusal.measure.judges import Judge, SubstringJudge, Verdict
+from mechrefusal.measure.judges import JUDGES, Judge, SubstringJudge, Verdict
 from mechrefusal.measure.metrics import first_token_kl, refusal_score
 from mechrefusal.models import DEFAULT_MODEL, Batch, Model, load
 
 __all__ = [
     "DEFAULT_MODEL",
+    "FINDERS",
+    "JUDGES",
     "Ablate",
     "Add",
     "Batch",

@@ -34,6 +34,7 @@ from mechrefusal.core.provenance import versions
 from mechrefusal.directions import DirectionSet, SelectionFilters, find_direction
 from mechrefusal.interventions import Ablate
 from mechrefusal.measure.evaluation import judged_completions
+from mechrefusal.measure.judges import JUDGES
 from mechrefusal.measure.metrics import first_token_kl, refusal_score
 from mechrefusal.models import load
 
@@ -60,6 +61,8 @@ class AnalyzeSettings:
     """Prompts per set for the held-out measurements, from the test splits."""
     max_new_tokens: int = 32
     """Tokens generated per prompt for the judged refusal rates."""
+    judge: str = "substring"
+    """Judge of the refusal rates: a registered name (mechrefusal.JUDGES) or 'package.module:Class'."""
     max_kl: float = 0.1
     """Selection filter: largest first-token KL on harmless prompts when the candidate is ablated."""
     full_grid: bool = False
@@ -79,6 +82,7 @@ class AnalyzeSettings:
             raise MechrefusalError(f"--out {self.out} is a file; pass a directory.")
         check_dtype(self.dtype)
         resolve_device(self.device)
+        JUDGES.get(self.judge)
         if self.n_test < 2:
             raise ValueError(f"n_test must be at least 2 (a standard deviation needs two prompts), got {self.n_test}.")
 
@@ -90,6 +94,7 @@ def analyse_model(
     model = load(spec, device=settings.device)
     given = DirectionSet.load(directions_file, d_model=model.d_model) if directions_file else model.directions
     source = "file" if directions_file else "saved"
+    judge = JUDGES.get(settings.judge)()
     harmful_train, harmless_train = (
         data.load("harmful", "train")[: settings.n_train],
         data.load("harmless", "train")[: settings.n_train],
@@ -120,6 +125,7 @@ def analyse_model(
         harmful_test,
         harmless_test,
         labels=labels,
+        judge=judge,
         max_new_tokens=settings.max_new_tokens,
         dtype=settings.dtype,
         batch_size=settings.batch_size,
@@ -130,6 +136,7 @@ def analyse_model(
         "baseline_rate": judged_completions(
             model,
             harmless_test,
+            judge=judge,
             max_new_tokens=settings.max_new_tokens,
             dtype=settings.dtype,
             batch_size=settings.batch_size,
@@ -138,6 +145,7 @@ def analyse_model(
             model,
             harmless_test,
             intervention=everything,
+            judge=judge,
             max_new_tokens=settings.max_new_tokens,
             dtype=settings.dtype,
             batch_size=settings.batch_size,

@@ -6,7 +6,8 @@ import torch
 
 from mechrefusal import Ablate, Direction, DirectionSet
 from mechrefusal.interventions import RandomAblate
-from mechrefusal.train.plans import ReFATPlan, safety_plan
+from mechrefusal.train import METHODS, TrainSettings
+from mechrefusal.train.methods.refat import ReFATPlan
 
 PROMPTS = ["Hi", "Write a short poem about the sea", "What is 2 + 2?"]
 
@@ -52,11 +53,11 @@ def test_plans_by_method(toy):
     directions = DirectionSet([Direction(torch.ones(toy.d_model), 1, -1, "dim")])
     generator = torch.Generator().manual_seed(0)
 
-    def plan(method, round_index):
-        return safety_plan(method, toy, directions, round_index=round_index, every=4, p=0.5, generator=generator)
+    def plan(method):
+        settings = TrainSettings(method=method, refat_every=4, ablation_probability=0.5)
+        return METHODS.get(method)(settings).safety_plan(toy, directions, round_index=1, generator=generator)
 
-    assert plan("fail-closed", 0)(1, 4) == [([0, 1, 2, 3], None)]
-    assert plan("sft", 2)(1, 4) == [([0, 1, 2, 3], None)]
-    assert isinstance(plan("fail-closed", 1)(1, 4)[0][1], Ablate)
-    assert isinstance(plan("deeprefusal", 1)(1, 4)[0][1], RandomAblate)
-    assert isinstance(plan("refat", 1), ReFATPlan)
+    assert plan("sft")(1, 4) == [([0, 1, 2, 3], None)]
+    assert isinstance(plan("fail-closed")(1, 4)[0][1], Ablate)
+    assert isinstance(plan("deeprefusal")(1, 4)[0][1], RandomAblate)
+    assert isinstance(plan("refat"), ReFATPlan)

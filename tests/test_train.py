@@ -320,13 +320,18 @@ def test_a_lora_round_changes_only_the_adapted_layers(toy_dir, tmp_path):
 
 def test_plain_share_trains_that_share_of_harmful_examples_without_ablation(tiny_model):
     from mechrefusal import Ablate, Direction, DirectionSet
-    from mechrefusal.train.plans import safety_plan
+    from mechrefusal.train.methods.fail_closed import FailClosed
 
     directions = DirectionSet([Direction(torch.ones(tiny_model.d_model), 1, -1, "test")])
-    common = dict(round_index=1, every=4, p=0.5, generator=torch.Generator().manual_seed(0))
-    every_one = safety_plan("fail-closed", tiny_model, directions, **common)(1, 8)
+
+    def safety_plan(**settings):
+        generator = torch.Generator().manual_seed(0)
+        method = FailClosed(TrainSettings(**settings))
+        return method.safety_plan(tiny_model, directions, round_index=1, generator=generator)
+
+    every_one = safety_plan()(1, 8)
     assert len(every_one) == 1 and every_one[0][0] == list(range(8)) and isinstance(every_one[0][1], Ablate)
-    plan = safety_plan("fail-closed", tiny_model, directions, plain_share=0.25, **common)
+    plan = safety_plan(plain_share=0.25)
     plain = ablated = 0
     for step in range(200):
         (under, intervention), (without, none) = plan(step, 8)
@@ -339,19 +344,21 @@ def test_plain_share_trains_that_share_of_harmful_examples_without_ablation(tiny
 
 def test_ablated_utility_share_takes_the_harmless_kl_under_the_ablation(toy, toy_dir):
     from mechrefusal import Ablate, Add, Direction, DirectionSet
+    from mechrefusal.train import METHODS
     from mechrefusal.train.loop import _loss
-    from mechrefusal.train.plans import utility_plan
 
     directions = DirectionSet(
         [Direction(torch.randn(toy.d_model, generator=torch.Generator().manual_seed(1)), 2, -1, "t")]
     )
     generator = torch.Generator().manual_seed(0)
-    assert utility_plan("fail-closed", directions, round_index=0, ablated_share=1.0, generator=generator) is None
-    assert utility_plan("refat", directions, round_index=1, ablated_share=1.0, generator=generator) is None
-    assert utility_plan("fail-closed", directions, round_index=1, ablated_share=0.0, generator=generator) is None
-    (ablated, intervention), (plain, _) = utility_plan(
-        "fail-closed", directions, round_index=1, ablated_share=1.0, generator=generator
-    )(0, 4)
+
+    def utility_plan(method, share):
+        settings = TrainSettings(method=method, ablated_utility_share=share)
+        return METHODS.get(method)(settings).utility_plan(directions, round_index=1, generator=generator)
+
+    assert utility_plan("refat", 1.0) is None
+    assert utility_plan("fail-closed", 0.0) is None
+    (ablated, intervention), (plain, _) = utility_plan("fail-closed", 1.0)(0, 4)
     assert ablated == [0, 1, 2, 3] and plain == [] and isinstance(intervention, Ablate)
 
     examples = training_data(toy, "train", limit=8, max_new_tokens=6, dtype="float32", progress=False)
@@ -382,22 +389,25 @@ def test_a_run_resumes_from_checkpoints_older_than_a_new_setting(trained, toy_di
 
 def test_an_rdo_direction_that_fails_the_filters_gives_way_to_its_dim_anchor(tiny_model, monkeypatch):
     from mechrefusal import Direction, DirectionSet
-    from mechrefusal.directions import SelectionFilters
+    from mechrefusal.directions import SelectionFilters, rdo_finder
     from mechrefusal.train import search
 
+    def scored(method, kl):
+        scores = {"bypass": -1.0, "induce": 0.5, "kl": kl, "passed_filters": kl <= 0.5}
+        return Direction(torch.ones(tiny_model.d_model), 1, -1, method, scores)
+
     def fake(kl):
-        def find_direction(model, harmful, harmless, *, method, dim=None, **kwargs):
-            scores = {"bypass": -1.0, "induce": 0.5, "kl": kl if method == "rdo" else 0.1}
-            scores["passed_filters"] = scores["kl"] <= kwargs["filters"].max_kl
-            return Direction(torch.ones(tiny_model.d_model), 1, -1, method, scores)
+        return lambda model, harmful, harmless, anchor, **kwargs: scored("rdo", kl)
 
-        return find_direction
+    def next_direction(**options):
+        anchor = scored("dim", 0.1)  # the finder's own scores are kept: nothing runs on the model
+        filters = SelectionFilters(max_kl=0.5)
+        return search.next_direction(tiny_model, DirectionSet(), finder="rdo", filters=filters, dim=anchor, **options)
 
-    filters = SelectionFilters(max_kl=0.5)
-    monkeypatch.setattr(search, "find_direction", fake(kl=0.9))
-    chosen = search.next_direction(tiny_model, DirectionSet(), finder="rdo", filters=filters, progress=False)
+    monkeypatch.setattr(rdo_finder, "rdo", fake(kl=0.9))
+    chosen = next_direction(progress=False)
     assert chosen.method == "dim" and chosen.provenance["rdo_rejected"]["kl"] == 0.9
-    unguarded = search.next_direction(tiny_model, DirectionSet(), finder="rdo", filters=filters, fallback=False)
+    unguarded = next_direction(fallback=False)
     assert unguarded.method == "rdo" and not unguarded.provenance["passed_filters"]
-    monkeypatch.setattr(search, "find_direction", fake(kl=0.2))
-    assert search.next_direction(tiny_model, DirectionSet(), finder="rdo", filters=filters).method == "rdo"
+    monkeypatch.setattr(rdo_finder, "rdo", fake(kl=0.2))
+    assert next_direction().method == "rdo"

@@ -8,13 +8,17 @@ with a branch in `find_direction`, and one test on the toy model (``tests/toy.py
 
 from mechrefusal.core.directions import Direction, DirectionSet, as_direction_set
 from mechrefusal.directions.find import find_direction
+from mechrefusal.directions.finder import FINDERS, DirectionSearch, Finder
 from mechrefusal.directions.rdo import RDOSettings
 from mechrefusal.directions.selection import CandidateScores, SelectionFilters
 
 __all__ = [
     "CandidateScores",
+    "FINDERS",
     "Direction",
+    "DirectionSearch",
     "DirectionSet",
+    "Finder",
     "RDOSettings",
     "SelectionFilters",
     "as_direction_set",

@@ -1,28 +1,19 @@
-"""`find_direction`: the public entry point to every direction finder."""
+"""`find_direction`: the public entry point to every direction finder (`FINDERS`)."""
 
 from __future__ import annotations
 
-import warnings
+import inspect
 from collections.abc import Sequence
 
-from mechrefusal.core.directions import Direction, DirectionSet, as_direction_set
+from mechrefusal.core.directions import Direction, DirectionSet
+from mechrefusal.core.errors import SettingError
 from mechrefusal.core.precision import resolve
 from mechrefusal.core.provenance import prompts_sha256, versions
-from mechrefusal.directions.dim import dim_candidates
-from mechrefusal.directions.rdo import RDOSettings, rdo
-from mechrefusal.directions.selection import (
-    FINALISTS,
-    SEARCHES,
-    SelectionFilters,
-    choose,
-    score_candidates,
-    score_direction,
-)
+from mechrefusal.directions.finder import FINDERS, DirectionSearch, Finder, make_finder, options_taken
+from mechrefusal.directions.rdo import RDOSettings
+from mechrefusal.directions.selection import SelectionFilters
 from mechrefusal.interventions import Interventions
 from mechrefusal.models import Model, check_instructions
-from mechrefusal.models.autocast import autocast
-
-METHODS = ("dim", "rdo")
 
 
 def find_direction(
@@ -30,7 +21,7 @@ def find_direction(
     harmful: Sequence[str],
     harmless: Sequence[str],
     *,
-    method: str = "dim",
+    method: str | Finder = "dim",
     harmful_val: Sequence[str] | None = None,
     harmless_val: Sequence[str] | None = None,
     n_val: int = 32,
@@ -54,9 +45,11 @@ def find_direction(
 
     Args:
         harmful, harmless: prompts the candidates are computed from (e.g. the train splits).
-        method: ``"dim"`` (difference in means at every layer and post-instruction position, then the
-            selection of docs/method.md §2.5) or ``"rdo"`` (Refusal Direction Optimisation, anchored at the DIM
-            direction's layer and norm, trained on targets for the first ``rdo_settings.n_prompts`` prompts).
+        method: a finder name or ``"package.module:Class"`` (`FINDERS`), or a finder built already (then
+            without finder options here): ``"dim"`` (difference in means at every layer and post-instruction
+            position, then the selection of docs/method.md §2.5) or ``"rdo"`` (Refusal Direction Optimisation,
+            anchored at the DIM direction's layer and norm, trained on targets for the first
+            ``rdo_settings.n_prompts`` prompts).
         harmful_val, harmless_val: prompts the candidates are scored on (default: the first ``n_val``
             of ``harmful`` and ``harmless``); at most ``n_val`` of each are used.
         filters: the selection filters (KL, induce, pruned last layers).
@@ -83,14 +76,25 @@ def find_direction(
     The returned direction's ``provenance`` holds the model, data sizes, versions and its bypass, induce
     and KL scores; DIM adds the whole score grid (``provenance["scores"]``, with the
     attribution estimates under ``"estimated_bypass"`` and ``"estimated_kl"``), RDO its settings, loss
-    history and DIM anchor (``provenance["rdo"]``, ``provenance["dim"]``).
+    history and DIM anchor (``provenance["rdo"]``, ``provenance["dim"]``). The options above that a finder's
+    constructor does not take must keep their defaults.
     """
-    if method not in METHODS:
-        raise ValueError(f"Unknown direction finder {method!r}; choose one of {', '.join(METHODS)}.")
-    if search not in SEARCHES:
-        raise ValueError(f"Unknown candidate search {search!r}; choose one of {', '.join(SEARCHES)}.")
-    if method != "rdo" and (dim is not None or independent_of is not None):
-        raise ValueError("dim= and independent_of= apply to method='rdo' only.")
+    options = dict(
+        exclude_massive=exclude_massive,
+        full_grid=full_grid,
+        search=search,
+        screen=screen,
+        finalists=finalists,
+        probes=probes,
+        dim=dim,
+        independent_of=independent_of,
+        rdo_settings=rdo_settings,
+    )
+    if isinstance(method, str):
+        finder = make_finder(method, **_checked(method, options))
+    else:
+        finder = method
+        _checked(None, options)
     for name, prompts in (
         ("harmful", harmful),
         ("harmless", harmless),
@@ -114,114 +118,38 @@ def find_direction(
         "orthogonal_to": orthogonal_to is not None,
         "versions": versions(),
     }
-    if dim is None:
-        dim = _dim(
-            model,
-            harmful,
-            harmless,
-            harmful_val,
-            harmless_val,
-            common,
-            filters=filters,
-            exclude_massive=exclude_massive,
-            full_grid=full_grid,
-            search=search,
-            screen=screen,
-            finalists=finalists if finalists is not None else FINALISTS.get(search),
-            probes=probes,
-            sweep_dtype=sweep_dtype,
-            orthogonal_to=orthogonal_to,
-            context=context,
-            batch_size=batch_size,
-            progress=progress,
-        )
-    if method == "dim":
-        return dim
-    found = rdo(
+    problem = DirectionSearch(
         model,
         harmful,
         harmless,
-        dim,
-        settings=rdo_settings,
+        harmful_val,
+        harmless_val,
+        filters,
+        sweep_dtype=sweep_dtype,
         orthogonal_to=orthogonal_to,
-        independent_of=independent_of,
         context=context,
-        exclude_massive=exclude_massive,
         batch_size=batch_size,
         progress=progress,
+        provenance=common,
     )
-    with model.intervene(context), autocast(model, sweep_dtype):
-        scores = score_direction(model, found, harmful_val, harmless_val, batch_size=batch_size)
-    passed = filters.passes(found.layer, model.n_layers, scores["kl"], scores["induce"])
-    found.provenance = {**common, **found.provenance, **scores, "passed_filters": passed}
-    return found
+    return problem.score(finder(problem))
 
 
-def _dim(
-    model: Model,
-    harmful: Sequence[str],
-    harmless: Sequence[str],
-    harmful_val: list[str],
-    harmless_val: list[str],
-    common: dict,
-    *,
-    filters: SelectionFilters,
-    exclude_massive: bool,
-    full_grid: bool,
-    search: str,
-    screen: int,
-    finalists: int | None,
-    probes: int,
-    sweep_dtype: str,
-    orthogonal_to: Direction | DirectionSet | None,
-    context: Interventions,
-    batch_size: int,
-    progress: bool,
-) -> Direction:
-    """Difference in means at every layer and position, then the selection of docs/method.md §2.5."""
-    with model.intervene(context):
-        candidates, zeroed = dim_candidates(
-            model, harmful, harmless, exclude_massive=exclude_massive, batch_size=batch_size, progress=progress
+def _checked(method: str | None, options: dict) -> dict:
+    """``options``, after checking that those ``method``'s finder does not take (all, for a finder built
+    already) keep find_direction's defaults."""
+    defaults = inspect.signature(find_direction).parameters
+    taken = options_taken(method) if method is not None else set()
+    changed = [
+        name
+        for name, value in options.items()
+        if name not in taken and value is not defaults[name].default and value != defaults[name].default
+    ]
+    if changed:
+        takers = " or ".join(repr(name) for name in FINDERS.names() if set(changed) <= options_taken(name))
+        given = f"method={method!r}" if method is not None else "a finder built already"
+        raise SettingError(
+            f"{', '.join(name + '=' for name in changed)} apply to method={takers or 'a finder that takes them'} "
+            f"only, not to {given}."
         )
-        if orthogonal_to is not None:
-            q = as_direction_set(orthogonal_to).basis().to(candidates.device)
-            candidates = candidates - (candidates @ q) @ q.T
-        positions = model.post_instruction_positions
-        with autocast(model, sweep_dtype):
-            scores = score_candidates(
-                model,
-                candidates,
-                positions,
-                harmful_val,
-                harmless_val,
-                filters=filters,
-                full_grid=full_grid,
-                search=search,
-                screen=screen,
-                finalists=finalists,
-                probes=probes,
-                batch_size=batch_size,
-                progress=progress,
-            )
-    layer, slot, passed = choose(scores)
-    if not passed:
-        warnings.warn(
-            "No DIM candidate passed the selection filters (KL, induce score); returning the one with "
-            "the lowest bypass score. Does the model refuse at all?",
-            stacklevel=3,
-        )
-    provenance = {
-        **common,
-        "massive_dims_zeroed": zeroed,
-        "passed_filters": passed,
-        "full_grid": full_grid,
-        "search": "full_grid" if full_grid else search,
-        "screen": screen if search == "screen" else None,
-        "finalists": int(scores.finalist.sum()),
-        "probes": probes if search == "attribution" else None,
-        "bypass": scores.bypass[layer, slot].item(),
-        "induce": scores.induce[layer, slot].item(),
-        "kl": scores.kl[layer, slot].item(),
-        "scores": scores.as_dict(),
-    }
-    return Direction(candidates[layer, slot].clone(), layer, positions[slot], "dim", provenance)
+    return options

@@ -6,6 +6,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
+from mechrefusal.core.registry import Registry
+
 
 @dataclass(frozen=True)
 class Verdict:
@@ -71,6 +73,11 @@ REFUSAL_PHRASES = (
 )
 
 
+JUDGES: Registry[type[Judge]] = Registry("judge")
+"""The judges by name (a job's ``judge`` setting); each is built without arguments."""
+
+
+@JUDGES.register("substring")
 @dataclass(frozen=True)
 class SubstringJudge:
     """Refusal when a known refusal phrase appears near the start of the completion."""

@@ -7,6 +7,7 @@ harmless) examples in ``plans.py``, and a test in ``tests/test_plans.py``; the j
 """
 
 from mechrefusal.train.job import run
-from mechrefusal.train.settings import METHODS, TrainSettings
+from mechrefusal.train.methods import METHODS
+from mechrefusal.train.settings import TrainSettings
 
 __all__ = ["METHODS", "TrainSettings", "run"]

@@ -1,5 +1,6 @@
-"""The training job: round 0 (standard safety fine-tuning), then rounds of the chosen method, with a
-direction search and an atomic checkpoint after every round; resumable from the last complete round."""
+"""The training job: round 0 (standard safety fine-tuning), then rounds of the chosen method (`METHODS`),
+with a direction search where the method asks for one and an atomic checkpoint after every round;
+resumable from the last complete round."""
 
 from __future__ import annotations
 
@@ -23,9 +24,9 @@ from mechrefusal.interventions import Ablate
 from mechrefusal.measure.metrics import refusal_score
 from mechrefusal.models import Model, load
 from mechrefusal.train.checkpoint import METADATA, complete_rounds, read_metadata, round_directory, save_checkpoint
-from mechrefusal.train.loop import train_round
+from mechrefusal.train.loop import ablate_all, train_round
+from mechrefusal.train.methods import METHODS
 from mechrefusal.train.parallel import distributed_rank_and_size, init_distributed
-from mechrefusal.train.plans import safety_plan, utility_plan
 from mechrefusal.train.search import SCORES, next_direction
 from mechrefusal.train.settings import AFTER_ROUND_ZERO, EXECUTION, TrainSettings
 from mechrefusal.train.targets import training_data
@@ -40,7 +41,7 @@ def run(settings: TrainSettings, *, progress: bool = True) -> list[Path]:
     is_writer = distributed_rank_and_size()[0] == 0
     reference = load(settings.model, device=settings.device)
     model, directions, first_round = _start(settings)
-    last_round = 0 if settings.method == "sft" else settings.rounds
+    method = METHODS.get(settings.method)(settings)
     train = training_data(
         reference,
         "train",
@@ -48,6 +49,7 @@ def run(settings: TrainSettings, *, progress: bool = True) -> list[Path]:
         max_new_tokens=settings.max_new_tokens,
         dtype=settings.dtype,
         seed=settings.seed,
+        judge=settings.judge,
         progress=progress,
     )
     val = training_data(
@@ -57,31 +59,20 @@ def run(settings: TrainSettings, *, progress: bool = True) -> list[Path]:
         max_new_tokens=settings.max_new_tokens,
         dtype=settings.dtype,
         seed=settings.seed,
+        judge=settings.judge,
         progress=progress,
     )
     val_examples = (val.harmful[:N_VAL_EXAMPLES], val.harmless[:N_VAL_EXAMPLES])
     written = []
-    for round_index in range(first_round, last_round + 1):
+    for round_index in range(first_round, method.last_round() + 1):
         started = time.perf_counter()
         generator = torch.Generator().manual_seed(settings.seed * 1000 + round_index + 500)
-        plan = safety_plan(
-            settings.method,
-            model,
-            directions,
-            round_index=round_index,
-            every=settings.refat_every,
-            p=settings.ablation_probability,
-            generator=generator,
-            plain_share=settings.plain_share,
-        )
-        harmless_plan = utility_plan(
-            settings.method,
-            directions,
-            round_index=round_index,
-            generator=generator,
-            ablated_share=settings.ablated_utility_share,
-        )
-        held_out = Ablate(directions) if settings.method == "fail-closed" and round_index > 0 else None
+        if round_index == 0:  # plain safety fine-tuning for every method
+            plan, harmless_plan, held_out = ablate_all(None), None, None
+        else:
+            plan = method.safety_plan(model, directions, round_index=round_index, generator=generator)
+            harmless_plan = method.utility_plan(directions, round_index=round_index, generator=generator)
+            held_out = method.val_intervention(directions, round_index=round_index)
         history = train_round(
             model,
             reference,
@@ -96,7 +87,7 @@ def run(settings: TrainSettings, *, progress: bool = True) -> list[Path]:
             progress=progress,
         )
         search = None
-        if round_index == 0 or settings.method == "fail-closed":
+        if round_index == 0 or method.searches_after(round_index):
             search = next_direction(
                 model,
                 directions,
@@ -135,7 +126,7 @@ def run(settings: TrainSettings, *, progress: bool = True) -> list[Path]:
                     },
                 )
             )
-        if not len(directions) and settings.method in ("fail-closed", "deeprefusal"):
+        if not len(directions) and method.needs_direction:
             warnings.warn(
                 f"Round {round_index} left no refusal direction to ablate (none passed the selection "
                 f"filters); {settings.method} stops here. The best candidate's scores are under 'search' "
@@ -143,8 +134,8 @@ def run(settings: TrainSettings, *, progress: bool = True) -> list[Path]:
                 stacklevel=2,
             )
             break
-        if settings.method == "fail-closed" and round_index > 0 and found is None:
-            break  # no new direction: the search stops
+        if round_index > 0 and method.stops_after(round_index, found):
+            break
     return written
 
 

@@ -7,6 +7,7 @@ import warnings
 
 from mechrefusal import data
 from mechrefusal.directions import Direction, DirectionSet, RDOSettings, SelectionFilters, find_direction
+from mechrefusal.directions.finder import make_finder
 from mechrefusal.interventions import Ablate
 from mechrefusal.models import Model
 
@@ -30,38 +31,26 @@ def next_direction(
     progress: bool = True,
 ) -> Direction:
     """The direction ``model`` refuses through once ``directions`` are ablated (accept it only if
-    ``provenance["passed_filters"]``). ``dim``: an RDO anchor found already (skips the DIM search).
+    ``provenance["passed_filters"]``), found by ``finder`` (a name or ``"package.module:Class"``).
 
-    With ``finder="rdo"`` and ``fallback``, an RDO direction that fails the filters while its DIM anchor
-    passes them gives way to the anchor (its provenance keeps the rejected RDO scores under
-    ``"rdo_rejected"``): RDO refines the anchor, it never makes the search find less."""
+    ``dim`` (an anchor found already), ``fallback`` and ``rdo_settings`` are offered to the finder and
+    reach it only if its constructor takes them: with RDO, ``fallback`` lets a DIM anchor that passes the
+    filters stand in for an RDO direction that fails them (see `RDOFinder`)."""
     earlier = directions if len(directions) else None
-
-    def find(method: str, anchor: Direction | None = None) -> Direction:
+    offered = {"fallback": fallback, "rdo_settings": rdo_settings, **({"dim": dim} if dim is not None else {})}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # a failed filter is reported in the provenance, not as a warning
         return find_direction(
             model,
             data.load("harmful", "train")[:N_SEARCH],
             data.load("harmless", "train")[:N_SEARCH],
-            method=method,
+            method=make_finder(finder, **offered),
             harmful_val=data.load("harmful", "val"),
             harmless_val=data.load("harmless", "val"),
             n_val=N_SCORE,
             orthogonal_to=earlier,
             context=Ablate(directions) if earlier else None,
             filters=filters,
-            dim=anchor,
             sweep_dtype=dtype,
-            rdo_settings=rdo_settings,
             progress=progress,
         )
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # a failed filter is reported in the provenance, not as a warning
-        anchor = dim if dim is not None else find("dim")
-        if finder == "dim":
-            return anchor
-        refined = find(finder, anchor)
-    if not fallback or refined.provenance["passed_filters"] or not anchor.provenance.get("passed_filters"):
-        return refined
-    anchor.provenance = {**anchor.provenance, "rdo_rejected": {key: refined.provenance[key] for key in SCORES}}
-    return anchor

@@ -6,9 +6,10 @@ from dataclasses import dataclass
 
 from mechrefusal.core.devices import resolve_device
 from mechrefusal.core.precision import check_dtype
-from mechrefusal.directions.find import METHODS as FINDERS
+from mechrefusal.directions import FINDERS
+from mechrefusal.measure.judges import JUDGES
+from mechrefusal.train.methods import METHODS
 
-METHODS = ("sft", "fail-closed", "refat", "deeprefusal")
 # Settings that do not change round 0 (training and direction search), so a round 0 can be shared.
 AFTER_ROUND_ZERO = (
     "method",
@@ -31,7 +32,8 @@ class TrainSettings:
     """Settings of a training job (the CLI flags have the same names)."""
 
     method: str = "fail-closed"
-    """sft (round 0 only), fail-closed (progressive ablation), refat or deeprefusal (baselines)."""
+    """sft (round 0 only), fail-closed (progressive ablation), refat or deeprefusal (baselines), or any
+    'package.module:Class' training method (mechrefusal.train.METHODS)."""
     model: str | None = None
     """Model spec for `mechrefusal.load` (default: the embedded SmolLM2-135M-Instruct)."""
     out: str = "runs/train"
@@ -73,7 +75,10 @@ class TrainSettings:
     """Seed of data order and sampling; a round's randomness depends only on (seed, round)."""
     finder: str = "rdo"
     """Direction search: the finder, rdo (Refusal Direction Optimisation anchored at the DIM direction,
-    as in the paper) or dim (difference in means + selection; cheaper)."""
+    as in the paper), dim (difference in means + selection; cheaper) or 'package.module:Class'."""
+    judge: str = "substring"
+    """Judge of the model's own training targets: a registered name (mechrefusal.JUDGES) or
+    'package.module:Class'."""
     max_kl: float = 0.1
     """Direction search: largest first-token KL on harmless prompts for an accepted direction."""
     min_induce: float = 0.0
@@ -104,10 +109,9 @@ class TrainSettings:
     training round 0 again: methods compared on one budget share their round 0. Copied into `out`."""
 
     def __post_init__(self) -> None:
-        if self.method not in METHODS:
-            raise ValueError(f"Unknown training method {self.method!r}; choose one of {', '.join(METHODS)}.")
-        if self.finder not in FINDERS:
-            raise ValueError(f"Unknown direction finder {self.finder!r}; choose one of {', '.join(FINDERS)}.")
+        METHODS.get(self.method)(self)  # a method checks the settings it depends on
+        FINDERS.get(self.finder)
+        JUDGES.get(self.judge)
         if not 0 <= self.plain_share < 1:
             raise ValueError(f"plain_share must lie in [0, 1), got {self.plain_share}.")
         if not 0 <= self.ablated_utility_share <= 1 or not 0 <= self.ablation_probability <= 1:
@@ -125,11 +129,6 @@ class TrainSettings:
             raise ValueError(
                 "LoRA trains under --parallel ddp (its frozen base needs no sharding); "
                 "--parallel fsdp is for full fine-tuning."
-            )
-        if self.activation_checkpointing and self.method == "deeprefusal":
-            raise ValueError(
-                "DeepRefusal's random ablation would be drawn anew when activation checkpointing "
-                "recomputes a layer; train deeprefusal without --activation-checkpointing."
             )
         if self.batch_size % (2 * self.grad_accumulation):
             raise ValueError(

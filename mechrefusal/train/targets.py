@@ -19,7 +19,7 @@ import torch
 from mechrefusal import data
 from mechrefusal.core.cache import atomic_write_bytes, home
 from mechrefusal.measure.generation import generate
-from mechrefusal.measure.judges import SubstringJudge
+from mechrefusal.measure.judges import JUDGES
 from mechrefusal.models import Model
 from mechrefusal.models.autocast import autocast
 from mechrefusal.models.export import hf_state_dict
@@ -50,15 +50,16 @@ def training_data(
     max_new_tokens: int = 32,
     dtype: str = "auto",
     seed: int = 0,
+    judge: str = "substring",
     progress: bool = True,
 ) -> TrainingData:
     """The model's own targets for one split of the bundled sets (cached); ``limit`` caps the prompts
-    per set (harmful; harmless and over-refusal together), 0 for all."""
+    per set (harmful; harmless and over-refusal together), 0 for all; ``judge`` names the judge (`JUDGES`)."""
     harmful = data.load("harmful", split)
     harmless = data.load("harmless", split) + data.load("overrefusal", split)
     if limit:
         harmful, harmless = harmful[:limit], harmless[:limit]
-    key = _cache_key(model, harmful + harmless, max_new_tokens, dtype, seed)
+    key = _cache_key(model, harmful + harmless, max_new_tokens, dtype, seed, judge)
     path = home() / "targets" / f"{key}.json"
     if path.exists():
         stored = json.loads(path.read_text())
@@ -67,16 +68,16 @@ def training_data(
             [Example(**e) for e in stored["harmless"]],
             stored["own_refusals"],
         )
-    judge = SubstringJudge()
+    verdicts_of = JUDGES.get(judge)().judge
     with autocast(model, dtype):
         answers = generate(model, harmless, max_new_tokens=max_new_tokens, progress=progress)
         refusals = generate(model, harmful, max_new_tokens=max_new_tokens, progress=progress)
     kept_harmless = [
         Example(p, a)
-        for p, a, v in zip(harmless, answers, judge.judge(harmless, answers))
+        for p, a, v in zip(harmless, answers, verdicts_of(harmless, answers))
         if not v.refused and a.strip()
     ]
-    verdicts = judge.judge(harmful, refusals)
+    verdicts = verdicts_of(harmful, refusals)
     own = sum(v.refused for v in verdicts) / len(verdicts) >= MIN_OWN_REFUSALS
     if own:
         kept_harmful = [Example(p, r) for p, r, v in zip(harmful, refusals, verdicts) if v.refused]
@@ -98,11 +99,13 @@ def training_data(
     return result
 
 
-def _cache_key(model: Model, prompts: list[str], max_new_tokens: int, dtype: str, seed: int) -> str:
+def _cache_key(model: Model, prompts: list[str], max_new_tokens: int, dtype: str, seed: int, judge: str) -> str:
     digest = hashlib.sha256()
     for name, tensor in sorted(hf_state_dict(model).items()):
         digest.update(name.encode())
         digest.update(float(tensor.detach().float().sum().item()).hex().encode())  # cheap weight fingerprint
         digest.update(tensor.detach().flatten()[:64].float().cpu().numpy().tobytes())
     digest.update(json.dumps([prompts, max_new_tokens, dtype, seed, torch.__version__]).encode())
+    if judge != "substring":  # the default judge keeps the keys of targets cached before judges were settings
+        digest.update(judge.encode())
     return digest.hexdigest()[:24]

@@ -1,0 +1,89 @@
+"""The DIM finder: difference in means at every layer and post-instruction position, then the selection
+of docs/method.md §2.5."""
+
+from __future__ import annotations
+
+import warnings
+
+from mechrefusal.core.directions import Direction, as_direction_set
+from mechrefusal.directions.dim import dim_candidates
+from mechrefusal.directions.finder import DirectionSearch
+from mechrefusal.directions.selection import FINALISTS, SEARCHES, choose, score_candidates
+from mechrefusal.models.autocast import autocast
+
+
+class DIMFinder:
+    """Difference in means plus selection; the options are those of `find_direction`."""
+
+    def __init__(
+        self,
+        *,
+        exclude_massive: bool = True,
+        full_grid: bool = False,
+        search: str = "attribution",
+        screen: int = 8,
+        finalists: int | None = None,
+        probes: int = 4,
+    ) -> None:
+        if search not in SEARCHES:
+            raise ValueError(f"Unknown candidate search {search!r}; choose one of {', '.join(SEARCHES)}.")
+        self.exclude_massive, self.full_grid, self.search = exclude_massive, full_grid, search
+        self.screen, self.probes = screen, probes
+        self.finalists = finalists if finalists is not None else FINALISTS.get(search)
+
+    def __call__(self, search: DirectionSearch) -> Direction:
+        model = search.model
+        with model.intervene(search.context):
+            candidates, zeroed = dim_candidates(
+                model,
+                search.harmful,
+                search.harmless,
+                exclude_massive=self.exclude_massive,
+                batch_size=search.batch_size,
+                progress=search.progress,
+            )
+            if search.orthogonal_to is not None:
+                q = as_direction_set(search.orthogonal_to).basis().to(candidates.device)
+                candidates = candidates - (candidates @ q) @ q.T
+            positions = model.post_instruction_positions
+            with autocast(model, search.sweep_dtype):
+                scores = score_candidates(
+                    model,
+                    candidates,
+                    positions,
+                    search.harmful_val,
+                    search.harmless_val,
+                    filters=search.filters,
+                    full_grid=self.full_grid,
+                    search=self.search,
+                    screen=self.screen,
+                    finalists=self.finalists,
+                    probes=self.probes,
+                    batch_size=search.batch_size,
+                    progress=search.progress,
+                )
+        layer, slot, passed = choose(scores)
+        if not passed:
+            warnings.warn(
+                "No DIM candidate passed the selection filters (KL, induce score); returning the one with "
+                "the lowest bypass score. Does the model refuse at all?",
+                stacklevel=3,
+            )
+        provenance = {
+            **search.provenance,
+            "massive_dims_zeroed": zeroed,
+            "passed_filters": passed,
+            "full_grid": self.full_grid,
+            "search": "full_grid" if self.full_grid else self.search,
+            "screen": self.screen if self.search == "screen" else None,
+            "finalists": int(scores.finalist.sum()),
+            "probes": self.probes if self.search == "attribution" else None,
+            "bypass": scores.bypass[layer, slot].item(),
+            "induce": scores.induce[layer, slot].item(),
+            "kl": scores.kl[layer, slot].item(),
+            "scores": scores.as_dict(),
+        }
+        return Direction(candidates[layer, slot].clone(), layer, positions[slot], "dim", provenance)
+
+    def __repr__(self) -> str:
+        return f"DIMFinder(search={self.search!r}, full_grid={self.full_grid})"

@@ -1,0 +1,43 @@
+"""Fail-closed (progressive ablation) training (docs/method.md §3)."""
+
+from __future__ import annotations
+
+import torch
+
+from mechrefusal.core.directions import Direction, DirectionSet
+from mechrefusal.interventions import Ablate, Interventions
+from mechrefusal.models import Model
+from mechrefusal.train.loop import Plan, ablate_all, ablate_some
+from mechrefusal.train.methods.base import Method
+
+
+class FailClosed(Method):
+    """Each round trains refusal with every direction found so far ablated, then searches the next one;
+    training stops when a search finds none. ``plain_share``: the probability that a harmful example is
+    trained without the ablation; ``ablated_utility_share``: that a harmless example's utility KL is taken
+    with the directions ablated (so that the ablation itself cannot become a cue to refuse)."""
+
+    needs_direction = True
+
+    def safety_plan(
+        self, model: Model, directions: DirectionSet, *, round_index: int, generator: torch.Generator
+    ) -> Plan:
+        plain_share = self.settings.plain_share
+        if plain_share:
+            return lambda step, n: ablate_some(Ablate(directions), 1 - plain_share, n, generator)
+        return ablate_all(Ablate(directions))
+
+    def utility_plan(self, directions: DirectionSet, *, round_index: int, generator: torch.Generator) -> Plan | None:
+        share = self.settings.ablated_utility_share
+        if not share:
+            return None
+        return lambda step, n: ablate_some(Ablate(directions), share, n, generator)
+
+    def val_intervention(self, directions: DirectionSet, *, round_index: int) -> Interventions:
+        return Ablate(directions)
+
+    def searches_after(self, round_index: int) -> bool:
+        return True
+
+    def stops_after(self, round_index: int, found: Direction | None) -> bool:
+        return found is None
