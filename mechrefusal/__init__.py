@@ -1,7 +1,17 @@
 """mechrefusal: the mechanistic study of refusal in language models, and fail-closed alignment."""
 
 from mechrefusal import data
-from mechrefusal.core.errors import DataError, FetchError, MechrefusalError, ModelLoadError
+from mechrefusal.core.errors import (
+    ArgumentTypeError,
+    CheckpointError,
+    DataError,
+    DeviceError,
+    FetchError,
+    MechrefusalError,
+    MissingFileError,
+    ModelLoadError,
+    SettingError,
+)
 from mechrefusal.directions import Direction, DirectionSet, find_direction
 from mechrefusal.interventions import Ablate, Add
 from mechrefusal.interventions.orthogonalize import orthogonalize
@@ -16,16 +26,21 @@ __all__ = [
     "DEFAULT_MODEL",
     "Ablate",
     "Add",
+    "ArgumentTypeError",
     "Batch",
+    "CheckpointError",
     "DataError",
+    "DeviceError",
     "Direction",
     "DirectionSet",
     "FetchError",
     "Judge",
     "MeanActivations",
     "MechrefusalError",
+    "MissingFileError",
     "Model",
     "ModelLoadError",
+    "SettingError",
     "SubstringJudge",
     "Verdict",
     "data",

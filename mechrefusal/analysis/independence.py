@@ -27,6 +27,7 @@ from jaxtyping import Float
 from torch import Tensor
 
 from mechrefusal.core.directions import Direction, DirectionSet, as_direction_set
+from mechrefusal.core.errors import SettingError
 from mechrefusal.directions.repind import default_layers, independence_shifts
 from mechrefusal.interventions import Ablate, Add
 from mechrefusal.measure.evaluation import JudgedCompletions, judged_completions
@@ -209,12 +210,12 @@ def measure_independence(
     directions.check_width(model.d_model)
     k = len(directions)
     if not k:
-        raise ValueError("measure_independence needs at least one direction; this set is empty.")
+        raise SettingError("measure_independence needs at least one direction; this set is empty.")
     labels = list(labels) if labels is not None else [f"d{i}" for i in range(k)]
     if len(labels) != k:
-        raise ValueError(f"Got {len(labels)} labels for {k} directions.")
+        raise SettingError(f"Got {len(labels)} labels for {k} directions.")
     if not harmful or not harmless:
-        raise ValueError("measure_independence needs held-out harmful and harmless prompts.")
+        raise SettingError("measure_independence needs held-out harmful and harmless prompts.")
     subsets = standard_subsets(k)
     with autocast(model, dtype):
         scores = dict(

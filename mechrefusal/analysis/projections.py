@@ -15,6 +15,7 @@ from jaxtyping import Float
 from torch import Tensor
 
 from mechrefusal.core.directions import Direction, DirectionSet
+from mechrefusal.core.errors import SettingError
 from mechrefusal.directions.dim import dim_candidates
 from mechrefusal.models import Model
 
@@ -25,7 +26,7 @@ def projections(
     """``x . d / |d|`` for every prompt and direction, with ``x`` the residual stream entering the
     direction's layer at its position (no intervention)."""
     if not prompts or not len(directions):
-        raise ValueError("projections needs at least one prompt and one direction.")
+        raise SettingError("projections needs at least one prompt and one direction.")
     layers = sorted({direction.layer for direction in directions})
     read: dict[int, Tensor] = {}
 
@@ -82,7 +83,7 @@ def layer_profile(
     """DIM vector of every layer at ``position`` from ``harmful``/``harmless`` (massive dimensions zeroed,
     as the finder does), its norm, and Cohen's d of the held-out prompts' projections on it."""
     if len(harmful_test) < 2 or len(harmless_test) < 2:
-        raise ValueError("layer_profile needs at least two held-out prompts per set for a standard deviation.")
+        raise SettingError("layer_profile needs at least two held-out prompts per set for a standard deviation.")
     slot = model.post_instruction_positions.index(position)
     candidates, _ = dim_candidates(model, harmful, harmless, batch_size=batch_size, progress=progress)
     per_layer = DirectionSet(

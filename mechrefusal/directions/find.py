@@ -6,6 +6,7 @@ import warnings
 from collections.abc import Sequence
 
 from mechrefusal.core.directions import Direction, DirectionSet, as_direction_set
+from mechrefusal.core.errors import SettingError
 from mechrefusal.core.precision import resolve
 from mechrefusal.core.provenance import prompts_sha256, versions
 from mechrefusal.directions.dim import dim_candidates
@@ -86,11 +87,11 @@ def find_direction(
     history and DIM anchor (``provenance["rdo"]``, ``provenance["dim"]``).
     """
     if method not in METHODS:
-        raise ValueError(f"Unknown direction finder {method!r}; choose one of {', '.join(METHODS)}.")
+        raise SettingError(f"Unknown direction finder {method!r}; choose one of {', '.join(METHODS)}.")
     if search not in SEARCHES:
-        raise ValueError(f"Unknown candidate search {search!r}; choose one of {', '.join(SEARCHES)}.")
+        raise SettingError(f"Unknown candidate search {search!r}; choose one of {', '.join(SEARCHES)}.")
     if method != "rdo" and (dim is not None or independent_of is not None):
-        raise ValueError("dim= and independent_of= apply to method='rdo' only.")
+        raise SettingError("dim= and independent_of= apply to method='rdo' only.")
     for name, prompts in (
         ("harmful", harmful),
         ("harmless", harmless),

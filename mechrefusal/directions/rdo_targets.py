@@ -20,6 +20,7 @@ from dataclasses import asdict, dataclass
 
 from mechrefusal.core.cache import atomic_write_bytes, home
 from mechrefusal.core.directions import Direction, DirectionSet, as_direction_set
+from mechrefusal.core.errors import SettingError
 from mechrefusal.core.provenance import weights_fingerprint
 from mechrefusal.interventions import Ablate, Add, Interventions
 from mechrefusal.measure.generation import generate
@@ -67,7 +68,7 @@ def rdo_targets(
 ) -> RDOTargets:
     """Generate (or read from the cache) the targets for ``harmful`` and ``harmless`` prompts."""
     if not harmful or not harmless:
-        raise ValueError("RDO needs at least one harmful and one harmless prompt to build its targets.")
+        raise SettingError("RDO needs at least one harmful and one harmless prompt to build its targets.")
     settings = [compliant_tokens, refusal_tokens, answer_tokens, dtype]
     key = _key(model, harmful, harmless, dim, context, settings)
     path = home() / "rdo-targets" / f"{key}.json"
@@ -106,7 +107,7 @@ def rdo_targets(
         if first_sentence(r) and a.strip()
     ]
     if not kept_harmful or not kept_harmless:
-        raise ValueError(
+        raise SettingError(
             "Every RDO target generation came back empty (the model ends its turn at once); "
             "RDO cannot learn from empty targets."
         )

@@ -23,6 +23,7 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from mechrefusal.core.directions import Direction
+from mechrefusal.core.errors import SettingError
 from mechrefusal.directions.attribution import estimate_candidates
 from mechrefusal.interventions import Ablate, Add
 from mechrefusal.measure.metrics import kl_divergence, last_token_logprobs, refusal_token_ids, score_from_logprobs
@@ -122,7 +123,7 @@ def score_candidates(
     (the screen found no passing candidate there either), the screen would cost 144 passes for nothing.
     """
     if search not in SEARCHES:
-        raise ValueError(f"Unknown candidate search {search!r}; choose one of {', '.join(SEARCHES)}.")
+        raise SettingError(f"Unknown candidate search {search!r}; choose one of {', '.join(SEARCHES)}.")
     finalists = finalists if finalists is not None else FINALISTS[search]
     tokens = refusal_token_ids(model)
     harmful_base = score_from_logprobs(last_token_logprobs(model, harmful_val, batch_size=batch_size), tokens)

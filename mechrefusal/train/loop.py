@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 import torch
 from tqdm.auto import tqdm
 
+from mechrefusal.core.errors import SettingError
 from mechrefusal.interventions import Interventions, per_row
 from mechrefusal.models import Model, ReplyBatch
 from mechrefusal.models.autocast import autocast
@@ -86,7 +87,7 @@ def train_round(
     micro = settings.batch_size // settings.grad_accumulation // 2
     rank, world = distributed_rank_and_size()
     if micro % world:
-        raise ValueError(
+        raise SettingError(
             f"Each micro-batch's {micro} harmful and {micro} harmless examples must split evenly over "
             f"{world} processes; change batch_size or grad_accumulation."
         )

@@ -14,6 +14,7 @@ import torch
 from peft import LoraConfig, inject_adapter_in_model
 from peft.tuners.lora import LoraLayer
 
+from mechrefusal.core.errors import SettingError
 from mechrefusal.models import Model
 
 # Every linear map of a decoder layer, as the bridge nests them inside the Hugging Face model.
@@ -28,9 +29,9 @@ def add_lora(
     """Inject rank-``rank`` LoRA adapters into every linear map of ``layers``; return their parameters
     (the only ones left trainable). ``alpha`` defaults to ``2 * rank``; ``seed`` fixes their init."""
     if rank < 1:
-        raise ValueError(f"LoRA rank must be at least 1, got {rank}.")
+        raise SettingError(f"LoRA rank must be at least 1, got {rank}.")
     if not layers:
-        raise ValueError("LoRA needs at least one decoder layer to adapt.")
+        raise SettingError("LoRA needs at least one decoder layer to adapt.")
     pattern = _LINEAR.format(layers="|".join(str(layer) for layer in layers))
     config = LoraConfig(r=rank, lora_alpha=alpha or 2 * rank, lora_dropout=0.0, target_modules=pattern)
     for parameter in model.hf_model.parameters():
@@ -40,7 +41,7 @@ def add_lora(
         inject_adapter_in_model(config, model.hf_model)
     adapters = _lora_layers(model)
     if not adapters:
-        raise ValueError(f"No linear layer matched LoRA's target pattern in layers {list(layers)} of {model.spec}.")
+        raise SettingError(f"No linear layer matched LoRA's target pattern in layers {list(layers)} of {model.spec}.")
     for adapter in adapters:
         adapter.to(model.device)
     return [parameter for name, parameter in model.hf_model.named_parameters() if "lora_" in name]

@@ -6,6 +6,7 @@ import torch
 
 from mechrefusal import data
 from mechrefusal.core.directions import Direction, DirectionSet
+from mechrefusal.core.errors import SettingError
 from mechrefusal.interventions import Ablate, Interventions, RandomAblate
 from mechrefusal.measure.activations import mean_activations
 from mechrefusal.models import Model
@@ -69,7 +70,7 @@ def safety_plan(
         return ReFATPlan(model, every=every, p=p, generator=generator)
     if method == "deeprefusal":
         return ablate_all(RandomAblate(directions[0], p=p, generator=generator))
-    raise ValueError(f"Unknown training method {method!r}.")
+    raise SettingError(f"Unknown training method {method!r}.")
 
 
 def utility_plan(
