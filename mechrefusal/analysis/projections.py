@@ -49,7 +49,7 @@ def projections(
     return out
 
 
-@dataclass
+@dataclass(repr=False)
 class LayerProfile:
     """Per-layer DIM vectors at one position: their norms and the separation they give."""
 
@@ -58,6 +58,11 @@ class LayerProfile:
     separation: list[float | None]
     """Cohen's d per layer; ``None`` where the DIM vector is zero (e.g. at the embedding, where the
     post-instruction tokens are the same for every prompt)."""
+
+    def __repr__(self) -> str:
+        scored = [(d, layer) for layer, d in enumerate(self.separation) if d is not None]
+        peak = f", peak separation {max(scored)[0]:.3g} at layer {max(scored)[1]}" if scored else ""
+        return f"LayerProfile(position={self.position}, layers={len(self.norm)}{peak})"
 
     def to_dict(self) -> dict:
         return {"position": self.position, "norm": self.norm, "separation": self.separation}

@@ -15,6 +15,7 @@ from torch import Tensor
 
 from mechrefusal.core.cache import atomic_write_bytes
 from mechrefusal.core.errors import ArgumentTypeError, DataError, MissingFileError, SettingError
+from mechrefusal.core.reprs import short_list
 
 
 @dataclass
@@ -93,7 +94,10 @@ class DirectionSet(Sequence[Direction]):
         return iter(self._directions)
 
     def __repr__(self) -> str:
-        return f"DirectionSet({self._directions!r})"
+        if not self._directions:
+            return "DirectionSet(k=0)"
+        where = short_list([f"{d.method}@{d.layer}/{d.position}" for d in self._directions])
+        return f"DirectionSet(k={len(self)}, d_model={self._directions[0].d_model}, method@layer/position: {where})"
 
     def append(self, direction: Direction) -> None:
         if self._directions and direction.d_model != self._directions[0].d_model:

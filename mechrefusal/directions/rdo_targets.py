@@ -30,7 +30,7 @@ from mechrefusal.models.autocast import autocast
 _SENTENCE_END = re.compile(r"[.!?](?=\s|$)")
 
 
-@dataclass
+@dataclass(repr=False)
 class RDOTargets:
     """Prompts and targets; empty generations are dropped, so the lists can be shorter than the prompts."""
 
@@ -44,6 +44,12 @@ class RDOTargets:
     """The harmless prompts' own completions."""
     key: str
     """The cache key ('' when the context cannot be keyed and nothing was cached)."""
+
+    def __repr__(self) -> str:
+        return (
+            f"RDOTargets(harmful={len(self.harmful)}, compliant={len(self.compliant)}, harmless={len(self.harmless)}, "
+            f"refusals={len(self.refusals)}, answers={len(self.answers)}, key={self.key[:12]!r})"
+        )
 
 
 def first_sentence(text: str) -> str:

@@ -47,7 +47,7 @@ class SelectionFilters:
         return layer < (1 - self.prune_layer_fraction) * n_layers and kl <= self.max_kl and induce >= self.min_induce
 
 
-@dataclass
+@dataclass(repr=False)
 class CandidateScores:
     """The score grid over candidates; NaN where a candidate's layer was pruned before scoring. Only
     ``finalist`` cells were scored on the whole validation sets (the others on the screening prompts, or
@@ -64,6 +64,19 @@ class CandidateScores:
     estimated_bypass: Float[Tensor, "layer pos"] | None = None
     estimated_kl: Float[Tensor, "layer pos"] | None = None
     screen_fallback: bool = False
+
+    def __repr__(self) -> str:
+        layers, positions = self.bypass.shape
+        best = ""
+        if self.passed.any():
+            bypass = torch.where(self.passed, self.bypass, torch.inf)
+            layer, slot = divmod(int(bypass.argmin()), positions)
+            best = f", best bypass={bypass[layer, slot]:.3g} at layer {layer} position {self.positions[slot]}"
+        return (
+            f"CandidateScores(grid={layers}x{positions}, finalists={int(self.finalist.sum())}, "
+            f"passed={int(self.passed.sum())}{best}, baseline harmful={self.baseline_harmful:.3g} "
+            f"harmless={self.baseline_harmless:.3g})"
+        )
 
     def as_dict(self) -> dict:
         estimates = (

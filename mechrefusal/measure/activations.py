@@ -16,10 +16,11 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from mechrefusal.core.errors import SettingError
+from mechrefusal.core.reprs import span
 from mechrefusal.models import Model, check_instructions
 
 
-@dataclass
+@dataclass(repr=False)
 class MeanActivations:
     """Mean residual stream entering each block (``blocks.{l}.hook_in``) at each read position."""
 
@@ -27,6 +28,12 @@ class MeanActivations:
     layers: list[int]
     positions: list[int]
     n_prompts: int
+
+    def __repr__(self) -> str:
+        return (
+            f"MeanActivations(n_prompts={self.n_prompts}, layers={span(self.layers)}, "
+            f"positions={span(self.positions)}, shape={tuple(self.mean.shape)})"
+        )
 
 
 def mean_activations(

@@ -17,7 +17,7 @@ from mechrefusal.models.chat import ChatFormat
 from mechrefusal.models.hooks import Interventions, flatten
 
 
-@dataclass
+@dataclass(repr=False)
 class Batch:
     """Left-padded token ids of chat prompts, so position -1 is every row's last prompt token."""
 
@@ -27,14 +27,22 @@ class Batch:
     def __len__(self) -> int:
         return self.input_ids.shape[0]
 
+    def __repr__(self) -> str:
+        batch, seq = self.input_ids.shape
+        return f"Batch(batch={batch}, seq={seq}, tokens={int(self.attention_mask.sum())})"
 
-@dataclass
+
+@dataclass(repr=False)
 class ReplyBatch(Batch):
     """Right-padded prompt + reply + end-of-turn token ids; ``reply_mask`` marks the reply tokens, so
     ``logits[:, :-1][reply_mask[:, 1:]]`` are the predictions of exactly those tokens. Right padding
     leaves no fully masked attention row, which keeps bf16 training free of NaN gradients."""
 
     reply_mask: Bool[Tensor, "batch seq"]
+
+    def __repr__(self) -> str:
+        batch, seq = self.input_ids.shape
+        return f"ReplyBatch(batch={batch}, seq={seq}, reply_tokens={int(self.reply_mask.sum())})"
 
     @property
     def predictions(self) -> slice:
