@@ -134,9 +134,9 @@ def test_analyze_runs_on_a_checkpoint(trained, tmp_path, monkeypatch):
     report = mechrefusal.analyze(
         written[0], out=tmp_path, n_train=16, n_val=8, n_test=8, max_new_tokens=4, max_kl=1.0, progress=False
     )
-    entry = report.data["models"][0]
-    assert entry["model"] == str(written[0])
-    assert [d["source"] for d in entry["directions"]] == ["saved", "fresh"]
+    entry = report.models[0]
+    assert entry.model == str(written[0])
+    assert [d.source for d in entry.directions] == ["saved", "fresh"]
 
 
 def test_existing_rounds_need_resume(trained, toy_dir, device):
