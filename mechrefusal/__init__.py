@@ -1,7 +1,17 @@
 """mechrefusal: the mechanistic study of refusal in language models, and fail-closed alignment."""
 
 from mechrefusal import data
-from mechrefusal.core.errors import DataError, FetchError, MechrefusalError, ModelLoadError
+from mechrefusal.core.errors import (
+    ArgumentTypeError,
+    CheckpointError,
+    DataError,
+    DeviceError,
+    FetchError,
+    MechrefusalError,
+    MissingFileError,
+    ModelLoadError,
+    SettingError,
+)
 from mechrefusal.directions import FINDERS, Direction, DirectionSet, find_direction
 from mechrefusal.interventions import Ablate, Add
 from mechrefusal.interventions.orthogonalize import orthogonalize
@@ -18,16 +28,21 @@ __all__ = [
     "JUDGES",
     "Ablate",
     "Add",
+    "ArgumentTypeError",
     "Batch",
+    "CheckpointError",
     "DataError",
+    "DeviceError",
     "Direction",
     "DirectionSet",
     "FetchError",
     "Judge",
     "MeanActivations",
     "MechrefusalError",
+    "MissingFileError",
     "Model",
     "ModelLoadError",
+    "SettingError",
     "SubstringJudge",
     "Verdict",
     "data",

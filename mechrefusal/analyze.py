@@ -28,7 +28,7 @@ from mechrefusal.analysis.projections import layer_profile, projections
 from mechrefusal.analysis.report import Report
 from mechrefusal.core.cli import add_settings_arguments
 from mechrefusal.core.devices import resolve_device
-from mechrefusal.core.errors import MechrefusalError
+from mechrefusal.core.errors import MechrefusalError, MissingFileError, SettingError
 from mechrefusal.core.precision import check_dtype, hardware, resolve
 from mechrefusal.core.provenance import versions
 from mechrefusal.directions import DirectionSet, SelectionFilters, find_direction
@@ -77,14 +77,16 @@ class AnalyzeSettings:
 
     def __post_init__(self) -> None:
         if self.directions is not None and not Path(self.directions).is_file():
-            raise MechrefusalError(f"No direction file at {self.directions}.")
+            raise MissingFileError(f"No direction file at {self.directions}.")
         if Path(self.out).exists() and not Path(self.out).is_dir():
-            raise MechrefusalError(f"--out {self.out} is a file; pass a directory.")
+            raise SettingError(f"--out {self.out} is a file; pass a directory.")
         check_dtype(self.dtype)
         resolve_device(self.device)
         JUDGES.get(self.judge)
         if self.n_test < 2:
-            raise ValueError(f"n_test must be at least 2 (a standard deviation needs two prompts), got {self.n_test}.")
+            raise SettingError(
+                f"n_test must be at least 2 (a standard deviation needs two prompts), got {self.n_test}."
+            )
 
 
 def analyse_model(

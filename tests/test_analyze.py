@@ -11,7 +11,7 @@ import pytest
 import torch
 
 import mechrefusal
-from mechrefusal.analysis.report import FIGURES, PNG_HINT, Report, lookup
+from mechrefusal.analysis.report import FIGURES, PNG_HINT, SUMMARY_FIELDS, SUMMARY_ROWS, ModelResult, Report, lookup
 from mechrefusal.analyze import main
 from tests.conftest import TOY_ANALYSIS
 
@@ -52,23 +52,21 @@ def test_saved_toy_reloads_with_the_same_logits(toy, toy_dir):
 
 
 def test_checkpoint_directions_and_a_fresh_one_are_analysed(toy_report):
-    model, compare = toy_report.data["models"]
-    assert (model["role"], compare["role"]) == ("model", "compare")
-    assert [(d["label"], d["source"], d["method"]) for d in model["directions"]] == [
+    model, compare = toy_report.models
+    assert (model.role, compare.role) == ("model", "compare")
+    assert [(d.label, d.source, d.method) for d in model.directions] == [
         ("d0", "saved", "random"),
         ("fresh", "fresh", "dim"),
     ]
-    assert [d["source"] for d in compare["directions"]] == ["fresh"]
-    for entry in (model, compare):
-        summary = entry["independence"]["summary"]
-        assert summary["baseline_rate"] > 0.6 and summary["directions_to_break"] == 1
-        assert summary["breaking_set"] == ["fresh"] and summary["fail_closed"] is False
-        assert entry["harmless"]["baseline_rate"] < 0.4
+    assert [d.source for d in compare.directions] == ["fresh"]
+    for summary in (model.summary, compare.summary):
+        assert summary.harmful_refusal > 0.6 and summary.directions_to_break == 1
+        assert summary.breaking_set == ("fresh",) and summary.fail_closed is False
+        assert summary.harmless_refusal < 0.4
         # the selected direction ablated: harmful scores fall far, harmless ones stay below harmful ones
-        scores = entry["independence"]
-        assert scores["all_score"] < scores["baseline_score"] - 3
-        assert entry["harmless"]["all_ablated_score"] < scores["baseline_score"]
-    assert model["independence"]["single_rates"][0] > 0.5  # the random saved direction leaves refusal
+        assert summary.harmful_all_ablated_score < summary.harmful_score - 3
+        assert summary.harmless_all_ablated_score < summary.harmful_score
+    assert model.directions[0].single_refusal > 0.5  # the random saved direction leaves refusal
     saved = mechrefusal.DirectionSet.load(toy_report.out / "model_directions.safetensors")
     assert [d.method for d in saved] == ["random", "dim"]
 
@@ -91,6 +89,36 @@ def test_numbers_in_the_json_equal_those_in_the_page(toy_report):
             *independence["single_rates"],
             independence["all_rate"],
         ]
+
+
+def test_typed_views_read_the_same_numbers_as_the_json(toy_report):
+    data = json.loads((toy_report.out / "report.json").read_text())
+    assert {path for _, path, _ in SUMMARY_ROWS} <= set(SUMMARY_FIELDS.values())
+    views = Report.load(toy_report.out).models
+    assert views == toy_report.models and len(views) == len(data["models"]) == 2
+    for view, entry in zip(views, data["models"]):
+        assert (view.role, view.model, view.entry) == (entry["role"], entry["model"], entry)
+        for name, path in SUMMARY_FIELDS.items():
+            value = getattr(view.summary, name)
+            assert (list(value) if isinstance(value, tuple) else value) == lookup(entry, path), name
+        assert [(d.label, d.layer, d.position, d.norm, d.passed_filters) for d in view.directions] == [
+            (d["label"], d["layer"], d["position"], d["norm"], d["passed_filters"]) for d in entry["directions"]
+        ]
+        assert [d.single_refusal for d in view.directions] == entry["independence"]["single_rates"]
+        assert [d.induce_score for d in view.directions] == entry["independence"]["induce_scores"]
+    older = json.loads(json.dumps(data["models"][0]))
+    for direction in older["directions"]:
+        del direction["passed_filters"]  # reports written before the field existed still read
+    assert {d.passed_filters for d in ModelResult.from_entry(older).directions} == {None}
+
+
+def test_report_and_its_views_print_one_line_with_the_headline_numbers(toy_report):
+    model = toy_report.models[0]
+    for text in (repr(toy_report), repr(model), repr(model.summary), repr(model.directions[0])):
+        assert "\n" not in text and len(text) < 200, text
+    rate = f"{model.summary.harmful_refusal:.1%}"
+    assert rate in repr(toy_report) and rate in repr(model) and rate in repr(model.summary)
+    assert f"fail_closed={model.summary.fail_closed}" in repr(toy_report)
 
 
 def test_page_is_self_contained(toy_report):

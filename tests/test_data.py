@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from mechrefusal import DataError, data
+from mechrefusal import DataError, MissingFileError, data
 from mechrefusal.data.splits import normalise
 
 DOCS = Path(__file__).resolve().parents[1] / "docs" / "data.md"
@@ -104,7 +104,7 @@ def test_undecodable_files_name_file_and_line(tmp_path, name, content, message):
 
 
 def test_load_file_missing(tmp_path):
-    with pytest.raises(DataError, match="No instruction file"):
+    with pytest.raises(MissingFileError, match="No instruction file"):
         data.load_file(tmp_path / "missing.txt")
 
 

@@ -6,7 +6,7 @@ import jaxtyping
 import pytest
 import torch
 
-from mechrefusal import Ablate, Direction, DirectionSet, MechrefusalError
+from mechrefusal import Ablate, ArgumentTypeError, DataError, Direction, DirectionSet, MissingFileError, SettingError
 from mechrefusal.directions import as_direction_set
 
 
@@ -60,17 +60,17 @@ def test_cosines_are_symmetric_with_unit_diagonal():
 
 def test_width_mismatch_is_a_clear_error(tmp_path, tiny_model):
     make_set(d_model=8).save(tmp_path / "d.safetensors")
-    with pytest.raises(MechrefusalError, match="width 8 but the model has d_model 64"):
+    with pytest.raises(SettingError, match="width 8 but the model has d_model 64"):
         DirectionSet.load(tmp_path / "d.safetensors", d_model=tiny_model.d_model)
-    with pytest.raises(MechrefusalError, match="width 8 but the model has d_model 64"):
+    with pytest.raises(SettingError, match="width 8 but the model has d_model 64"):
         with tiny_model.intervene(Ablate(make_set(d_model=8))):
             pass
 
 
 def test_mixed_widths_and_bad_inputs():
-    with pytest.raises(MechrefusalError, match="one width"):
+    with pytest.raises(SettingError, match="one width"):
         DirectionSet([Direction(torch.ones(4), 0, -1, "x"), Direction(torch.ones(5), 0, -1, "x")])
-    with pytest.raises(TypeError, match="Expected a Direction"):
+    with pytest.raises(ArgumentTypeError, match="Expected a Direction"):
         as_direction_set([])
 
 
@@ -78,9 +78,9 @@ def test_loading_a_foreign_file_is_a_clear_error(tmp_path):
     from safetensors.torch import save_file
 
     save_file({"x": torch.ones(2)}, str(tmp_path / "other.safetensors"))
-    with pytest.raises(MechrefusalError, match="not a mechrefusal direction file"):
+    with pytest.raises(DataError, match="not a mechrefusal direction file"):
         DirectionSet.load(tmp_path / "other.safetensors")
-    with pytest.raises(MechrefusalError, match="No direction file"):
+    with pytest.raises(MissingFileError, match="No direction file"):
         DirectionSet.load(tmp_path / "missing.safetensors")
 
 
@@ -91,7 +91,7 @@ def test_a_single_direction_saves_and_loads_exactly(tmp_path):
     assert torch.equal(loaded.vector, direction.vector)
     assert (loaded.layer, loaded.position, loaded.method, loaded.provenance) == (1, -2, "dim", direction.provenance)
     make_set().save(tmp_path / "three.safetensors")
-    with pytest.raises(MechrefusalError, match="holds 3 directions, not one: read it with DirectionSet.load"):
+    with pytest.raises(DataError, match="holds 3 directions, not one: read it with DirectionSet.load"):
         Direction.load(tmp_path / "three.safetensors")
 
 
@@ -99,15 +99,15 @@ def test_a_truncated_file_is_a_clear_error(tmp_path):
     make_set().save(tmp_path / "d.safetensors")
     whole = (tmp_path / "d.safetensors").read_bytes()
     (tmp_path / "cut.safetensors").write_bytes(whole[: len(whole) // 2])
-    with pytest.raises(MechrefusalError, match="cut.safetensors is not a mechrefusal direction file"):
+    with pytest.raises(DataError, match="cut.safetensors is not a mechrefusal direction file"):
         DirectionSet.load(tmp_path / "cut.safetensors")
 
 
 def test_malformed_directions_and_an_empty_set_are_clear_errors():
-    with pytest.raises(MechrefusalError, match="counts blocks from 0, got -1"):
+    with pytest.raises(SettingError, match="counts blocks from 0, got -1"):
         Direction(torch.ones(4), -1, -1, "x")
     for empty in (DirectionSet().basis, DirectionSet().cosines):
-        with pytest.raises(MechrefusalError, match="This DirectionSet is empty"):
+        with pytest.raises(SettingError, match="This DirectionSet is empty"):
             empty()
 
 
@@ -115,5 +115,5 @@ def test_malformed_directions_and_an_empty_set_are_clear_errors():
 def test_a_vector_of_the_wrong_shape_is_a_clear_error_without_jaxtyping_checks(vector, shape, monkeypatch):
     """The suite runs under jaxtyping's import hook, which rejects these first; users' code does not."""
     monkeypatch.setattr(jaxtyping.config, "jaxtyping_disable", True)
-    with pytest.raises(MechrefusalError, match=f"vector must be a 1-D tensor of width d_model, got {shape}"):
+    with pytest.raises(SettingError, match=f"vector must be a 1-D tensor of width d_model, got {shape}"):
         Direction(vector, 0, -1, "x")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 import mechrefusal
-from mechrefusal import FetchError, ModelLoadError
+from mechrefusal import FetchError, MissingFileError, ModelLoadError
 from mechrefusal.core.assets import SMOLLM2, wheel_path
 
 
@@ -16,7 +16,7 @@ def test_unknown_spec():
 
 def test_missing_path(tmp_path):
     missing = tmp_path / "absent" / "model.gguf"
-    with pytest.raises(ModelLoadError, match="does not exist"):
+    with pytest.raises(MissingFileError, match="does not exist"):
         mechrefusal.load(str(missing))
 
 

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 import mechrefusal
-from mechrefusal import MechrefusalError, SubstringJudge, data
+from mechrefusal import CheckpointError, SubstringJudge, data
 from mechrefusal.models.export import hf_state_dict
 from mechrefusal.train import TrainSettings, run
 from mechrefusal.train.checkpoint import complete_rounds
@@ -134,16 +134,16 @@ def test_analyze_runs_on_a_checkpoint(trained, tmp_path, monkeypatch):
     report = mechrefusal.analyze(
         written[0], out=tmp_path, n_train=16, n_val=8, n_test=8, max_new_tokens=4, max_kl=1.0, progress=False
     )
-    entry = report.data["models"][0]
-    assert entry["model"] == str(written[0])
-    assert [d["source"] for d in entry["directions"]] == ["saved", "fresh"]
+    entry = report.models[0]
+    assert entry.model == str(written[0])
+    assert [d.source for d in entry.directions] == ["saved", "fresh"]
 
 
 def test_existing_rounds_need_resume(trained, toy_dir, device):
     out, _ = trained
-    with pytest.raises(MechrefusalError, match="pass --resume"):
+    with pytest.raises(CheckpointError, match="pass --resume"):
         run(toy_settings(toy_dir, out, device=device), progress=False)
-    with pytest.raises(MechrefusalError, match=r"settings \['steps'\] differ"):
+    with pytest.raises(CheckpointError, match=r"settings \['steps'\] differ"):
         run(toy_settings(toy_dir, out, steps=7, resume=True), progress=False)
 
 
@@ -272,9 +272,9 @@ def test_baselines_train_a_round_from_a_shared_round_zero(trained, toy_dir, tmp_
 
 def test_a_shared_round_zero_must_match_and_be_a_round_zero(trained, toy_dir, tmp_path):
     _, written = trained
-    with pytest.raises(MechrefusalError, match=r"round-0 settings \['lr'\] differ"):
+    with pytest.raises(CheckpointError, match=r"round-0 settings \['lr'\] differ"):
         run(toy_settings(toy_dir, tmp_path / "other", lr=1e-3, start_from=str(written[0])), progress=False)
-    with pytest.raises(MechrefusalError, match="needs a round-0 checkpoint"):
+    with pytest.raises(CheckpointError, match="needs a round-0 checkpoint"):
         run(toy_settings(toy_dir, tmp_path / "late", start_from=str(written[-1])), progress=False)
 
 

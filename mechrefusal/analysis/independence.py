@@ -27,6 +27,8 @@ from jaxtyping import Float
 from torch import Tensor
 
 from mechrefusal.core.directions import Direction, DirectionSet, as_direction_set
+from mechrefusal.core.errors import SettingError
+from mechrefusal.core.reprs import short_list
 from mechrefusal.directions.repind import default_layers, independence_shifts
 from mechrefusal.interventions import Ablate, Add
 from mechrefusal.measure.evaluation import JudgedCompletions, judged_completions
@@ -80,7 +82,7 @@ def breaking_search(
     return None, judged
 
 
-@dataclass
+@dataclass(repr=False)
 class FailClosedSummary:
     """Does refusal survive partial ablation? (judged refusal rates on held-out harmful prompts)."""
 
@@ -100,6 +102,13 @@ class FailClosedSummary:
         """Refusal stays at or above the threshold whichever single direction is ablated."""
         return self.baseline_rate >= self.threshold and self.min_single_rate >= self.threshold
 
+    def __repr__(self) -> str:
+        return (
+            f"FailClosedSummary(fail_closed={self.fail_closed}, baseline_rate={self.baseline_rate:.3g}, "
+            f"min_single_rate={self.min_single_rate:.3g} ({self.weakest!r}), "
+            f"directions_to_break={self.directions_to_break})"
+        )
+
     def to_dict(self) -> dict:
         return {
             "threshold": self.threshold,
@@ -113,7 +122,7 @@ class FailClosedSummary:
         }
 
 
-@dataclass
+@dataclass(repr=False)
 class IndependenceResult:
     """Every measurement of `measure_independence`; `to_dict` is its JSON form."""
 
@@ -131,6 +140,14 @@ class IndependenceResult:
     shifts: Float[Tensor, "k k layer"]
     shift_layers: list[int]
     summary: FailClosedSummary
+
+    def __repr__(self) -> str:
+        k = len(self.labels)
+        return (
+            f"IndependenceResult(k={k}, labels=[{short_list(self.labels)}], "
+            f"baseline_rate={self.judged[()].rate:.3g}, all_rate={self.judged[tuple(range(k))].rate:.3g}, "
+            f"fail_closed={self.summary.fail_closed}, directions_to_break={self.summary.directions_to_break})"
+        )
 
     def score(self, subset: Subset) -> float:
         """Mean refusal score of the harmful prompts with ``subset`` ablated."""
@@ -209,12 +226,12 @@ def measure_independence(
     directions.check_width(model.d_model)
     k = len(directions)
     if not k:
-        raise ValueError("measure_independence needs at least one direction; this set is empty.")
+        raise SettingError("measure_independence needs at least one direction; this set is empty.")
     labels = list(labels) if labels is not None else [f"d{i}" for i in range(k)]
     if len(labels) != k:
-        raise ValueError(f"Got {len(labels)} labels for {k} directions.")
+        raise SettingError(f"Got {len(labels)} labels for {k} directions.")
     if not harmful or not harmless:
-        raise ValueError("measure_independence needs held-out harmful and harmless prompts.")
+        raise SettingError("measure_independence needs held-out harmful and harmless prompts.")
     subsets = standard_subsets(k)
     with autocast(model, dtype):
         scores = dict(

@@ -15,6 +15,7 @@ from jaxtyping import Float
 from torch import Tensor
 
 from mechrefusal.core.directions import Direction, DirectionSet
+from mechrefusal.core.errors import SettingError
 from mechrefusal.directions.dim import dim_candidates
 from mechrefusal.models import Model
 
@@ -25,7 +26,7 @@ def projections(
     """``x . d / |d|`` for every prompt and direction, with ``x`` the residual stream entering the
     direction's layer at its position (no intervention)."""
     if not prompts or not len(directions):
-        raise ValueError("projections needs at least one prompt and one direction.")
+        raise SettingError("projections needs at least one prompt and one direction.")
     layers = sorted({direction.layer for direction in directions})
     read: dict[int, Tensor] = {}
 
@@ -48,7 +49,7 @@ def projections(
     return out
 
 
-@dataclass
+@dataclass(repr=False)
 class LayerProfile:
     """Per-layer DIM vectors at one position: their norms and the separation they give."""
 
@@ -57,6 +58,11 @@ class LayerProfile:
     separation: list[float | None]
     """Cohen's d per layer; ``None`` where the DIM vector is zero (e.g. at the embedding, where the
     post-instruction tokens are the same for every prompt)."""
+
+    def __repr__(self) -> str:
+        scored = [(d, layer) for layer, d in enumerate(self.separation) if d is not None]
+        peak = f", peak separation {max(scored)[0]:.3g} at layer {max(scored)[1]}" if scored else ""
+        return f"LayerProfile(position={self.position}, layers={len(self.norm)}{peak})"
 
     def to_dict(self) -> dict:
         return {"position": self.position, "norm": self.norm, "separation": self.separation}
@@ -82,7 +88,7 @@ def layer_profile(
     """DIM vector of every layer at ``position`` from ``harmful``/``harmless`` (massive dimensions zeroed,
     as the finder does), its norm, and Cohen's d of the held-out prompts' projections on it."""
     if len(harmful_test) < 2 or len(harmless_test) < 2:
-        raise ValueError("layer_profile needs at least two held-out prompts per set for a standard deviation.")
+        raise SettingError("layer_profile needs at least two held-out prompts per set for a standard deviation.")
     slot = model.post_instruction_positions.index(position)
     candidates, _ = dim_candidates(model, harmful, harmless, batch_size=batch_size, progress=progress)
     per_layer = DirectionSet(

@@ -18,6 +18,7 @@ import subprocess
 import sys
 import uuid
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 from mechrefusal.analysis import plots
@@ -81,6 +82,116 @@ def lookup(entry: dict, path: str):
     for part in path.split("."):
         entry = entry[int(part)] if isinstance(entry, list) else entry[part]
     return entry
+
+
+SUMMARY_FIELDS = {
+    "harmful_refusal": "independence.baseline_rate",
+    "weakest_single_refusal": "independence.summary.min_single_rate",
+    "weakest": "independence.summary.weakest",
+    "all_ablated_refusal": "independence.all_rate",
+    "directions_to_break": "independence.summary.directions_to_break",
+    "breaking_set": "independence.summary.breaking_set",
+    "fail_closed": "independence.summary.fail_closed",
+    "threshold": "independence.summary.threshold",
+    "harmless_refusal": "harmless.baseline_rate",
+    "harmless_all_ablated_refusal": "harmless.all_ablated_rate",
+    "kl_all_ablated": "harmless.kl_all_ablated",
+    "harmful_score": "independence.baseline_score",
+    "harmful_all_ablated_score": "independence.all_score",
+    "harmless_score": "independence.harmless_score",
+    "harmless_all_ablated_score": "harmless.all_ablated_score",
+}
+"""`Summary`'s fields and where each lives in a model's entry (every path of ``SUMMARY_ROWS`` among them)."""
+
+
+@dataclass(frozen=True)
+class Summary:
+    """One model's summary table (judged refusal rates on held-out prompts, mean refusal scores, KL)."""
+
+    harmful_refusal: float | None
+    weakest_single_refusal: float | None
+    """The lowest harmful refusal rate over single ablations (the ``weakest`` direction's)."""
+    weakest: str
+    all_ablated_refusal: float | None
+    directions_to_break: int | None
+    """Smallest number of directions whose joint ablation brings refusal below ``threshold`` (``None``: not
+    even all of them)."""
+    breaking_set: tuple[str, ...] | None
+    fail_closed: bool
+    threshold: float
+    harmless_refusal: float | None
+    harmless_all_ablated_refusal: float | None
+    kl_all_ablated: float | None
+    harmful_score: float | None
+    harmful_all_ablated_score: float | None
+    harmless_score: float | None
+    harmless_all_ablated_score: float | None
+
+    @classmethod
+    def from_entry(cls, entry: dict) -> Summary:
+        values = {name: lookup(entry, path) for name, path in SUMMARY_FIELDS.items()}
+        if values["breaking_set"] is not None:
+            values["breaking_set"] = tuple(values["breaking_set"])
+        return cls(**values)
+
+    def __repr__(self) -> str:
+        return (
+            f"Summary(harmful_refusal={_percent(self.harmful_refusal)}, weakest_single_refusal="
+            f"{_percent(self.weakest_single_refusal)}, all_ablated_refusal={_percent(self.all_ablated_refusal)}, "
+            f"fail_closed={self.fail_closed}, directions_to_break={self.directions_to_break})"
+        )
+
+
+@dataclass(frozen=True)
+class DirectionRow:
+    """One analysed direction: where it came from, and what ablating or adding it did."""
+
+    label: str
+    source: str
+    """``"saved"`` (the checkpoint's), ``"file"`` (``--directions``) or ``"fresh"`` (found by the analysis)."""
+    method: str
+    layer: int
+    position: int
+    norm: float
+    passed_filters: bool | None
+    single_refusal: float | None
+    """Judged harmful refusal rate with this direction alone ablated."""
+    induce_score: float | None
+    """Mean refusal score of harmless prompts with this direction added at its layer."""
+
+
+@dataclass(frozen=True)
+class ModelResult:
+    """One model's part of the report; ``entry`` is its raw JSON entry."""
+
+    role: str
+    """``"model"``, or ``"compare"`` for the model given with ``--compare``."""
+    model: str
+    summary: Summary
+    directions: tuple[DirectionRow, ...]
+    entry: dict
+
+    @classmethod
+    def from_entry(cls, entry: dict) -> ModelResult:
+        ind = entry["independence"]
+        rows = tuple(
+            DirectionRow(
+                **{name: d[name] for name in DIRECTION_COLUMNS},
+                passed_filters=d.get("passed_filters"),
+                single_refusal=ind["single_rates"][k],
+                induce_score=ind["induce_scores"][k],
+            )
+            for k, d in enumerate(entry["directions"])
+        )
+        return cls(
+            role=entry["role"], model=entry["model"], summary=Summary.from_entry(entry), directions=rows, entry=entry
+        )
+
+    def __repr__(self) -> str:
+        return (
+            f"ModelResult(role={self.role!r}, model={Path(self.model).name!r}, directions={len(self.directions)}, "
+            f"harmful_refusal={_percent(self.summary.harmful_refusal)}, fail_closed={self.summary.fail_closed})"
+        )
 
 
 def finite(value):
@@ -211,8 +322,18 @@ class Report:
         """Read a report directory written by :meth:`save`."""
         return cls(json.loads((Path(out) / "report.json").read_text()), out=out)
 
+    @property
+    def models(self) -> tuple[ModelResult, ...]:
+        """Typed views of each model's entry (``report.models[0].summary.harmful_refusal``), in report order."""
+        return tuple(ModelResult.from_entry(entry) for entry in self.data["models"])
+
     def __repr__(self) -> str:
-        return f"Report({', '.join(entry['model'] for entry in self.data['models'])}, out={self.out})"
+        models = "; ".join(
+            f"{m.role} {Path(m.model).name}: refusal {_percent(m.summary.harmful_refusal)} -> "
+            f"{_percent(m.summary.all_ablated_refusal)} ablated, fail_closed={m.summary.fail_closed}"
+            for m in self.models
+        )
+        return f"Report({models})"
 
     def summary(self) -> str:
         """The summary tables as plain text, one column per model."""

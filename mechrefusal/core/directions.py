@@ -14,7 +14,8 @@ from safetensors.torch import load_file, save
 from torch import Tensor
 
 from mechrefusal.core.cache import atomic_write_bytes
-from mechrefusal.core.errors import MechrefusalError
+from mechrefusal.core.errors import ArgumentTypeError, DataError, MissingFileError, SettingError
+from mechrefusal.core.reprs import short_list
 
 
 @dataclass
@@ -41,9 +42,9 @@ class Direction:
     def __post_init__(self) -> None:
         if not isinstance(self.vector, Tensor) or self.vector.ndim != 1:
             shape = tuple(self.vector.shape) if isinstance(self.vector, Tensor) else type(self.vector).__name__
-            raise MechrefusalError(f"A Direction's vector must be a 1-D tensor of width d_model, got {shape}.")
+            raise SettingError(f"A Direction's vector must be a 1-D tensor of width d_model, got {shape}.")
         if self.layer < 0:
-            raise MechrefusalError(f"A Direction's layer counts blocks from 0, got {self.layer}.")
+            raise SettingError(f"A Direction's layer counts blocks from 0, got {self.layer}.")
         if self.vector.device.type != "cpu":  # directions live on the CPU, so sets found on any device stack;
             self.vector = self.vector.cpu()  # interventions move their bases to the model's device
 
@@ -64,9 +65,7 @@ class Direction:
         """Read a file written by :meth:`save`; a file of several directions needs ``DirectionSet.load``."""
         directions = DirectionSet.load(path, d_model=d_model)
         if len(directions) != 1:
-            raise MechrefusalError(
-                f"{path} holds {len(directions)} directions, not one: read it with DirectionSet.load."
-            )
+            raise DataError(f"{path} holds {len(directions)} directions, not one: read it with DirectionSet.load.")
         return directions[0]
 
     def __repr__(self) -> str:
@@ -83,7 +82,7 @@ class DirectionSet(Sequence[Direction]):
         self._directions = list(directions)
         widths = {direction.d_model for direction in self._directions}
         if len(widths) > 1:
-            raise MechrefusalError(f"A DirectionSet holds directions of one width, got widths {sorted(widths)}.")
+            raise SettingError(f"A DirectionSet holds directions of one width, got widths {sorted(widths)}.")
 
     def __getitem__(self, index):
         return DirectionSet(self._directions[index]) if isinstance(index, slice) else self._directions[index]
@@ -95,11 +94,14 @@ class DirectionSet(Sequence[Direction]):
         return iter(self._directions)
 
     def __repr__(self) -> str:
-        return f"DirectionSet({self._directions!r})"
+        if not self._directions:
+            return "DirectionSet(k=0)"
+        where = short_list([f"{d.method}@{d.layer}/{d.position}" for d in self._directions])
+        return f"DirectionSet(k={len(self)}, d_model={self._directions[0].d_model}, method@layer/position: {where})"
 
     def append(self, direction: Direction) -> None:
         if self._directions and direction.d_model != self._directions[0].d_model:
-            raise MechrefusalError(
+            raise SettingError(
                 f"Cannot add a direction of width {direction.d_model} to a set of width {self._directions[0].d_model}."
             )
         self._directions.append(direction)
@@ -107,7 +109,7 @@ class DirectionSet(Sequence[Direction]):
     @property
     def matrix(self) -> Float[Tensor, "k d_model"]:
         if not self._directions:
-            raise MechrefusalError("This DirectionSet is empty: it has no vectors, basis or cosines.")
+            raise SettingError("This DirectionSet is empty: it has no vectors, basis or cosines.")
         return torch.stack([direction.vector for direction in self._directions])
 
     def basis(self) -> Float[Tensor, "d_model k"]:
@@ -123,7 +125,7 @@ class DirectionSet(Sequence[Direction]):
 
     def check_width(self, d_model: int, what: str = "the model") -> None:
         if self._directions and self._directions[0].d_model != d_model:
-            raise MechrefusalError(
+            raise SettingError(
                 f"These directions have width {self._directions[0].d_model} but {what} has "
                 f"d_model {d_model}: they were found on another model."
             )
@@ -141,13 +143,13 @@ class DirectionSet(Sequence[Direction]):
         """Read a set written by :meth:`save`; ``d_model`` checks the width against a model's."""
         path = Path(path)
         if not path.is_file():
-            raise MechrefusalError(f"No direction file at {path}.")
+            raise MissingFileError(f"No direction file at {path}.")
         try:
             with safe_open(str(path), "pt") as handle:
                 meta = json.loads((handle.metadata() or {})["mechrefusal.directions"])
             tensors = load_file(str(path))
         except (KeyError, ValueError, OSError, SafetensorError) as error:
-            raise MechrefusalError(f"{path} is not a mechrefusal direction file ({error}).") from error
+            raise DataError(f"{path} is not a mechrefusal direction file ({error}).") from error
         directions = cls(
             [
                 Direction(
@@ -169,4 +171,6 @@ def as_direction_set(directions: Direction | DirectionSet | Sequence[Direction])
         return directions
     if isinstance(directions, Sequence) and directions and all(isinstance(d, Direction) for d in directions):
         return DirectionSet(directions)
-    raise TypeError(f"Expected a Direction, a DirectionSet or a non-empty list of Directions, got {directions!r}.")
+    raise ArgumentTypeError(
+        f"Expected a Direction, a DirectionSet or a non-empty list of Directions, got {directions!r}."
+    )

@@ -7,7 +7,7 @@ import io
 import json
 from pathlib import Path
 
-from mechrefusal.core.errors import DataError
+from mechrefusal.core.errors import DataError, MissingFileError
 from mechrefusal.data.records import Record
 
 # Keys / columns accepted for the instruction text, in order of preference.
@@ -19,7 +19,7 @@ def read_records(path: str | Path) -> list[Record]:
     """Read instructions from ``.jsonl`` (objects or strings), ``.csv`` (header row) or ``.txt`` (lines)."""
     path = Path(path).expanduser()
     if not path.is_file():
-        raise DataError(f"No instruction file at {path}.")
+        raise MissingFileError(f"No instruction file at {path}.")
     readers = {".jsonl": _read_jsonl, ".csv": _read_csv, ".txt": _read_txt}
     reader = readers.get(path.suffix.lower())
     if reader is None:

@@ -32,6 +32,7 @@ import torch
 from jaxtyping import Float, Int
 from torch import Tensor
 
+from mechrefusal.core.errors import SettingError
 from mechrefusal.directions.rdo import frozen
 from mechrefusal.interventions import ablation_sites
 from mechrefusal.measure.metrics import refusal_token_ids, score_from_logprobs
@@ -54,7 +55,7 @@ class _Site:
 def site_names(model: Model, sites: str = "writes") -> list[str]:
     """The hook points the estimates sum over (see the module docstring)."""
     if sites not in SITES:
-        raise ValueError(f"Unknown attribution sites {sites!r}; choose one of {', '.join(SITES)}.")
+        raise SettingError(f"Unknown attribution sites {sites!r}; choose one of {', '.join(SITES)}.")
     model_sites = ablation_sites(model)
     if sites == "all":
         return [site.format(layer=layer) for layer in range(model.n_layers) for site in model_sites]

@@ -6,6 +6,7 @@ from __future__ import annotations
 import warnings
 
 from mechrefusal.core.directions import Direction, as_direction_set
+from mechrefusal.core.errors import SettingError
 from mechrefusal.directions.dim import dim_candidates
 from mechrefusal.directions.finder import DirectionSearch
 from mechrefusal.directions.selection import FINALISTS, SEARCHES, choose, score_candidates
@@ -26,7 +27,7 @@ class DIMFinder:
         probes: int = 4,
     ) -> None:
         if search not in SEARCHES:
-            raise ValueError(f"Unknown candidate search {search!r}; choose one of {', '.join(SEARCHES)}.")
+            raise SettingError(f"Unknown candidate search {search!r}; choose one of {', '.join(SEARCHES)}.")
         self.exclude_massive, self.full_grid, self.search = exclude_massive, full_grid, search
         self.screen, self.probes = screen, probes
         self.finalists = finalists if finalists is not None else FINALISTS.get(search)

@@ -28,6 +28,7 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from mechrefusal.core.directions import Direction, DirectionSet, as_direction_set
+from mechrefusal.core.errors import SettingError
 from mechrefusal.core.precision import check_dtype
 from mechrefusal.directions.dim import massive_dims
 from mechrefusal.directions.rdo_targets import RDOTargets, rdo_targets
@@ -88,18 +89,18 @@ class RDOSettings:
     def __post_init__(self) -> None:
         weights = (self.ablation_weight, self.addition_weight, self.retain_weight, self.independence_weight)
         if any(not math.isfinite(w) or w < 0 for w in weights) or not any(weights[:3]):
-            raise ValueError(
+            raise SettingError(
                 f"RDO loss weights must be finite and non-negative, with one of ablation/addition/"
                 f"retain positive; got {weights}."
             )
         if self.independence_penalty not in PENALTIES:
-            raise ValueError(
+            raise SettingError(
                 f"Unknown independence penalty {self.independence_penalty!r}; choose one of {', '.join(PENALTIES)}."
             )
         if min(self.n_prompts, self.batch_size, self.micro_batch_size, self.steps) < 1 or self.lr <= 0:
-            raise ValueError("RDO needs positive n_prompts, batch_size, micro_batch_size, steps and lr.")
+            raise SettingError("RDO needs positive n_prompts, batch_size, micro_batch_size, steps and lr.")
         if not 0 < self.lr_cut < 1:
-            raise ValueError(f"lr_cut must lie between 0 and 1, got {self.lr_cut}.")
+            raise SettingError(f"lr_cut must lie between 0 and 1, got {self.lr_cut}.")
         check_dtype(self.dtype)
 
 
@@ -208,7 +209,7 @@ def optimise(
     forbidden = None if forbidden is None else forbidden.to(model.device)
     start = _project(init.detach().float().to(model.device), forbidden)
     if start.norm() < 1e-6 * init.norm():
-        raise ValueError(
+        raise SettingError(
             "The DIM direction lies in the span of the directions RDO must stay orthogonal to; "
             "there is nothing left to start from."
         )

@@ -20,6 +20,7 @@ from dataclasses import asdict, dataclass
 
 from mechrefusal.core.cache import atomic_write_bytes, home
 from mechrefusal.core.directions import Direction, DirectionSet, as_direction_set
+from mechrefusal.core.errors import SettingError
 from mechrefusal.core.provenance import weights_fingerprint
 from mechrefusal.interventions import Ablate, Add, Interventions
 from mechrefusal.measure.generation import generate
@@ -29,7 +30,7 @@ from mechrefusal.models.autocast import autocast
 _SENTENCE_END = re.compile(r"[.!?](?=\s|$)")
 
 
-@dataclass
+@dataclass(repr=False)
 class RDOTargets:
     """Prompts and targets; empty generations are dropped, so the lists can be shorter than the prompts."""
 
@@ -43,6 +44,12 @@ class RDOTargets:
     """The harmless prompts' own completions."""
     key: str
     """The cache key ('' when the context cannot be keyed and nothing was cached)."""
+
+    def __repr__(self) -> str:
+        return (
+            f"RDOTargets(harmful={len(self.harmful)}, compliant={len(self.compliant)}, harmless={len(self.harmless)}, "
+            f"refusals={len(self.refusals)}, answers={len(self.answers)}, key={self.key[:12]!r})"
+        )
 
 
 def first_sentence(text: str) -> str:
@@ -67,7 +74,7 @@ def rdo_targets(
 ) -> RDOTargets:
     """Generate (or read from the cache) the targets for ``harmful`` and ``harmless`` prompts."""
     if not harmful or not harmless:
-        raise ValueError("RDO needs at least one harmful and one harmless prompt to build its targets.")
+        raise SettingError("RDO needs at least one harmful and one harmless prompt to build its targets.")
     settings = [compliant_tokens, refusal_tokens, answer_tokens, dtype]
     key = _key(model, harmful, harmless, dim, context, settings)
     path = home() / "rdo-targets" / f"{key}.json"
@@ -106,7 +113,7 @@ def rdo_targets(
         if first_sentence(r) and a.strip()
     ]
     if not kept_harmful or not kept_harmless:
-        raise ValueError(
+        raise SettingError(
             "Every RDO target generation came back empty (the model ends its turn at once); "
             "RDO cannot learn from empty targets."
         )

@@ -16,6 +16,7 @@ from jaxtyping import Float
 from torch import Tensor
 
 from mechrefusal.core.directions import Direction, DirectionSet, as_direction_set
+from mechrefusal.core.errors import SettingError
 from mechrefusal.interventions import Ablate
 from mechrefusal.models import Batch, Model
 
@@ -70,7 +71,7 @@ def independence_shifts(
     directions = as_direction_set(directions)
     directions.check_width(model.d_model)
     if not prompts:
-        raise ValueError("independence_shifts needs at least one prompt.")
+        raise SettingError("independence_shifts needs at least one prompt.")
     layers = list(default_layers(model) if layers is None else layers)
     vectors = directions.matrix
     shifts = torch.zeros(len(directions), len(directions), len(layers))

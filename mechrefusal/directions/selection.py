@@ -23,6 +23,7 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from mechrefusal.core.directions import Direction
+from mechrefusal.core.errors import SettingError
 from mechrefusal.directions.attribution import estimate_candidates
 from mechrefusal.interventions import Ablate, Add
 from mechrefusal.measure.metrics import kl_divergence, last_token_logprobs, refusal_token_ids, score_from_logprobs
@@ -46,7 +47,7 @@ class SelectionFilters:
         return layer < (1 - self.prune_layer_fraction) * n_layers and kl <= self.max_kl and induce >= self.min_induce
 
 
-@dataclass
+@dataclass(repr=False)
 class CandidateScores:
     """The score grid over candidates; NaN where a candidate's layer was pruned before scoring. Only
     ``finalist`` cells were scored on the whole validation sets (the others on the screening prompts, or
@@ -63,6 +64,19 @@ class CandidateScores:
     estimated_bypass: Float[Tensor, "layer pos"] | None = None
     estimated_kl: Float[Tensor, "layer pos"] | None = None
     screen_fallback: bool = False
+
+    def __repr__(self) -> str:
+        layers, positions = self.bypass.shape
+        best = ""
+        if self.passed.any():
+            bypass = torch.where(self.passed, self.bypass, torch.inf)
+            layer, slot = divmod(int(bypass.argmin()), positions)
+            best = f", best bypass={bypass[layer, slot]:.3g} at layer {layer} position {self.positions[slot]}"
+        return (
+            f"CandidateScores(grid={layers}x{positions}, finalists={int(self.finalist.sum())}, "
+            f"passed={int(self.passed.sum())}{best}, baseline harmful={self.baseline_harmful:.3g} "
+            f"harmless={self.baseline_harmless:.3g})"
+        )
 
     def as_dict(self) -> dict:
         estimates = (
@@ -122,7 +136,7 @@ def score_candidates(
     (the screen found no passing candidate there either), the screen would cost 144 passes for nothing.
     """
     if search not in SEARCHES:
-        raise ValueError(f"Unknown candidate search {search!r}; choose one of {', '.join(SEARCHES)}.")
+        raise SettingError(f"Unknown candidate search {search!r}; choose one of {', '.join(SEARCHES)}.")
     n_finalists = finalists if finalists is not None else FINALISTS.get(search, 0)
     tokens = refusal_token_ids(model)
     harmful_base = score_from_logprobs(last_token_logprobs(model, harmful_val, batch_size=batch_size), tokens)

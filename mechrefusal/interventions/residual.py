@@ -17,7 +17,7 @@ from jaxtyping import Float
 from torch import Tensor
 
 from mechrefusal.core.directions import Direction, DirectionSet, as_direction_set
-from mechrefusal.core.errors import MechrefusalError
+from mechrefusal.core.errors import SettingError
 from mechrefusal.models import Model
 from mechrefusal.models.hooks import Hook, Intervention, Interventions, flatten
 
@@ -87,7 +87,7 @@ class RandomAblate:
 def _basis(directions: Direction | DirectionSet | Sequence[Direction], model: Model) -> Float[Tensor, "d_model k"]:
     directions = as_direction_set(directions)
     if not len(directions):
-        raise ValueError("An ablation needs at least one direction; this set is empty.")
+        raise SettingError("An ablation needs at least one direction; this set is empty.")
     directions.check_width(model.d_model)
     return directions.basis().to(model.device)
 
@@ -95,7 +95,7 @@ def _basis(directions: Direction | DirectionSet | Sequence[Direction], model: Mo
 def _checked_layers(layers: Sequence[int], model: Model) -> Sequence[int]:
     outside = [layer for layer in layers if not 0 <= layer < model.n_layers]
     if outside:
-        raise MechrefusalError(
+        raise SettingError(
             f"Layers {outside} are outside this model's blocks 0..{model.n_layers - 1}: "
             "the direction or layer list was made for a deeper model."
         )

@@ -15,10 +15,12 @@ from jaxtyping import Float64
 from torch import Tensor
 from tqdm.auto import tqdm
 
+from mechrefusal.core.errors import SettingError
+from mechrefusal.core.reprs import span
 from mechrefusal.models import Model, check_instructions
 
 
-@dataclass
+@dataclass(repr=False)
 class MeanActivations:
     """Mean residual stream entering each block (``blocks.{l}.hook_in``) at each read position."""
 
@@ -26,6 +28,12 @@ class MeanActivations:
     layers: list[int]
     positions: list[int]
     n_prompts: int
+
+    def __repr__(self) -> str:
+        return (
+            f"MeanActivations(n_prompts={self.n_prompts}, layers={span(self.layers)}, "
+            f"positions={span(self.positions)}, shape={tuple(self.mean.shape)})"
+        )
 
 
 def mean_activations(
@@ -48,9 +56,9 @@ def mean_activations(
     positions = list(model.post_instruction_positions if positions is None else positions)
     check_instructions(instructions)
     if not layers or layers[0] < 0 or layers[-1] >= model.n_layers:
-        raise ValueError(f"layers must lie in 0..{model.n_layers - 1}, got {layers}.")
+        raise SettingError(f"layers must lie in 0..{model.n_layers - 1}, got {layers}.")
     if not positions or any(p >= 0 for p in positions):
-        raise ValueError(f"positions are counted from the end and must be negative, got {positions}.")
+        raise SettingError(f"positions are counted from the end and must be negative, got {positions}.")
 
     sums = torch.zeros(len(layers), len(positions), model.d_model, dtype=torch.float64, device=model.device)
     index = torch.tensor(positions, device=model.device)

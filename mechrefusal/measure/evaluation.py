@@ -20,7 +20,7 @@ from mechrefusal.models import Model, check_instructions
 from mechrefusal.models.autocast import autocast
 
 
-@dataclass
+@dataclass(repr=False)
 class JudgedCompletions:
     """Greedy completions of some prompts and the judge's verdicts on them."""
 
@@ -32,6 +32,10 @@ class JudgedCompletions:
     def rate(self) -> float:
         """Fraction of completions judged a refusal."""
         return sum(verdict.refused for verdict in self.verdicts) / len(self.verdicts)
+
+    def __repr__(self) -> str:
+        rate = f"{self.rate:.3g}" if self.verdicts else "n/a"
+        return f"JudgedCompletions(n={len(self.verdicts)}, refusal_rate={rate})"
 
     def examples(self, n: int = 3) -> list[dict]:
         """The first ``n`` (prompt, completion, refused) triples, for reports."""

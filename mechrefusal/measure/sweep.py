@@ -16,6 +16,7 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from mechrefusal.core.directions import DirectionSet
+from mechrefusal.core.errors import SettingError
 from mechrefusal.interventions import ablation_sites
 from mechrefusal.measure.metrics import refusal_token_ids, score_from_logprobs
 from mechrefusal.models import Model
@@ -29,7 +30,7 @@ def subset_bases(directions: DirectionSet, subsets: Sequence[Subset]) -> Float[T
     bases = torch.zeros(len(subsets), directions.matrix.shape[1], len(directions))
     for c, subset in enumerate(subsets):
         if any(not 0 <= i < len(directions) for i in subset):
-            raise ValueError(f"Subset {subset} names a direction outside 0..{len(directions) - 1}.")
+            raise SettingError(f"Subset {subset} names a direction outside 0..{len(directions) - 1}.")
         if subset:
             q = DirectionSet([directions[i] for i in subset]).basis()
             bases[c, :, : q.shape[1]] = q
@@ -53,9 +54,9 @@ def ablation_scores(
         stack: configurations per forward pass (a pass holds ``batch_size * stack`` rows).
     """
     if not prompts or not subsets:
-        raise ValueError("ablation_scores needs at least one prompt and one subset.")
+        raise SettingError("ablation_scores needs at least one prompt and one subset.")
     if stack < 1:
-        raise ValueError(f"stack must be at least 1, got {stack}.")
+        raise SettingError(f"stack must be at least 1, got {stack}.")
     directions.check_width(model.d_model)
     bases = subset_bases(directions, subsets).to(model.device)
     tokens = refusal_token_ids(model)

@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from mechrefusal.core.errors import ModelLoadError
+from mechrefusal.core.errors import CheckpointError, ModelLoadError
 from mechrefusal.models.model import Model
 
 
@@ -31,7 +31,7 @@ def hf_state_dict(model: Model) -> dict[str, Tensor]:
             clean[name] = value
     missing = sorted(set(expected) - clean.keys())
     if missing:
-        raise RuntimeError(f"Could not map the bridged weights back to Hugging Face names; missing {missing[:5]}.")
+        raise CheckpointError(f"Could not map the bridged weights back to Hugging Face names; missing {missing[:5]}.")
     return clean
 
 

@@ -15,7 +15,7 @@ import torch
 from mechrefusal.core.assets import SMOLLM2, extract_member
 from mechrefusal.core.devices import check_fits, resolve_device
 from mechrefusal.core.directions import DirectionSet
-from mechrefusal.core.errors import FetchError, ModelLoadError
+from mechrefusal.core.errors import FetchError, MissingFileError, ModelLoadError
 from mechrefusal.models.gguf import gguf_to_hf_directory
 from mechrefusal.models.model import Model
 
@@ -99,7 +99,7 @@ def _resolve(spec: str | Path | None) -> tuple[str, str]:
         return str(gguf_to_hf_directory(path)), str(path)
     text = str(spec)
     if text.startswith((".", "/", "~")) or text.endswith(".gguf"):
-        raise ModelLoadError(f"No model at {path}: the path does not exist.")
+        raise MissingFileError(f"No model at {path}: the path does not exist.")
     if _HUB_ID.match(text):
         return text, text
     raise ModelLoadError(

@@ -14,11 +14,12 @@ from transformer_lens.model_bridge import TransformerBridge
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from mechrefusal.core.directions import DirectionSet
+from mechrefusal.core.errors import SettingError
 from mechrefusal.models.chat import ChatFormat
 from mechrefusal.models.hooks import Interventions, flatten
 
 
-@dataclass
+@dataclass(repr=False)
 class Batch:
     """Left-padded token ids of chat prompts, so position -1 is every row's last prompt token."""
 
@@ -28,14 +29,22 @@ class Batch:
     def __len__(self) -> int:
         return self.input_ids.shape[0]
 
+    def __repr__(self) -> str:
+        batch, seq = self.input_ids.shape
+        return f"Batch(batch={batch}, seq={seq}, tokens={int(self.attention_mask.sum())})"
 
-@dataclass
+
+@dataclass(repr=False)
 class ReplyBatch(Batch):
     """Right-padded prompt + reply + end-of-turn token ids; ``reply_mask`` marks the reply tokens, so
     ``logits[:, :-1][reply_mask[:, 1:]]`` are the predictions of exactly those tokens. Right padding
     leaves no fully masked attention row, which keeps bf16 training free of NaN gradients."""
 
     reply_mask: Bool[Tensor, "batch seq"]
+
+    def __repr__(self) -> str:
+        batch, seq = self.input_ids.shape
+        return f"ReplyBatch(batch={batch}, seq={seq}, reply_tokens={int(self.reply_mask.sum())})"
 
     @property
     def predictions(self) -> slice:
@@ -48,7 +57,7 @@ class ReplyBatch(Batch):
 def check_instructions(instructions: Sequence[str], what: str = "instructions") -> None:
     """Raise a clear error unless ``instructions`` is a non-empty list (a bare string is one mistake)."""
     if isinstance(instructions, str) or not instructions:
-        raise ValueError(f"{what} must be a non-empty list of instructions, not a single string or an empty list.")
+        raise SettingError(f"{what} must be a non-empty list of instructions, not a single string or an empty list.")
 
 
 class Model:
@@ -118,7 +127,7 @@ class Model:
     def tokenize_replies(self, instructions: Sequence[str], replies: Sequence[str]) -> ReplyBatch:
         """Prompts followed by given replies and the end-of-turn token (training and loss batches)."""
         if len(instructions) != len(replies) or not instructions:
-            raise ValueError("tokenize_replies needs one reply per instruction and at least one of each.")
+            raise SettingError("tokenize_replies needs one reply per instruction and at least one of each.")
         end = [self.tokenizer.eos_token_id]
         replies_ids = [self.tokenizer(reply, add_special_tokens=False)["input_ids"] + end for reply in replies]
         prompts_ids = [self.chat.encode(prompt) for prompt in self.format(instructions)]
@@ -142,7 +151,7 @@ class Model:
         """Yield ``(indices, batch)`` over the instructions, grouped by length to waste little padding."""
         check_instructions(instructions)
         if batch_size < 1:
-            raise ValueError(f"batch_size must be at least 1, got {batch_size}.")
+            raise SettingError(f"batch_size must be at least 1, got {batch_size}.")
         order = sorted(range(len(instructions)), key=lambda i: len(instructions[i]))
         for start in range(0, len(order), batch_size):
             indices = order[start : start + batch_size]

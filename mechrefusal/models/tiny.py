@@ -9,6 +9,7 @@ from pathlib import Path
 import torch
 
 from mechrefusal import data
+from mechrefusal.core.errors import SettingError
 from mechrefusal.models.loading import load
 from mechrefusal.models.model import Model
 
@@ -69,7 +70,7 @@ def build_tiny_model(
     from transformers import AutoModelForCausalLM, PreTrainedTokenizerFast
 
     if architecture not in ARCHITECTURES or template not in TEMPLATES:
-        raise ValueError(
+        raise SettingError(
             f"Unknown tiny model {architecture!r} / {template!r}: pick from {ARCHITECTURES} / {list(TEMPLATES)}."
         )
     chat_template, special_tokens, bos, eos, unk = TEMPLATES[template]

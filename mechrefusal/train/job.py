@@ -16,7 +16,7 @@ import torch
 from mechrefusal import data
 from mechrefusal.core.cache import atomic_directory
 from mechrefusal.core.devices import resolve_device
-from mechrefusal.core.errors import MechrefusalError
+from mechrefusal.core.errors import CheckpointError
 from mechrefusal.core.precision import hardware, resolve
 from mechrefusal.core.provenance import versions
 from mechrefusal.directions import Direction, DirectionSet, SelectionFilters
@@ -143,7 +143,7 @@ def _start(settings: TrainSettings) -> tuple[Model, DirectionSet, int]:
     """The model, directions and first round to train: fresh, or from the last complete round."""
     done = complete_rounds(settings.out)
     if done and not settings.resume:
-        raise MechrefusalError(
+        raise CheckpointError(
             f"{settings.out} already holds rounds {done}; pass --resume to continue them or choose another --out."
         )
     if not done and settings.start_from:
@@ -157,7 +157,7 @@ def _start(settings: TrainSettings) -> tuple[Model, DirectionSet, int]:
     saved = read_metadata(last)["settings"]
     changed = _changed(saved, settings, ignore=("resume", *EXECUTION))
     if changed:
-        raise MechrefusalError(f"Cannot resume {settings.out}: settings {changed} differ from the saved run.")
+        raise CheckpointError(f"Cannot resume {settings.out}: settings {changed} differ from the saved run.")
     model = load(last, device=settings.device)
     return model, model.directions or DirectionSet(), done[-1] + 1
 
@@ -168,12 +168,12 @@ def _copy_round_zero(settings: TrainSettings) -> None:
     try:
         saved = read_metadata(source)
     except (OSError, ValueError) as error:
-        raise MechrefusalError(f"--start-from {source} is not a trainer checkpoint ({error}).") from None
+        raise CheckpointError(f"--start-from {source} is not a trainer checkpoint ({error}).") from None
     if saved["round"] != 0:
-        raise MechrefusalError(f"--start-from needs a round-0 checkpoint; {source} is round {saved['round']}.")
+        raise CheckpointError(f"--start-from needs a round-0 checkpoint; {source} is round {saved['round']}.")
     changed = _changed(saved["settings"], settings, ignore=AFTER_ROUND_ZERO + EXECUTION)
     if changed:
-        raise MechrefusalError(f"Cannot start from {source}: its round-0 settings {changed} differ from these.")
+        raise CheckpointError(f"Cannot start from {source}: its round-0 settings {changed} differ from these.")
     with atomic_directory(round_directory(settings.out, 0)) as scratch:
         shutil.copytree(source, scratch, dirs_exist_ok=True)
         (scratch / METADATA).write_text(

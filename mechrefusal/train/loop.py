@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 import torch
 from tqdm.auto import tqdm
 
+from mechrefusal.core.errors import SettingError
 from mechrefusal.interventions import Interventions, per_row
 from mechrefusal.models import Model, ReplyBatch
 from mechrefusal.models.autocast import autocast
@@ -39,13 +40,20 @@ def ablate_some(intervention: Interventions, p: float, n: int, generator: torch.
     return [([i for i in range(n) if ablated[i]], intervention), ([i for i in range(n) if not ablated[i]], None)]
 
 
-@dataclass
+@dataclass(repr=False)
 class RoundResult:
     steps: int
     train_loss: list[float] = field(default_factory=list)
     val_loss: list[float] = field(default_factory=list)
     best_val_loss: float = math.inf
     wall_time_s: float = 0.0
+
+    def __repr__(self) -> str:
+        last = f"{self.train_loss[-1]:.4g}" if self.train_loss else "n/a"
+        return (
+            f"RoundResult(steps={self.steps}, last_train_loss={last}, best_val_loss={self.best_val_loss:.4g}, "
+            f"evals={len(self.val_loss)}, wall_time_s={self.wall_time_s:.1f})"
+        )
 
 
 def trainable_parameters(model: Model, settings: TrainSettings, round_index: int = 0) -> list[torch.nn.Parameter]:
@@ -86,7 +94,7 @@ def train_round(
     micro = settings.batch_size // settings.grad_accumulation // 2
     rank, world = distributed_rank_and_size()
     if micro % world:
-        raise ValueError(
+        raise SettingError(
             f"Each micro-batch's {micro} harmful and {micro} harmless examples must split evenly over "
             f"{world} processes; change batch_size or grad_accumulation."
         )

@@ -17,6 +17,7 @@ from peft import LoraConfig, inject_adapter_in_model
 from peft.tuners.lora import LoraLayer
 from transformers.pytorch_utils import Conv1D
 
+from mechrefusal.core.errors import SettingError
 from mechrefusal.models import Model
 from mechrefusal.models.export import component_mapping, component_name
 
@@ -27,12 +28,12 @@ def add_lora(
     """Inject rank-``rank`` LoRA adapters into every linear map of ``layers``; return their parameters
     (the only ones left trainable). ``alpha`` defaults to ``2 * rank``; ``seed`` fixes their init."""
     if rank < 1:
-        raise ValueError(f"LoRA rank must be at least 1, got {rank}.")
+        raise SettingError(f"LoRA rank must be at least 1, got {rank}.")
     if not layers:
-        raise ValueError("LoRA needs at least one decoder layer to adapt.")
+        raise SettingError("LoRA needs at least one decoder layer to adapt.")
     names = _linear_names(model, layers)
     if not names:
-        raise ValueError(f"No linear layer to adapt in layers {list(layers)} of {model.spec}.")
+        raise SettingError(f"No linear layer to adapt in layers {list(layers)} of {model.spec}.")
     pattern = "|".join(re.escape(name) for name in names)
     scale = alpha or 2 * rank
     config = LoraConfig(r=rank, lora_alpha=scale, lora_dropout=0.0, target_modules=pattern)  # type: ignore[arg-type]

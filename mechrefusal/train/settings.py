@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from mechrefusal.core.devices import resolve_device
+from mechrefusal.core.errors import SettingError
 from mechrefusal.core.precision import check_dtype
 from mechrefusal.directions import FINDERS
 from mechrefusal.measure.judges import JUDGES
@@ -113,25 +114,25 @@ class TrainSettings:
         FINDERS.get(self.finder)
         JUDGES.get(self.judge)
         if not 0 <= self.plain_share < 1:
-            raise ValueError(f"plain_share must lie in [0, 1), got {self.plain_share}.")
+            raise SettingError(f"plain_share must lie in [0, 1), got {self.plain_share}.")
         if not 0 <= self.ablated_utility_share <= 1 or not 0 <= self.ablation_probability <= 1:
-            raise ValueError(
+            raise SettingError(
                 f"ablated_utility_share and ablation_probability must lie in [0, 1]; got "
                 f"{self.ablated_utility_share} and {self.ablation_probability}."
             )
         check_dtype(self.dtype)
         resolve_device(self.device)
         if self.lora_rank < 0:
-            raise ValueError(f"lora_rank must be 0 (full fine-tuning) or a positive rank, got {self.lora_rank}.")
+            raise SettingError(f"lora_rank must be 0 (full fine-tuning) or a positive rank, got {self.lora_rank}.")
         if self.parallel not in PARALLEL:
-            raise ValueError(f"Unknown parallel mode {self.parallel!r}; choose one of {', '.join(PARALLEL)}.")
+            raise SettingError(f"Unknown parallel mode {self.parallel!r}; choose one of {', '.join(PARALLEL)}.")
         if self.parallel == "fsdp" and self.lora_rank:
-            raise ValueError(
+            raise SettingError(
                 "LoRA trains under --parallel ddp (its frozen base needs no sharding); "
                 "--parallel fsdp is for full fine-tuning."
             )
         if self.batch_size % (2 * self.grad_accumulation):
-            raise ValueError(
+            raise SettingError(
                 "batch_size must split evenly into harmful and harmless halves of every "
                 f"micro-batch (batch_size={self.batch_size}, grad_accumulation={self.grad_accumulation})."
             )
@@ -144,7 +145,7 @@ class TrainSettings:
         try:
             layers = range(int(start or 0), int(stop) if stop else n_layers)
         except ValueError:
-            raise ValueError(f"train_layers must look like 'start:stop', got {self.train_layers!r}.") from None
+            raise SettingError(f"train_layers must look like 'start:stop', got {self.train_layers!r}.") from None
         if not layers or layers.start < 0 or layers.stop > n_layers:
-            raise ValueError(f"train_layers {self.train_layers!r} is outside the model's 0:{n_layers} layers.")
+            raise SettingError(f"train_layers {self.train_layers!r} is outside the model's 0:{n_layers} layers.")
         return layers

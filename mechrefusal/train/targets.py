@@ -34,12 +34,18 @@ class Example:
     reply: str
 
 
-@dataclass
+@dataclass(repr=False)
 class TrainingData:
     harmful: list[Example]
     harmless: list[Example]
     own_refusals: bool
     """Whether the refusal targets are the model's own (else the team's refusal replies)."""
+
+    def __repr__(self) -> str:
+        return (
+            f"TrainingData(harmful={len(self.harmful)}, harmless={len(self.harmless)}, "
+            f"own_refusals={self.own_refusals})"
+        )
 
 
 def training_data(
