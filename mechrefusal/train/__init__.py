@@ -2,6 +2,6 @@
 training and its baselines, with round checkpoints that `mechrefusal.load` reads back."""
 
 from mechrefusal.train.job import run
-from mechrefusal.train.settings import METHODS, TrainSettings
+from mechrefusal.train.settings import METHODS, SearchSettings, TrainSettings
 
-__all__ = ["METHODS", "TrainSettings", "run"]
+__all__ = ["METHODS", "SearchSettings", "TrainSettings", "run"]

@@ -27,10 +27,13 @@ def next_direction(
     dim: Direction | None = None,
     fallback: bool = True,
     rdo_settings: RDOSettings = RDOSettings(),
+    n_prompts: int = N_SEARCH,
+    n_val: int = N_SCORE,
     progress: bool = True,
 ) -> Direction:
     """The direction ``model`` refuses through once ``directions`` are ablated (accept it only if
     ``provenance["passed_filters"]``). ``dim``: an RDO anchor found already (skips the DIM search).
+    ``n_prompts`` train and ``n_val`` validation prompts per set define and score the candidates.
 
     With ``finder="rdo"`` and ``fallback``, an RDO direction that fails the filters while its DIM anchor
     passes them gives way to the anchor (its provenance keeps the rejected RDO scores under
@@ -40,12 +43,12 @@ def next_direction(
     def find(method: str, anchor: Direction | None = None) -> Direction:
         return find_direction(
             model,
-            data.load("harmful", "train")[:N_SEARCH],
-            data.load("harmless", "train")[:N_SEARCH],
+            data.load("harmful", "train")[:n_prompts],
+            data.load("harmless", "train")[:n_prompts],
             method=method,
             harmful_val=data.load("harmful", "val"),
             harmless_val=data.load("harmless", "val"),
-            n_val=N_SCORE,
+            n_val=n_val,
             orthogonal_to=earlier,
             context=Ablate(directions) if earlier else None,
             filters=filters,
