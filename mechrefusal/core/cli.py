@@ -13,7 +13,7 @@ import inspect
 import tomllib
 import types
 from collections.abc import Sequence
-from dataclasses import MISSING, Field, asdict, field, fields, is_dataclass
+from dataclasses import Field, asdict, field, fields, is_dataclass
 from pathlib import Path
 from typing import Any, NoReturn, TypeVar, Union, get_args, get_origin, get_type_hints
 
@@ -57,7 +57,7 @@ def add_settings_arguments(
     _add_group(parser, settings_class, "", positional)
 
 
-def _add_group(parser: argparse.ArgumentParser, settings_class: type, prefix: str, positional: str | None) -> None:
+def _add_group(parser: argparse.ArgumentParser, settings_class: Any, prefix: str, positional: str | None) -> None:
     hints = get_type_hints(settings_class)
     target = parser.add_argument_group(f"{prefix[:-1]} settings", _summary(settings_class)) if prefix else parser
     for f in fields(settings_class):
@@ -118,12 +118,12 @@ def read_settings_file(path: str | Path, settings_class: type) -> dict:
     return values
 
 
-def settings_from_dict(settings_class: type[T], values: dict, *, where: str = "") -> T:
+def settings_from_dict(settings_class: Any, values: dict, *, where: str = "") -> Any:
     """``settings_class`` from (nested) plain values, as read from TOML or JSON; a missing key is its
     default, an unknown key or a value of the wrong type raises `SettingError`."""
     _check_keys(values, settings_class, where, "")
     hints = get_type_hints(settings_class)
-    kwargs = {}
+    kwargs: dict[str, Any] = {}
     for f in fields(settings_class):
         if f.name not in values:
             continue
@@ -184,7 +184,7 @@ def _value_type(hint: Any) -> Any:
 
 
 def _default(f: Field) -> Any:
-    return f.default_factory() if f.default is MISSING else f.default
+    return f.default_factory() if callable(f.default_factory) else f.default
 
 
 def _dotted(where: str, name: str) -> str:
