@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import shlex
 import subprocess
@@ -156,3 +157,14 @@ def test_the_modules_print_no_traceback(job, argv, tmp_path):
     )
     assert result.returncode == 2 and result.stdout == ""
     assert result.stderr.startswith(f"python -m {job}: error: ") and result.stderr.count("\n") == 1
+
+
+def test_a_run_the_settings_cannot_describe_is_refused_in_one_line(toy_dir, tmp_path, capsys):
+    old = {key: value for key, value in asdict(TrainSettings()).items() if key not in ("search", "rdo")}
+    (tmp_path / "round-0").mkdir()
+    (tmp_path / "round-0" / "mechrefusal.json").write_text(json.dumps({"round": 0, "settings": {**old, "knob": 1}}))
+    with pytest.raises(SystemExit) as stop:
+        train_main(["--model", str(toy_dir), "--out", str(tmp_path), "--resume", "--device", "cpu"])
+    error = capsys.readouterr().err
+    assert stop.value.code == 2 and error.count("\n") == 1
+    assert f"Cannot resume {tmp_path}: The saved settings hold knob" in error
