@@ -26,6 +26,7 @@ from mechrefusal.directions import DirectionSet, RDOSettings, SelectionFilters
 from mechrefusal.measure.evaluation import refusal_rate
 from mechrefusal.train.checkpoint import read_metadata
 from mechrefusal.train.search import N_SCORE, N_SEARCH, next_direction
+from mechrefusal.train.settings import saved_settings
 
 
 def rdo_variant(text: str) -> tuple[str, RDOSettings]:
@@ -56,8 +57,8 @@ def main() -> None:
         help="also run RDO with these RDOSettings fields changed (repeatable)",
     )
     args = parser.parse_args()
-    settings = read_metadata(args.checkpoint)["settings"]
-    filters = SelectionFilters(max_kl=settings["max_kl"], min_induce=settings["min_induce"])
+    settings = saved_settings(read_metadata(args.checkpoint)["settings"])
+    filters = SelectionFilters(max_kl=settings["search.max_kl"], min_induce=settings["search.min_induce"])
     model = mechrefusal.load(args.checkpoint)
     harmful_test = data.load("harmful", "test")[: args.n]
     plain = refusal_rate(model, harmful_test, max_new_tokens=args.max_new_tokens, dtype="bfloat16")

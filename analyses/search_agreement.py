@@ -35,6 +35,7 @@ from mechrefusal.directions.selection import score_direction
 from mechrefusal.models import autocast
 from mechrefusal.train.checkpoint import read_metadata
 from mechrefusal.train.search import N_SCORE, N_SEARCH
+from mechrefusal.train.settings import saved_settings
 
 
 def spearman(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -126,8 +127,8 @@ def main() -> None:
     if args.embedded:
         results["embedded"] = compare(mechrefusal.load(), SelectionFilters(), args.exact)
     if args.checkpoint:
-        settings = read_metadata(args.checkpoint)["settings"]
-        filters = SelectionFilters(max_kl=settings["max_kl"], min_induce=settings["min_induce"])
+        settings = saved_settings(read_metadata(args.checkpoint)["settings"])
+        filters = SelectionFilters(max_kl=settings["search.max_kl"], min_induce=settings["search.min_induce"])
         model = mechrefusal.load(args.checkpoint)
         results["checkpoint"] = compare(model, filters, args.exact)
         if args.context:

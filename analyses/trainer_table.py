@@ -21,12 +21,13 @@ from mechrefusal.directions import FINDERS, Direction, DirectionSet, SelectionFi
 from mechrefusal.measure.evaluation import refusal_rate, refusal_rates
 from mechrefusal.train.checkpoint import read_metadata
 from mechrefusal.train.search import next_direction
+from mechrefusal.train.settings import saved_settings
 
 
 def fresh_direction(model: mechrefusal.Model, checkpoint: str, finder: str) -> Direction:
     """The direction the checkpoint uses now, found as the trainer searches (its filters) with ``finder``."""
-    settings = read_metadata(checkpoint)["settings"]
-    filters = SelectionFilters(max_kl=settings["max_kl"], min_induce=settings["min_induce"])
+    settings = saved_settings(read_metadata(checkpoint)["settings"])
+    filters = SelectionFilters(max_kl=settings["search.max_kl"], min_induce=settings["search.min_induce"])
     return next_direction(model, DirectionSet(), finder=finder, filters=filters, dtype=settings["dtype"])
 
 

@@ -2,18 +2,18 @@
 
 from __future__ import annotations
 
-import argparse
 import json
 import time
 
 import mechrefusal
 from mechrefusal import data
+from mechrefusal.core.cli import SettingsParser
 from mechrefusal.core.errors import MechrefusalError
 from mechrefusal.core.provenance import versions
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m mechrefusal", description=__doc__)
+    parser = SettingsParser(prog="python -m mechrefusal", description=__doc__)
     parser.add_argument("spec", nargs="?", default=None, help="model spec (default: the embedded SmolLM2)")
     parser.add_argument("--n", type=int, default=32, help="prompts per set from the test splits (default 32)")
     parser.add_argument("--device", default="auto", help="auto (CUDA when present, else the CPU), cpu, cuda or cuda:N")

@@ -6,7 +6,8 @@ measured on the held-out test splits: cosines, refusal under single / pair / cum
 ablation, induce scores, representational-independence shifts, per-layer DIM norm and separation,
 projections, and the fail-closed summary (`mechrefusal.analysis.independence`). ``--compare`` analyses a
 second model the same way and shows both side by side. Writes ``DIR/report.html`` (self-contained),
-``DIR/report.json``, ``DIR/figures/*.png`` and the analysed directions as safetensors.
+``DIR/report.json``, ``DIR/figures/*.png``, the analysed directions as safetensors and
+``DIR/settings.toml``, which replays the analysis (``--config DIR/settings.toml``).
 
 From Python or Jupyter the module itself is callable: ``mechrefusal.analyze("runs/fc/round-3")``
 returns a `Report` that shows itself inline (``mechrefusal.analyze.run(AnalyzeSettings(...))`` is
@@ -19,19 +20,27 @@ import argparse
 import sys
 import time
 import types
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from mechrefusal import data
 from mechrefusal.analysis.independence import measure_independence
 from mechrefusal.analysis.projections import layer_profile, projections
 from mechrefusal.analysis.report import Report
-from mechrefusal.core.cli import add_settings_arguments
+from mechrefusal.core.cli import (
+    SETTINGS_FILE,
+    SettingsParser,
+    add_settings_arguments,
+    choice,
+    parse_settings,
+    registered,
+    write_settings,
+)
 from mechrefusal.core.devices import resolve_device
 from mechrefusal.core.errors import MechrefusalError, MissingFileError, SettingError
-from mechrefusal.core.precision import check_dtype, hardware, resolve
+from mechrefusal.core.precision import DTYPES, check_dtype, hardware, resolve
 from mechrefusal.core.provenance import versions
-from mechrefusal.directions import DirectionSet, SelectionFilters, find_direction
+from mechrefusal.directions import FINDERS, DirectionSet, RDOSettings, SelectionFilters, find_direction
 from mechrefusal.interventions import Ablate
 from mechrefusal.measure.evaluation import judged_completions
 from mechrefusal.measure.judges import JUDGES
@@ -51,7 +60,7 @@ class AnalyzeSettings:
     """A second model or checkpoint, analysed the same way (its own saved directions) and shown side by side."""
     out: str = "reports/analysis"
     """Directory for report.html, report.json, figures/ and the analysed directions."""
-    finder: str = "dim"
+    finder: str = registered("dim", FINDERS)
     """Direction finder for the fresh direction (the method of find_direction)."""
     n_train: int = 128
     """Prompts per set (harmful, harmless) for the difference in means, from the train splits."""
@@ -61,19 +70,21 @@ class AnalyzeSettings:
     """Prompts per set for the held-out measurements, from the test splits."""
     max_new_tokens: int = 32
     """Tokens generated per prompt for the judged refusal rates."""
-    judge: str = "substring"
+    judge: str = registered("substring", JUDGES)
     """Judge of the refusal rates: a registered name (mechrefusal.JUDGES) or 'package.module:Class'."""
     max_kl: float = 0.1
     """Selection filter: largest first-token KL on harmless prompts when the candidate is ablated."""
     full_grid: bool = False
     """Score induce for every candidate, not only in bypass order until one passes the filters."""
-    dtype: str = "auto"
+    dtype: str = choice("auto", DTYPES)
     """Compute dtype of sweeps and generation: auto (bfloat16 autocast where bf16 is fast on this machine,
     else float32), bfloat16 or float32."""
     batch_size: int = 16
     """Prompts per forward pass."""
     device: str = "auto"
     """Device: auto (CUDA when present, else the CPU), cpu, cuda or cuda:N."""
+    rdo: RDOSettings = field(default_factory=RDOSettings)
+    """The RDO finder's losses, sizes and optimiser, with --finder rdo (--rdo-lr, ...)."""
 
     def __post_init__(self) -> None:
         if self.directions is not None and not Path(self.directions).is_file():
@@ -116,6 +127,7 @@ def analyse_model(
         filters=SelectionFilters(max_kl=settings.max_kl),
         full_grid=settings.full_grid,
         sweep_dtype=settings.dtype,
+        rdo_settings=settings.rdo,
         batch_size=settings.batch_size,
         progress=progress,
     )
@@ -225,6 +237,7 @@ def run(settings: AnalyzeSettings, *, progress: bool = True) -> Report:
         }
     )
     report.save(out)
+    write_settings(settings, out / SETTINGS_FILE)
     return report
 
 
@@ -236,18 +249,18 @@ def analyze(model: str | Path | None = None, *, progress: bool = True, **setting
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(
+    parser = SettingsParser(
         prog="python -m mechrefusal.analyze", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     add_settings_arguments(parser, AnalyzeSettings)
-    args = vars(parser.parse_args(argv))
+    settings = parse_settings(parser, AnalyzeSettings, argv)
     try:
-        report = run(AnalyzeSettings(**args))
+        report = run(settings)
     except (MechrefusalError, ValueError) as error:
         parser.error(str(error))
     print(report.summary())
     print(*report.notes, sep="\n")
-    print(f"report: {Path(args['out']) / 'report.html'}")
+    print(f"report: {Path(settings.out) / 'report.html'}")
 
 
 class _CallableModule(types.ModuleType):

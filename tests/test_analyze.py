@@ -12,7 +12,8 @@ import torch
 
 import mechrefusal
 from mechrefusal.analysis.report import FIGURES, PNG_HINT, SUMMARY_FIELDS, SUMMARY_ROWS, ModelResult, Report, lookup
-from mechrefusal.analyze import main
+from mechrefusal.analyze import AnalyzeSettings, main
+from mechrefusal.core.cli import read_settings_file, settings_from_dict
 from tests.conftest import TOY_ANALYSIS
 
 
@@ -209,13 +210,15 @@ def test_cli_writes_the_report(toy_dir, tmp_path, capsys, monkeypatch):
     )
     settings = json.loads((out / "report.json").read_text())["settings"]
     assert settings["n_test"] == 8 and settings["dtype"] == "float32" and settings["finder"] == "dim"
+    replayed = settings_from_dict(AnalyzeSettings, read_settings_file(out / "settings.toml", AnalyzeSettings))
+    assert replayed == settings_from_dict(AnalyzeSettings, settings) and replayed.model == str(toy_dir)
 
 
 @pytest.mark.parametrize(
     "flags, message",
     [
         (["--directions", "missing.safetensors"], "No direction file at missing.safetensors"),
-        (["--finder", "nope"], "Unknown direction finder 'nope'"),
+        (["--finder", "nope"], "Unknown direction finder 'nope'; choose one of dim, rdo"),
         (["--n-test", "1"], "n_test must be at least 2"),
         (["--bogus"], "unrecognized arguments: --bogus"),
     ],

@@ -57,7 +57,7 @@ def test_load_checks_the_device_and_the_size_before_loading(tiny_model, monkeypa
 def test_the_clis_turn_a_bad_device_or_dtype_into_one_line(module):
     for flags, message in (
         (["--device", "tpu"], "Unknown device 'tpu'"),
-        (["--dtype", "fp16"], "Unknown compute dtype 'fp16'"),
+        (["--dtype", "fp16"], "argument --dtype: invalid choice: 'fp16'"),
     ):
         done = subprocess.run([sys.executable, "-m", module, *flags], capture_output=True, text=True, timeout=120)
         assert done.returncode == 2, done.stderr

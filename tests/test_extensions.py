@@ -14,7 +14,7 @@ from mechrefusal.core.registry import Registry
 from mechrefusal.directions import DirectionSearch, SelectionFilters
 from mechrefusal.measure.activations import mean_activations
 from mechrefusal.measure.judges import Verdict
-from mechrefusal.train import TrainSettings, run
+from mechrefusal.train import SearchSettings, TrainSettings, run
 from mechrefusal.train.methods.base import Method
 from mechrefusal.train.search import next_direction
 
@@ -98,7 +98,8 @@ def test_find_direction_and_the_trainers_search_run_an_outside_finder(toy):
     assert searched.method == "middle" and searched.provenance["orthogonal_to"]
 
 
-def test_the_training_job_runs_an_outside_method_finder_and_judge(toy_dir, tmp_path):
+def test_the_training_job_runs_an_outside_method_finder_and_judge(toy_dir, tmp_path, empty_home):
+    """(An empty cache, so that the judge labels fresh targets.)"""
     TwoAblatedRounds.asked.clear()
     RecordingJudge.judged.clear()
     settings = TrainSettings(
@@ -112,8 +113,7 @@ def test_the_training_job_runs_an_outside_method_finder_and_judge(toy_dir, tmp_p
         n_examples=16,
         max_new_tokens=4,
         dtype="float32",
-        max_kl=1e9,
-        min_induce=-1e9,  # every searched direction is accepted
+        search=SearchSettings(max_kl=1e9, min_induce=-1e9),  # every searched direction is accepted
         evals_per_round=1,
         device="cpu",
     )

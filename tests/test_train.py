@@ -13,9 +13,11 @@ import torch
 
 import mechrefusal
 from mechrefusal import CheckpointError, SubstringJudge, data
+from mechrefusal.core.cli import read_settings_file, settings_from_dict
 from mechrefusal.models.export import hf_state_dict
 from mechrefusal.train import TrainSettings, run
 from mechrefusal.train.checkpoint import complete_rounds
+from mechrefusal.train.settings import SearchSettings
 from mechrefusal.train.targets import training_data
 
 
@@ -32,7 +34,7 @@ def toy_settings(toy_dir, out, **overrides) -> TrainSettings:
         n_examples=48,
         max_new_tokens=6,
         dtype="float32",
-        max_kl=1.0,
+        search=SearchSettings(max_kl=1.0),
         evals_per_round=2,
         device="cpu",
     )
@@ -54,12 +56,12 @@ def cli_flags(settings: TrainSettings) -> list[str]:
         "n_examples",
         "max_new_tokens",
         "dtype",
-        "max_kl",
         "evals_per_round",
         "parallel",
         "device",
     ):
         flags += [f"--{key.replace('_', '-')}", str(getattr(settings, key))]
+    flags += ["--max-kl", str(settings.search.max_kl)]  # the flag's name from before the settings had groups
     return flags + (["--activation-checkpointing"] if settings.activation_checkpointing else [])
 
 
@@ -117,6 +119,8 @@ def test_rounds_write_complete_checkpoints(trained):
     assert complete_rounds(out) == list(range(len(written)))
     meta = json.loads((written[0] / "mechrefusal.json").read_text())
     assert meta["method"] == "fail-closed" and meta["round"] == 0 and meta["settings"]["steps"] == 6
+    replayed = settings_from_dict(TrainSettings, read_settings_file(written[0] / "settings.toml", TrainSettings))
+    assert replayed == settings_from_dict(TrainSettings, meta["settings"]) and replayed.search.max_kl == 1.0
     assert {"training", "val_refusal_score_harmful", "direction_found"} <= set(meta["metrics"])
     assert set(meta["versions"]) >= {"torch", "transformers", "transformer_lens"} and meta["wall_time_s"] > 0
 

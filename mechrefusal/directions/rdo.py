@@ -27,9 +27,10 @@ from jaxtyping import Float, Int
 from torch import Tensor
 from tqdm.auto import tqdm
 
+from mechrefusal.core.cli import choice
 from mechrefusal.core.directions import Direction, DirectionSet, as_direction_set
 from mechrefusal.core.errors import SettingError
-from mechrefusal.core.precision import check_dtype
+from mechrefusal.core.precision import DTYPES, check_dtype
 from mechrefusal.directions.dim import massive_dims
 from mechrefusal.directions.rdo_targets import RDOTargets, rdo_targets
 from mechrefusal.directions.repind import default_layers, last_token_cosines
@@ -52,7 +53,7 @@ class RDOSettings:
     """Weight of the retain loss (KL from the base model on harmless prompts and their own completions)."""
     independence_weight: float = 1.0
     """Weight of the representational-independence penalty (used only with `independent_of`)."""
-    independence_penalty: str = "absolute"
+    independence_penalty: str = choice("absolute", PENALTIES)
     """How a cosine shift is penalised: absolute or squared."""
     n_prompts: int = 16
     """Prompts per set (harmful; harmless) given targets and trained on."""
@@ -80,7 +81,7 @@ class RDOSettings:
     """Factor the learning rate is multiplied by at each cut."""
     max_cuts: int = 2
     """Learning-rate cuts before the search stops early."""
-    dtype: str = "auto"
+    dtype: str = choice("auto", DTYPES)
     """Compute dtype of the model's forward passes (auto, bfloat16 autocast or float32; see
     `mechrefusal.core.precision`); r stays fp32."""
     seed: int = 0

@@ -8,6 +8,6 @@ harmless) examples in ``plans.py``, and a test in ``tests/test_plans.py``; the j
 
 from mechrefusal.train.job import run
 from mechrefusal.train.methods import METHODS
-from mechrefusal.train.settings import TrainSettings
+from mechrefusal.train.settings import SearchSettings, TrainSettings
 
-__all__ = ["METHODS", "TrainSettings", "run"]
+__all__ = ["METHODS", "SearchSettings", "TrainSettings", "run"]

@@ -1,20 +1,18 @@
-"""`python -m mechrefusal.train --method {sft,fail-closed,refat,deeprefusal} [MODEL] --out DIR`."""
+"""`python -m mechrefusal.train [--config run.toml] --method {sft,fail-closed,refat,deeprefusal} --out DIR`."""
 
 from __future__ import annotations
 
-import argparse
-
-from mechrefusal.core.cli import add_settings_arguments
+from mechrefusal.core.cli import SettingsParser, add_settings_arguments, parse_settings
 from mechrefusal.core.errors import MechrefusalError
 from mechrefusal.train.job import run
 from mechrefusal.train.settings import TrainSettings
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m mechrefusal.train", description=__doc__)
+    parser = SettingsParser(prog="python -m mechrefusal.train", description=__doc__)
     add_settings_arguments(parser, TrainSettings, positional=None)
+    settings = parse_settings(parser, TrainSettings, argv)
     try:
-        settings = TrainSettings(**vars(parser.parse_args(argv)))
         written = run(settings)
     except (MechrefusalError, ValueError) as error:
         parser.error(str(error))

@@ -2,7 +2,8 @@
 
 ``out/round-K/`` holds the Hugging Face ``save_pretrained`` layout (safetensors) with the tokenizer,
 ``directions.safetensors`` (every direction found so far, with provenance) and ``mechrefusal.json``
-(method, round, configuration, metrics, versions, wall time). A round directory appears only once all
+(method, round, configuration, metrics, versions, wall time), and ``settings.toml``, which replays the
+run (``python -m mechrefusal.train --config out/round-K/settings.toml``). A round directory appears only once all
 of it is written, so a run killed at any moment leaves only complete rounds behind.
 """
 
@@ -13,6 +14,7 @@ import re
 from pathlib import Path
 
 from mechrefusal.core.cache import atomic_directory
+from mechrefusal.core.cli import SETTINGS_FILE, write_settings
 from mechrefusal.core.directions import DirectionSet
 from mechrefusal.models import Model
 from mechrefusal.models.export import save_hf_directory
@@ -26,12 +28,15 @@ def round_directory(out: str | Path, round_index: int) -> Path:
 
 
 def save_checkpoint(model: Model, directions: DirectionSet, out: str | Path, round_index: int, metadata: dict) -> Path:
-    """Write round ``round_index`` atomically and return its directory."""
+    """Write round ``round_index`` atomically and return its directory (with ``settings.toml``, which
+    replays the run, when ``metadata`` holds its ``"settings"``)."""
     target = round_directory(out, round_index)
     with atomic_directory(target) as scratch:
         save_hf_directory(model, scratch)
         directions.save(scratch / DIRECTIONS)
         (scratch / METADATA).write_text(json.dumps({**metadata, "round": round_index}, indent=2))
+        if "settings" in metadata:
+            write_settings(metadata["settings"], scratch / SETTINGS_FILE)
     return target
 
 

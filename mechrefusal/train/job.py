@@ -15,8 +15,9 @@ import torch
 
 from mechrefusal import data
 from mechrefusal.core.cache import atomic_directory
+from mechrefusal.core.cli import SETTINGS_FILE, flat_settings, write_settings
 from mechrefusal.core.devices import resolve_device
-from mechrefusal.core.errors import CheckpointError
+from mechrefusal.core.errors import CheckpointError, SettingError
 from mechrefusal.core.precision import hardware, resolve
 from mechrefusal.core.provenance import versions
 from mechrefusal.directions import Direction, DirectionSet, SelectionFilters
@@ -28,7 +29,7 @@ from mechrefusal.train.loop import ablate_all, train_round
 from mechrefusal.train.methods import METHODS
 from mechrefusal.train.parallel import distributed_rank_and_size, init_distributed
 from mechrefusal.train.search import SCORES, next_direction
-from mechrefusal.train.settings import AFTER_ROUND_ZERO, EXECUTION, TrainSettings
+from mechrefusal.train.settings import AFTER_ROUND_ZERO, EXECUTION, TrainSettings, saved_settings
 from mechrefusal.train.targets import training_data
 
 N_VAL_EXAMPLES = 16  # per set, for the loss evaluated during a round
@@ -94,7 +95,15 @@ def run(settings: TrainSettings, *, progress: bool = True) -> list[Path]:
                 finder=settings.finder,
                 dtype=settings.dtype,
                 progress=progress,
-                filters=SelectionFilters(max_kl=settings.max_kl, min_induce=settings.min_induce),
+                filters=SelectionFilters(
+                    max_kl=settings.search.max_kl,
+                    min_induce=settings.search.min_induce,
+                    prune_layer_fraction=settings.search.prune_layer_fraction,
+                ),
+                fallback=settings.search.fallback,
+                rdo_settings=settings.rdo,
+                n_prompts=settings.search.n_prompts,
+                n_val=settings.search.n_val,
             )
         found = search if search is not None and search.provenance["passed_filters"] else None
         if found is not None:
@@ -130,7 +139,7 @@ def run(settings: TrainSettings, *, progress: bool = True) -> list[Path]:
             warnings.warn(
                 f"Round {round_index} left no refusal direction to ablate (none passed the selection "
                 f"filters); {settings.method} stops here. The best candidate's scores are under 'search' "
-                "in the round's mechrefusal.json; the filters are --max-kl and --min-induce.",
+                "in the round's mechrefusal.json; the filters are --search-max-kl and --search-min-induce.",
                 stacklevel=2,
             )
             break
@@ -154,8 +163,10 @@ def _start(settings: TrainSettings) -> tuple[Model, DirectionSet, int]:
     for stale in Path(settings.out).glob(".tmp-round-*"):  # a round a killed run did not finish
         shutil.rmtree(stale, ignore_errors=True)
     last = round_directory(settings.out, done[-1])
-    saved = read_metadata(last)["settings"]
-    changed = _changed(saved, settings, ignore=("resume", *EXECUTION))
+    try:
+        changed = _changed(read_metadata(last)["settings"], settings, ignore=("resume", *EXECUTION))
+    except SettingError as error:
+        raise CheckpointError(f"Cannot resume {settings.out}: {error}") from None
     if changed:
         raise CheckpointError(f"Cannot resume {settings.out}: settings {changed} differ from the saved run.")
     model = load(last, device=settings.device)
@@ -171,7 +182,10 @@ def _copy_round_zero(settings: TrainSettings) -> None:
         raise CheckpointError(f"--start-from {source} is not a trainer checkpoint ({error}).") from None
     if saved["round"] != 0:
         raise CheckpointError(f"--start-from needs a round-0 checkpoint; {source} is round {saved['round']}.")
-    changed = _changed(saved["settings"], settings, ignore=AFTER_ROUND_ZERO + EXECUTION)
+    try:
+        changed = _changed(saved["settings"], settings, ignore=AFTER_ROUND_ZERO + EXECUTION)
+    except SettingError as error:
+        raise CheckpointError(f"Cannot start from {source}: {error}") from None
     if changed:
         raise CheckpointError(f"Cannot start from {source}: its round-0 settings {changed} differ from these.")
     with atomic_directory(round_directory(settings.out, 0)) as scratch:
@@ -179,13 +193,17 @@ def _copy_round_zero(settings: TrainSettings) -> None:
         (scratch / METADATA).write_text(
             json.dumps({**saved, "settings": asdict(settings), "copied_from": str(source)}, indent=2)
         )
+        write_settings(settings, scratch / SETTINGS_FILE)
 
 
 def _changed(saved: dict, settings: TrainSettings, ignore: tuple[str, ...]) -> list[str]:
-    """The settings that differ from a checkpoint's (a setting it predates counts as its default)."""
-    defaults = asdict(TrainSettings())
+    """The settings (dotted: ``rdo.lr``) that differ from a checkpoint's; a setting it predates counts as
+    its default. ``ignore`` names settings or whole groups."""
+    old = saved_settings(saved)
     return sorted(
-        key for key, value in asdict(settings).items() if key not in ignore and saved.get(key, defaults[key]) != value
+        key
+        for key, value in flat_settings(asdict(settings)).items()
+        if key not in ignore and key.split(".")[0] not in ignore and old[key] != value
     )
 
 

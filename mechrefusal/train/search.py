@@ -28,10 +28,13 @@ def next_direction(
     dim: Direction | None = None,
     fallback: bool = True,
     rdo_settings: RDOSettings = RDOSettings(),
+    n_prompts: int = N_SEARCH,
+    n_val: int = N_SCORE,
     progress: bool = True,
 ) -> Direction:
     """The direction ``model`` refuses through once ``directions`` are ablated (accept it only if
     ``provenance["passed_filters"]``), found by ``finder`` (a name or ``"package.module:Class"``).
+    ``n_prompts`` train and ``n_val`` validation prompts per set define and score the candidates.
 
     ``dim`` (an anchor found already), ``fallback`` and ``rdo_settings`` are offered to the finder and
     reach it only if its constructor takes them: with RDO, ``fallback`` lets a DIM anchor that passes the
@@ -42,12 +45,12 @@ def next_direction(
         warnings.simplefilter("ignore")  # a failed filter is reported in the provenance, not as a warning
         return find_direction(
             model,
-            data.load("harmful", "train")[:N_SEARCH],
-            data.load("harmless", "train")[:N_SEARCH],
+            data.load("harmful", "train")[:n_prompts],
+            data.load("harmless", "train")[:n_prompts],
             method=make_finder(finder, **offered),
             harmful_val=data.load("harmful", "val"),
             harmless_val=data.load("harmless", "val"),
-            n_val=N_SCORE,
+            n_val=n_val,
             orthogonal_to=earlier,
             context=Ablate(directions) if earlier else None,
             filters=filters,

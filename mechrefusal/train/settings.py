@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, field
 
+from mechrefusal.core.cli import aliased, choice, flat_settings, registered
 from mechrefusal.core.devices import resolve_device
 from mechrefusal.core.errors import SettingError
-from mechrefusal.core.precision import check_dtype
-from mechrefusal.directions import FINDERS
+from mechrefusal.core.precision import DTYPES, check_dtype
+from mechrefusal.directions import FINDERS, RDOSettings
 from mechrefusal.measure.judges import JUDGES
 from mechrefusal.train.methods import METHODS
+from mechrefusal.train.search import N_SCORE, N_SEARCH
 
 # Settings that do not change round 0 (training and direction search), so a round 0 can be shared.
 AFTER_ROUND_ZERO = (
@@ -26,13 +28,41 @@ AFTER_ROUND_ZERO = (
 # Settings that change where and how a round is computed, not what: a run may resume or start under others.
 EXECUTION = ("parallel", "activation_checkpointing", "device")
 PARALLEL = ("ddp", "fsdp")
+RENAMED = {"max_kl": "search.max_kl", "min_induce": "search.min_induce"}
+"""Settings that checkpoints written before the settings had groups kept at the top level."""
+
+
+@dataclass
+class SearchSettings:
+    """The direction search after each round (`mechrefusal.train.search.next_direction`)."""
+
+    n_prompts: int = N_SEARCH
+    """Train prompts per set (harmful; harmless) the candidate directions are computed from."""
+    n_val: int = N_SCORE
+    """Validation prompts per set the candidates are scored on."""
+    max_kl: float = aliased(0.1, "--max-kl")
+    """Largest first-token KL on harmless prompts for an accepted direction."""
+    min_induce: float = aliased(0.0, "--min-induce")
+    """Smallest induce score (harmless refusal score with the direction added) of an accepted direction."""
+    prune_layer_fraction: float = 0.2
+    """Fraction of the last layers whose directions are never accepted."""
+    fallback: bool = True
+    """With the rdo finder: keep the DIM anchor when it passes the filters and the RDO direction does not."""
+
+    def __post_init__(self) -> None:
+        if min(self.n_prompts, self.n_val) < 1:
+            raise SettingError(
+                f"The search needs n_prompts and n_val of at least 1, got {self.n_prompts}, {self.n_val}."
+            )
+        if not 0 <= self.prune_layer_fraction < 1:
+            raise SettingError(f"prune_layer_fraction must lie in [0, 1), got {self.prune_layer_fraction}.")
 
 
 @dataclass
 class TrainSettings:
     """Settings of a training job (the CLI flags have the same names)."""
 
-    method: str = "fail-closed"
+    method: str = registered("fail-closed", METHODS)
     """sft (round 0 only), fail-closed (progressive ablation), refat or deeprefusal (baselines), or any
     'package.module:Class' training method (mechrefusal.train.METHODS)."""
     model: str | None = None
@@ -67,23 +97,24 @@ class TrainSettings:
     """Evaluations without improvement before a round stops."""
     max_new_tokens: int = 32
     """Tokens of the model's own answers used as training targets."""
-    dtype: str = "auto"
+    dtype: str = choice("auto", DTYPES)
     """Compute dtype of training and generation: auto (bfloat16 autocast, fp32 master weights, where bf16 is
     fast on this machine; else float32), bfloat16 or float32."""
     device: str = "auto"
     """Device: auto (CUDA when present, else the CPU), cpu, cuda or cuda:N."""
     seed: int = 0
     """Seed of data order and sampling; a round's randomness depends only on (seed, round)."""
-    finder: str = "rdo"
+    finder: str = registered("rdo", FINDERS)
     """Direction search: the finder, rdo (Refusal Direction Optimisation anchored at the DIM direction,
     as in the paper), dim (difference in means + selection; cheaper) or 'package.module:Class'."""
-    judge: str = "substring"
+    judge: str = registered("substring", JUDGES)
     """Judge of the model's own training targets: a registered name (mechrefusal.JUDGES) or
     'package.module:Class'."""
-    max_kl: float = 0.1
-    """Direction search: largest first-token KL on harmless prompts for an accepted direction."""
-    min_induce: float = 0.0
-    """Direction search: smallest induce score (harmless refusal score with the direction added)."""
+    search: SearchSettings = field(default_factory=SearchSettings)
+    """The direction search's prompts and filters (--search-max-kl, ...)."""
+    rdo: RDOSettings = field(default_factory=RDOSettings)
+    """The RDO finder's losses, sizes and optimiser (--rdo-lr, ...); its forward passes take --rdo-dtype,
+    not --dtype."""
     plain_share: float = 0.0
     """Fail-closed: probability that a harmful example of a progressive round is trained without the
     ablation (0: every one ablated, the published method, docs/method.md §3). Guards plain refusal
@@ -97,7 +128,7 @@ class TrainSettings:
     ablation_probability: float = 0.5
     """ReFAT: probability that a harmful example is trained with the directions ablated;
     DeepRefusal: probability of ablating at each site and position."""
-    parallel: str = "ddp"
+    parallel: str = choice("ddp", PARALLEL)
     """Under torchrun: ddp (DistributedDataParallel, a full replica per process) or fsdp (FSDP2: the
     weights, gradients and AdamW state sharded over the processes, one unit per decoder layer)."""
     activation_checkpointing: bool = False
@@ -149,3 +180,14 @@ class TrainSettings:
         if not layers or layers.start < 0 or layers.stop > n_layers:
             raise SettingError(f"train_layers {self.train_layers!r} is outside the model's 0:{n_layers} layers.")
         return layers
+
+
+def saved_settings(saved: dict) -> dict:
+    """A checkpoint's recorded settings (``mechrefusal.json``'s ``"settings"``) with dotted keys, the ones
+    it predates at their defaults and those of checkpoints written before the groups under their new names."""
+    defaults = flat_settings(asdict(TrainSettings()))
+    flat = {RENAMED.get(key, key): value for key, value in flat_settings(saved).items()}
+    unknown = sorted(set(flat) - set(defaults))
+    if unknown:
+        raise SettingError(f"The saved settings hold {', '.join(unknown)}, which this version does not know.")
+    return {**defaults, **flat}
