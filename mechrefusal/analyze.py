@@ -40,7 +40,7 @@ from mechrefusal.core.devices import resolve_device
 from mechrefusal.core.errors import MechrefusalError, MissingFileError, SettingError
 from mechrefusal.core.precision import DTYPES, check_dtype, hardware, resolve
 from mechrefusal.core.provenance import versions
-from mechrefusal.directions import FINDERS, DirectionSet, RDOSettings, SelectionFilters, find_direction
+from mechrefusal.directions import FINDERS, DIMSettings, DirectionSet, RDOSettings, SelectionFilters, find_direction
 from mechrefusal.interventions import Ablate
 from mechrefusal.measure.evaluation import judged_completions
 from mechrefusal.measure.judges import JUDGES
@@ -74,8 +74,6 @@ class AnalyzeSettings:
     """Judge of the refusal rates: a registered name (mechrefusal.JUDGES) or 'package.module:Class'."""
     max_kl: float = 0.1
     """Selection filter: largest first-token KL on harmless prompts when the candidate is ablated."""
-    full_grid: bool = False
-    """Score induce for every candidate, not only in bypass order until one passes the filters."""
     dtype: str = choice("auto", DTYPES)
     """Compute dtype of sweeps and generation: auto (bfloat16 autocast where bf16 is fast on this machine,
     else float32), bfloat16 or float32."""
@@ -83,6 +81,8 @@ class AnalyzeSettings:
     """Prompts per forward pass."""
     device: str = "auto"
     """Device: auto (CUDA when present, else the CPU), cpu, cuda or cuda:N."""
+    dim: DIMSettings = field(default_factory=DIMSettings)
+    """The DIM finder's candidate search (--dim-search, --dim-finalists, --dim-full-grid, ...)."""
     rdo: RDOSettings = field(default_factory=RDOSettings)
     """The RDO finder's losses, sizes and optimiser, with --finder rdo (--rdo-lr, ...)."""
 
@@ -125,8 +125,8 @@ def analyse_model(
         harmless_val=data.load("harmless", "val"),
         n_val=settings.n_val,
         filters=SelectionFilters(max_kl=settings.max_kl),
-        full_grid=settings.full_grid,
         sweep_dtype=settings.dtype,
+        **settings.dim.options(),
         rdo_settings=settings.rdo,
         batch_size=settings.batch_size,
         progress=progress,

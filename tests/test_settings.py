@@ -23,7 +23,8 @@ from mechrefusal.core.cli import (
     write_settings,
 )
 from mechrefusal.core.errors import SettingError
-from mechrefusal.directions import RDOSettings
+from mechrefusal.directions import DIMSettings, DirectionSet, RDOSettings, SelectionFilters
+from mechrefusal.train import search
 from mechrefusal.train.__main__ import main as train_main
 from mechrefusal.train.settings import SearchSettings, TrainSettings, saved_settings
 
@@ -87,7 +88,7 @@ def test_a_settings_file_replays_the_settings_and_flags_override_it(tmp_path):
     assert parse("mechrefusal.train", ["--config", str(path)]) == settings
     overridden = parse("mechrefusal.train", ["--config", str(path), "--rdo-steps", "3", "--lr", "1e-3"])
     assert overridden.rdo == RDOSettings(lr=0.5, steps=3) and overridden.lr == 1e-3 and overridden.method == "refat"
-    report = AnalyzeSettings(model="runs/x", n_test=8, full_grid=True)
+    report = AnalyzeSettings(model="runs/x", n_test=8, dim=DIMSettings(search="screen", full_grid=True))
     assert parse("mechrefusal.analyze", ["--config", str(write_settings(report, tmp_path / "a.toml"))]) == report
 
 
@@ -168,3 +169,25 @@ def test_a_run_the_settings_cannot_describe_is_refused_in_one_line(toy_dir, tmp_
     error = capsys.readouterr().err
     assert stop.value.code == 2 and error.count("\n") == 1
     assert f"Cannot resume {tmp_path}: The saved settings hold knob" in error
+
+
+def test_the_dim_group_reaches_the_trainers_search(monkeypatch, tiny_model):
+    settings = parse(
+        "mechrefusal.train", ["--dim-search", "screen", "--dim-finalists", "3", "--no-dim-exclude-massive"]
+    )
+    assert settings.dim == DIMSettings(search="screen", finalists=3, exclude_massive=False)
+    assert DIMSettings().options()["finalists"] is None  # 0: the search's own default
+
+    offered = {}
+
+    def recording(name, **options):
+        offered.update(options, name=name)
+        raise RuntimeError("stop before searching")
+
+    monkeypatch.setattr(search, "make_finder", recording)
+    with pytest.raises(RuntimeError, match="stop before searching"):
+        search.next_direction(
+            tiny_model, DirectionSet(), finder="dim", filters=SelectionFilters(), dim_settings=settings.dim
+        )
+    assert offered["name"] == "dim" and offered["search"] == "screen" and offered["finalists"] == 3
+    assert offered["exclude_massive"] is False

@@ -7,6 +7,7 @@ with a branch in `find_direction`, and one test on the toy model (``tests/toy.py
 """
 
 from mechrefusal.core.directions import Direction, DirectionSet, as_direction_set
+from mechrefusal.directions.dim_finder import DIMSettings
 from mechrefusal.directions.find import find_direction
 from mechrefusal.directions.finder import FINDERS, DirectionSearch, Finder
 from mechrefusal.directions.rdo import RDOSettings
@@ -19,6 +20,7 @@ __all__ = [
     "DirectionSearch",
     "DirectionSet",
     "Finder",
+    "DIMSettings",
     "RDOSettings",
     "SelectionFilters",
     "as_direction_set",

@@ -4,13 +4,47 @@ of docs/method.md §2.5."""
 from __future__ import annotations
 
 import warnings
+from dataclasses import asdict, dataclass
 
+from mechrefusal.core.cli import choice
 from mechrefusal.core.directions import Direction, as_direction_set
 from mechrefusal.core.errors import SettingError
 from mechrefusal.directions.dim import dim_candidates
 from mechrefusal.directions.finder import DirectionSearch
 from mechrefusal.directions.selection import FINALISTS, SEARCHES, choose, score_candidates
 from mechrefusal.models.autocast import autocast
+
+
+@dataclass
+class DIMSettings:
+    """The DIM finder's candidate search, as a settings group of the jobs (``--dim-search``, ...); `options`
+    gives the keywords of the same names that `find_direction` and the DIM and RDO finders take."""
+
+    search: str = choice("attribution", SEARCHES)
+    """How the candidates scored exactly are picked: attribution (first-order estimates of every
+    candidate, about the cost of a few forward passes), screen (one forward pass per candidate on a few
+    prompts) or exact (every candidate scored)."""
+    finalists: int = 0
+    """Candidates scored exactly (0: the search's default, 8 for attribution and 16 for screen)."""
+    screen: int = 8
+    """Validation prompts per set of the screen search."""
+    probes: int = 4
+    """Random probes (backward passes) of the attribution search's KL estimate."""
+    exclude_massive: bool = True
+    """Zero the attention sink's massive dimensions in the candidates."""
+    full_grid: bool = False
+    """Score every candidate on the whole validation sets, induce included (slow; for the score figures)."""
+
+    def __post_init__(self) -> None:
+        if min(self.finalists, self.screen - 1, self.probes - 1) < 0:
+            raise SettingError(
+                f"DIM search sizes must be positive (finalists may be 0 for the default); got finalists "
+                f"{self.finalists}, screen {self.screen}, probes {self.probes}."
+            )
+
+    def options(self) -> dict:
+        """The keyword arguments of `find_direction` (and of the finders' constructors) these stand for."""
+        return {**asdict(self), "finalists": self.finalists or None}
 
 
 class DIMFinder:

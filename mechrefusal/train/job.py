@@ -102,6 +102,7 @@ def run(settings: TrainSettings, *, progress: bool = True) -> list[Path]:
                 ),
                 fallback=settings.search.fallback,
                 rdo_settings=settings.rdo,
+                dim_settings=settings.dim,
                 n_prompts=settings.search.n_prompts,
                 n_val=settings.search.n_val,
             )

@@ -6,7 +6,7 @@ from __future__ import annotations
 import warnings
 
 from mechrefusal import data
-from mechrefusal.directions import Direction, DirectionSet, RDOSettings, SelectionFilters, find_direction
+from mechrefusal.directions import DIMSettings, Direction, DirectionSet, RDOSettings, SelectionFilters, find_direction
 from mechrefusal.directions.finder import make_finder
 from mechrefusal.interventions import Ablate
 from mechrefusal.models import Model
@@ -28,6 +28,7 @@ def next_direction(
     dim: Direction | None = None,
     fallback: bool = True,
     rdo_settings: RDOSettings = RDOSettings(),
+    dim_settings: DIMSettings | None = None,
     n_prompts: int = N_SEARCH,
     n_val: int = N_SCORE,
     progress: bool = True,
@@ -36,11 +37,17 @@ def next_direction(
     ``provenance["passed_filters"]``), found by ``finder`` (a name or ``"package.module:Class"``).
     ``n_prompts`` train and ``n_val`` validation prompts per set define and score the candidates.
 
-    ``dim`` (an anchor found already), ``fallback`` and ``rdo_settings`` are offered to the finder and
+    ``dim`` (an anchor found already), ``fallback``, ``rdo_settings`` and the DIM search's ``dim_settings``
+    are offered to the finder and
     reach it only if its constructor takes them: with RDO, ``fallback`` lets a DIM anchor that passes the
     filters stand in for an RDO direction that fails them (see `RDOFinder`)."""
     earlier = directions if len(directions) else None
-    offered = {"fallback": fallback, "rdo_settings": rdo_settings, **({"dim": dim} if dim is not None else {})}
+    offered = {
+        "fallback": fallback,
+        "rdo_settings": rdo_settings,
+        **(dim_settings or DIMSettings()).options(),
+        **({"dim": dim} if dim is not None else {}),
+    }
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # a failed filter is reported in the provenance, not as a warning
         return find_direction(

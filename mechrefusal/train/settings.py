@@ -8,7 +8,7 @@ from mechrefusal.core.cli import aliased, choice, flat_settings, registered
 from mechrefusal.core.devices import resolve_device
 from mechrefusal.core.errors import SettingError
 from mechrefusal.core.precision import DTYPES, check_dtype
-from mechrefusal.directions import FINDERS, RDOSettings
+from mechrefusal.directions import FINDERS, DIMSettings, RDOSettings
 from mechrefusal.measure.judges import JUDGES
 from mechrefusal.train.methods import METHODS
 from mechrefusal.train.search import N_SCORE, N_SEARCH
@@ -112,6 +112,8 @@ class TrainSettings:
     'package.module:Class'."""
     search: SearchSettings = field(default_factory=SearchSettings)
     """The direction search's prompts and filters (--search-max-kl, ...)."""
+    dim: DIMSettings = field(default_factory=DIMSettings)
+    """The DIM finder's candidate search (--dim-search, --dim-finalists, ...); RDO's anchor uses it too."""
     rdo: RDOSettings = field(default_factory=RDOSettings)
     """The RDO finder's losses, sizes and optimiser (--rdo-lr, ...); its forward passes take --rdo-dtype,
     not --dtype."""
