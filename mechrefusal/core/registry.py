@@ -2,9 +2,10 @@
 
 Each extension point is a protocol plus one registry of the classes that implement it. A job's setting
 names an entry (``"rdo"``) or any importable class (``"my_package.my_module:MyFinder"``), so a new one
-needs one file and no change to the jobs. Built-in entries are stored as ``module:Class`` strings and
-imported on first use, which keeps the layers free of import cycles; the attack issue's registry is one
-more instance of this class.
+needs one file and no change to the jobs. An implementation's module registers it with the decorator
+(finders, judges); the built-in training methods are given as ``module:Class`` strings, imported on first
+use, because the methods' settings type imports the registry. The attack issue's registry is one more
+instance of this class.
 """
 
 from __future__ import annotations

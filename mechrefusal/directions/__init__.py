@@ -7,10 +7,11 @@ with a branch in `find_direction`, and one test on the toy model (``tests/toy.py
 """
 
 from mechrefusal.core.directions import Direction, DirectionSet, as_direction_set
-from mechrefusal.directions.dim_finder import DIMSettings
+from mechrefusal.directions.dim_finder import DIMFinder, DIMSettings
 from mechrefusal.directions.find import find_direction
 from mechrefusal.directions.finder import FINDERS, DirectionSearch, Finder
 from mechrefusal.directions.rdo import RDOSettings
+from mechrefusal.directions.rdo_finder import RDOFinder
 from mechrefusal.directions.selection import CandidateScores, SelectionFilters
 
 __all__ = [
@@ -20,7 +21,9 @@ __all__ = [
     "DirectionSearch",
     "DirectionSet",
     "Finder",
+    "DIMFinder",
     "DIMSettings",
+    "RDOFinder",
     "RDOSettings",
     "SelectionFilters",
     "as_direction_set",

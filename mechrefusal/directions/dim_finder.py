@@ -10,7 +10,7 @@ from mechrefusal.core.cli import choice
 from mechrefusal.core.directions import Direction, as_direction_set
 from mechrefusal.core.errors import SettingError
 from mechrefusal.directions.dim import dim_candidates
-from mechrefusal.directions.finder import DirectionSearch
+from mechrefusal.directions.finder import FINDERS, DirectionSearch
 from mechrefusal.directions.selection import FINALISTS, SEARCHES, choose, score_candidates
 from mechrefusal.models.autocast import autocast
 
@@ -47,6 +47,7 @@ class DIMSettings:
         return {**asdict(self), "finalists": self.finalists or None}
 
 
+@FINDERS.register("dim")
 class DIMFinder:
     """Difference in means plus selection; the options are those of `find_direction`."""
 

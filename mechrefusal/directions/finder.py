@@ -66,11 +66,9 @@ class Finder(Protocol):
     def __call__(self, search: DirectionSearch) -> Direction: ...
 
 
-FINDERS: Registry[type[Finder]] = Registry(
-    "direction finder",
-    {"dim": "mechrefusal.directions.dim_finder:DIMFinder", "rdo": "mechrefusal.directions.rdo_finder:RDOFinder"},
-)
-"""The direction finders by name (find_direction's ``method``, the ``finder`` settings)."""
+FINDERS: Registry[type[Finder]] = Registry("direction finder")
+"""The direction finders by name (find_direction's ``method``, the ``finder`` settings); each finder's
+module registers it, and `mechrefusal.directions` imports them all."""
 
 
 def options_taken(spec: str) -> set[str]:

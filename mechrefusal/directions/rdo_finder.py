@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from mechrefusal.core.directions import Direction, DirectionSet
 from mechrefusal.directions.dim_finder import DIMFinder
-from mechrefusal.directions.finder import DirectionSearch
+from mechrefusal.directions.finder import FINDERS, DirectionSearch
 from mechrefusal.directions.rdo import RDOSettings, rdo
 
 SCORES = ("bypass", "induce", "kl", "passed_filters")
 
 
+@FINDERS.register("rdo")
 class RDOFinder:
     """RDO from a DIM anchor: ``dim`` if given, else the DIM finder's direction (built with the DIM
     options). ``independent_of`` adds the representational-independence penalty against those directions.
