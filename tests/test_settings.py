@@ -189,5 +189,4 @@ def test_the_dim_group_reaches_the_trainers_search(monkeypatch, tiny_model):
         search.next_direction(
             tiny_model, DirectionSet(), finder="dim", filters=SelectionFilters(), dim_settings=settings.dim
         )
-    assert offered["name"] == "dim" and offered["search"] == "screen" and offered["finalists"] == 3
-    assert offered["exclude_massive"] is False
+    assert offered["name"] == "dim" and offered["dim_settings"] == settings.dim

@@ -36,6 +36,8 @@ class DIMSettings:
     """Score every candidate on the whole validation sets, induce included (slow; for the score figures)."""
 
     def __post_init__(self) -> None:
+        if self.search not in SEARCHES:
+            raise SettingError(f"Unknown candidate search {self.search!r}; choose one of {', '.join(SEARCHES)}.")
         if min(self.finalists, self.screen - 1, self.probes - 1) < 0:
             raise SettingError(
                 f"DIM search sizes must be positive (finalists may be 0 for the default); got finalists "
@@ -49,23 +51,10 @@ class DIMSettings:
 
 @FINDERS.register("dim")
 class DIMFinder:
-    """Difference in means plus selection; the options are those of `find_direction`."""
+    """Difference in means plus selection, searched as ``dim_settings`` say."""
 
-    def __init__(
-        self,
-        *,
-        exclude_massive: bool = True,
-        full_grid: bool = False,
-        search: str = "attribution",
-        screen: int = 8,
-        finalists: int | None = None,
-        probes: int = 4,
-    ) -> None:
-        if search not in SEARCHES:
-            raise SettingError(f"Unknown candidate search {search!r}; choose one of {', '.join(SEARCHES)}.")
-        self.exclude_massive, self.full_grid, self.search = exclude_massive, full_grid, search
-        self.screen, self.probes = screen, probes
-        self.finalists = finalists if finalists is not None else FINALISTS.get(search)
+    def __init__(self, *, dim_settings: DIMSettings | None = None) -> None:
+        self.settings = dim_settings or DIMSettings()
 
     def __call__(self, search: DirectionSearch) -> Direction:
         model = search.model
@@ -74,7 +63,7 @@ class DIMFinder:
                 model,
                 search.harmful,
                 search.harmless,
-                exclude_massive=self.exclude_massive,
+                exclude_massive=self.settings.exclude_massive,
                 batch_size=search.batch_size,
                 progress=search.progress,
             )
@@ -90,11 +79,11 @@ class DIMFinder:
                     search.harmful_val,
                     search.harmless_val,
                     filters=search.filters,
-                    full_grid=self.full_grid,
-                    search=self.search,
-                    screen=self.screen,
-                    finalists=self.finalists,
-                    probes=self.probes,
+                    full_grid=self.settings.full_grid,
+                    search=self.settings.search,
+                    screen=self.settings.screen,
+                    finalists=self.settings.finalists or FINALISTS.get(self.settings.search),
+                    probes=self.settings.probes,
                     batch_size=search.batch_size,
                     progress=search.progress,
                 )
@@ -109,11 +98,11 @@ class DIMFinder:
             **search.provenance,
             "massive_dims_zeroed": zeroed,
             "passed_filters": passed,
-            "full_grid": self.full_grid,
-            "search": "full_grid" if self.full_grid else self.search,
-            "screen": self.screen if self.search == "screen" else None,
+            "full_grid": self.settings.full_grid,
+            "search": "full_grid" if self.settings.full_grid else self.settings.search,
+            "screen": self.settings.screen if self.settings.search == "screen" else None,
             "finalists": int(scores.finalist.sum()),
-            "probes": self.probes if self.search == "attribution" else None,
+            "probes": self.settings.probes if self.settings.search == "attribution" else None,
             "bypass": scores.bypass[layer, slot].item(),
             "induce": scores.induce[layer, slot].item(),
             "kl": scores.kl[layer, slot].item(),
@@ -122,4 +111,4 @@ class DIMFinder:
         return Direction(candidates[layer, slot].clone(), layer, positions[slot], "dim", provenance)
 
     def __repr__(self) -> str:
-        return f"DIMFinder(search={self.search!r}, full_grid={self.full_grid})"
+        return f"DIMFinder(search={self.settings.search!r}, full_grid={self.settings.full_grid})"

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Sequence
+from dataclasses import asdict
 
 from mechrefusal.core.directions import Direction, DirectionSet
 from mechrefusal.core.errors import SettingError
 from mechrefusal.core.precision import resolve
 from mechrefusal.core.provenance import prompts_sha256, versions
+from mechrefusal.directions.dim_finder import DIMSettings
 from mechrefusal.directions.finder import FINDERS, DirectionSearch, Finder, make_finder, options_taken
 from mechrefusal.directions.rdo import RDOSettings
 from mechrefusal.directions.selection import SelectionFilters
@@ -80,12 +82,14 @@ def find_direction(
     constructor does not take must keep their defaults.
     """
     options = dict(
-        exclude_massive=exclude_massive,
-        full_grid=full_grid,
-        search=search,
-        screen=screen,
-        finalists=finalists,
-        probes=probes,
+        dim_settings=DIMSettings(
+            search=search,
+            finalists=finalists or 0,
+            screen=screen,
+            probes=probes,
+            exclude_massive=exclude_massive,
+            full_grid=full_grid,
+        ),
         dim=dim,
         independent_of=independent_of,
         rdo_settings=rdo_settings,
@@ -138,18 +142,22 @@ def find_direction(
 def _checked(method: str | None, options: dict) -> dict:
     """``options``, after checking that those ``method``'s finder does not take (all, for a finder built
     already) keep find_direction's defaults."""
-    defaults = inspect.signature(find_direction).parameters
+    defaults = {name: p.default for name, p in inspect.signature(find_direction).parameters.items()}
+    defaults["dim_settings"] = DIMSettings()
     taken = options_taken(method) if method is not None else set()
     changed = [
         name
         for name, value in options.items()
-        if name not in taken and value is not defaults[name].default and value != defaults[name].default
+        if name not in taken and value is not defaults[name] and value != defaults[name]
     ]
     if changed:
         takers = " or ".join(repr(name) for name in FINDERS.names() if set(changed) <= options_taken(name))
         given = f"method={method!r}" if method is not None else "a finder built already"
+        shown = [name for name in changed if name != "dim_settings"]
+        if "dim_settings" in changed:  # name the DIM search's keywords that were changed
+            shown += [k for k, v in asdict(options["dim_settings"]).items() if v != asdict(DIMSettings())[k]]
         raise SettingError(
-            f"{', '.join(name + '=' for name in changed)} apply to method={takers or 'a finder that takes them'} "
+            f"{', '.join(name + '=' for name in shown)} apply to method={takers or 'a finder that takes them'} "
             f"only, not to {given}."
         )
     return options

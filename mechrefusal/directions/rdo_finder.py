@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from mechrefusal.core.directions import Direction, DirectionSet
-from mechrefusal.directions.dim_finder import DIMFinder
+from mechrefusal.directions.dim_finder import DIMFinder, DIMSettings
 from mechrefusal.directions.finder import FINDERS, DirectionSearch
 from mechrefusal.directions.rdo import RDOSettings, rdo
 
@@ -12,9 +12,9 @@ SCORES = ("bypass", "induce", "kl", "passed_filters")
 
 @FINDERS.register("rdo")
 class RDOFinder:
-    """RDO from a DIM anchor: ``dim`` if given, else the DIM finder's direction (built with the DIM
-    options). ``independent_of`` adds the representational-independence penalty against those directions.
-    With ``fallback``, an RDO direction that fails the filters while its anchor passes them gives way to
+    """RDO from a DIM anchor: ``dim`` if given, else the DIM finder's direction (searched as
+    ``dim_settings`` say). ``independent_of`` adds the representational-independence penalty against those
+    directions. With ``fallback``, an RDO direction that fails the filters while its anchor passes them gives way to
     the anchor, whose provenance keeps the rejected RDO scores under ``"rdo_rejected"``: RDO refines the
     anchor, it never makes a search find less."""
 
@@ -25,23 +25,10 @@ class RDOFinder:
         independent_of: Direction | DirectionSet | None = None,
         rdo_settings: RDOSettings = RDOSettings(),
         fallback: bool = False,
-        exclude_massive: bool = True,
-        full_grid: bool = False,
-        search: str = "attribution",
-        screen: int = 8,
-        finalists: int | None = None,
-        probes: int = 4,
+        dim_settings: DIMSettings | None = None,
     ) -> None:
-        self.anchor = DIMFinder(
-            exclude_massive=exclude_massive,
-            full_grid=full_grid,
-            search=search,
-            screen=screen,
-            finalists=finalists,
-            probes=probes,
-        )
+        self.anchor = DIMFinder(dim_settings=dim_settings)
         self.dim, self.independent_of, self.settings, self.fallback = dim, independent_of, rdo_settings, fallback
-        self.exclude_massive = exclude_massive
 
     def __call__(self, search: DirectionSearch) -> Direction:
         anchor = self.dim if self.dim is not None else self.anchor(search)
@@ -55,7 +42,7 @@ class RDOFinder:
                 orthogonal_to=search.orthogonal_to,
                 independent_of=self.independent_of,
                 context=search.context,
-                exclude_massive=self.exclude_massive,
+                exclude_massive=self.anchor.settings.exclude_massive,
                 batch_size=search.batch_size,
                 progress=search.progress,
             )

@@ -45,7 +45,7 @@ def next_direction(
     offered = {
         "fallback": fallback,
         "rdo_settings": rdo_settings,
-        **(dim_settings or DIMSettings()).options(),
+        "dim_settings": dim_settings or DIMSettings(),
         **({"dim": dim} if dim is not None else {}),
     }
     with warnings.catch_warnings():
