@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+from functools import cached_property
 from typing import cast
 
 import torch
@@ -46,10 +47,12 @@ class ReplyBatch(Batch):
         batch, seq = self.input_ids.shape
         return f"ReplyBatch(batch={batch}, seq={seq}, reply_tokens={int(self.reply_mask.sum())})"
 
-    @property
+    @cached_property
     def predictions(self) -> slice:
         """The positions whose logits predict some row's reply tokens (position ``p`` predicts token
-        ``p + 1``): the only logits a reply loss reads, so `Model.reply_logits` computes just these."""
+        ``p + 1``): the only logits a reply loss reads, so `Model.reply_logits` computes just these.
+        Computed once per batch (it reads the mask back from the device), though the model, the
+        reference and the loss each ask for it."""
         columns = self.reply_mask.any(dim=0).nonzero().flatten().tolist()
         return slice(columns[0] - 1, columns[-1])
 
