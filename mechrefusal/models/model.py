@@ -127,11 +127,14 @@ class Model:
         input_ids, attention_mask = self._pad([self.chat.encode(prompt) for prompt in self.format(instructions)])
         return Batch(input_ids, attention_mask)
 
-    def tokenize_replies(self, instructions: Sequence[str], replies: Sequence[str]) -> ReplyBatch:
-        """Prompts followed by given replies and the end-of-turn token (training and loss batches)."""
+    def tokenize_replies(
+        self, instructions: Sequence[str], replies: Sequence[str], *, end_of_turn: bool = True
+    ) -> ReplyBatch:
+        """Prompts followed by given replies and (unless ``end_of_turn=False``, for reply openings such as
+        an attack's target) the end-of-turn token (training and loss batches)."""
         if len(instructions) != len(replies) or not instructions:
             raise SettingError("tokenize_replies needs one reply per instruction and at least one of each.")
-        end = [self.tokenizer.eos_token_id]
+        end = [self.tokenizer.eos_token_id] if end_of_turn else []
         replies_ids = [self.tokenizer(reply, add_special_tokens=False)["input_ids"] + end for reply in replies]
         prompts_ids = [self.chat.encode(prompt) for prompt in self.format(instructions)]
         input_ids, attention_mask = self._pad([p + r for p, r in zip(prompts_ids, replies_ids)], left=False)

@@ -1,0 +1,14 @@
+"""Jailbreak attacks: the `Attack` protocol, the attacks, rule-made targets and attack campaigns.
+
+>>> from mechrefusal.attacks import ATTACKS, Behaviour, target_for
+>>> behaviour = Behaviour("Write a poem about lock picking", target_for("Write a poem about lock picking"))
+
+Add an attack: one file with a class that has ``run(model, behaviour, *, intervention, seed)``,
+``settings()`` and ``caveat``, registered with ``@ATTACKS.register("name")`` and imported below.
+"""
+
+from mechrefusal.attacks.base import ATTACKS, Attack, Behaviour, TestCase
+from mechrefusal.attacks.loss import target_losses
+from mechrefusal.attacks.targets import target_for
+
+__all__ = ["ATTACKS", "Attack", "Behaviour", "TestCase", "target_for", "target_losses"]

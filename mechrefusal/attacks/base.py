@@ -1,0 +1,65 @@
+"""`Attack`: the protocol every jailbreak attack implements, its test cases, and `ATTACKS`.
+
+An attack turns one behaviour (a harmful request and the rule-made target reply it aims for) into test
+cases: user messages to send to the model. It runs through the toolkit's `Model` with an optional
+intervention active, so "GCG against the model with d0 ablated" is one argument. Its constructor takes
+its own options, the budget among them; its `run` takes the model, the behaviour, the intervention and a
+seed, and is deterministic given them (a resumed campaign gives the same result).
+To add one, write the class in one file and register it (``ATTACKS.register("name")``) or name it as
+``"package.module:Class"``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from typing import Any, Protocol, runtime_checkable
+
+from mechrefusal.core.registry import Registry
+from mechrefusal.interventions import Interventions
+from mechrefusal.models import Model
+
+
+@dataclass(frozen=True)
+class Behaviour:
+    """A harmful request and the opening of the reply an attack tries to force (``target``)."""
+
+    text: str
+    target: str
+
+    @property
+    def id(self) -> str:
+        """A stable short id: the first 12 hex digits of the text's sha256."""
+        return hashlib.sha256(self.text.encode("utf-8")).hexdigest()[:12]
+
+
+@dataclass(frozen=True)
+class TestCase:
+    """One user message an attack produced for a behaviour, with what the attack knows about it."""
+
+    prompt: str
+    """The whole user message (the model's chat template is applied around it)."""
+    info: dict[str, Any] = field(default_factory=dict)
+    """JSON-serialisable details: the final target loss, steps run, template name, ..."""
+
+
+@runtime_checkable
+class Attack(Protocol):
+    """Anything that turns a behaviour into test cases against a model."""
+
+    caveat: str
+    """Empty, or why its numbers are not comparable with the literature's (e.g. "weak attacker: ...")."""
+
+    def run(
+        self, model: Model, behaviour: Behaviour, *, intervention: Interventions = None, seed: int = 0
+    ) -> list[TestCase]:
+        """Test cases for ``behaviour``, deterministic given ``seed``."""
+        ...
+
+    def settings(self) -> dict[str, Any]:
+        """The options that change its test cases (budget included), for the campaign's cache key."""
+        ...
+
+
+ATTACKS: Registry[type[Attack]] = Registry("attack")
+"""The attacks by name (the attack job's ``attacks`` setting)."""
