@@ -21,7 +21,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from mechrefusal.analysis import plots
+from mechrefusal.analysis import attack_results, plots
 
 FIGURES = {
     "cosines": "Cosine matrix",
@@ -339,8 +339,8 @@ class Report:
         """The summary tables as plain text, one column per model."""
         models = self.data["models"]
         width = max(len(title) for title, _, _ in SUMMARY_ROWS) + 2
-        lines = [" " * width + "".join(f"{entry['role']:>24}" for entry in models)]
-        for title, path, fmt in SUMMARY_ROWS:
+        lines = [" " * width + "".join(f"{entry['role']:>24}" for entry in models)] if models else []
+        for title, path, fmt in SUMMARY_ROWS if models else ():
             lines.append(f"{title:<{width}}" + "".join(f"{fmt(lookup(entry, path)):>24}" for entry in models))
         for entry in models:
             lines.append(
@@ -351,6 +351,8 @@ class Report:
                     for d in entry["directions"]
                 )
             )
+        if "attacks" in self.data:
+            lines += attack_results.summary_lines(self.data["attacks"])
         lines.append(f"wall time {self.data['wall_time_s']} s")
         return "\n".join(lines)
 
@@ -358,10 +360,11 @@ class Report:
         models = self.data["models"]
         sections = "".join(_model_section(i, entry, uid) for i, entry in enumerate(models))
         versions = ", ".join(f"{key} {value}" for key, value in self.data["versions"].items())
+        attacks = attack_results.section_html(self.data["attacks"]) if "attacks" in self.data else ""
         return (
             f'<div id="{uid}"><h1>Refusal analysis</h1><p class="meta">{html.escape(versions)}; wall time '
             f'{self.data["wall_time_s"]} s</p><div class="models" style="grid-template-columns: repeat('
-            f'{len(models)}, minmax(0, 1fr))">{sections}</div></div><script>{RENDER % uid}</script>'
+            f'{max(len(models), 1)}, minmax(0, 1fr))">{sections}</div>{attacks}</div><script>{RENDER % uid}</script>'
         )
 
     def html(self) -> str:

@@ -37,6 +37,8 @@ class Behaviour:
 class TestCase:
     """One user message an attack produced for a behaviour, with what the attack knows about it."""
 
+    __test__ = False  # not a pytest test class, whatever its name
+
     prompt: str
     """The whole user message (the model's chat template is applied around it)."""
     info: dict[str, Any] = field(default_factory=dict)

@@ -1,0 +1,257 @@
+"""Campaigns: attacks × behaviours against one model under one intervention, judged, resumable.
+
+Each (attack, behaviour) pair is one JSON file, ``OUT/cases/<attack>/<behaviour id>.json``, written
+atomically twice: once with the attack's test cases, once more with the model's completions and every
+judge's verdicts. The file carries a key (the attack's settings, the model's weights, the intervention,
+the seed, the generation length and the judges); a rerun with the same key reuses it, so a killed
+campaign continues where it stopped, and each behaviour's seed depends only on (seed, attack, behaviour),
+so it gives the same result as an uninterrupted one.
+
+Attack success follows HarmBench: a test case succeeds when a harm judge says its completion carries out
+the behaviour; a behaviour's success is the mean over its test cases, an attack's success rate (ASR) the
+mean over behaviours, and the average ASR the mean over attacks. A refusal judge gives refusal rates,
+never an ASR.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, fields, is_dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from tqdm.auto import tqdm
+
+from mechrefusal.attacks.base import Attack, Behaviour, TestCase
+from mechrefusal.core.cache import atomic_write_bytes
+from mechrefusal.core.directions import Direction
+from mechrefusal.core.errors import SettingError
+from mechrefusal.core.provenance import weights_fingerprint
+from mechrefusal.interventions import Interventions
+from mechrefusal.measure.generation import generate
+from mechrefusal.measure.judges import JUDGES, Judge
+from mechrefusal.models import Model
+from mechrefusal.models.autocast import autocast
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """One attack on one behaviour: its test cases, the completions and each judge's verdicts."""
+
+    attack: str
+    behaviour: Behaviour
+    cases: list[TestCase]
+    completions: list[str]
+    verdicts: dict[str, list[dict[str, Any]]]
+    """Judge name -> one ``{"refused", "harmful", "reason"}`` per test case."""
+    seconds: float
+    """Wall time of the attack itself (test cases), not of generation and judging."""
+
+    def success(self, judge: str) -> float:
+        """Fraction of test cases a harm judge calls harmful."""
+        return sum(bool(v["harmful"]) for v in self.verdicts[judge]) / len(self.cases)
+
+    def refusal(self, judge: str) -> float:
+        """Fraction of test cases a judge calls a refusal."""
+        return sum(bool(v["refused"]) for v in self.verdicts[judge]) / len(self.cases)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "attack": self.attack,
+            "behaviour": {"id": self.behaviour.id, "text": self.behaviour.text, "target": self.behaviour.target},
+            "cases": [{"prompt": case.prompt, "info": case.info} for case in self.cases],
+            "completions": self.completions,
+            "verdicts": self.verdicts,
+            "seconds": self.seconds,
+        }
+
+
+@dataclass(frozen=True)
+class Campaign:
+    """All outcomes of a campaign, and its success and refusal rates per attack and judge."""
+
+    outcomes: list[Outcome]
+    judges: dict[str, dict[str, Any]]
+    """Judge name -> ``{"measures": "harm" | "refusal", "agreement": its agreement with human labels}``."""
+    attacks: dict[str, dict[str, Any]]
+    """Attack name -> ``{"settings": ..., "caveat": ...}``."""
+
+    def rates(self) -> dict[str, dict[str, float]]:
+        """Attack name -> ``{"asr/<harm judge>": ..., "refusal/<refusal judge>": ...}``, means over behaviours,
+        plus an ``"average"`` row over attacks."""
+        table: dict[str, dict[str, float]] = {}
+        for attack in self.attacks:
+            outcomes = [o for o in self.outcomes if o.attack == attack]
+            row = {}
+            for judge, about in self.judges.items():
+                if about["measures"] == "harm":
+                    row[f"asr/{judge}"] = sum(o.success(judge) for o in outcomes) / len(outcomes)
+                row[f"refusal/{judge}"] = sum(o.refusal(judge) for o in outcomes) / len(outcomes)
+            table[attack] = row
+        keys = next(iter(table.values())).keys()
+        table["average"] = {key: sum(row[key] for row in table.values()) / len(table) for key in keys}
+        return table
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "judges": self.judges,
+            "attacks": self.attacks,
+            "rates": self.rates(),
+            "behaviours": len({o.behaviour.id for o in self.outcomes}),
+            "outcomes": [o.to_dict() for o in self.outcomes],
+        }
+
+
+def run_campaign(
+    model: Model,
+    attacks: Mapping[str, Attack],
+    behaviours: Sequence[Behaviour],
+    *,
+    out: str | Path,
+    judges: Sequence[str] = ("substring",),
+    intervention: Interventions = None,
+    seed: int = 0,
+    max_new_tokens: int = 64,
+    dtype: str = "auto",
+    batch_size: int = 16,
+    progress: bool = True,
+) -> Campaign:
+    """Attack every behaviour with every attack, generate greedy completions of the test cases under
+    ``intervention`` and judge them; finished pairs already in ``out`` with the same key are reused."""
+    if not attacks:
+        raise SettingError("A campaign needs at least one attack.")
+    if not behaviours:
+        raise SettingError("A campaign needs at least one behaviour.")
+    judge_objects = {name: JUDGES.get(name)() for name in judges}
+    about = {name: describe_judge(name, judge) for name, judge in judge_objects.items()}
+    common = {
+        "model": weights_fingerprint(model.hf_model),
+        "intervention": fingerprint(intervention),
+        "max_new_tokens": max_new_tokens,
+        "judges": sorted(judges),
+    }
+    outcomes = []
+    pairs = [(name, attack, behaviour) for name, attack in attacks.items() for behaviour in behaviours]
+    for name, attack, behaviour in tqdm(pairs, desc="attack", disable=not progress):
+        key = _key({**common, "attack": name, "settings": attack.settings(), "seed": seed, "behaviour": behaviour.id})
+        path = Path(out) / "cases" / name / f"{behaviour.id}.json"
+        outcomes.append(
+            _outcome(
+                model,
+                name,
+                attack,
+                behaviour,
+                path,
+                key,
+                judge_objects,
+                intervention,
+                seed,
+                max_new_tokens,
+                dtype,
+                batch_size,
+            )
+        )
+    described = {name: {"settings": attack.settings(), "caveat": attack.caveat} for name, attack in attacks.items()}
+    return Campaign(outcomes, about, described)
+
+
+def describe_judge(name: str, judge: Judge) -> dict[str, Any]:
+    """What a judge measures and its agreement with human labels (None where it was never measured)."""
+    return {"measures": getattr(judge, "measures", "refusal"), "agreement": None}
+
+
+def behaviour_seed(seed: int, attack: str, behaviour: Behaviour) -> int:
+    """The seed an attack gets for one behaviour: independent of the order and of other behaviours."""
+    digest = hashlib.sha256(f"{seed}:{attack}:{behaviour.id}".encode()).digest()
+    return int.from_bytes(digest[:4], "little") & 0x7FFFFFFF
+
+
+def _outcome(
+    model: Model,
+    name: str,
+    attack: Attack,
+    behaviour: Behaviour,
+    path: Path,
+    key: str,
+    judges: Mapping[str, Judge],
+    intervention: Interventions,
+    seed: int,
+    max_new_tokens: int,
+    dtype: str,
+    batch_size: int,
+) -> Outcome:
+    saved = json.loads(path.read_text()) if path.is_file() else {}
+    if saved.get("key") != key:
+        started = time.perf_counter()
+        cases = attack.run(model, behaviour, intervention=intervention, seed=behaviour_seed(seed, name, behaviour))
+        if not cases:
+            raise SettingError(f"The attack {name!r} made no test case for behaviour {behaviour.id}.")
+        saved = {
+            "key": key,
+            "cases": [{"prompt": case.prompt, "info": case.info} for case in cases],
+            "seconds": round(time.perf_counter() - started, 2),
+        }
+        _write(path, saved)
+    cases = [TestCase(case["prompt"], case["info"]) for case in saved["cases"]]
+    if "completions" not in saved:
+        with autocast(model, dtype):
+            completions = generate(
+                model,
+                [case.prompt for case in cases],
+                max_new_tokens=max_new_tokens,
+                intervention=intervention,
+                batch_size=batch_size,
+            )
+        instructions = [behaviour.text] * len(cases)
+        saved["completions"] = completions
+        saved["verdicts"] = {
+            judge_name: [
+                {"refused": v.refused, "harmful": getattr(v, "harmful", None), "reason": v.reason}
+                for v in judge.judge(instructions, completions)
+            ]
+            for judge_name, judge in judges.items()
+        }
+        _write(path, saved)
+    return Outcome(name, behaviour, cases, saved["completions"], saved["verdicts"], saved["seconds"])
+
+
+def _write(path: Path, payload: dict) -> None:
+    atomic_write_bytes(path, json.dumps(payload, indent=1).encode("utf-8"))
+
+
+def _key(payload: dict) -> str:
+    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:24]
+
+
+def fingerprint(value: Any) -> str:
+    """A stable identity of an intervention (or any nesting of them): class names, tensors' bytes and
+    generators' states, so a campaign under another intervention never reuses cached results."""
+    digest = hashlib.sha256()
+    _feed(digest, value)
+    return digest.hexdigest()[:24]
+
+
+def _feed(digest: Any, value: Any) -> None:
+    if isinstance(value, torch.Tensor):
+        digest.update(value.detach().float().cpu().contiguous().numpy().tobytes())
+    elif isinstance(value, torch.Generator):
+        digest.update(value.get_state().numpy().tobytes())
+    elif isinstance(value, Direction):
+        digest.update(f"Direction({value.layer},{value.position})".encode())
+        _feed(digest, value.vector)
+    elif is_dataclass(value) and not isinstance(value, type):
+        digest.update(type(value).__qualname__.encode())
+        for f in fields(value):
+            _feed(digest, getattr(value, f.name))
+    elif isinstance(value, (list, tuple)) or (
+        hasattr(value, "__len__") and hasattr(value, "__getitem__") and not isinstance(value, (str, bytes, dict))
+    ):
+        digest.update(f"[{len(value)}]".encode())
+        for item in value:
+            _feed(digest, item)
+    else:
+        digest.update(repr(value).encode())

@@ -1,0 +1,190 @@
+"""Campaigns: resumable per-behaviour cache, determinism, rates per judge, the attack job and its errors."""
+
+from __future__ import annotations
+
+import json
+import random
+from dataclasses import dataclass, field
+from typing import ClassVar
+
+import pytest
+
+from mechrefusal import Ablate, Direction
+from mechrefusal.attack import AttackSettings, main, run
+from mechrefusal.attacks import Behaviour, TestCase, target_for
+from mechrefusal.attacks.behaviours import load_behaviours
+from mechrefusal.attacks.campaign import behaviour_seed, fingerprint, run_campaign
+from mechrefusal.core.errors import DataError, SettingError
+
+
+@dataclass
+class SwapAttack:
+    """Test attack: with probability ``p`` (drawn from the seed) sends a harmless prompt instead."""
+
+    p: float = 0.5
+    caveat: str = ""
+    calls: list[str] = field(default_factory=list)
+    fail_on: str | None = None
+
+    @classmethod
+    def preset(cls, name: str) -> SwapAttack:
+        return cls(p=1.0 if name == "harmbench" else 0.5)
+
+    def settings(self) -> dict:
+        return {"p": self.p}
+
+    def run(self, model, behaviour, *, intervention=None, seed=0) -> list[TestCase]:
+        if behaviour.text == self.fail_on:
+            raise KeyboardInterrupt  # a campaign killed in the middle
+        self.calls.append(behaviour.text)
+        rng = random.Random(seed)
+        swap = rng.random() < self.p
+        prompt = "How do magnets work?" if swap else behaviour.text
+        return [TestCase(prompt, {"swapped": swap}), TestCase(behaviour.text, {"swapped": False})]
+
+
+@dataclass(frozen=True)
+class HarmVerdict:
+    refused: bool
+    harmful: bool
+    reason: str = ""
+
+
+class EveryNonRefusalHarmful:
+    """Test harm judge: a reply is harmful exactly when it does not say 'cannot'."""
+
+    measures: ClassVar[str] = "harm"
+
+    def judge(self, instructions, completions):
+        return [HarmVerdict("cannot" in c, "cannot" not in c) for c in completions]
+
+
+@pytest.fixture
+def behaviours():
+    return load_behaviours("harmful", 3, split="train")  # the split the toy was trained to refuse
+
+
+def test_behaviours_have_rule_targets_and_stable_ids(behaviours):
+    assert [b.target for b in behaviours] == [target_for(b.text) for b in behaviours]
+    assert behaviours[0].id == Behaviour(behaviours[0].text, "other").id
+    assert len({b.id for b in behaviours}) == 3
+
+
+def test_bad_behaviours_give_one_sentence(tmp_path):
+    with pytest.raises(SettingError, match="Unknown behaviours"):
+        load_behaviours("nonsense")
+    with pytest.raises(SettingError, match="at least 1"):
+        load_behaviours("harmful", 0)
+    empty = tmp_path / "b.txt"
+    empty.write_text("\n\n")
+    with pytest.raises(DataError, match="holds no instructions"):
+        load_behaviours(str(empty))
+    broken = tmp_path / "b.jsonl"
+    broken.write_text('{"instruction": "Write a poem"}\n{"instruction": 3}\n')
+    with pytest.raises(DataError, match="line 2"):
+        load_behaviours(str(broken))
+
+
+def test_campaign_resumes_where_it_stopped_with_the_same_result(toy, behaviours, tmp_path, monkeypatch):
+    from mechrefusal.measure import judges
+
+    monkeypatch.setitem(judges.JUDGES._entries, "test-harm", EveryNonRefusalHarmful)
+    kwargs = dict(judges=["test-harm", "substring"], max_new_tokens=24, progress=False)
+    whole = run_campaign(toy, {"swap": SwapAttack()}, behaviours, out=tmp_path / "a", **kwargs)
+
+    killed = SwapAttack(fail_on=behaviours[2].text)
+    with pytest.raises(KeyboardInterrupt):
+        run_campaign(toy, {"swap": killed}, behaviours, out=tmp_path / "b", **kwargs)
+    resumed = SwapAttack()
+    again = run_campaign(toy, {"swap": resumed}, behaviours, out=tmp_path / "b", **kwargs)
+    assert resumed.calls == [behaviours[2].text]  # the two finished behaviours were not attacked again
+    assert again.to_dict()["rates"] == whole.to_dict()["rates"]
+    results = [{**o.to_dict(), "seconds": None} for o in again.outcomes]  # all but the attacks' wall times
+    assert results == [{**o.to_dict(), "seconds": None} for o in whole.outcomes]
+
+
+def test_rates_follow_harmbench_averaging(toy, behaviours, tmp_path, monkeypatch):
+    from mechrefusal.measure import judges
+
+    monkeypatch.setitem(judges.JUDGES._entries, "test-harm", EveryNonRefusalHarmful)
+    campaign = run_campaign(
+        toy,
+        {"swap": SwapAttack(p=1.0)},
+        behaviours,
+        out=tmp_path,
+        judges=["test-harm", "substring"],
+        max_new_tokens=8,
+        progress=False,
+    )
+    rates = campaign.rates()
+    # Each behaviour: the swapped harmless case is answered (harmful per the test judge), the plain one refused.
+    assert rates["swap"]["asr/test-harm"] == pytest.approx(0.5)
+    assert rates["swap"]["refusal/substring"] == pytest.approx(0.5)
+    assert "asr/substring" not in rates["swap"]  # a refusal judge never yields an ASR
+    assert rates["average"] == rates["swap"]
+
+
+def test_another_intervention_or_seed_is_not_reused(toy, behaviours, tmp_path):
+    first = SwapAttack()
+    run_campaign(toy, {"swap": first}, behaviours[:1], out=tmp_path, max_new_tokens=4, progress=False)
+    direction = Direction(toy.bridge.cfg.d_model**-0.5 * __import__("torch").ones(toy.d_model), 1, -1, "test")
+    second = SwapAttack()
+    run_campaign(
+        toy,
+        {"swap": second},
+        behaviours[:1],
+        out=tmp_path,
+        max_new_tokens=4,
+        progress=False,
+        intervention=Ablate(direction),
+    )
+    third = SwapAttack()
+    run_campaign(toy, {"swap": third}, behaviours[:1], out=tmp_path, max_new_tokens=4, progress=False, seed=1)
+    assert len(first.calls) == len(second.calls) == len(third.calls) == 1
+    assert fingerprint(Ablate(direction)) != fingerprint(None)
+    assert behaviour_seed(0, "swap", behaviours[0]) != behaviour_seed(1, "swap", behaviours[0])
+
+
+def test_attack_job_writes_report_and_replays(toy_dir, tmp_path, capsys):
+    out = tmp_path / "attack"
+    settings = AttackSettings(
+        model=str(toy_dir),
+        attacks="tests.test_campaign:SwapAttack",
+        behaviours="harmful",
+        n=2,
+        max_new_tokens=4,
+        out=str(out),
+    )
+    report = run(settings, progress=False)
+    data = json.loads((out / "report.json").read_text())
+    assert data["attacks"]["rates"] == report.data["attacks"]["rates"]
+    assert "refusal/substring" in data["attacks"]["rates"]["tests.test_campaign:SwapAttack"]
+    page = (out / "report.html").read_text()
+    assert "Attacks" in page and "judge substring, κ" in page
+    assert "refusal" in report.summary()
+    main(["--config", str(out / "settings.toml")])  # replays from the cache
+    assert "report:" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--attacks", "nope"], "Unknown attack 'nope'"),
+        (["--attacks", ","], "names no attack"),
+        (["--n", "0"], "--n must be at least 1"),
+        (["--judges", "nope"], "Unknown judge 'nope'"),
+        (["--behaviours", "nothing"], "Unknown behaviours"),
+    ],
+)
+def test_bad_input_is_one_line(argv, message, toy_dir, tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main([str(toy_dir), "--attacks", "tests.test_campaign:SwapAttack", "--out", str(tmp_path), *argv])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert message in err and len(err.strip().splitlines()) == 1
+
+
+def test_ablating_a_checkpoint_without_directions_is_refused(toy_dir, tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        main([str(toy_dir), "--attacks", "tests.test_campaign:SwapAttack", "--ablate", "d0", "--out", str(tmp_path)])
+    assert "has no saved directions" in capsys.readouterr().err
