@@ -7,7 +7,7 @@ behaviours (the campaign does the averaging). Here the subset is the head of a p
 templates drawn with ``random.Random`` seeded by the seed and the behaviour's id, skipping templates whose
 filled chat prompt is longer than ``max_prompt_tokens``, so a shorter limit replaces only the templates
 that no longer fit. No model computation is involved: the campaign generates and judges.
-HarmBench's own 114 templates have no slot (the behaviour follows the template after a blank line) and
+HarmBench's own templates have no slot (the behaviour follows the template after a blank line) and
 its subsets come from one global shuffle per behaviour in file order; the slotted templates here and the
 per-behaviour seeding (independent of which behaviours run, or in what order) are this toolkit's choice.
 """
