@@ -136,8 +136,10 @@ def test_pyrit_templates_from_the_pinned_wheel_render_as_jinja_does():
     assert all(t.name.startswith("trustairlab_") and t.source == "pyrit" for t in found)
     assert _digest(found) == "c275ca89e21aadbd"
     assert jailbreaks.templates() == found + jailbreaks.templates("gptfuzzer")
-    sandbox = pytest.importorskip("jinja2.sandbox")
-    environment = sandbox.SandboxedEnvironment(undefined=pytest.importorskip("jinja2").StrictUndefined)
+    from jinja2 import StrictUndefined  # installed with transformers, which renders chat templates with it
+    from jinja2.sandbox import SandboxedEnvironment
+
+    environment = SandboxedEnvironment(undefined=StrictUndefined)
     with zipfile.ZipFile(wheel_path(PYRIT)) as archive:  # pyrit's own renderer, with the request in the slot
         for template in found:
             value = yaml.safe_load(archive.read(f"{jailbreaks._PYRIT_DIRECTORY}{template.name}.yaml"))["value"]
