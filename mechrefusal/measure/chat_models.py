@@ -180,7 +180,10 @@ class EndpointChatModel:
                 response = self._client.chat.completions.create(
                     model=self.model, messages=messages, max_tokens=max_tokens, temperature=temperature, seed=seed, n=1
                 )
-                return _reply_text(response)
+                text = _reply_text(response)
+                if text is not None:
+                    return text
+                reason = "malformed reply: no message text in a first choice"
             except openai.APIStatusError as error:
                 if error.status_code < 500 and error.status_code not in (408, 429):
                     raise EndpointError(
@@ -192,24 +195,23 @@ class EndpointChatModel:
                 reason = "timed out"
             except openai.APIConnectionError:
                 reason = "no connection"
-            except (openai.APIError, ValueError, TypeError, AttributeError) as error:  # unparseable replies
+            except (openai.APIError, ValueError) as error:  # a body that is not JSON, or not a completion
                 reason = f"malformed reply: {' '.join(str(error).split())[:120]}"
             logger.warning("chat endpoint %s, try %d of %d: %s", self.base_url, attempt + 1, self.retries + 1, reason)
         raise EndpointError(
             f"The chat endpoint {self.base_url} (model {self.model!r}) gave no usable reply in {self.retries + 1} "
-            f"tries (last: {reason}); check that an OpenAI-compatible server runs there and serves that model."
+            f"{'try' if self.retries == 0 else 'tries'} (last: {reason}); check that an OpenAI-compatible "
+            "server runs there and serves that model."
         )
 
 
-def _reply_text(response: Any) -> str:
-    """The first choice's message text, or a ``ValueError`` when the response does not have one."""
+def _reply_text(response: Any) -> str | None:
+    """The first choice's message text, or ``None`` when the response does not have one."""
     choices = getattr(response, "choices", None)
     if not isinstance(choices, list) or not choices:
-        raise ValueError("no choices in the response")  # caught and retried by _complete
+        return None
     content = getattr(getattr(choices[0], "message", None), "content", None)
-    if not isinstance(content, str):
-        raise ValueError("the first choice has no message text")  # caught and retried by _complete
-    return content
+    return content if isinstance(content, str) else None
 
 
 def _status_message(error: Any) -> str:
