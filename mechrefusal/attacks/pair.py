@@ -184,6 +184,8 @@ class PAIR:
         self, model: Model, behaviour: Behaviour, *, intervention: Interventions = None, seed: int = 0
     ) -> list[TestCase]:
         """The best prompt the streams found for ``behaviour``, with every score in its info."""
+        if self._attacker is None and self.attacker in _EMBEDDED and model.spec == DEFAULT_MODEL:
+            self._attacker = LocalChatModel(model)  # the target is the embedded model too: load it once
         attacker = self._resolve_attacker()
         rng = random.Random(seed)
         goal = {"goal": behaviour.text, "target": behaviour.target}
@@ -227,9 +229,9 @@ class PAIR:
         return [self._test_case(behaviour, attempts, scores, attacker)]
 
     def _score(self, behaviour: Behaviour, prompts: list[str], replies: list[str]) -> list[int]:
-        judge = self._resolve_judge()
         if not prompts:
             return []
+        judge = self._resolve_judge()
         if isinstance(judge, Judge):
             return [1 if verdict.refused else 10 for verdict in judge.judge([behaviour.text] * len(replies), replies)]
         ratings = judge.chat(
@@ -261,6 +263,7 @@ class PAIR:
             "attacker": attacker.name,
             "judge": self.judge_name,
             "queries": sum(bool(attempt.prompt) for attempt in attempts),
+            "caveat": self.caveat,
         }
         return TestCase(prompt, info)
 
