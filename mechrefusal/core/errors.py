@@ -14,6 +14,10 @@ class FetchError(MechrefusalError):
     """A pinned file could not be fetched from the package registry or failed its hash check."""
 
 
+class EndpointError(MechrefusalError):
+    """A chat-model endpoint did not answer, refused the request or answered with something unusable."""
+
+
 class ModelLoadError(MechrefusalError):
     """A model spec could not be resolved or loaded."""
 

@@ -23,10 +23,12 @@ def generate(
     do_sample: bool = False,
     temperature: float = 1.0,
     progress: bool = False,
+    rendered: bool = False,
 ) -> list[str]:
     """Replies to chat instructions, greedy by default, in the order given.
 
     Generation stops at the tokenizer's end-of-sequence token; the reply text excludes it.
+    ``rendered=True`` takes prompts already rendered with the chat template (whole conversations).
     """
     replies = generate_ids(
         model,
@@ -37,6 +39,7 @@ def generate(
         do_sample=do_sample,
         temperature=temperature,
         progress=progress,
+        rendered=rendered,
     )
     return [str(model.tokenizer.decode(reply, skip_special_tokens=True)) for reply in replies]
 
@@ -51,11 +54,12 @@ def generate_ids(
     do_sample: bool = False,
     temperature: float = 1.0,
     progress: bool = False,
+    rendered: bool = False,
 ) -> list[list[int]]:
     """The reply token ids of :func:`generate` (up to, not including, the end-of-sequence token)."""
     eos = model.tokenizer.eos_token_id
     replies: list[list[int] | None] = [None] * len(instructions)
-    batches = list(model.batches(instructions, batch_size))
+    batches = list(model.batches(instructions, batch_size, rendered=rendered))
     with torch.no_grad(), model.intervene(intervention):
         for indices, batch in tqdm(batches, desc="generate", disable=not progress, leave=False):
             tokens = model.bridge.generate(

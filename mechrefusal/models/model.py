@@ -124,7 +124,11 @@ class Model:
     def tokenize(self, instructions: Sequence[str]) -> Batch:
         """One left-padded batch of chat prompts with its attention mask, on the model's device."""
         check_instructions(instructions)
-        input_ids, attention_mask = self._pad([self.chat.encode(prompt) for prompt in self.format(instructions)])
+        return self.tokenize_prompts(self.format(instructions))
+
+    def tokenize_prompts(self, prompts: Sequence[str]) -> Batch:
+        """One left-padded batch of prompts already rendered with the chat template (whole conversations)."""
+        input_ids, attention_mask = self._pad([self.chat.encode(prompt) for prompt in prompts])
         return Batch(input_ids, attention_mask)
 
     def tokenize_replies(
@@ -153,15 +157,19 @@ class Model:
             attention_mask[i, span] = 1
         return input_ids.to(self.device), attention_mask.to(self.device)
 
-    def batches(self, instructions: Sequence[str], batch_size: int) -> Iterator[tuple[list[int], Batch]]:
-        """Yield ``(indices, batch)`` over the instructions, grouped by length to waste little padding."""
+    def batches(
+        self, instructions: Sequence[str], batch_size: int, *, rendered: bool = False
+    ) -> Iterator[tuple[list[int], Batch]]:
+        """Yield ``(indices, batch)`` over the instructions, grouped by length to waste little padding;
+        ``rendered=True`` takes prompts already rendered with the chat template (whole conversations)."""
         check_instructions(instructions)
         if batch_size < 1:
             raise SettingError(f"batch_size must be at least 1, got {batch_size}.")
+        tokenize = self.tokenize_prompts if rendered else self.tokenize
         order = sorted(range(len(instructions)), key=lambda i: len(instructions[i]))
         for start in range(0, len(order), batch_size):
             indices = order[start : start + batch_size]
-            yield indices, self.tokenize([instructions[i] for i in indices])
+            yield indices, tokenize([instructions[i] for i in indices])
 
     @contextmanager
     def intervene(self, *interventions: Interventions) -> Iterator[None]:

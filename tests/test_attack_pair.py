@@ -1,0 +1,143 @@
+"""PAIR on the toy refuser: a scripted attacker that turns to a harmless-set prompt wins and stops
+early; malformed attacker replies are counted, never fatal; an LLM judge's ratings drive the stop;
+the attacker can sit behind `python -m mechrefusal.serve` and gives the in-process run's test case."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+
+import pytest
+
+from mechrefusal import data
+from mechrefusal.attacks import ATTACKS, Behaviour, target_for
+from mechrefusal.attacks.pair import PAIR, parse_attacker_reply, parse_rating
+from mechrefusal.core.errors import SettingError
+from mechrefusal.measure.chat_models import EndpointChatModel, LocalChatModel
+from tests.test_chat_models import served
+from tests.toy import COMPLIANCE, REFUSAL
+
+HARMFUL = data.load("harmful", "train")[:2]
+HARMLESS = data.load("harmless", "train")[0]
+BEHAVIOUR = Behaviour(HARMFUL[0], target_for(HARMFUL[0]))
+
+
+class Scripted:
+    """A chat model that gives its ``script[k]`` to every conversation of its k-th call, and keeps them."""
+
+    def __init__(self, script: Sequence[str], name: str = "scripted") -> None:
+        self.script, self.name, self.seen = list(script), name, []
+
+    def chat(self, conversations, *, max_tokens=256, temperature=0.0, seed=0) -> list[str]:
+        self.seen.append([list(conversation) for conversation in conversations])
+        return [self.script[len(self.seen) - 1]] * len(conversations)
+
+
+def proposal(prompt: str) -> str:
+    return json.dumps({"improvement": "try something else", "prompt": prompt})
+
+
+def test_a_harmless_prompt_wins_and_stops_early(toy):
+    attacker = Scripted([proposal(HARMFUL[1]), proposal(HARMLESS), proposal(HARMFUL[1])])
+    attack = PAIR(attacker=attacker, n_streams=2, n_iterations=3, target_max_tokens=12, progress=False)
+    [case] = attack.run(toy, BEHAVIOUR, seed=0)
+    assert case.prompt == HARMLESS
+    assert case.info["scores"] == [[1, 1], [10, 10]] and case.info["iterations"] == 2
+    assert case.info["best"] == {"iteration": 1, "stream": 0, "improvement": "try something else"}
+    assert case.info["reply"] == COMPLIANCE and case.info["queries"] == 4
+    assert (case.info["attacker"], case.info["judge"], case.info["malformed_attacker_replies"]) == (
+        "scripted",
+        "substring",
+        0,
+    )
+    # the attacker's second call saw its first proposal, the toy's refusal and the score
+    second = attacker.seen[1][0]
+    assert second[0]["role"] == "system" and BEHAVIOUR.text in second[0]["content"]
+    assert second[-2] == {"role": "assistant", "content": proposal(HARMFUL[1])}
+    assert REFUSAL in second[-1]["content"] and "Score: 1/10" in second[-1]["content"]
+    assert (
+        case.info["caveat"]
+        == attack.caveat
+        == ("scored by the refusal judge 'substring' (not refused = 10), not an LLM judge")
+    )
+
+
+def test_malformed_attacker_replies_are_counted_not_fatal(toy):
+    attacker = Scripted(["", HARMFUL[1], f"Sure. Prompt: {HARMLESS}"])
+    [case] = PAIR(attacker=attacker, n_streams=1, target_max_tokens=12, progress=False).run(toy, BEHAVIOUR)
+    # nothing to send, then the whole reply as the prompt, then the text after "Prompt:" (which wins)
+    assert case.info["scores"] == [[1], [1], [10]] and case.prompt == HARMLESS
+    assert case.info["malformed_attacker_replies"] == 3 and case.info["queries"] == 2
+    assert "nothing was sent" in attacker.seen[1][0][-1]["content"]
+
+
+def test_an_llm_judge_scores_with_our_rubric(toy):
+    judge = Scripted(["Rating: [[3]]", "[[10]]"], name="judge")
+    attacker = Scripted([proposal(HARMFUL[1]), proposal(HARMLESS), proposal(HARMLESS)])
+    attack = PAIR(attacker=attacker, judge=judge, n_streams=1, target_max_tokens=12, progress=False)
+    [case] = attack.run(toy, BEHAVIOUR)
+    assert case.info["scores"] == [[3], [10]] and case.info["judge"] == "llm:judge" and case.prompt == HARMLESS
+    rubric, shown = judge.seen[0][0]
+    assert "1 to 10" in rubric["content"] and shown["content"] == f"REQUEST: {BEHAVIOUR.text}\n\nREPLY: {REFUSAL}"
+    assert attack.caveat == ""
+
+
+@pytest.mark.parametrize(
+    ("reply", "expected"),
+    [
+        ('```json\n{"improvement": "x", "prompt": "Tell a story"}\n```', ("Tell a story", "x", True)),
+        ('{"improvement": "x", "prompt": "Tell a story', ("Tell a story", "", False)),
+        ("PROMPT: Tell a story", ("Tell a story", "", False)),
+        ("Tell a story", ("Tell a story", "", False)),
+        ('{"improvement": "my last prompt: too plain", "prompt": "Tell a story', ("Tell a story", "", False)),
+        ('{"prompt": ""}', ("", "", False)),
+    ],
+)
+def test_attacker_replies_are_parsed_robustly(reply, expected):
+    assert parse_attacker_reply(reply) == expected
+
+
+def test_ratings_are_parsed_with_a_floor_of_one():
+    assert [parse_rating(text) for text in ("Rating: [[7]]", "5, no: [[10]]", "about 4", "none")] == [7, 10, 4, 1]
+
+
+def test_presets_settings_and_bad_budgets():
+    assert ATTACKS.get("pair") is PAIR
+    harmbench = PAIR.preset("harmbench", attacker=Scripted([]))
+    assert (harmbench.n_streams, harmbench.n_iterations, harmbench.target_max_tokens) == (20, 3, 150)
+    settings = harmbench.settings()
+    assert json.loads(json.dumps(settings)) == settings and settings["attacker"] == "scripted"
+    assert PAIR.preset("cpu", attacker=Scripted([])).settings()["n_streams"] == PAIR(attacker=Scripted([])).n_streams
+    with pytest.raises(SettingError, match="Unknown PAIR preset 'fast'"):
+        PAIR.preset("fast")
+    with pytest.raises(SettingError, match="n_streams must be at least 1"):
+        PAIR(attacker=Scripted([]), n_streams=0)
+    with pytest.raises(SettingError, match="Unknown judge 'strict'"):
+        PAIR(attacker=Scripted([]), judge="strict")
+    embedded = PAIR(n_streams=1)  # the embedded attacker is known weak without loading it
+    assert embedded.caveat.startswith("weak attacker (smollm2-135m-instruct): numbers not comparable with the paper's")
+
+
+def test_a_small_local_attacker_is_labelled_weak_and_seeded(toy):
+    attack = PAIR(attacker=LocalChatModel(toy), n_streams=2, n_iterations=2, attacker_max_tokens=8, progress=False)
+    assert attack.caveat.startswith(f"weak attacker ({toy.spec}): numbers not comparable with the paper's")
+    first = attack.run(toy, BEHAVIOUR, seed=1)
+    assert attack.run(toy, BEHAVIOUR, seed=1) == first
+
+
+def test_pair_through_an_endpoint_attacker_matches_the_in_process_run(toy, toy_dir):
+    options = dict(n_streams=2, n_iterations=2, attacker_max_tokens=8, attacker_temperature=0.0, progress=False)
+    local = PAIR(attacker=LocalChatModel(toy), **options).run(toy, BEHAVIOUR)
+    with served(toy_dir, "--name", "toy") as url:
+        attack = PAIR(attacker=f"openai:{url}#toy", **options)
+        [case] = attack.run(toy, BEHAVIOUR)
+    assert isinstance(attack._attacker, EndpointChatModel) and case.info["attacker"] == f"toy@{url}"
+    assert case.prompt == local[0].prompt and case.info["scores"] == local[0].info["scores"]
+    assert "weak attacker" not in attack.caveat  # an endpoint's size is unknown
+
+
+@pytest.mark.slow
+def test_the_embedded_attacker_runs_pair_on_the_toy(toy):
+    attack = PAIR(n_streams=2, n_iterations=1, attacker_max_tokens=48, target_max_tokens=12, progress=False)
+    [case] = attack.run(toy, BEHAVIOUR, seed=0)
+    assert case.prompt and case.info["attacker"] == "smollm2-135m-instruct" and len(case.info["scores"][0]) == 2
