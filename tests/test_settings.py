@@ -14,6 +14,7 @@ import pytest
 
 from mechrefusal.analyze import AnalyzeSettings
 from mechrefusal.analyze import main as analyze_main
+from mechrefusal.attack import AttackSettings
 from mechrefusal.core.cli import (
     SettingsParser,
     add_settings_arguments,
@@ -29,7 +30,11 @@ from mechrefusal.train.__main__ import main as train_main
 from mechrefusal.train.settings import SearchSettings, TrainSettings, saved_settings
 
 ROOT = Path(__file__).resolve().parents[1]
-JOBS = {"mechrefusal.train": (TrainSettings, None), "mechrefusal.analyze": (AnalyzeSettings, "model")}
+JOBS = {
+    "mechrefusal.train": (TrainSettings, None),
+    "mechrefusal.analyze": (AnalyzeSettings, "model"),
+    "mechrefusal.attack": (AttackSettings, "model"),
+}
 
 
 def settings_classes(settings_class: type) -> list[type]:
