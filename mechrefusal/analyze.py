@@ -60,6 +60,9 @@ class AnalyzeSettings:
     """A second model or checkpoint, analysed the same way (its own saved directions) and shown side by side."""
     out: str = "reports/analysis"
     """Directory for report.html, report.json, figures/ and the analysed directions."""
+    attacks: str | None = None
+    """An attack job's output directory (python -m mechrefusal.attack --out DIR): its results become the
+    report's attack section."""
     finder: str = registered("dim", FINDERS)
     """Direction finder for the fresh direction (the method of find_direction)."""
     n_train: int = 128
@@ -89,6 +92,10 @@ class AnalyzeSettings:
     def __post_init__(self) -> None:
         if self.directions is not None and not Path(self.directions).is_file():
             raise MissingFileError(f"No direction file at {self.directions}.")
+        if self.attacks is not None and not (Path(self.attacks) / "report.json").is_file():
+            raise MissingFileError(
+                f"No attack results at {self.attacks} (expected the --out DIR of mechrefusal.attack)."
+            )
         if Path(self.out).exists() and not Path(self.out).is_dir():
             raise SettingError(f"--out {self.out} is a file; pass a directory.")
         check_dtype(self.dtype)
@@ -226,9 +233,11 @@ def run(settings: AnalyzeSettings, *, progress: bool = True) -> Report:
         directions.save(out / f"{role}_directions.safetensors")
         entries.append(entry)
     device = resolve_device(settings.device)
+    attacks = {"attacks": Report.load(settings.attacks).data["attacks"]} if settings.attacks else {}
     report = Report(
         {
             "models": entries,
+            **attacks,
             "settings": asdict(settings),
             "versions": versions(),
             "precision": resolve(settings.dtype, device).to_dict(),

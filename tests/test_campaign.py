@@ -14,7 +14,7 @@ from mechrefusal.attack import AttackSettings, main, run
 from mechrefusal.attacks import Behaviour, TestCase, target_for
 from mechrefusal.attacks.behaviours import load_behaviours
 from mechrefusal.attacks.campaign import behaviour_seed, fingerprint, run_campaign
-from mechrefusal.core.errors import DataError, SettingError
+from mechrefusal.core.errors import DataError, MissingFileError, SettingError
 
 
 @dataclass
@@ -164,6 +164,31 @@ def test_attack_job_writes_report_and_replays(toy_dir, tmp_path, capsys):
     assert "refusal" in report.summary()
     main(["--config", str(out / "settings.toml")])  # replays from the cache
     assert "report:" in capsys.readouterr().out
+
+
+def test_attack_results_join_the_analysis_report(toy_report, tmp_path):
+    from mechrefusal.analysis.report import Report
+    from mechrefusal.analyze import AnalyzeSettings
+
+    out = tmp_path / "attack"
+    attacked = run(
+        AttackSettings(
+            model=toy_report.data["models"][0]["model"],
+            attacks="tests.test_campaign:SwapAttack",
+            behaviours="harmful",
+            n=1,
+            max_new_tokens=4,
+            out=str(out),
+        ),
+        progress=False,
+    )
+    combined = Report({**toy_report.data, "attacks": attacked.data["attacks"]})
+    page = combined.html()
+    assert "Refusal analysis" in page and "<h2>Attacks</h2>" in page
+    assert 'data-key="attacks.rates.average.refusal/substring"' in page
+    assert AnalyzeSettings(attacks=str(out)).attacks == str(out)
+    with pytest.raises(MissingFileError, match="No attack results"):
+        AnalyzeSettings(attacks=str(tmp_path))
 
 
 @pytest.mark.parametrize(
