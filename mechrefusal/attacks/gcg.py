@@ -77,7 +77,12 @@ class GCG:
 
     Early stop: every ``check_every`` steps, once the best loss is below ``stop_loss`` (``None``: any
     loss), the best suffix's greedy reply (``max_new_tokens``, intervention active) is judged by
-    `SubstringJudge`; the search stops when no behaviour's reply is a refusal.
+    `SubstringJudge`; the search stops when no behaviour's reply is a refusal. The loss gate keeps a
+    model that never refused this behaviour from stopping the search at its first check.
+
+    The ``"cpu"`` budget (40 steps x 64 candidates) was sized on the embedded SmolLM2-135M: 13 s a step
+    on one shared Xeon core under bf16 autocast (a HarmBench behaviour, 46 + 20 + 6 + 28 tokens), so
+    about 9 minutes a behaviour there and fewer on two free cores; its loss fell 1.24 -> 0.95 in 6 steps.
     """
 
     steps: int = 40
@@ -145,17 +150,17 @@ class GCG:
             raise SettingError(f"Behaviour {empty[0]!r} has an empty target; GCG needs a reply opening to aim for.")
         generator = torch.Generator().manual_seed(seed)
         prompts, suffix = self.tokenise(model, behaviours)
-        allowed = self._allowed(model)
+        allowed = self.allowed_tokens(model)
         losses: list[float] = []
         best_loss, best_suffix, stopped_early = float("inf"), suffix, False
         with model.intervene(intervention), autocast(model, self.dtype):
-            caches = [self._prefix(model, prompt) for prompt in prompts]
+            caches = [self.encode_prefix(model, prompt) for prompt in prompts]
             initial_loss = float("nan")
             for step in tqdm(range(self.steps), desc="gcg", disable=not self.progress, leave=False):
                 loss, gradient = self.token_gradient(model, prompts, caches, suffix)
                 if step == 0:
                     initial_loss = loss
-                candidates = self._sample(gradient, suffix, allowed, generator)
+                candidates = self.sample(gradient, suffix, allowed, generator)
                 candidates = candidates[self.retokenises(model, prompts, candidates)]
                 if len(candidates):
                     scores = self.candidate_losses(model, prompts, caches, candidates)
@@ -201,7 +206,7 @@ class GCG:
             )
         return prompts, suffix
 
-    def _allowed(self, model: Model) -> Bool[Tensor, " vocab"]:
+    def allowed_tokens(self, model: Model) -> Bool[Tensor, " vocab"]:
         """Tokens a suffix may use: no special tokens and, unless ``allow_non_ascii``, printable ASCII only."""
         vocab = _embedding(model).shape[0]
         allowed = torch.zeros(vocab, dtype=torch.bool)
@@ -215,7 +220,7 @@ class GCG:
             )
         return allowed
 
-    def _prefix(self, model: Model, prompt: SuffixPrompt) -> KV | None:
+    def encode_prefix(self, model: Model, prompt: SuffixPrompt) -> KV | None:
         """The KV cache of the ids before the suffix (hooks active), or ``None`` without ``prefix_cache``."""
         if not self.prefix_cache:
             return None
@@ -283,7 +288,7 @@ class GCG:
         labels = torch.tensor(prompt.target, device=logits.device).expand(logits.shape[0], -1)
         return F.cross_entropy(logits.float().transpose(1, 2), labels, reduction="none").mean(1)
 
-    def _sample(
+    def sample(
         self,
         gradient: Float[Tensor, "n vocab"],
         suffix: Int[Tensor, " n"],
