@@ -6,7 +6,8 @@ Prints (targets from the GCG issue):
 - GCG step / (one forward and backward over the whole prompt + one forward over the candidate batch)
   (<= 1.3). The plain passes run every token (no prefix cache) and compute logits everywhere, as a naive
   implementation would; the step adds sampling and the re-tokenisation filter and saves through the
-  prefix cache and target-position logits.
+  prefix cache and target-position logits. The step here also recomputes the prefix cache, which
+  `GCG.optimise` computes once per attack, so the ratio is an upper bound.
 - candidates evaluated per second by GCG ÷ by a plain forward pass over the same candidate prompts
   (>= 0.9).
 The behaviour is the first HarmBench test behaviour with its rule-made target. ``--quick`` shrinks the
