@@ -7,12 +7,16 @@ here, registered with ``@JUDGES.register(name)`` and imported below; build it wi
 
 from mechrefusal.measure.judges.base import JUDGES, MEASURES, Judge, Verdict
 from mechrefusal.measure.judges.harm import HarmJudge
+from mechrefusal.measure.judges.llm import HarmBenchLLMJudge, LLMJudge, StrongRejectLLMJudge
 from mechrefusal.measure.judges.substring import REFUSAL_PHRASES, SubstringJudge
 
 __all__ = [
     "JUDGES",
     "MEASURES",
+    "HarmBenchLLMJudge",
     "HarmJudge",
+    "LLMJudge",
+    "StrongRejectLLMJudge",
     "REFUSAL_PHRASES",
     "Judge",
     "SubstringJudge",
