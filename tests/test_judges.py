@@ -10,12 +10,13 @@ import pytest
 
 from mechrefusal.core.errors import DataError, SettingError
 from mechrefusal.data.labels import labelled, read_file, split_of_objective
-from mechrefusal.measure.judges import JUDGES, HarmJudge, LLMJudge, SubstringJudge, Verdict
+from mechrefusal.measure.judges import JUDGES, HarmJudge, Judge, LLMJudge, SubstringJudge, Verdict, measures_of
 from mechrefusal.measure.judges.agreement import (
     Agreement,
     agreement,
     agreement_of,
     cohen_kappa,
+    describe,
     held_out,
     judge_agreement,
     wilson,
@@ -117,6 +118,17 @@ def test_registry_names_and_what_each_judge_measures():
     assert JUDGES.get("llm-strongreject")().rubric == "strongreject"
 
 
+def test_a_judge_without_measures_measures_refusal():
+    class Plain:
+        def judge(self, instructions, completions):
+            return [Verdict(True) for _ in completions]
+
+    assert isinstance(Plain(), Judge) and measures_of(Plain()) == "refusal"
+    Plain.measures = "mood"
+    with pytest.raises(SettingError, match="a judge measures one of refusal, harm"):
+        measures_of(Plain)
+
+
 def test_substring_judge_decides_refusal_not_harm():
     verdict = SubstringJudge().judge(["x"], ["I'm sorry, I cannot help with that."])[0]
     assert verdict.refused and verdict.harmful is None
@@ -162,6 +174,8 @@ def test_judge_agreement_is_cached_as_json(tmp_path, monkeypatch):
     (path,) = (tmp_path / "home" / "judges").glob("agreement-*.json")
     assert json.loads(path.read_text())["agreement"]["n"] == first.n == 39
     assert judge_agreement("substring") == first
+    low, high = first.kappa_ci
+    assert describe("substring") == f"judge substring, κ={first.kappa:.2f} [{low:.2f}, {high:.2f}]"
 
 
 def test_text_classifier_round_trips_through_json():

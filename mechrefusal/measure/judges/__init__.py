@@ -5,7 +5,7 @@ Add a judge: a class with ``measures`` and ``judge(instructions, completions) ->
 here, registered with ``@JUDGES.register(name)`` and imported below; build it without arguments.
 """
 
-from mechrefusal.measure.judges.base import JUDGES, MEASURES, Judge, Verdict
+from mechrefusal.measure.judges.base import JUDGES, MEASURES, Judge, Verdict, measures_of
 from mechrefusal.measure.judges.harm import HarmJudge
 from mechrefusal.measure.judges.llm import HarmBenchLLMJudge, LLMJudge, StrongRejectLLMJudge
 from mechrefusal.measure.judges.substring import REFUSAL_PHRASES, SubstringJudge
@@ -21,4 +21,5 @@ __all__ = [
     "Judge",
     "SubstringJudge",
     "Verdict",
+    "measures_of",
 ]

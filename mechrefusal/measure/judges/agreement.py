@@ -23,7 +23,7 @@ from jaxtyping import Bool, Float
 from mechrefusal.core.cache import atomic_write_bytes, home
 from mechrefusal.core.errors import SettingError
 from mechrefusal.data.labels import LabelledReply, data_hash, labelled
-from mechrefusal.measure.judges.base import JUDGES, Judge, Verdict
+from mechrefusal.measure.judges.base import JUDGES, Judge, Verdict, measures_of
 
 VERSION = 1
 """Bump when judging or measuring changes, so that cached agreement reports are measured afresh."""
@@ -143,7 +143,7 @@ def positive(verdict: Verdict, measures: str) -> bool:
 def agreement(judge: Judge, rows: Sequence[LabelledReply], name: str = "") -> Agreement:
     """Judge the labelled rows and compare with their human labels."""
     verdicts = judge.judge([row.objective for row in rows], [row.response for row in rows])
-    judged = [positive(verdict, judge.measures) for verdict in verdicts]
+    judged = [positive(verdict, measures_of(judge)) for verdict in verdicts]
     unparseable = sum(verdict.reason == "unparseable" for verdict in verdicts)
     return agreement_of([row.label for row in rows], judged, name or type(judge).__name__, unparseable)
 
@@ -164,7 +164,7 @@ def judge_agreement(name: str, limit: int | None = None) -> Agreement:
     path = home() / "judges" / f"agreement-{hashlib.sha256(key.encode()).hexdigest()[:16]}.json"
     if path.exists():
         return Agreement.from_dict(json.loads(path.read_text())["agreement"])
-    result = agreement(cls(), held_out(cls.measures, limit), name)
+    result = agreement(cls(), held_out(measures_of(cls), limit), name)
     document = {"key": key, "agreement": result.to_dict()}
     atomic_write_bytes(path, json.dumps(document, indent=1).encode())
     return result

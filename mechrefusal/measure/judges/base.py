@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import ClassVar, Protocol, runtime_checkable
+from typing import Protocol, runtime_checkable
 
+from mechrefusal.core.errors import SettingError
 from mechrefusal.core.registry import Registry
 
 MEASURES = ("refusal", "harm")
@@ -25,13 +26,23 @@ class Verdict:
 class Judge(Protocol):
     """Anything that labels (instruction, completion) pairs.
 
-    ``measures`` is ``"refusal"`` (report its verdicts as a refusal rate, never as attack success) or
-    ``"harm"`` (``Verdict.harmful`` decides; an attack success rate counts ``harmful=True``).
+    A judge class says what it decides in a class attribute ``measures``: ``"refusal"`` (report its verdicts
+    as a refusal rate, never as attack success) or ``"harm"`` (``Verdict.harmful`` decides; an attack success
+    rate counts ``harmful=True``). A judge without it measures refusal (`measures_of`), so judges written
+    before harm judges existed keep working.
     """
 
-    measures: ClassVar[str]
-
     def judge(self, instructions: Sequence[str], completions: Sequence[str]) -> list[Verdict]: ...
+
+
+def measures_of(judge: object) -> str:
+    """What a judge (class or instance) decides: its ``measures`` attribute, ``"refusal"`` when it has none."""
+    measures = getattr(judge, "measures", "refusal")
+    if measures not in MEASURES:
+        raise SettingError(
+            f"Judge {judge!r} says it measures {measures!r}; a judge measures one of {', '.join(MEASURES)}."
+        )
+    return measures
 
 
 JUDGES: Registry[type[Judge]] = Registry("judge")
