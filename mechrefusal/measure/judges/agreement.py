@@ -25,7 +25,7 @@ from mechrefusal.core.errors import SettingError
 from mechrefusal.data.labels import LabelledReply, data_hash, labelled
 from mechrefusal.measure.judges.base import JUDGES, Judge, Verdict, measures_of
 
-VERSION = 1
+VERSION = 2
 """Bump when judging or measuring changes, so that cached agreement reports are measured afresh."""
 
 Interval = tuple[float, float]
