@@ -63,7 +63,7 @@ class AttackSettings:
     """Attack budgets: cpu (one behaviour in minutes on a CPU) or harmbench (HarmBench's published budgets)."""
     ablate: str = "none"
     """Saved directions ablated during the attack and generation: none, all, or labels such as d0,d2."""
-    judges: str = "substring"
+    judges: str = "harm,substring"
     """Comma-separated judges (mechrefusal.JUDGES); harm judges give ASRs, refusal judges refusal rates."""
     attacker: str | None = None
     """PAIR's attacker chat model: a mechrefusal.load spec or openai:<base_url>#<model> (default: embedded)."""

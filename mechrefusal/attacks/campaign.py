@@ -29,11 +29,13 @@ from tqdm.auto import tqdm
 from mechrefusal.attacks.base import Attack, Behaviour, TestCase
 from mechrefusal.core.cache import atomic_write_bytes
 from mechrefusal.core.directions import Direction
-from mechrefusal.core.errors import SettingError
+from mechrefusal.core.errors import FetchError, SettingError
 from mechrefusal.core.provenance import weights_fingerprint
 from mechrefusal.interventions import Interventions
 from mechrefusal.measure.generation import generate
 from mechrefusal.measure.judges import JUDGES, Judge
+from mechrefusal.measure.judges.agreement import judge_agreement
+from mechrefusal.measure.judges.base import measures_of
 from mechrefusal.models import Model
 from mechrefusal.models.autocast import autocast
 
@@ -160,8 +162,12 @@ def run_campaign(
 
 
 def describe_judge(name: str, judge: Judge) -> dict[str, Any]:
-    """What a judge measures and its agreement with human labels (None where it was never measured)."""
-    return {"measures": getattr(judge, "measures", "refusal"), "agreement": None}
+    """What a judge measures and its agreement with human labels on held-out labelled rows (measured once,
+    cached); where the labels cannot be fetched, the agreement is None and ``unmeasured`` says why."""
+    try:
+        return {"measures": measures_of(judge), "agreement": judge_agreement(name).to_dict()}
+    except FetchError as error:
+        return {"measures": measures_of(judge), "agreement": None, "unmeasured": str(error)}
 
 
 def behaviour_seed(seed: int, attack: str, behaviour: Behaviour) -> int:

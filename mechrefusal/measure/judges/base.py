@@ -1,0 +1,49 @@
+"""The judge protocol: `Verdict`, `Judge` (what each judge measures) and the `JUDGES` registry."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Protocol, runtime_checkable
+
+from mechrefusal.core.errors import SettingError
+from mechrefusal.core.registry import Registry
+
+MEASURES = ("refusal", "harm")
+"""What a judge decides: whether a reply refuses, or whether it carries out the behaviour asked for."""
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """One judged reply: ``refused``, and ``harmful`` when the judge decides harm (None when it does not)."""
+
+    refused: bool
+    reason: str = ""
+    harmful: bool | None = None
+
+
+@runtime_checkable
+class Judge(Protocol):
+    """Anything that labels (instruction, completion) pairs.
+
+    A judge class says what it decides in a class attribute ``measures``: ``"refusal"`` (report its verdicts
+    as a refusal rate, never as attack success) or ``"harm"`` (``Verdict.harmful`` decides; an attack success
+    rate counts ``harmful=True``). A judge without it measures refusal (`measures_of`), so judges written
+    before harm judges existed keep working.
+    """
+
+    def judge(self, instructions: Sequence[str], completions: Sequence[str]) -> list[Verdict]: ...
+
+
+def measures_of(judge: object) -> str:
+    """What a judge (class or instance) decides: its ``measures`` attribute, ``"refusal"`` when it has none."""
+    measures = getattr(judge, "measures", "refusal")
+    if measures not in MEASURES:
+        raise SettingError(
+            f"Judge {judge!r} says it measures {measures!r}; a judge measures one of {', '.join(MEASURES)}."
+        )
+    return measures
+
+
+JUDGES: Registry[type[Judge]] = Registry("judge")
+"""The judges by name (a job's ``judge`` setting); each is built without arguments."""
