@@ -177,3 +177,12 @@ def test_the_default_rephraser_is_wordnet_when_installed_else_pool(monkeypatch, 
     assert AutoDAN().settings()["rephraser"] == "wordnet", "install Debian's wordnet-base"
     monkeypatch.setattr(rephrasers, "WORDNET", tmp_path)
     assert AutoDAN().settings()["rephraser"] == "pool" and "resampled" in AutoDAN().caveat
+
+
+@pytest.mark.slow
+def test_the_cpu_preset_runs_one_behaviour_on_the_embedded_model(embedded_model):
+    case = AutoDAN.preset("cpu", progress=False).run(embedded_model, BEHAVIOUR, seed=0)[0]
+    losses = case.info["losses"]
+    assert 1 <= len(losses) <= 4 and all(later <= earlier for earlier, later in zip(losses, losses[1:]))
+    assert case.info["rephraser"] == "wordnet" and case.info["developer"] == "Hugging Face"
+    assert "smollm2-135m-instruct" in case.prompt and case.prompt.endswith(BEHAVIOUR.text)

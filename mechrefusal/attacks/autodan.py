@@ -43,11 +43,13 @@ DEVELOPERS = {
 HARMBENCH: dict[str, Any] = dict(
     population=128, steps=100, elite=0.1, crossover=0.5, num_points=5, mutation=0.01, eval_every=5
 )
-"""HarmBench's AutoDAN defaults (``baselines/autodan/AutoDAN.py``: batch_size=128, num_steps=100,
-num_elites=0.1, crossover=0.5, num_points=5, mutation=0.01, eval_steps=5), an LLM rephrasing."""
+"""HarmBench's AutoDAN budget: the defaults of its ``AutoDAN`` class (``baselines/autodan/AutoDAN.py``:
+batch_size=128, num_steps=100, num_elites=0.1, crossover=0.5, num_points=5, mutation=0.01, eval_steps=5,
+mutation by an LLM), read in a public copy of that file; its per-model YAML overrides were not checked."""
 CPU: dict[str, Any] = dict(population=8, steps=4, elite=0.1, crossover=0.5, num_points=5, mutation=0.01, eval_every=3)
-"""One behaviour on the embedded SmolLM2-135M in about three minutes on one CPU core (a ~750-token
-candidate's loss takes ~8 s there; unchanged candidates are not scored again)."""
+"""One behaviour on the embedded SmolLM2-135M in a few minutes on one CPU core: 136 s measured for the
+whole budget without early stop (prompts are 560-850 tokens, a candidate's loss ~8 s; a candidate already
+scored is not scored again, and half the children are unchanged copies)."""
 
 
 def prompt_for(template: str, behaviour: Behaviour) -> str:
