@@ -3,7 +3,7 @@
 #
 #   bash scripts/quickstart.sh main [ARGS...]   # python -m mechrefusal.analyze ARGS (embedded model)
 #   bash scripts/quickstart.sh test [ARGS...]   # the whole test suite (fast and slow tiers); installs
-#                                               # Debian's chromium for the browser test when missing (root)
+#                                               # Debian's chromium (browser test) and wordnet-base (AutoDAN) when missing (root)
 #
 # MECHREFUSAL_TORCH overrides the torch requirement (default: the CPU build torch==2.13.0; use e.g.
 # MECHREFUSAL_TORCH=torch for a CUDA build). PYTHON picks the interpreter (default python3.11).
@@ -33,12 +33,16 @@ if [ ! -x "$venv/bin/python" ] || [ "$(cat "$venv/.mechrefusal-installed" 2>/dev
     printf '%s' "$want" > "$venv/.mechrefusal-installed"
 fi
 
-# The report's browser test drives Debian's chromium (never a downloaded browser); kaleido uses it
-# for PNG figures too. Install it for the test job when missing and apt-get is usable (root).
-if [ "$job" = test ] && ! command -v chromium >/dev/null && command -v apt-get >/dev/null && [ "$(id -u)" = 0 ]; then
-    echo "installing Debian's chromium for the report's browser test ..." >&2
+# Debian packages, installed when missing and apt-get is usable (root): chromium, which the report's
+# browser test drives and kaleido uses for PNG figures (test job), and wordnet-base, the WordNet files
+# AutoDAN's offline rephraser reads (both jobs).
+debian=()
+[ "$job" = test ] && ! command -v chromium >/dev/null && debian+=(chromium)
+[ ! -f /usr/share/wordnet/index.noun ] && debian+=(wordnet-base)
+if [ ${#debian[@]} -gt 0 ] && command -v apt-get >/dev/null && [ "$(id -u)" = 0 ]; then
+    echo "installing Debian's ${debian[*]} ..." >&2
     apt-get update -q >/dev/null
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium >/dev/null
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${debian[@]}" >/dev/null
 fi
 
 case "$job" in
