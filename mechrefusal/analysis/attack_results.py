@@ -20,9 +20,9 @@ def judge_label(name: str, about: dict[str, Any]) -> str:
 def rate_columns(entry: dict[str, Any]) -> list[tuple[str, str]]:
     """(column key in ``rates``, column title) pairs: ASRs of harm judges first, then refusal rates."""
     columns = []
-    for kind, title in (("asr", "ASR"), ("refusal", "refusal")):
+    for kind, title, measures in (("asr", "ASR", "harm"), ("refusal", "refusal", "refusal")):
         for name, about in entry["judges"].items():
-            if kind == "refusal" or about["measures"] == "harm":
+            if about["measures"] == measures:
                 columns.append((f"{kind}/{name}", f"{title} ({judge_label(name, about)})"))
     return columns
 

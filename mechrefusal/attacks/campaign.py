@@ -84,7 +84,8 @@ class Campaign:
 
     def rates(self) -> dict[str, dict[str, float]]:
         """Attack name -> ``{"asr/<harm judge>": ..., "refusal/<refusal judge>": ...}``, means over behaviours,
-        plus an ``"average"`` row over attacks."""
+        plus an ``"average"`` row over attacks (a harm judge gives only ASRs, a refusal judge only refusal
+        rates)."""
         table: dict[str, dict[str, float]] = {}
         for attack in self.attacks:
             outcomes = [o for o in self.outcomes if o.attack == attack]
@@ -92,7 +93,8 @@ class Campaign:
             for judge, about in self.judges.items():
                 if about["measures"] == "harm":
                     row[f"asr/{judge}"] = sum(o.success(judge) for o in outcomes) / len(outcomes)
-                row[f"refusal/{judge}"] = sum(o.refusal(judge) for o in outcomes) / len(outcomes)
+                else:
+                    row[f"refusal/{judge}"] = sum(o.refusal(judge) for o in outcomes) / len(outcomes)
             table[attack] = row
         keys = next(iter(table.values())).keys()
         table["average"] = {key: sum(row[key] for row in table.values()) / len(table) for key in keys}
