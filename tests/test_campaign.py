@@ -15,6 +15,7 @@ from mechrefusal.attacks import Behaviour, TestCase, target_for
 from mechrefusal.attacks.behaviours import load_behaviours
 from mechrefusal.attacks.campaign import behaviour_seed, fingerprint, run_campaign
 from mechrefusal.core.errors import DataError, MissingFileError, SettingError
+from mechrefusal.measure.judges import Verdict
 
 
 @dataclass
@@ -43,20 +44,13 @@ class SwapAttack:
         return [TestCase(prompt, {"swapped": swap}), TestCase(behaviour.text, {"swapped": False})]
 
 
-@dataclass(frozen=True)
-class HarmVerdict:
-    refused: bool
-    harmful: bool
-    reason: str = ""
-
-
 class EveryNonRefusalHarmful:
     """Test harm judge: a reply is harmful exactly when it does not say 'cannot'."""
 
     measures: ClassVar[str] = "harm"
 
     def judge(self, instructions, completions):
-        return [HarmVerdict("cannot" in c, "cannot" not in c) for c in completions]
+        return [Verdict("cannot" in c, harmful="cannot" not in c) for c in completions]
 
 
 @pytest.fixture

@@ -15,6 +15,7 @@ import pytest
 from mechrefusal.analyze import AnalyzeSettings
 from mechrefusal.analyze import main as analyze_main
 from mechrefusal.attack import AttackSettings
+from mechrefusal.attack import main as attack_main
 from mechrefusal.core.cli import (
     SettingsParser,
     add_settings_arguments,
@@ -123,7 +124,7 @@ def test_checkpoints_written_before_the_groups_are_read_and_compared():
         saved_settings({**old, "old_knob": 1})
 
 
-MAINS = {"mechrefusal.train": train_main, "mechrefusal.analyze": analyze_main}
+MAINS = {"mechrefusal.train": train_main, "mechrefusal.analyze": analyze_main, "mechrefusal.attack": attack_main}
 
 
 @pytest.mark.parametrize("job", JOBS)
