@@ -194,6 +194,13 @@ def main(argv: list[str] | None = None) -> None:
         report = run(settings)
     except (MechrefusalError, ValueError) as error:
         parser.error(str(error))
+    except KeyboardInterrupt:
+        finished = len(list(Path(settings.out).glob("cases/*/*.json")))
+        parser.exit(
+            130,
+            f"interrupted: {finished} attacked behaviours are kept in {Path(settings.out) / 'cases'}; "
+            "run the same command again to continue.\n",
+        )
     print(report.summary())
     print(*report.notes, sep="\n")
     print(f"report: {Path(settings.out) / 'report.html'}")

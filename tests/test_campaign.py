@@ -207,3 +207,18 @@ def test_ablating_a_checkpoint_without_directions_is_refused(toy_dir, tmp_path, 
     with pytest.raises(SystemExit):
         main([str(toy_dir), "--attacks", "tests.test_campaign:SwapAttack", "--ablate", "d0", "--out", str(tmp_path)])
     assert "has no saved directions" in capsys.readouterr().err
+
+
+def test_an_interrupted_job_says_how_to_continue(toy_dir, tmp_path, capsys, monkeypatch):
+    import mechrefusal.attack as job
+
+    def interrupted(settings, progress=True):
+        (tmp_path / "cases" / "x").mkdir(parents=True)
+        (tmp_path / "cases" / "x" / "b.json").write_text("{}")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(job, "run", interrupted)
+    with pytest.raises(SystemExit) as stop:
+        main([str(toy_dir), "--attacks", "tests.test_campaign:SwapAttack", "--out", str(tmp_path)])
+    assert stop.value.code == 130
+    assert "1 attacked behaviours are kept" in capsys.readouterr().err
