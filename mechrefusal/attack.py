@@ -85,6 +85,8 @@ class AttackSettings:
             raise SettingError("--attacks names no attack; give e.g. gcg,human.")
         for name in self.attack_names:
             ATTACKS.get(name)
+        if not self.judge_names:
+            raise SettingError("--judges names no judge; give e.g. harm,substring.")
         for name in self.judge_names:
             JUDGES.get(name)
         if self.n < 1:
@@ -110,7 +112,11 @@ def build_attack(name: str, budget: str, attacker: str | None = None) -> Attack:
     cls = ATTACKS.get(name)
     preset = getattr(cls, "preset", None)
     attack = preset(budget) if preset is not None else cls()
-    if attacker is not None and "attacker" in {f.name for f in dataclasses.fields(attack)}:  # type: ignore[arg-type]
+    if (
+        attacker is not None
+        and dataclasses.is_dataclass(attack)
+        and "attacker" in {f.name for f in dataclasses.fields(attack)}
+    ):
         attack = dataclasses.replace(attack, attacker=attacker)  # type: ignore[type-var]
     return attack
 
@@ -125,7 +131,7 @@ def ablation(model: Model, labels: str) -> Ablate | None:
     if labels == "all":
         return Ablate(saved)
     picked = []
-    for label in labels.split(","):
+    for label in (part.strip() for part in labels.split(",")):
         index = int(label[1:]) if label.strip().startswith("d") and label.strip()[1:].isdigit() else -1
         if not 0 <= index < len(saved):
             raise SettingError(

@@ -192,7 +192,10 @@ def _outcome(
     dtype: str,
     batch_size: int,
 ) -> Outcome:
-    saved = json.loads(path.read_text()) if path.is_file() else {}
+    try:
+        saved = json.loads(path.read_text()) if path.is_file() else {}
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        saved = {}  # a damaged cache file (edited by hand) is recomputed
     if saved.get("key") != key:
         started = time.perf_counter()
         cases = attack.run(model, behaviour, intervention=intervention, seed=behaviour_seed(seed, name, behaviour))
