@@ -21,7 +21,7 @@ from pathlib import Path
 from mechrefusal.analysis.report import Report
 from mechrefusal.attacks import ATTACKS, Attack
 from mechrefusal.attacks.behaviours import load_behaviours
-from mechrefusal.attacks.campaign import Campaign, run_campaign
+from mechrefusal.attacks.campaign import run_campaign
 from mechrefusal.core.cli import (
     SETTINGS_FILE,
     SettingsParser,
@@ -168,7 +168,7 @@ def run(settings: AttackSettings, *, progress: bool = True) -> Report:
         {
             "models": [],
             "attacks": {
-                **campaign_entry(campaign),
+                **campaign.to_dict(),
                 "model": model.spec,
                 "ablate": settings.ablate,
                 "max_new_tokens": new_tokens,
@@ -183,11 +183,6 @@ def run(settings: AttackSettings, *, progress: bool = True) -> Report:
     report.save(settings.out)
     write_settings(settings, Path(settings.out) / SETTINGS_FILE)
     return report
-
-
-def campaign_entry(campaign: Campaign) -> dict:
-    """The report's ``attacks`` entry: the campaign's rates, judges (with their agreement) and outcomes."""
-    return campaign.to_dict()
 
 
 def main(argv: list[str] | None = None) -> None:
