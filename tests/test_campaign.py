@@ -222,3 +222,91 @@ def test_an_interrupted_job_says_how_to_continue(toy_dir, tmp_path, capsys, monk
         main([str(toy_dir), "--attacks", "tests.test_campaign:SwapAttack", "--out", str(tmp_path)])
     assert stop.value.code == 130
     assert "1 attacked behaviours are kept" in capsys.readouterr().err
+
+
+class UndecidedHarm:
+    """Test harm judge that can decide nothing (an LLM judge whose answers are all unreadable)."""
+
+    measures: ClassVar[str] = "harm"
+
+    def judge(self, instructions, completions):
+        return [Verdict(False, "unparseable") for _ in completions]
+
+
+def test_a_new_judge_reuses_cached_cases_and_completions(toy, behaviours, tmp_path, monkeypatch):
+    from mechrefusal.attacks import campaign as campaign_module
+    from mechrefusal.measure import judges
+
+    monkeypatch.setitem(judges.JUDGES._entries, "test-harm", EveryNonRefusalHarmful)
+    first = SwapAttack()
+    before = run_campaign(toy, {"swap": first}, behaviours[:2], out=tmp_path, max_new_tokens=6, progress=False)
+    generated = []
+    original = campaign_module.generate
+    monkeypatch.setattr(campaign_module, "generate", lambda *a, **k: generated.append(1) or original(*a, **k))
+    second = SwapAttack()
+    after = run_campaign(
+        toy,
+        {"swap": second},
+        behaviours[:2],
+        out=tmp_path,
+        judges=["substring", "test-harm"],
+        max_new_tokens=6,
+        progress=False,
+    )
+    assert second.calls == [] and generated == []  # neither attacked nor generated again
+    assert [o.completions for o in after.outcomes] == [o.completions for o in before.outcomes]
+    assert set(after.outcomes[0].verdicts) == {"substring", "test-harm"}
+    run_campaign(toy, {"swap": second}, behaviours[:2], out=tmp_path, max_new_tokens=7, progress=False)
+    assert second.calls == [] and len(generated) == 2  # a longer generation regenerates, the cases stay
+
+
+def test_a_new_dtype_or_chat_format_is_not_reused(toy, behaviours, tmp_path):
+    first = SwapAttack()
+    kwargs = dict(out=tmp_path, max_new_tokens=4, progress=False)
+    run_campaign(toy, {"swap": first}, behaviours[:1], dtype="float32", **kwargs)
+    run_campaign(toy, {"swap": first}, behaviours[:1], dtype="bfloat16", **kwargs)
+    assert len(first.calls) == 2
+    toy.chat = type(toy.chat)(toy.tokenizer, system="You are careful.")
+    try:
+        run_campaign(toy, {"swap": first}, behaviours[:1], dtype="bfloat16", **kwargs)
+    finally:
+        toy.chat = type(toy.chat)(toy.tokenizer)
+    assert len(first.calls) == 3
+
+
+def test_random_ablations_are_seeded_per_behaviour():
+    import torch
+
+    from mechrefusal.attacks.campaign import reseeded
+    from mechrefusal.interventions import RandomAblate
+
+    direction = Direction(torch.ones(8) / 8**0.5, 1, -1, "test")
+    shared = torch.Generator().manual_seed(0)
+    shared.manual_seed(123)
+    random_ablation = RandomAblate(direction, 0.5, shared)
+    first, second = reseeded([random_ablation], 7), reseeded([random_ablation], 7)
+    assert torch.equal(first[0].generator.get_state(), second[0].generator.get_state())
+    assert torch.equal(first[0].generator.get_state(), torch.Generator().manual_seed(7).get_state())
+    assert first[0].generator is not shared and shared.initial_seed() == 123  # the caller's generator is left alone
+    plain = Ablate(direction)
+    assert reseeded(plain, 7) is plain
+
+
+def test_undecided_harm_verdicts_are_counted_and_reported(toy, behaviours, tmp_path, monkeypatch):
+    from mechrefusal.analysis.attack_results import summary_lines
+    from mechrefusal.measure import judges
+
+    monkeypatch.setitem(judges.JUDGES._entries, "test-undecided", UndecidedHarm)
+    campaign = run_campaign(
+        toy,
+        {"swap": SwapAttack()},
+        behaviours[:2],
+        out=tmp_path,
+        judges=["test-undecided"],
+        max_new_tokens=4,
+        progress=False,
+    )
+    assert campaign.undecided() == {"test-undecided": 4}
+    assert campaign.rates()["swap"]["asr/test-undecided"] == 0.0
+    lines = summary_lines({**campaign.to_dict(), "model": "toy"})
+    assert "judge test-undecided could not decide 4 of 4 test cases" in lines[-1]

@@ -40,7 +40,18 @@ def summary_lines(entry: dict[str, Any]) -> list[str]:
     for attack, row in entry["rates"].items():
         lines.append(f"{attack:<{width}}" + "".join(f"{row[key]:>10.1%}" for key, _ in columns))
     lines += [f"{attack}: {about['caveat']}" for attack, about in entry["attacks"].items() if about["caveat"]]
-    return lines
+    return lines + undecided_notes(entry)
+
+
+def undecided_notes(entry: dict[str, Any]) -> list[str]:
+    """One line per harm judge that could not decide some test cases (counted as not harmful)."""
+    total = entry.get("test_cases", 0)
+    return [
+        f"judge {judge} could not decide {count} of {total} test cases (counted as not harmful: its ASR is a "
+        "lower bound)"
+        for judge, count in entry.get("undecided", {}).items()
+        if count
+    ]
 
 
 def section_html(entry: dict[str, Any]) -> str:
@@ -62,6 +73,7 @@ def section_html(entry: dict[str, Any]) -> str:
         for attack, about in entry["attacks"].items()
         if about["caveat"]
     )
+    caveats += "".join(f"<li>{html.escape(note)}</li>" for note in undecided_notes(entry))
     examples = "".join(_example(outcome) for outcome in _first_per_attack(entry.get("outcomes", [])))
     return (
         f'<section><h2>Attacks</h2><p class="meta">{html.escape(str(entry.get("model", "")))}; ablated: '

@@ -1,11 +1,18 @@
 """Campaigns: attacks × behaviours against one model under one intervention, judged, resumable.
 
 Each (attack, behaviour) pair is one JSON file, ``OUT/cases/<attack>/<behaviour id>.json``, written
-atomically twice: once with the attack's test cases, once more with the model's completions and every
-judge's verdicts. The file carries a key (the attack's settings, the model's weights, the intervention,
-the seed, the generation length and the judges); a rerun with the same key reuses it, so a killed
-campaign continues where it stopped, and each behaviour's seed depends only on (seed, attack, behaviour),
-so it gives the same result as an uninterrupted one.
+atomically after each of three levels, each with its own key:
+
+* test cases: the attack's name and settings, the model's weights and chat format, the intervention, the
+  resolved compute dtype, the seed and the behaviour;
+* completions: the test cases' key, the generation length and dtype;
+* verdicts: one entry per judge, keyed by the judge's name, class and ``version``.
+
+A rerun reuses every level whose key matches, so a killed campaign continues where it stopped, adding a
+judge judges the cached completions without attacking again, and each behaviour's seed depends only on
+(seed, attack, behaviour), so a resumed campaign gives the same result as an uninterrupted one. An
+intervention that draws random numbers (`RandomAblate`) gets a generator seeded per behaviour for the same
+reason.
 
 Attack success follows HarmBench: a test case succeeds when a harm judge says its completion carries out
 the behaviour; a behaviour's success is the mean over its test cases, an attack's success rate (ASR) the
@@ -19,7 +26,7 @@ import hashlib
 import json
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, fields, is_dataclass
+from dataclasses import dataclass, fields, is_dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +37,7 @@ from mechrefusal.attacks.base import Attack, Behaviour, TestCase
 from mechrefusal.core.cache import atomic_write_bytes
 from mechrefusal.core.directions import Direction
 from mechrefusal.core.errors import FetchError, SettingError
+from mechrefusal.core.precision import resolve
 from mechrefusal.core.provenance import weights_fingerprint
 from mechrefusal.interventions import Interventions
 from mechrefusal.measure.generation import generate
@@ -100,11 +108,22 @@ class Campaign:
         table["average"] = {key: sum(row[key] for row in table.values()) / len(table) for key in keys}
         return table
 
+    def undecided(self) -> dict[str, int]:
+        """Harm judge name -> how many test cases it could not decide (``harmful`` None, e.g. an LLM judge's
+        unreadable answer); they count as not harmful in the ASR, so a large count makes it a lower bound."""
+        return {
+            judge: sum(v["harmful"] is None for o in self.outcomes for v in o.verdicts[judge])
+            for judge, about in self.judges.items()
+            if about["measures"] == "harm"
+        }
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "judges": self.judges,
             "attacks": self.attacks,
             "rates": self.rates(),
+            "undecided": self.undecided(),
+            "test_cases": len([case for o in self.outcomes for case in o.cases]),
             "behaviours": len({o.behaviour.id for o in self.outcomes}),
             "outcomes": [o.to_dict() for o in self.outcomes],
         }
@@ -132,33 +151,33 @@ def run_campaign(
         raise SettingError("A campaign needs at least one behaviour.")
     judge_objects = {name: JUDGES.get(name)() for name in judges}
     about = {name: describe_judge(name, judge) for name, judge in judge_objects.items()}
+    precision = resolve(dtype, model.device).dtype
     common = {
         "model": weights_fingerprint(model.hf_model),
+        "chat": model.format(["{instruction}"])[0],
         "intervention": fingerprint(intervention),
-        "max_new_tokens": max_new_tokens,
-        "judges": sorted(judges),
+        "dtype": precision,
     }
+    generation = {"max_new_tokens": max_new_tokens, "dtype": precision}
     outcomes = []
     pairs = [(name, attack, behaviour) for name, attack in attacks.items() for behaviour in behaviours]
     for name, attack, behaviour in tqdm(pairs, desc="attack", disable=not progress):
-        key = _key({**common, "attack": name, "settings": attack.settings(), "seed": seed, "behaviour": behaviour.id})
-        path = Path(out) / "cases" / name / f"{behaviour.id}.json"
-        outcomes.append(
-            _outcome(
-                model,
-                name,
-                attack,
-                behaviour,
-                path,
-                key,
-                judge_objects,
-                intervention,
-                seed,
-                max_new_tokens,
-                dtype,
-                batch_size,
+        seeded = behaviour_seed(seed, name, behaviour)
+        keys = {
+            "cases": _key(
+                {
+                    **common,
+                    "attack": name,
+                    "settings": attack.settings(),
+                    "seed": seed,
+                    "behaviour": [behaviour.text, behaviour.target],
+                }
             )
-        )
+        }
+        keys["completions"] = _key({"cases": keys["cases"], **generation})
+        job = _Job(model, reseeded(intervention, seeded), dtype, batch_size, max_new_tokens)
+        path = Path(out) / "cases" / name / f"{behaviour.id}.json"
+        outcomes.append(_outcome(job, name, attack, behaviour, seeded, path, keys, judge_objects))
     described = {name: {"settings": attack.settings(), "caveat": attack.caveat} for name, attack in attacks.items()}
     return Campaign(outcomes, about, described)
 
@@ -178,56 +197,95 @@ def behaviour_seed(seed: int, attack: str, behaviour: Behaviour) -> int:
     return int.from_bytes(digest[:4], "little") & 0x7FFFFFFF
 
 
+@dataclass(frozen=True)
+class _Job:
+    """What every (attack, behaviour) pair of a campaign shares: the model and how it is run."""
+
+    model: Model
+    intervention: Interventions
+    dtype: str
+    batch_size: int
+    max_new_tokens: int
+
+
 def _outcome(
-    model: Model,
+    job: _Job,
     name: str,
     attack: Attack,
     behaviour: Behaviour,
-    path: Path,
-    key: str,
-    judges: Mapping[str, Judge],
-    intervention: Interventions,
     seed: int,
-    max_new_tokens: int,
-    dtype: str,
-    batch_size: int,
+    path: Path,
+    keys: dict[str, str],
+    judges: Mapping[str, Judge],
 ) -> Outcome:
     try:
         saved = json.loads(path.read_text()) if path.is_file() else {}
     except (json.JSONDecodeError, UnicodeDecodeError):
         saved = {}  # a damaged cache file (edited by hand) is recomputed
-    if saved.get("key") != key:
+    if saved.get("key") != keys["cases"]:
         started = time.perf_counter()
-        cases = attack.run(model, behaviour, intervention=intervention, seed=behaviour_seed(seed, name, behaviour))
+        cases = attack.run(job.model, behaviour, intervention=job.intervention, seed=seed)
         if not cases:
             raise SettingError(f"The attack {name!r} made no test case for behaviour {behaviour.id}.")
         saved = {
-            "key": key,
+            "key": keys["cases"],
             "cases": [{"prompt": case.prompt, "info": case.info} for case in cases],
             "seconds": round(time.perf_counter() - started, 2),
         }
         _write(path, saved)
     cases = [TestCase(case["prompt"], case["info"]) for case in saved["cases"]]
-    if "completions" not in saved:
-        with autocast(model, dtype):
-            completions = generate(
-                model,
+    if not isinstance(saved.get("completions"), dict) or saved["completions"].get("key") != keys["completions"]:
+        with autocast(job.model, job.dtype):
+            texts = generate(
+                job.model,
                 [case.prompt for case in cases],
-                max_new_tokens=max_new_tokens,
-                intervention=intervention,
-                batch_size=batch_size,
+                max_new_tokens=job.max_new_tokens,
+                intervention=job.intervention,
+                batch_size=job.batch_size,
             )
-        instructions = [behaviour.text] * len(cases)
-        saved["completions"] = completions
-        saved["verdicts"] = {
-            judge_name: [
-                {"refused": v.refused, "harmful": getattr(v, "harmful", None), "reason": v.reason}
-                for v in judge.judge(instructions, completions)
-            ]
-            for judge_name, judge in judges.items()
-        }
+        saved["completions"] = {"key": keys["completions"], "texts": texts}
+        saved["verdicts"] = {}
         _write(path, saved)
-    return Outcome(name, behaviour, cases, saved["completions"], saved["verdicts"], saved["seconds"])
+    completions = saved["completions"]["texts"]
+    verdicts = saved.setdefault("verdicts", {})
+    stale = {n: j for n, j in judges.items() if verdicts.get(n, {}).get("judge") != judge_identity(n, j)}
+    for judge_name, judge in stale.items():
+        verdicts[judge_name] = {
+            "judge": judge_identity(judge_name, judge),
+            "verdicts": [
+                {"refused": v.refused, "harmful": getattr(v, "harmful", None), "reason": v.reason}
+                for v in judge.judge([behaviour.text] * len(cases), completions)
+            ],
+        }
+    if stale:
+        _write(path, saved)
+    judged = {judge_name: verdicts[judge_name]["verdicts"] for judge_name in judges}
+    return Outcome(name, behaviour, cases, completions, judged, saved["seconds"])
+
+
+def judge_identity(name: str, judge: Judge) -> str:
+    """What a cached verdict was judged by: the registered name, the judge's class and its ``version``."""
+    cls = type(judge)
+    return f"{name}:{cls.__module__}.{cls.__qualname__}:v{getattr(judge, 'version', 0)}"
+
+
+def reseeded(intervention: Interventions, seed: int) -> Interventions:
+    """``intervention`` with every torch generator in it (at any depth) replaced by one seeded with ``seed``,
+    so a behaviour's random ablations do not depend on which behaviours ran before it."""
+    return _reseeded(intervention, seed)
+
+
+def _reseeded(value: Any, seed: int) -> Any:
+    if isinstance(value, torch.Generator):
+        return torch.Generator().manual_seed(seed)
+    if is_dataclass(value) and not isinstance(value, type):
+        old = {f.name: getattr(value, f.name) for f in fields(value) if f.init}
+        new = {name: _reseeded(item, seed) for name, item in old.items()}
+        return replace(value, **new) if any(new[name] is not old[name] for name in old) else value
+    if isinstance(value, (list, tuple)):
+        items = [_reseeded(item, seed) for item in value]
+        return type(value)(items) if any(a is not b for a, b in zip(items, value)) else value
+    return value
 
 
 def _write(path: Path, payload: dict) -> None:
