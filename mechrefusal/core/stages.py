@@ -1,0 +1,172 @@
+"""Cached pipeline stages: each stage writes into its own directory and is redone only when its inputs
+changed or its outputs were damaged.
+
+A stage's key is a hash of its configuration and of the keys of the stages it needs, so changing a setting
+redoes that stage and everything downstream, nothing else. When a stage finishes, ``stage.json`` records
+its key, its result (a small JSON dict), its wall time and a digest of every file it wrote. A later run
+reuses the stage when the key matches and the files still hash to that digest; a damaged or edited output
+is recomputed, never silently reused. A stage that was interrupted leaves ``stage.json`` with ``finished``
+false and its key: a rerun with the same key is told to resume (the trainer continues from its last
+complete round), with another key the directory is cleared first.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from mechrefusal.core.cache import atomic_write_bytes
+from mechrefusal.core.errors import SettingError
+
+STAGE_FILE = "stage.json"
+
+
+@dataclass(frozen=True)
+class StageContext:
+    """What a stage's body gets: its directory, whether to resume, and the results of the stages it needs."""
+
+    directory: Path
+    resume: bool
+    inputs: dict[str, dict[str, Any]]
+
+
+@dataclass(frozen=True)
+class Stage:
+    """One step of a pipeline: ``body(context)`` writes into ``context.directory`` and returns its result."""
+
+    name: str
+    config: dict[str, Any]
+    """Everything that decides the stage's output (JSON-ready); part of its key."""
+    body: Callable[[StageContext], dict[str, Any]]
+    needs: tuple[str, ...] = ()
+    describe: str = ""
+    """One line for the final summary: what the stage makes."""
+
+
+@dataclass
+class StageRecord:
+    """How a stage ended in this run: ``status`` is ``"done"`` (computed now), ``"cached"`` or ``"skipped"``."""
+
+    name: str
+    status: str
+    key: str
+    result: dict[str, Any] = field(default_factory=dict)
+    seconds: float = 0.0
+    why: str = ""
+
+
+def stage_key(stage: Stage, upstream: dict[str, str]) -> str:
+    """A hash of the stage's name and configuration and of the keys of the stages it needs."""
+    payload = {"name": stage.name, "config": stage.config, "needs": {name: upstream[name] for name in stage.needs}}
+    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:24]
+
+
+def output_digest(directory: Path) -> str:
+    """A hash of every file under ``directory`` but ``stage.json`` (paths and contents)."""
+    digest = hashlib.sha256()
+    for path in sorted(p for p in directory.rglob("*") if p.is_file() and p.name != STAGE_FILE):
+        digest.update(str(path.relative_to(directory)).encode() + b"\0")
+        with path.open("rb") as handle:
+            while chunk := handle.read(1 << 22):
+                digest.update(chunk)
+    return digest.hexdigest()
+
+
+def run_stages(
+    stages: Sequence[Stage],
+    out: str | Path,
+    *,
+    only: str | None = None,
+    start: str | None = None,
+    announce: Callable[[str], None] = print,
+) -> list[StageRecord]:
+    """Run the stages in order under ``out/<stage name>/``, reusing valid cached ones; ``only`` runs one stage
+    (its inputs must be cached), ``start`` recomputes that stage and every later one."""
+    names = [stage.name for stage in stages]
+    for flag, name in (("--only", only), ("--from", start)):
+        if name is not None and name not in names:
+            raise SettingError(f"{flag} {name}: no such stage; the stages are {', '.join(names)}.")
+    forced = set(names[names.index(start) :]) if start else set()
+    keys: dict[str, str] = {}
+    results: dict[str, dict[str, Any]] = {}
+    records = []
+    for stage in stages:
+        key = keys[stage.name] = stage_key(stage, keys)
+        directory = Path(out) / stage.name
+        saved = _read(directory)
+        valid = _valid(saved, key, directory) and stage.name not in forced
+        if only is not None and stage.name != only:
+            if not valid:
+                records.append(StageRecord(stage.name, "skipped", key, why="not asked for (--only)"))
+                continue
+        elif not valid:
+            missing = [name for name in stage.needs if name not in results]
+            if missing:
+                raise SettingError(
+                    f"Stage {stage.name} needs {', '.join(missing)}, which has no valid cached output in {out}; "
+                    f"run without --only first."
+                )
+            records.append(_compute(stage, key, directory, saved, results, announce))
+            results[stage.name] = records[-1].result
+            continue
+        results[stage.name] = saved["result"]
+        records.append(StageRecord(stage.name, "cached", key, saved["result"], saved.get("seconds", 0.0)))
+    return records
+
+
+def _compute(
+    stage: Stage,
+    key: str,
+    directory: Path,
+    saved: dict[str, Any],
+    results: dict[str, dict[str, Any]],
+    announce: Callable[[str], None],
+) -> StageRecord:
+    resume = saved.get("key") == key and not saved.get("finished", False)
+    if not resume and directory.exists():
+        shutil.rmtree(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    _write(directory, {"key": key, "finished": False, "config": stage.config})
+    announce(f"stage {stage.name}: {'resuming' if resume else 'running'} ({stage.describe})")
+    started = time.perf_counter()
+    result = stage.body(StageContext(directory, resume, {name: results[name] for name in stage.needs}))
+    seconds = round(time.perf_counter() - started, 1)
+    _write(
+        directory,
+        {
+            "key": key,
+            "finished": True,
+            "config": stage.config,
+            "result": result,
+            "seconds": seconds,
+            "digest": output_digest(directory),
+        },
+    )
+    return StageRecord(stage.name, "done", key, result, seconds)
+
+
+def _read(directory: Path) -> dict[str, Any]:
+    try:
+        saved = json.loads((directory / STAGE_FILE).read_text())
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError):
+        return {}
+    return saved if isinstance(saved, dict) else {}
+
+
+def _valid(saved: dict[str, Any], key: str, directory: Path) -> bool:
+    return (
+        saved.get("key") == key
+        and saved.get("finished") is True
+        and "result" in saved
+        and saved.get("digest") == output_digest(directory)
+    )
+
+
+def _write(directory: Path, payload: dict[str, Any]) -> None:
+    atomic_write_bytes(directory / STAGE_FILE, json.dumps(payload, indent=1, default=str).encode())

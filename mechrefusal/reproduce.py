@@ -1,0 +1,284 @@
+"""`python -m mechrefusal.reproduce --preset quick|cpu|paper [--model SPEC] --out DIR [--only STAGE] [--from STAGE]`
+
+Reproduces the paper's pipeline on one chat model: round 0 (standard safety fine-tuning), progressive
+fail-closed rounds, the ReFAT and DeepRefusal baselines from the same round 0, jailbreak attacks on every
+method's last checkpoint, and the analysis of the fail-closed model against round 0. Each stage writes
+into ``DIR/<stage>/`` and is cached by a hash of its settings and of the stages it needs
+(`mechrefusal.core.stages`): a rerun redoes only what changed, a killed run resumes (training from its
+last complete round, attacks from their last finished behaviour), and a damaged output is recomputed.
+
+Presets:
+
+* ``quick`` (the README's main job; about 20 minutes on 2 CPU cores): round 0 and two fail-closed rounds
+  of the README's configuration, the human-template and AutoDAN attacks on 3 HarmBench behaviours, and the
+  analysis; no baselines.
+* ``cpu``: the CPU-scale reproduction in docs/results.md (hours): three rounds of fail-closed, ReFAT and
+  DeepRefusal, all four attacks on 10 behaviours at CPU budgets.
+* ``paper``: HarmBench's attack budgets and 512-token completions for a GPU, on 50 behaviours.
+
+The end of the output tells the story in one screen: whether round 0 refuses and fails open when its
+direction is ablated, whether the fail-closed model keeps refusing under every single ablation and under
+the attacks, and where each table and report came from.
+
+From Python: ``mechrefusal.reproduce.run(ReproduceSettings(preset="quick", out="reports/reproduce"))``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+from typing import Any
+
+from mechrefusal import analyze as analyze_job
+from mechrefusal import attack as attack_job
+from mechrefusal.core.cli import SettingsParser, add_settings_arguments, aliased, choice, parse_settings
+from mechrefusal.core.devices import resolve_device
+from mechrefusal.core.errors import MechrefusalError, SettingError
+from mechrefusal.core.precision import DTYPES, check_dtype
+from mechrefusal.core.stages import Stage, StageContext, StageRecord, run_stages
+from mechrefusal.train import TrainSettings
+from mechrefusal.train import run as train
+from mechrefusal.train.settings import SearchSettings
+
+PRESETS = ("quick", "cpu", "paper")
+STAGES = ("round-0", "fail-closed", "refat", "deeprefusal", "attacks", "analysis")
+
+
+@dataclass
+class ReproduceSettings:
+    """Settings of the reproduce job (the CLI flags have the same names)."""
+
+    preset: str = choice("quick", PRESETS)
+    """quick (README, ~20 min on 2 CPU cores), cpu (the CPU-scale reproduction, hours) or paper (GPU budgets)."""
+    model: str | None = None
+    """Chat model spec for `mechrefusal.load` (default: the embedded SmolLM2-135M-Instruct)."""
+    out: str = "reports/reproduce"
+    """Directory of the stages' outputs (one subdirectory per stage) and summary.json."""
+    only: str | None = None
+    """Run only this stage (its inputs must already be in --out)."""
+    start: str | None = aliased(None, "--from")
+    """Recompute this stage and every later one (--from)."""
+    seed: int = 0
+    """Seed of training and attacks."""
+    dtype: str = choice("auto", DTYPES)
+    """Compute dtype: auto (bfloat16 where bf16 is fast on this machine, else float32), bfloat16 or float32."""
+    device: str = "auto"
+    """Device: auto (CUDA when present, else the CPU), cpu, cuda or cuda:N."""
+
+    def __post_init__(self) -> None:
+        check_dtype(self.dtype)
+        resolve_device(self.device)
+        if Path(self.out).exists() and not Path(self.out).is_dir():
+            raise SettingError(f"--out {self.out} is a file; pass a directory.")
+
+
+@dataclass(frozen=True)
+class Preset:
+    """What a preset trains and attacks."""
+
+    rounds: int
+    baselines: tuple[str, ...]
+    attacks: str
+    behaviours: int
+    budget: str
+    n_test: int
+    train_overrides: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+
+PRESET_PLANS = {
+    "quick": Preset(rounds=2, baselines=(), attacks="human,autodan", behaviours=3, budget="cpu", n_test=32),
+    "cpu": Preset(
+        rounds=3,
+        baselines=("refat", "deeprefusal"),
+        attacks="gcg,autodan,pair,human",
+        behaviours=10,
+        budget="cpu",
+        n_test=64,
+    ),
+    "paper": Preset(
+        rounds=3,
+        baselines=("refat", "deeprefusal"),
+        attacks="gcg,autodan,pair,human",
+        behaviours=50,
+        budget="harmbench",
+        n_test=64,
+    ),
+}
+
+README_TRAINING = {
+    "finder": "dim",
+    "utility_weight": 8.0,
+    "train_layers": "10:20",
+    "search": SearchSettings(max_kl=0.6, min_induce=-10.0),
+}
+"""The README's configuration (docs/results.md): DIM search with small-model filters, utility weight 8,
+training layers 10-19."""
+FAIL_CLOSED_SHARES: dict[str, Any] = {"plain_share": 0.25, "ablated_utility_share": 0.5}
+"""Fail-closed's mixed shares (README): a quarter of safety examples plain, half of utility examples ablated."""
+METHOD_TITLES = {
+    "round-0": "standard (round 0)",
+    "fail-closed": "fail-closed",
+    "refat": "ReFAT",
+    "deeprefusal": "DeepRefusal",
+}
+
+
+def plan(settings: ReproduceSettings) -> list[Stage]:
+    """The stages of ``settings.preset``, in order."""
+    preset = PRESET_PLANS[settings.preset]
+    base = TrainSettings(
+        model=settings.model,
+        seed=settings.seed,
+        dtype=settings.dtype,
+        device=settings.device,
+        **{**README_TRAINING, **preset.train_overrides},
+    )
+    stages = [_train_stage("round-0", replace(base, method="sft", rounds=0), None)]
+    methods = ["fail-closed", *preset.baselines]
+    for method in methods:
+        shares: dict[str, Any] = FAIL_CLOSED_SHARES if method == "fail-closed" else {}
+        stages.append(_train_stage(method, replace(base, method=method, rounds=preset.rounds, **shares), "round-0"))
+    stages.append(_attack_stage(settings, preset, ["round-0", *methods]))
+    stages.append(_analysis_stage(settings, preset))
+    return stages
+
+
+def _train_stage(name: str, settings: TrainSettings, start: str | None) -> Stage:
+    def body(context: StageContext) -> dict[str, Any]:
+        run_directory = context.directory / "run"
+        start_from = None if start is None else str(_path(context, context.inputs[start]["last_round"]))
+        resume = context.resume and any(run_directory.glob("round-*"))
+        train(replace(settings, out=str(run_directory), start_from=start_from, resume=resume))
+        rounds = sorted(run_directory.glob("round-*"), key=lambda path: int(path.name.split("-")[1]))
+        if not rounds:
+            raise SettingError(f"Stage {name} trained no round; see the warnings above.")
+        return {"rounds": [_relative(context, path) for path in rounds], "last_round": _relative(context, rounds[-1])}
+
+    config = {key: value for key, value in asdict(settings).items() if key not in ("out", "resume", "start_from")}
+    what = "round 0, standard safety fine-tuning" if start is None else f"{settings.rounds} {name} rounds from round 0"
+    return Stage(name, config, body, needs=() if start is None else (start,), describe=what)
+
+
+def _attack_stage(settings: ReproduceSettings, preset: Preset, methods: list[str]) -> Stage:
+    def body(context: StageContext) -> dict[str, Any]:
+        results = {}
+        for method in methods:
+            out = context.directory / method
+            report = attack_job.run(
+                attack_job.AttackSettings(
+                    model=str(_path(context, context.inputs[method]["last_round"])),
+                    attacks=preset.attacks,
+                    n=preset.behaviours,
+                    budget=preset.budget,
+                    out=str(out),
+                    seed=settings.seed,
+                    dtype=settings.dtype,
+                    device=settings.device,
+                )
+            )
+            results[method] = {"report": _relative(context, out), "rates": report.data["attacks"]["rates"]}
+        return results
+
+    config = {
+        "attacks": preset.attacks,
+        "behaviours": preset.behaviours,
+        "budget": preset.budget,
+        "seed": settings.seed,
+        "dtype": settings.dtype,
+    }
+    what = f"{preset.attacks} on {preset.behaviours} HarmBench behaviours, {preset.budget} budgets"
+    return Stage("attacks", config, body, needs=tuple(methods), describe=what)
+
+
+def _analysis_stage(settings: ReproduceSettings, preset: Preset) -> Stage:
+    def body(context: StageContext) -> dict[str, Any]:
+        report = analyze_job.run(
+            analyze_job.AnalyzeSettings(
+                model=str(_path(context, context.inputs["fail-closed"]["last_round"])),
+                compare=str(_path(context, context.inputs["round-0"]["last_round"])),
+                out=str(context.directory),
+                n_test=preset.n_test,
+                dtype=settings.dtype,
+                device=settings.device,
+            )
+        )
+        return {
+            "report": _relative(context, context.directory),
+            "summaries": [asdict(m.summary) for m in report.models],
+        }
+
+    config = {"n_test": preset.n_test, "dtype": settings.dtype}
+    return Stage(
+        "analysis", config, body, needs=("round-0", "fail-closed"), describe="directions of fail-closed vs round 0"
+    )
+
+
+def _path(context: StageContext, relative: str) -> Path:
+    return context.directory.parent / relative
+
+
+def _relative(context: StageContext, path: Path) -> str:
+    return str(path.relative_to(context.directory.parent))
+
+
+def run(settings: ReproduceSettings, *, announce: Callable[[str], None] = print) -> list[StageRecord]:
+    """Run (or reuse) every stage of the preset, write ``summary.json`` and return the stages' records."""
+    records = run_stages(plan(settings), settings.out, only=settings.only, start=settings.start, announce=announce)
+    summary = {"preset": settings.preset, "settings": asdict(settings), "stages": [asdict(r) for r in records]}
+    (Path(settings.out) / "summary.json").write_text(json.dumps(summary, indent=1, default=str))
+    return records
+
+
+def story(records: list[StageRecord], out: str | Path) -> list[str]:
+    """The run in one screen: what each stage did, round 0's fail-open check, the fail-closed model under
+    ablation and attacks, and where the outputs are."""
+    results = {record.name: record for record in records}
+    lines = [f"{r.name:<12} {r.status:<7} {r.seconds:>8.1f} s  {r.why}".rstrip() for r in records]
+    analysis = results.get("analysis")
+    if analysis is not None and analysis.result:
+        fail_closed, standard = analysis.result["summaries"]
+        for title, summary in (("standard (round 0)", standard), ("fail-closed", fail_closed)):
+            lines.append(
+                f"{title}: refuses {_percent(summary['harmful_refusal'])} of harmful test prompts; "
+                f"{_percent(summary['weakest_single_refusal'])} with its weakest single direction "
+                f"({summary['weakest']}) ablated; harmless refusal {_percent(summary['harmless_refusal'])}"
+            )
+    attacks = results.get("attacks")
+    if attacks is not None and attacks.result:
+        for method, entry in attacks.result.items():
+            average = entry["rates"]["average"]
+            rates = ", ".join(f"{key} {value:.0%}" for key, value in average.items())
+            lines.append(f"attacks on {METHOD_TITLES.get(method, method)}: average {rates}")
+    lines.append(f"outputs: {Path(out)}/<stage>/ (analysis/report.html, attacks/<method>/report.html)")
+    return lines
+
+
+def _percent(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.0%}"
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = SettingsParser(
+        prog="python -m mechrefusal.reproduce",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    add_settings_arguments(parser, ReproduceSettings, positional=None)
+    settings = parse_settings(parser, ReproduceSettings, argv)
+    try:
+        records = run(settings)
+    except (MechrefusalError, ValueError) as error:
+        parser.error(str(error))
+    except KeyboardInterrupt:
+        parser.exit(
+            130, f"interrupted: finished stages are kept in {settings.out}; run the same command again to resume.\n"
+        )
+    print(*story(records, settings.out), sep="\n")
+
+
+if __name__ == "__main__":
+    main()

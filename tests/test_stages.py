@@ -1,0 +1,79 @@
+"""Cached pipeline stages: reuse, redo on changed settings or damaged outputs, resume, --only and --from."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from mechrefusal.core.errors import SettingError
+from mechrefusal.core.stages import Stage, run_stages
+
+
+def pipeline(calls: list[str], factor: int = 2, fail_in: str | None = None) -> list[Stage]:
+    """Two stages: ``numbers`` writes 0..4 to a file, ``scaled`` multiplies them by ``factor``."""
+
+    def numbers(context):
+        calls.append(f"numbers resume={context.resume}")
+        (context.directory / "numbers.json").write_text(json.dumps(list(range(5))))
+        return {"file": "numbers/numbers.json"}
+
+    def scaled(context):
+        calls.append(f"scaled resume={context.resume}")
+        if fail_in == "scaled":
+            raise KeyboardInterrupt
+        values = json.loads((context.directory.parent / context.inputs["numbers"]["file"]).read_text())
+        return {"values": [factor * value for value in values]}
+
+    return [Stage("numbers", {}, numbers), Stage("scaled", {"factor": factor}, scaled, needs=("numbers",))]
+
+
+def test_a_rerun_reuses_every_finished_stage(tmp_path):
+    calls: list[str] = []
+    first = run_stages(pipeline(calls), tmp_path, announce=lambda line: None)
+    second = run_stages(pipeline(calls), tmp_path, announce=lambda line: None)
+    assert [r.status for r in first] == ["done", "done"] and [r.status for r in second] == ["cached", "cached"]
+    assert second[1].result == {"values": [0, 2, 4, 6, 8]}
+    assert calls == ["numbers resume=False", "scaled resume=False"]
+
+
+def test_a_changed_setting_redoes_that_stage_and_later_ones_only(tmp_path):
+    calls: list[str] = []
+    run_stages(pipeline(calls), tmp_path, announce=lambda line: None)
+    records = run_stages(pipeline(calls, factor=3), tmp_path, announce=lambda line: None)
+    assert [r.status for r in records] == ["cached", "done"]
+    assert records[1].result == {"values": [0, 3, 6, 9, 12]}
+
+
+def test_a_damaged_output_is_recomputed_not_reused(tmp_path):
+    calls: list[str] = []
+    run_stages(pipeline(calls), tmp_path, announce=lambda line: None)
+    (tmp_path / "numbers" / "numbers.json").write_text("[7]")
+    records = run_stages(pipeline(calls), tmp_path, announce=lambda line: None)
+    assert [r.status for r in records] == ["done", "cached"]
+    assert json.loads((tmp_path / "numbers" / "numbers.json").read_text()) == [0, 1, 2, 3, 4]
+    (tmp_path / "scaled" / "stage.json").write_text("{not json")
+    assert [r.status for r in run_stages(pipeline(calls), tmp_path, announce=lambda line: None)] == ["cached", "done"]
+
+
+def test_an_interrupted_stage_resumes_and_finished_ones_are_kept(tmp_path):
+    calls: list[str] = []
+    with pytest.raises(KeyboardInterrupt):
+        run_stages(pipeline(calls, fail_in="scaled"), tmp_path, announce=lambda line: None)
+    records = run_stages(pipeline(calls), tmp_path, announce=lambda line: None)
+    assert [r.status for r in records] == ["cached", "done"]
+    assert calls == ["numbers resume=False", "scaled resume=False", "scaled resume=True"]
+
+
+def test_only_and_from(tmp_path):
+    calls: list[str] = []
+    with pytest.raises(SettingError, match="Stage scaled needs numbers, which has no valid cached output"):
+        run_stages(pipeline(calls), tmp_path, only="scaled", announce=lambda line: None)
+    records = run_stages(pipeline(calls), tmp_path, only="numbers", announce=lambda line: None)
+    assert [r.status for r in records] == ["done", "skipped"]
+    records = run_stages(pipeline(calls), tmp_path, start="numbers", announce=lambda line: None)
+    assert [r.status for r in records] == ["done", "done"]
+    with pytest.raises(SettingError, match=r"--from plots: no such stage; the stages are numbers, scaled\."):
+        run_stages(pipeline(calls), tmp_path, start="plots", announce=lambda line: None)
+    with pytest.raises(SettingError, match=r"--only plots: no such stage"):
+        run_stages(pipeline(calls), tmp_path, only="plots", announce=lambda line: None)
