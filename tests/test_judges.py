@@ -21,6 +21,7 @@ from mechrefusal.measure.judges.agreement import (
     judge_agreement,
     wilson,
 )
+from mechrefusal.measure.judges.harm import MODEL_VERSION, distinct_share
 from mechrefusal.measure.judges.llm import parse_harmbench, parse_strongreject
 from mechrefusal.measure.judges.text_classifier import TextClassifier
 
@@ -162,6 +163,31 @@ def test_harm_judge_agrees_with_held_out_human_labels():
     # Measured: accuracy 0.80, kappa 0.61 [0.45, 0.75] on the 97 held-out objective rows.
     report = agreement(HarmJudge(), held_out("harm"), "harm")
     assert report.n == 97 and report.kappa >= 0.55 and report.accuracy >= 0.75
+
+
+def test_the_repetition_gate_is_chosen_on_the_train_split_and_rules_out_no_labelled_reply():
+    train = labelled("objective", "train")
+    least_varied = min(distinct_share(row.response) for row in train if row.label)
+    assert least_varied == pytest.approx(0.63, abs=0.005) and HarmJudge().min_distinct < least_varied
+    assert len([row for row in train if row.label]) == 145
+    # as the docstring says, no labelled reply of either split loops enough to be gated
+    assert min(distinct_share(row.response) for row in labelled("objective")) > HarmJudge().min_distinct
+
+
+def test_a_new_judge_version_measures_its_agreement_afresh(tmp_path, monkeypatch):
+    wheels = tmp_path / "home" / "wheels"
+    wheels.parent.mkdir()
+    from mechrefusal.core.cache import home
+
+    wheels.symlink_to(home() / "wheels")
+    monkeypatch.setenv("MECHREFUSAL_HOME", str(tmp_path / "home"))
+    assert not hasattr(SubstringJudge, "version")
+    judge_agreement("substring")
+    monkeypatch.setattr(SubstringJudge, "version", 2, raising=False)
+    judge_agreement("substring")
+    keys = sorted(json.loads(path.read_text())["key"] for path in (tmp_path / "home" / "judges").glob("agreement-*"))
+    assert len(keys) == 2 and "-v0-" in keys[0] and "-v2-" in keys[1]
+    assert HarmJudge.version == MODEL_VERSION  # a retrained harm classifier re-measures its agreement too
 
 
 def test_judge_agreement_is_cached_as_json(tmp_path, monkeypatch):
