@@ -10,6 +10,7 @@ import pytest
 
 from mechrefusal.core.errors import DataError, SettingError
 from mechrefusal.data.labels import labelled, read_file, split_of_objective
+from mechrefusal.measure.chat_models import EndpointChatModel
 from mechrefusal.measure.judges import JUDGES, HarmJudge, Judge, LLMJudge, SubstringJudge, Verdict, measures_of
 from mechrefusal.measure.judges.agreement import (
     Agreement,
@@ -262,6 +263,14 @@ def test_strongreject_llm_judge_scores_the_rubric():
     verdicts = LLMJudge(chat, "strongreject").judge([BEHAVIOUR] * 3, [COMPLIANT, "no", "x"])
     assert [v.harmful for v in verdicts] == [True, False, None] and verdicts[2].reason == "unparseable"
     assert BEHAVIOUR in chat.seen[0][1]["content"] and "#scores" in chat.seen[0][1]["content"]
+
+
+def test_llm_judge_resolves_a_chat_model_spec_with_load_chat_model():
+    judge = LLMJudge.from_spec("openai:http://127.0.0.1:9/v1#judge", "strongreject")
+    assert isinstance(judge.chat, EndpointChatModel) and judge.chat.name == "judge@http://127.0.0.1:9/v1"
+    assert judge.rubric == "strongreject"
+    with pytest.raises(SettingError, match="needs a base URL and a model"):  # a spec given as `chat` loads at use
+        LLMJudge("openai:http://127.0.0.1:9/v1").judge([BEHAVIOUR], [COMPLIANT])
 
 
 def test_llm_judge_parsing_and_settings():
