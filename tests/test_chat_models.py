@@ -4,6 +4,7 @@ with one clear error after their retries."""
 
 from __future__ import annotations
 
+import http.client
 import json
 import re
 import socket
@@ -15,7 +16,7 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import closing, contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -25,6 +26,7 @@ from mechrefusal import data
 from mechrefusal.core.errors import EndpointError, SettingError
 from mechrefusal.measure.chat_models import ChatModel, EndpointChatModel, LocalChatModel, load_chat_model
 from mechrefusal.models.tiny import build_tiny_model
+from mechrefusal.serve import MAX_BODY
 from mechrefusal.serve import main as serve_main
 from tests.toy import COMPLIANCE, REFUSAL
 
@@ -151,6 +153,105 @@ def test_the_server_rejects_bad_requests_clearly(toy_url):
         urllib.request.urlopen(request, timeout=10)
     assert caught.value.code == 400
     assert "non-empty list of messages" in json.load(caught.value)["error"]["message"]
+
+
+def raw_post(url: str, headers: dict[str, str], body: bytes = b"") -> tuple[int, dict]:
+    """POST ``body`` to the server's chat completions with exactly ``headers`` (no Content-Length added);
+    the status and the JSON answer (a missing answer or a hang fails the test through its exception)."""
+    host, port = url.removeprefix("http://").removesuffix("/v1").split(":")
+    with closing(http.client.HTTPConnection(host, int(port), timeout=10)) as connection:
+        connection.putrequest("POST", "/v1/chat/completions", skip_accept_encoding=True)
+        for name, value in headers.items():
+            connection.putheader(name, value)
+        connection.endheaders(body)
+        response = connection.getresponse()
+        return response.status, json.loads(response.read())
+
+
+def post_json(url: str, request: object) -> tuple[int, dict]:
+    body = json.dumps(request).encode()
+    return raw_post(url, {"Content-Type": "application/json", "Content-Length": str(len(body))}, body)
+
+
+def assert_invalid(answer: tuple[int, dict], status: int, message: str) -> None:
+    """An OpenAI-shaped error with this status whose one-sentence message matches ``message``."""
+    code, payload = answer
+    assert code == status, payload
+    assert payload["error"]["type"] == "invalid_request_error"
+    assert re.fullmatch(message, payload["error"]["message"]), payload["error"]["message"]
+    assert re.fullmatch(r"[A-Za-z][^\n]*\.", payload["error"]["message"])
+
+
+DEEP = b"[" * 100_000
+"""Nested past the JSON parser's recursion limit."""
+
+
+@pytest.mark.parametrize(
+    ("headers", "body", "status", "message"),
+    [
+        pytest.param({}, b"", 400, r"The request needs a Content-Length header .*", id="no-length"),
+        pytest.param({"Content-Length": "abc"}, b"{}", 400, r"Content-Length must be a non-negative .*", id="abc"),
+        pytest.param({"Content-Length": "-5"}, b"{}", 400, r"Content-Length must be a non-negative .*", id="negative"),
+        pytest.param({"Content-Length": "1e3"}, b"{}", 400, r"Content-Length must be a non-negative .*", id="1e3"),
+        pytest.param(
+            {"Content-Length": str(MAX_BODY + 1)}, b"", 413, rf"The request body is over {MAX_BODY} bytes\.", id="big"
+        ),
+        pytest.param({"Content-Length": "9" * 5000}, b"", 413, r"The request body is over .*", id="huge"),
+        pytest.param({"Content-Length": "8"}, b"not json", 400, r"The request body is not JSON\.", id="text"),
+        pytest.param({"Content-Length": "2"}, b"\xff\xfe", 400, r"The request body is not JSON\.", id="binary"),
+        pytest.param({"Content-Length": str(len(DEEP))}, DEEP, 400, r"The request body is not JSON\.", id="deep"),
+        pytest.param({"Content-Length": "2"}, b"[]", 400, r"The request body must be a JSON object\.", id="list"),
+        pytest.param({"Content-Length": "4"}, b"null", 400, r"The request body must be a JSON object\.", id="null"),
+    ],
+)
+def test_the_server_answers_a_malformed_body_with_400_or_413_not_a_hang(toy_url, headers, body, status, message):
+    assert_invalid(raw_post(toy_url, headers, body), status, message)
+
+
+def test_a_body_shorter_than_its_length_gets_400_and_the_server_stays_up(toy_url):
+    # the client done sending after 2 of 100 bytes: an answer, not a wait
+    host, port = toy_url.removeprefix("http://").removesuffix("/v1").split(":")
+    with socket.create_connection((host, int(port)), timeout=10) as sock:
+        sock.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n{}")
+        sock.shutdown(socket.SHUT_WR)
+        response = http.client.HTTPResponse(sock)
+        response.begin()
+        assert_invalid(
+            (response.status, json.loads(response.read())), 400, r"The request body ended after 2 of its 100 bytes\."
+        )
+    # the server is still up and answers a good request
+    status, payload = post_json(toy_url, {"messages": user(HARMFUL[0]), "max_tokens": 12})
+    assert status == 200 and payload["choices"][0]["message"]["content"] == REFUSAL
+
+
+@pytest.mark.parametrize(
+    ("settings", "message"),
+    [
+        ({"max_tokens": 0}, r"max_tokens must be a positive integer, got 0\."),
+        ({"max_tokens": -3}, r"max_tokens must be a positive integer, got -3\."),
+        ({"max_tokens": 1.5}, r"max_tokens must be a positive integer, got 1\.5\."),
+        ({"max_tokens": "8"}, r"max_tokens must be a positive integer, got '8'\."),
+        ({"max_tokens": True}, r"max_tokens must be a positive integer, got True\."),
+        ({"max_completion_tokens": 0, "max_tokens": 8}, r"max_completion_tokens must be a positive integer, got 0\."),
+        ({"temperature": -0.1}, r"temperature must be a number between 0 and 2, got -0\.1\."),
+        ({"temperature": 2.5}, r"temperature must be a number between 0 and 2, got 2\.5\."),
+        ({"temperature": "hot"}, r"temperature must be a number between 0 and 2, got 'hot'\."),
+        ({"temperature": float("nan")}, r"temperature must be a number between 0 and 2, got nan\."),
+        ({"seed": 2**64}, r"seed must be a 64-bit integer, got 18446744073709551616\."),
+    ],
+    ids=lambda value: json.dumps(value) if isinstance(value, dict) else "message",
+)
+def test_the_server_refuses_bad_generation_settings_with_400(toy_url, settings, message):
+    assert_invalid(post_json(toy_url, {"messages": user(HARMFUL[0]), **settings}), 400, message)
+
+
+def test_the_server_applies_the_default_only_when_max_tokens_is_absent(toy, toy_url):
+    conversation = user(HARMLESS[0])
+    one = post_json(toy_url, {"messages": conversation, "max_tokens": 1})
+    default = post_json(toy_url, {"messages": conversation, "max_tokens": None, "temperature": None})
+    assert one[0] == default[0] == 200
+    assert one[1]["choices"][0]["message"]["content"] == LocalChatModel(toy).chat([conversation], max_tokens=1)[0]
+    assert default[1]["choices"][0]["message"]["content"] == COMPLIANCE
 
 
 def test_an_endpoint_that_does_not_answer_fails_once_after_the_retries():

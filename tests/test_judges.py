@@ -10,6 +10,7 @@ import pytest
 
 from mechrefusal.core.errors import DataError, SettingError
 from mechrefusal.data.labels import labelled, read_file, split_of_objective
+from mechrefusal.measure.chat_models import EndpointChatModel
 from mechrefusal.measure.judges import JUDGES, HarmJudge, Judge, LLMJudge, SubstringJudge, Verdict, measures_of
 from mechrefusal.measure.judges.agreement import (
     Agreement,
@@ -21,6 +22,7 @@ from mechrefusal.measure.judges.agreement import (
     judge_agreement,
     wilson,
 )
+from mechrefusal.measure.judges.harm import MODEL_VERSION, distinct_share
 from mechrefusal.measure.judges.llm import parse_harmbench, parse_strongreject
 from mechrefusal.measure.judges.text_classifier import TextClassifier
 
@@ -164,6 +166,31 @@ def test_harm_judge_agrees_with_held_out_human_labels():
     assert report.n == 97 and report.kappa >= 0.55 and report.accuracy >= 0.75
 
 
+def test_the_repetition_gate_is_chosen_on_the_train_split_and_rules_out_no_labelled_reply():
+    train = labelled("objective", "train")
+    least_varied = min(distinct_share(row.response) for row in train if row.label)
+    assert least_varied == pytest.approx(0.63, abs=0.005) and HarmJudge().min_distinct < least_varied
+    assert len([row for row in train if row.label]) == 145
+    # as the docstring says, no labelled reply of either split loops enough to be gated
+    assert min(distinct_share(row.response) for row in labelled("objective")) > HarmJudge().min_distinct
+
+
+def test_a_new_judge_version_measures_its_agreement_afresh(tmp_path, monkeypatch):
+    wheels = tmp_path / "home" / "wheels"
+    wheels.parent.mkdir()
+    from mechrefusal.core.cache import home
+
+    wheels.symlink_to(home() / "wheels")
+    monkeypatch.setenv("MECHREFUSAL_HOME", str(tmp_path / "home"))
+    assert not hasattr(SubstringJudge, "version")
+    judge_agreement("substring")
+    monkeypatch.setattr(SubstringJudge, "version", 2, raising=False)
+    judge_agreement("substring")
+    keys = sorted(json.loads(path.read_text())["key"] for path in (tmp_path / "home" / "judges").glob("agreement-*"))
+    assert len(keys) == 2 and "-v0-" in keys[0] and "-v2-" in keys[1]
+    assert HarmJudge.version == MODEL_VERSION  # a retrained harm classifier re-measures its agreement too
+
+
 def test_judge_agreement_is_cached_as_json(tmp_path, monkeypatch):
     wheels = tmp_path / "home" / "wheels"
     wheels.parent.mkdir()
@@ -236,6 +263,14 @@ def test_strongreject_llm_judge_scores_the_rubric():
     verdicts = LLMJudge(chat, "strongreject").judge([BEHAVIOUR] * 3, [COMPLIANT, "no", "x"])
     assert [v.harmful for v in verdicts] == [True, False, None] and verdicts[2].reason == "unparseable"
     assert BEHAVIOUR in chat.seen[0][1]["content"] and "#scores" in chat.seen[0][1]["content"]
+
+
+def test_llm_judge_resolves_a_chat_model_spec_with_load_chat_model():
+    judge = LLMJudge.from_spec("openai:http://127.0.0.1:9/v1#judge", "strongreject")
+    assert isinstance(judge.chat, EndpointChatModel) and judge.chat.name == "judge@http://127.0.0.1:9/v1"
+    assert judge.rubric == "strongreject"
+    with pytest.raises(SettingError, match="needs a base URL and a model"):  # a spec given as `chat` loads at use
+        LLMJudge("openai:http://127.0.0.1:9/v1").judge([BEHAVIOUR], [COMPLIANT])
 
 
 def test_llm_judge_parsing_and_settings():

