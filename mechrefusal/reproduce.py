@@ -78,34 +78,28 @@ class ReproduceSettings:
 
 @dataclass(frozen=True)
 class Preset:
-    """What a preset trains and attacks."""
+    """What a preset trains, attacks and analyses: overrides of the jobs' settings."""
 
     rounds: int
-    baselines: tuple[str, ...]
-    attacks: str
-    behaviours: int
-    budget: str
-    n_test: int
-    train_overrides: dict[str, Any] = dataclasses.field(default_factory=dict)
+    baselines: tuple[str, ...] = ()
+    training: dict[str, Any] = dataclasses.field(default_factory=dict)
+    """`TrainSettings` fields over the README's configuration."""
+    attack: dict[str, Any] = dataclasses.field(default_factory=dict)
+    """`AttackSettings` fields (attacks, n, budget, ...)."""
+    analysis: dict[str, Any] = dataclasses.field(default_factory=dict)
+    """`AnalyzeSettings` fields (n_test, ...)."""
 
 
+ALL_ATTACKS = "gcg,autodan,pair,human"
 PRESET_PLANS = {
-    "quick": Preset(rounds=2, baselines=(), attacks="human,autodan", behaviours=3, budget="cpu", n_test=32),
+    "quick": Preset(rounds=2, attack={"attacks": "human,autodan", "n": 3, "budget": "cpu"}, analysis={"n_test": 32}),
     "cpu": Preset(
-        rounds=3,
-        baselines=("refat", "deeprefusal"),
-        attacks="gcg,autodan,pair,human",
-        behaviours=10,
-        budget="cpu",
-        n_test=64,
+        rounds=3, baselines=("refat", "deeprefusal"), attack={"attacks": ALL_ATTACKS, "n": 10, "budget": "cpu"}
     ),
     "paper": Preset(
         rounds=3,
         baselines=("refat", "deeprefusal"),
-        attacks="gcg,autodan,pair,human",
-        behaviours=50,
-        budget="harmbench",
-        n_test=64,
+        attack={"attacks": ALL_ATTACKS, "n": 50, "budget": "harmbench"},
     ),
 }
 
@@ -135,7 +129,7 @@ def plan(settings: ReproduceSettings) -> list[Stage]:
         seed=settings.seed,
         dtype=settings.dtype,
         device=settings.device,
-        **{**README_TRAINING, **preset.train_overrides},
+        **{**README_TRAINING, **preset.training},
     )
     stages = [_train_stage("round-0", replace(base, method="sft", rounds=0), None)]
     methods = ["fail-closed", *preset.baselines]
@@ -168,29 +162,13 @@ def _attack_stage(settings: ReproduceSettings, preset: Preset, methods: list[str
         results = {}
         for method in methods:
             out = context.directory / method
-            report = attack_job.run(
-                attack_job.AttackSettings(
-                    model=str(_path(context, context.inputs[method]["last_round"])),
-                    attacks=preset.attacks,
-                    n=preset.behaviours,
-                    budget=preset.budget,
-                    out=str(out),
-                    seed=settings.seed,
-                    dtype=settings.dtype,
-                    device=settings.device,
-                )
-            )
+            checkpoint = str(_path(context, context.inputs[method]["last_round"]))
+            report = attack_job.run(attack_job.AttackSettings(model=checkpoint, out=str(out), **config))
             results[method] = {"report": _relative(context, out), "rates": report.data["attacks"]["rates"]}
         return results
 
-    config = {
-        "attacks": preset.attacks,
-        "behaviours": preset.behaviours,
-        "budget": preset.budget,
-        "seed": settings.seed,
-        "dtype": settings.dtype,
-    }
-    what = f"{preset.attacks} on {preset.behaviours} HarmBench behaviours, {preset.budget} budgets"
+    config = {"seed": settings.seed, "dtype": settings.dtype, "device": settings.device, **preset.attack}
+    what = f"{config.get('attacks', 'every attack')} on {config.get('n', 'the default number of')} behaviours"
     return Stage("attacks", config, body, needs=tuple(methods), describe=what)
 
 
@@ -201,9 +179,7 @@ def _analysis_stage(settings: ReproduceSettings, preset: Preset) -> Stage:
                 model=str(_path(context, context.inputs["fail-closed"]["last_round"])),
                 compare=str(_path(context, context.inputs["round-0"]["last_round"])),
                 out=str(context.directory),
-                n_test=preset.n_test,
-                dtype=settings.dtype,
-                device=settings.device,
+                **config,
             )
         )
         return {
@@ -211,7 +187,7 @@ def _analysis_stage(settings: ReproduceSettings, preset: Preset) -> Stage:
             "summaries": [asdict(m.summary) for m in report.models],
         }
 
-    config = {"n_test": preset.n_test, "dtype": settings.dtype}
+    config = {"dtype": settings.dtype, "device": settings.device, **preset.analysis}
     return Stage(
         "analysis", config, body, needs=("round-0", "fail-closed"), describe="directions of fail-closed vs round 0"
     )

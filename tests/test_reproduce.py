@@ -1,0 +1,74 @@
+"""The reproduce pipeline on the toy model: every stage runs, a rerun reuses them, --from redoes the tail."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from mechrefusal import reproduce
+from mechrefusal.reproduce import Preset, ReproduceSettings, main, run, story
+from mechrefusal.train.settings import SearchSettings
+from tests.conftest import TOY_ANALYSIS
+
+TOY_PRESET = Preset(
+    rounds=1,
+    training={
+        "steps": 4,
+        "batch_size": 8,
+        "lr": 3e-3,
+        "train_layers": "all",
+        "n_examples": 32,
+        "max_new_tokens": 6,
+        "search": SearchSettings(max_kl=1.0),
+        "evals_per_round": 1,
+    },
+    attack={"attacks": "tests.test_campaign:SwapAttack", "n": 2, "max_new_tokens": 6, "judges": "substring"},
+    analysis=TOY_ANALYSIS,
+)
+
+
+@pytest.fixture
+def toy_preset(monkeypatch):
+    monkeypatch.setitem(reproduce.PRESET_PLANS, "quick", TOY_PRESET)
+
+
+def test_the_pipeline_runs_every_stage_then_reuses_them(toy_preset, toy_dir, tmp_path):
+    settings = ReproduceSettings(model=str(toy_dir), out=str(tmp_path), dtype="float32", device="cpu")
+    lines: list[str] = []
+    first = run(settings, announce=lines.append)
+    assert [(r.name, r.status) for r in first] == [
+        ("round-0", "done"),
+        ("fail-closed", "done"),
+        ("attacks", "done"),
+        ("analysis", "done"),
+    ]
+    assert lines[0] == "stage round-0: running (round 0, standard safety fine-tuning)"
+    assert first[1].result["rounds"] == ["fail-closed/run/round-0", "fail-closed/run/round-1"]
+    assert set(first[2].result) == {"round-0", "fail-closed"}
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert [stage["status"] for stage in summary["stages"]] == ["done"] * 4
+
+    again = run(settings, announce=lines.append)
+    assert [r.status for r in again] == ["cached"] * 4 and len(lines) == 4
+    tail = run(ReproduceSettings(**{**vars(settings), "start": "attacks"}), announce=lines.append)
+    assert [r.status for r in tail] == ["cached", "cached", "done", "done"]
+
+    told = story(again, tmp_path)
+    assert told[0].startswith("round-0      cached")
+    standard = next(line for line in told if line.startswith("standard (round 0): refuses"))
+    fail_closed = next(line for line in told if line.startswith("fail-closed: refuses"))
+    assert "with its weakest single direction" in standard and "harmless refusal" in fail_closed
+    assert any(line.startswith("attacks on fail-closed: average refusal/substring") for line in told)
+
+
+def test_bad_input_is_one_line(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--only", "figure-9", "--out", str(tmp_path)])
+    assert exit_info.value.code == 2
+    message = capsys.readouterr().err
+    assert message.count("\n") == 1 and "--only figure-9: no such stage; the stages are round-0," in message
+    (tmp_path / "file").write_text("")
+    with pytest.raises(SystemExit):
+        main(["--out", str(tmp_path / "file")])
+    assert "is a file; pass a directory" in capsys.readouterr().err
