@@ -12,13 +12,14 @@ Cost savings, each checked against the plain path by the tests: the tokens befor
 behaviour text) are run once per attack and their KV cache is copied for each forward pass (the copy is
 extended, the cached tensors never are); logits are computed only at the target positions. The cache
 assumes an intervention acts the same on every forward pass (``Ablate``, ``Add``); with one that draws at
-random per pass (``RandomAblate``) set ``prefix_cache=False``.
+random per pass (``RandomAblate``, or anything holding a ``torch.Generator``) set ``prefix_cache=False``;
+GCG refuses such an intervention with the cache on.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields, is_dataclass
 from typing import Any, cast
 
 import torch
@@ -148,9 +149,19 @@ class GCG:
         empty = [b.text for b in behaviours if not b.target.strip()]
         if empty:
             raise SettingError(f"Behaviour {empty[0]!r} has an empty target; GCG needs a reply opening to aim for.")
+        if self.prefix_cache and draws_at_random(intervention):
+            raise SettingError(
+                "GCG's prefix cache assumes the intervention acts the same on every forward pass, but this one "
+                "draws at random (it holds a torch.Generator); set prefix_cache=False."
+            )
         generator = torch.Generator().manual_seed(seed)
         prompts, suffix = self.tokenise(model, behaviours)
         allowed = self.allowed_tokens(model)
+        if not allowed.any():
+            raise SettingError(
+                "No token of the vocabulary may appear in a GCG suffix (each is a special token or, without "
+                "allow_non_ascii, not printable ASCII), so GCG has nothing to try; allow more tokens."
+            )
         losses: list[float] = []
         best_loss, best_suffix, stopped_early = float("inf"), suffix, False
         with model.intervene(intervention), autocast(model, self.dtype):
@@ -327,6 +338,18 @@ class GCG:
         with torch.no_grad():
             replies = generate(model, messages, max_new_tokens=self.max_new_tokens)
         return not any(verdict.refused for verdict in SubstringJudge().judge(messages, replies))
+
+
+def draws_at_random(intervention: object) -> bool:
+    """Whether an intervention (or any nesting of dataclasses, lists and tuples of them) holds a
+    ``torch.Generator``, so that it may act differently on each forward pass (``RandomAblate``)."""
+    if isinstance(intervention, torch.Generator):
+        return True
+    if is_dataclass(intervention) and not isinstance(intervention, type):
+        return any(draws_at_random(getattr(intervention, f.name)) for f in fields(intervention))
+    if isinstance(intervention, (list, tuple)):
+        return any(draws_at_random(item) for item in intervention)
+    return False
 
 
 def _embedding(model: Model) -> Float[Tensor, "vocab d_model"]:
