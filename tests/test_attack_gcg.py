@@ -102,6 +102,8 @@ def test_bad_settings_raise_one_clear_error(toy):
         GCG(search_width=0)
     with pytest.raises(SettingError, match="steps must be at least 1"):
         GCG.preset("cpu", steps=0)
+    with pytest.raises(SettingError, match="max_new_tokens must be at least 1, got 0"):
+        GCG(max_new_tokens=0)
     with pytest.raises(SettingError, match="empty target"):
         GCG(**SMALL).optimise(toy, [Behaviour("Say hi", " ")])
     with pytest.raises(SettingError, match="Unknown GCG preset"):

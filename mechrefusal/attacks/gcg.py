@@ -45,6 +45,18 @@ HARMBENCH = dict(steps=500, search_width=512, topk=256, suffix_length=20, eval_b
 """HarmBench's published GCG budget (its GPU runs)."""
 
 
+_AT_LEAST_ONE = (
+    "steps",
+    "search_width",
+    "topk",
+    "suffix_length",
+    "n_replace",
+    "eval_batch_size",
+    "check_every",
+    "max_new_tokens",
+)
+
+
 @dataclass(frozen=True)
 class SuffixPrompt:
     """One behaviour tokenised around the suffix: template and text before it, template tail, target."""
@@ -104,7 +116,7 @@ class GCG:
     caveat: str = field(init=False, default="")
 
     def __post_init__(self) -> None:
-        for name in ("steps", "search_width", "topk", "suffix_length", "n_replace", "eval_batch_size", "check_every"):
+        for name in _AT_LEAST_ONE:
             if getattr(self, name) < 1:
                 raise SettingError(f"GCG's {name} must be at least 1, got {getattr(self, name)}.")
         check_dtype(self.dtype)
