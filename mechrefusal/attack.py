@@ -74,7 +74,8 @@ class AttackSettings:
     out: str = "reports/attack"
     """Directory for cases/, report.html, report.json and settings.toml."""
     dtype: str = choice("auto", DTYPES)
-    """Compute dtype of the attacks and the generation: auto (bfloat16 autocast where bf16 is fast on this machine, else float32), bfloat16 or float32."""
+    """Compute dtype of the attacks and the completions: auto (bfloat16 autocast where bf16 is fast on this
+    machine, else float32), bfloat16 or float32."""
     batch_size: int = 16
     """Prompts per forward pass when generating completions."""
     device: str = "auto"
@@ -149,7 +150,9 @@ def run(settings: AttackSettings, *, progress: bool = True) -> Report:
     behaviours = load_behaviours(
         settings.behaviours, settings.n, split=None if settings.split == "all" else settings.split
     )
-    attacks = {name: build_attack(name, settings.budget, settings.attacker, settings.dtype) for name in settings.attack_names}
+    attacks = {
+        name: build_attack(name, settings.budget, settings.attacker, settings.dtype) for name in settings.attack_names
+    }
     device = resolve_device(settings.device)
     new_tokens = settings.max_new_tokens or (GPU_NEW_TOKENS if device.type == "cuda" else CPU_NEW_TOKENS)
     campaign = run_campaign(
