@@ -74,7 +74,8 @@ class AttackSettings:
     out: str = "reports/attack"
     """Directory for cases/, report.html, report.json and settings.toml."""
     dtype: str = choice("auto", DTYPES)
-    """Compute dtype: auto (bfloat16 autocast where bf16 is fast on this machine, else float32), bfloat16 or float32."""
+    """Compute dtype of the attacks and the completions: auto (bfloat16 autocast where bf16 is fast on this
+    machine, else float32), bfloat16 or float32."""
     batch_size: int = 16
     """Prompts per forward pass when generating completions."""
     device: str = "auto"
@@ -107,17 +108,18 @@ class AttackSettings:
         return [name.strip() for name in self.judges.split(",") if name.strip()]
 
 
-def build_attack(name: str, budget: str, attacker: str | None = None) -> Attack:
-    """The attack ``name`` at a budget preset (``cpu`` or ``harmbench``), with PAIR's attacker if given."""
+def build_attack(name: str, budget: str, attacker: str | None = None, dtype: str | None = None) -> Attack:
+    """The attack ``name`` at a budget preset (``cpu`` or ``harmbench``), with PAIR's attacker if given and
+    the compute ``dtype`` if given, each set on any dataclass attack that has such a field."""
     cls = ATTACKS.get(name)
     preset = getattr(cls, "preset", None)
     attack = preset(budget) if preset is not None else cls()
-    if (
-        attacker is not None
-        and dataclasses.is_dataclass(attack)
-        and "attacker" in {f.name for f in dataclasses.fields(attack)}
-    ):
-        attack = dataclasses.replace(attack, attacker=attacker)  # type: ignore[type-var]
+    options = {key: value for key, value in (("attacker", attacker), ("dtype", dtype)) if value is not None}
+    if dataclasses.is_dataclass(attack):
+        names = {f.name for f in dataclasses.fields(attack)}
+        options = {key: value for key, value in options.items() if key in names}
+        if options:
+            attack = dataclasses.replace(attack, **options)  # type: ignore[type-var]
     return attack
 
 
@@ -148,7 +150,9 @@ def run(settings: AttackSettings, *, progress: bool = True) -> Report:
     behaviours = load_behaviours(
         settings.behaviours, settings.n, split=None if settings.split == "all" else settings.split
     )
-    attacks = {name: build_attack(name, settings.budget, settings.attacker) for name in settings.attack_names}
+    attacks = {
+        name: build_attack(name, settings.budget, settings.attacker, settings.dtype) for name in settings.attack_names
+    }
     device = resolve_device(settings.device)
     new_tokens = settings.max_new_tokens or (GPU_NEW_TOKENS if device.type == "cuda" else CPU_NEW_TOKENS)
     campaign = run_campaign(

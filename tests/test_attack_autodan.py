@@ -10,6 +10,7 @@ from mechrefusal.attacks import autodan as autodan_module
 from mechrefusal.attacks import rephrasers
 from mechrefusal.attacks.autodan import HARMBENCH, AutoDAN, crossover, prompt_for
 from mechrefusal.attacks.base import ATTACKS, Attack, Behaviour
+from mechrefusal.attacks.loss import target_losses
 from mechrefusal.attacks.rephrasers import (
     WORDNET,
     ChatRephraser,
@@ -177,6 +178,27 @@ def test_the_default_rephraser_is_wordnet_when_installed_else_pool(monkeypatch, 
     assert AutoDAN().settings()["rephraser"] == "wordnet", "install Debian's wordnet-base"
     monkeypatch.setattr(rephrasers, "WORDNET", tmp_path)
     assert AutoDAN().settings()["rephraser"] == "pool" and "resampled" in AutoDAN().caveat
+
+
+@pytest.mark.parametrize("target", ["", "  "])
+def test_an_empty_target_is_one_clear_error(toy, short_prompts, target):
+    with pytest.raises(SettingError, match="has an empty target; AutoDAN needs a reply opening"):
+        AutoDAN(rephraser="pool", progress=False).run(toy, Behaviour(BEHAVIOUR.text, target))
+
+
+def test_the_losses_are_computed_in_the_dtype_given(toy, short_prompts):
+    """The best loss is the target loss of the best prompt in that dtype (bfloat16 gives another number)."""
+    losses = {}
+    for dtype in ("float32", "bfloat16"):
+        case = run_small(toy, steps=1, population=2, dtype=dtype)
+        assert case.info["loss"] == pytest.approx(
+            float(target_losses(toy, [case.prompt], [BEHAVIOUR.target], dtype=dtype)[0]), abs=1e-6
+        )
+        losses[dtype] = case.info["loss"]
+    assert losses["float32"] != losses["bfloat16"]
+    assert AutoDAN(rephraser="pool", dtype="bfloat16").settings()["dtype"] == "bfloat16"
+    with pytest.raises(SettingError, match="Unknown compute dtype 'float16'"):
+        AutoDAN(rephraser="pool", dtype="float16")
 
 
 @pytest.mark.slow

@@ -8,8 +8,9 @@ import torch
 
 from mechrefusal import Ablate, Direction, data, generate
 from mechrefusal.attacks import Behaviour, target_losses
-from mechrefusal.attacks.gcg import GCG
+from mechrefusal.attacks.gcg import GCG, draws_at_random
 from mechrefusal.core.errors import SettingError
+from mechrefusal.interventions import OnRows, RandomAblate
 from tests.toy import COMPLIANCE
 
 SMALL = dict(steps=20, search_width=32, topk=32, suffix_length=6, check_every=5, stop_loss=None, progress=False)
@@ -101,10 +102,37 @@ def test_bad_settings_raise_one_clear_error(toy):
         GCG(search_width=0)
     with pytest.raises(SettingError, match="steps must be at least 1"):
         GCG.preset("cpu", steps=0)
+    with pytest.raises(SettingError, match="max_new_tokens must be at least 1, got 0"):
+        GCG(max_new_tokens=0)
     with pytest.raises(SettingError, match="empty target"):
         GCG(**SMALL).optimise(toy, [Behaviour("Say hi", " ")])
     with pytest.raises(SettingError, match="Unknown GCG preset"):
         GCG.preset("gpu")
+
+
+class NoTokens(GCG):
+    """A GCG whose token filter lets nothing through."""
+
+    def allowed_tokens(self, model):
+        return torch.zeros(len(model.tokenizer), dtype=torch.bool)
+
+
+def test_a_filter_that_allows_no_token_is_one_clear_error(toy, behaviour):
+    with pytest.raises(SettingError, match="No token of the vocabulary may appear in a GCG suffix"):
+        NoTokens(**SMALL).optimise(toy, [behaviour])
+
+
+def test_the_prefix_cache_refuses_an_intervention_that_draws_at_random(toy, behaviour, ablate):
+    random_ablate = RandomAblate(ablate.directions, 0.5, torch.Generator().manual_seed(0))
+    nested = [ablate, OnRows(random_ablate, (0,))]
+    assert draws_at_random(random_ablate) and draws_at_random(nested) and draws_at_random((None, [random_ablate]))
+    assert not draws_at_random(ablate) and not draws_at_random([ablate, None]) and not draws_at_random(None)
+    with pytest.raises(SettingError, match="draws at random .* set prefix_cache=False"):
+        GCG(**SMALL).optimise(toy, [behaviour], intervention=nested)
+    result = GCG(**SMALL | dict(steps=1, early_stop=False, prefix_cache=False)).optimise(
+        toy, [behaviour], intervention=nested
+    )
+    assert result.steps == 1
 
 
 def test_presets_and_settings():

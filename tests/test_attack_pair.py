@@ -6,14 +6,17 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
+from contextlib import contextmanager
 
 import pytest
 
 from mechrefusal import data
 from mechrefusal.attacks import ATTACKS, Behaviour, target_for
+from mechrefusal.attacks import pair as pair_module
 from mechrefusal.attacks.pair import PAIR, parse_attacker_reply, parse_rating
 from mechrefusal.core.errors import SettingError
 from mechrefusal.measure.chat_models import EndpointChatModel, LocalChatModel
+from mechrefusal.measure.judges import Verdict
 from tests.test_chat_models import served
 from tests.toy import COMPLIANCE, REFUSAL
 
@@ -60,6 +63,53 @@ def test_a_harmless_prompt_wins_and_stops_early(toy):
         == attack.caveat
         == ("scored by the refusal judge 'substring' (not refused = 10), not an LLM judge")
     )
+
+
+class HarmStub:
+    """A harm judge that never calls a reply a refusal: the toy's compliance is harmful, its refusal undecided."""
+
+    measures = "harm"
+
+    def judge(self, instructions, completions):
+        return [Verdict(False, harmful=True if COMPLIANCE in reply else None) for reply in completions]
+
+
+class RefusalStub:
+    """A refusal judge that says every reply is harmless: scoring must read ``refused`` only."""
+
+    def judge(self, instructions, completions):
+        return [Verdict(REFUSAL in reply, harmful=False) for reply in completions]
+
+
+@pytest.mark.parametrize("stub", ["HarmStub", "RefusalStub"])
+def test_a_harm_judge_scores_by_harmful_and_a_refusal_judge_by_refused(toy, stub):
+    attacker = Scripted([proposal(HARMFUL[1]), proposal(HARMLESS), proposal(HARMFUL[1])])
+    name = f"tests.test_attack_pair:{stub}"
+    attack = PAIR(attacker=attacker, judge=name, n_streams=1, target_max_tokens=12, progress=False)
+    [case] = attack.run(toy, BEHAVIOUR)
+    assert case.info["scores"] == [[1], [10]] and case.prompt == HARMLESS and case.info["reply"] == COMPLIANCE
+    expected = {
+        "HarmStub": f"scored by the harm judge {name!r} (harmful = 10, else 1), not an LLM judge",
+        "RefusalStub": f"scored by the refusal judge {name!r} (not refused = 10), not an LLM judge",
+    }
+    assert case.info["caveat"] == attack.caveat == expected[stub]
+
+
+def test_the_target_replies_in_the_dtype_given(toy, monkeypatch):
+    used = []
+
+    @contextmanager
+    def recording(model, dtype):
+        used.append((model, dtype))
+        yield
+
+    monkeypatch.setattr(pair_module, "autocast", recording)
+    attacker = Scripted([proposal(HARMFUL[1]), proposal(HARMFUL[1])])
+    attack = PAIR(attacker=attacker, n_streams=1, n_iterations=2, target_max_tokens=4, dtype="float32", progress=False)
+    attack.run(toy, BEHAVIOUR)
+    assert used == [(toy, "float32")] * 2 and attack.settings()["dtype"] == "float32"
+    with pytest.raises(SettingError, match="Unknown compute dtype 'float16'"):
+        PAIR(attacker=Scripted([]), dtype="float16")
 
 
 def test_malformed_attacker_replies_are_counted_not_fatal(toy):

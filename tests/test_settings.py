@@ -14,7 +14,7 @@ import pytest
 
 from mechrefusal.analyze import AnalyzeSettings
 from mechrefusal.analyze import main as analyze_main
-from mechrefusal.attack import AttackSettings
+from mechrefusal.attack import AttackSettings, build_attack
 from mechrefusal.attack import main as attack_main
 from mechrefusal.core.cli import (
     SettingsParser,
@@ -164,6 +164,21 @@ def test_the_modules_print_no_traceback(job, argv, tmp_path):
     )
     assert result.returncode == 2 and result.stdout == ""
     assert result.stderr.startswith(f"python -m {job}: error: ") and result.stderr.count("\n") == 1
+
+
+@pytest.mark.parametrize("budget", ["cpu", "harmbench"])
+def test_the_jobs_dtype_and_attacker_reach_every_attack_with_such_a_field(budget):
+    attacks = {name: build_attack(name, budget, dtype="float32") for name in ("gcg", "autodan", "pair", "human")}
+    assert {name: getattr(attack, "dtype", None) for name, attack in attacks.items()} == {
+        "gcg": "float32",
+        "autodan": "float32",
+        "pair": "float32",
+        "human": None,
+    }
+    assert all(attack.settings().get("dtype") == getattr(attack, "dtype", None) for attack in attacks.values())
+    pair = build_attack("pair", budget, attacker="embedded", dtype="bfloat16")
+    assert (pair.attacker, pair.dtype, pair.n_streams) == ("embedded", "bfloat16", 3 if budget == "cpu" else 20)
+    assert build_attack("gcg", budget).dtype == "auto"
 
 
 def test_a_run_the_settings_cannot_describe_is_refused_in_one_line(toy_dir, tmp_path, capsys):

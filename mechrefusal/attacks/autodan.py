@@ -7,7 +7,8 @@ request as "[PROMPT]"). Each generation: fitness = target loss (lower is fitter)
 (at least one) passes unchanged; the rest are children of parents drawn by roulette on the softmax of
 minus the loss, crossed over at ``num_points`` sentence boundaries with probability ``crossover`` and
 rewritten by the rephraser with probability ``mutation``. Every ``eval_every`` generations the best
-prompt's greedy reply is judged, and the search stops once it is not a refusal.
+prompt's greedy reply is judged, and the search stops once it is not a refusal. Losses and replies are
+computed in the compute ``dtype`` (`mechrefusal.models.autocast`); an LLM rephraser runs as it is set up.
 """
 
 from __future__ import annotations
@@ -24,11 +25,13 @@ from mechrefusal.attacks.base import ATTACKS, Behaviour, TestCase
 from mechrefusal.attacks.loss import target_losses
 from mechrefusal.attacks.rephrasers import Rephraser, make_rephraser, resolve, sentences
 from mechrefusal.core.errors import SettingError
+from mechrefusal.core.precision import check_dtype
 from mechrefusal.data.autodan import COUNT, autodan_prompts, personalise
 from mechrefusal.interventions import Interventions
 from mechrefusal.measure.generation import generate
 from mechrefusal.measure.judges import SubstringJudge
 from mechrefusal.models import Model
+from mechrefusal.models.autocast import autocast
 
 # Developers named in place of "ModelKeeper", by a word of the model's name (HarmBench sets one per model).
 DEVELOPERS = {
@@ -80,6 +83,8 @@ class AutoDAN:
     developer: str | None = None
     """Replaces "ModelKeeper"; default: looked up in `DEVELOPERS` from the model's name."""
     batch_size: int = 16
+    dtype: str = "auto"
+    """Compute dtype of the losses and replies: auto, bfloat16 or float32 (`mechrefusal.core.precision`)."""
     progress: bool = True
     caveat: str = field(init=False, default="")
 
@@ -104,6 +109,7 @@ class AutoDAN:
         for option in ("elite", "crossover", "mutation"):
             if not 0 <= getattr(self, option) <= 1:
                 raise SettingError(f"AutoDAN's {option} is a fraction in [0, 1], got {getattr(self, option)}.")
+        check_dtype(self.dtype)
         self.caveat = self._caveat()
 
     @property
@@ -133,12 +139,17 @@ class AutoDAN:
             "rephraser": self.rephraser_name,
             "model_name": self.model_name,
             "developer": self.developer,
+            "dtype": self.dtype,
         }
 
     def run(
         self, model: Model, behaviour: Behaviour, *, intervention: Interventions = None, seed: int = 0
     ) -> list[TestCase]:
         """One test case: the fittest prompt found, with its loss history and last judged reply."""
+        if not behaviour.target.strip():
+            raise SettingError(
+                f"Behaviour {behaviour.text!r} has an empty target; AutoDAN needs a reply opening to aim for."
+            )
         rng = random.Random(seed)
         name = self.model_name or Path(model.spec.rstrip("/")).name.removesuffix(".gguf")
         developer = self.developer or next(
@@ -146,7 +157,7 @@ class AutoDAN:
         )
         pool = [personalise(prompt, name, developer) for prompt in autodan_prompts()]
         rephraser = make_rephraser(self.rephraser, pool) if isinstance(self.rephraser, str) else self.rephraser
-        fitness = _Fitness(model, behaviour, intervention, self.batch_size)
+        fitness = _Fitness(model, behaviour, intervention, self.batch_size, self.dtype)
         population = pool[: self.population]
         history: list[float] = []
         reply, refused, mutations = "", True, 0
@@ -156,9 +167,13 @@ class AutoDAN:
             history.append(losses[order[0]])
             best = population[order[0]]
             if step % self.eval_every == 0 or step == self.steps - 1:
-                reply = generate(
-                    model, [prompt_for(best, behaviour)], max_new_tokens=self.max_new_tokens, intervention=intervention
-                )[0]
+                with autocast(model, self.dtype):
+                    reply = generate(
+                        model,
+                        [prompt_for(best, behaviour)],
+                        max_new_tokens=self.max_new_tokens,
+                        intervention=intervention,
+                    )[0]
                 refused = SubstringJudge().judge([behaviour.text], [reply])[0].refused
                 if not refused or step == self.steps - 1:
                     break
@@ -218,8 +233,11 @@ class _Fitness:
     """Target losses of candidate prompts, each scored once per run (elites and unchanged copies are free
     and keep exactly their loss, so the best loss never rises)."""
 
-    def __init__(self, model: Model, behaviour: Behaviour, intervention: Interventions, batch_size: int) -> None:
-        self.model, self.behaviour, self.intervention, self.batch_size = model, behaviour, intervention, batch_size
+    def __init__(
+        self, model: Model, behaviour: Behaviour, intervention: Interventions, batch_size: int, dtype: str
+    ) -> None:
+        self.model, self.behaviour, self.intervention = model, behaviour, intervention
+        self.batch_size, self.dtype = batch_size, dtype
         self.known: dict[str, float] = {}
 
     def __call__(self, templates: list[str]) -> list[float]:
@@ -233,6 +251,7 @@ class _Fitness:
                 [self.behaviour.target] * len(prompts),
                 intervention=self.intervention,
                 batch_size=self.batch_size,
+                dtype=self.dtype,
             )
             self.known.update(zip(new, losses.tolist()))
         return [self.known[template] for template in templates]

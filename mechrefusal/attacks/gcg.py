@@ -12,13 +12,14 @@ Cost savings, each checked against the plain path by the tests: the tokens befor
 behaviour text) are run once per attack and their KV cache is copied for each forward pass (the copy is
 extended, the cached tensors never are); logits are computed only at the target positions. The cache
 assumes an intervention acts the same on every forward pass (``Ablate``, ``Add``); with one that draws at
-random per pass (``RandomAblate``) set ``prefix_cache=False``.
+random per pass (``RandomAblate``, or anything holding a ``torch.Generator``) set ``prefix_cache=False``;
+GCG refuses such an intervention with the cache on.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields, is_dataclass
 from typing import Any, cast
 
 import torch
@@ -42,6 +43,18 @@ KV = tuple[tuple[Tensor, Tensor], ...]
 
 HARMBENCH = dict(steps=500, search_width=512, topk=256, suffix_length=20, eval_batch_size=512)
 """HarmBench's published GCG budget (its GPU runs)."""
+
+
+_AT_LEAST_ONE = (
+    "steps",
+    "search_width",
+    "topk",
+    "suffix_length",
+    "n_replace",
+    "eval_batch_size",
+    "check_every",
+    "max_new_tokens",
+)
 
 
 @dataclass(frozen=True)
@@ -103,7 +116,7 @@ class GCG:
     caveat: str = field(init=False, default="")
 
     def __post_init__(self) -> None:
-        for name in ("steps", "search_width", "topk", "suffix_length", "n_replace", "eval_batch_size", "check_every"):
+        for name in _AT_LEAST_ONE:
             if getattr(self, name) < 1:
                 raise SettingError(f"GCG's {name} must be at least 1, got {getattr(self, name)}.")
         check_dtype(self.dtype)
@@ -148,9 +161,19 @@ class GCG:
         empty = [b.text for b in behaviours if not b.target.strip()]
         if empty:
             raise SettingError(f"Behaviour {empty[0]!r} has an empty target; GCG needs a reply opening to aim for.")
+        if self.prefix_cache and draws_at_random(intervention):
+            raise SettingError(
+                "GCG's prefix cache assumes the intervention acts the same on every forward pass, but this one "
+                "draws at random (it holds a torch.Generator); set prefix_cache=False."
+            )
         generator = torch.Generator().manual_seed(seed)
         prompts, suffix = self.tokenise(model, behaviours)
         allowed = self.allowed_tokens(model)
+        if not allowed.any():
+            raise SettingError(
+                "No token of the vocabulary may appear in a GCG suffix (each is a special token or, without "
+                "allow_non_ascii, not printable ASCII), so GCG has nothing to try; allow more tokens."
+            )
         losses: list[float] = []
         best_loss, best_suffix, stopped_early = float("inf"), suffix, False
         with model.intervene(intervention), autocast(model, self.dtype):
@@ -327,6 +350,18 @@ class GCG:
         with torch.no_grad():
             replies = generate(model, messages, max_new_tokens=self.max_new_tokens)
         return not any(verdict.refused for verdict in SubstringJudge().judge(messages, replies))
+
+
+def draws_at_random(intervention: object) -> bool:
+    """Whether an intervention (or any nesting of dataclasses, lists and tuples of them) holds a
+    ``torch.Generator``, so that it may act differently on each forward pass (``RandomAblate``)."""
+    if isinstance(intervention, torch.Generator):
+        return True
+    if is_dataclass(intervention) and not isinstance(intervention, type):
+        return any(draws_at_random(getattr(intervention, f.name)) for f in fields(intervention))
+    if isinstance(intervention, (list, tuple)):
+        return any(draws_at_random(item) for item in intervention)
+    return False
 
 
 def _embedding(model: Model) -> Float[Tensor, "vocab d_model"]:
