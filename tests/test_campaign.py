@@ -310,3 +310,45 @@ def test_undecided_harm_verdicts_are_counted_and_reported(toy, behaviours, tmp_p
     assert campaign.rates()["swap"]["asr/test-undecided"] == 0.0
     lines = summary_lines({**campaign.to_dict(), "model": "toy"})
     assert "judge test-undecided could not decide 4 of 4 test cases" in lines[-1]
+
+
+@dataclass
+class PrefillAblateAttack:
+    """Test white-box attack: opens the reply and ablates a direction while the model answers."""
+
+    caveat: str = ""
+    asked: list[str] = field(default_factory=list)
+
+    def settings(self) -> dict:
+        return {}
+
+    def run(self, model, behaviour, *, intervention=None, seed=0) -> list[TestCase]:
+        return [TestCase(behaviour.text, {"layer": 1}, prefill="Sure, here"), TestCase(behaviour.text, {})]
+
+    def generation_intervention(self, model, case):
+        self.asked.append(case.prefill)
+        import torch
+
+        if "layer" not in case.info:
+            return None
+        return Ablate(Direction(torch.ones(model.d_model) / model.d_model**0.5, case.info["layer"], -1, "test"))
+
+
+def test_white_box_test_cases_are_prefilled_and_answered_under_their_own_intervention(toy, behaviours, tmp_path):
+    import torch
+
+    from mechrefusal.measure.generation import generate
+
+    attack = PrefillAblateAttack()
+    outcome = run_campaign(
+        toy, {"wb": attack}, behaviours[:1], out=tmp_path, max_new_tokens=6, dtype="float32", progress=False
+    ).outcomes[0]
+    assert attack.asked == ["Sure, here", ""]
+    assert outcome.cases[0].prefill == "Sure, here" and outcome.completions[0].startswith("Sure, here")
+    direction = Direction(torch.ones(toy.d_model) / toy.d_model**0.5, 1, -1, "test")
+    rendered = toy.format([behaviours[0].text])[0] + "Sure, here"
+    expected = generate(toy, [rendered], max_new_tokens=6, intervention=Ablate(direction), rendered=True)[0]
+    assert outcome.completions[0] == "Sure, here" + expected
+    assert outcome.completions[1] == generate(toy, [behaviours[0].text], max_new_tokens=6)[0]
+    saved = json.loads(next((tmp_path / "cases" / "wb").glob("*.json")).read_text())
+    assert saved["cases"][0]["prefill"] == "Sure, here" and "prefill" not in saved["cases"][1]

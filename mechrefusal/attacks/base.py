@@ -6,7 +6,8 @@ intervention active, so "GCG against the model with d0 ablated" is one argument.
 its own options, the budget among them; its `run` takes the model, the behaviour, the intervention and a
 seed, and is deterministic given them (a resumed campaign gives the same result).
 To add one, write the class in one file and register it (``ATTACKS.register("name")``) or name it as
-``"package.module:Class"``.
+``"package.module:Class"``. White-box attacks may also open the assistant's reply (``TestCase.prefill``)
+and act on the model while it answers (an optional ``generation_intervention(model, case)`` method).
 """
 
 from __future__ import annotations
@@ -43,6 +44,17 @@ class TestCase:
     """The whole user message (the model's chat template is applied around it)."""
     info: dict[str, Any] = field(default_factory=dict)
     """JSON-serialisable details: the final target loss, steps run, template name, ..."""
+    prefill: str = ""
+    """The opening of the assistant's reply, written by the attacker (prefilling attacks); the model continues
+    it, and the judged completion is ``prefill`` + the continuation."""
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready fields (``prefill`` only when set)."""
+        return {"prompt": self.prompt, "info": self.info, **({"prefill": self.prefill} if self.prefill else {})}
+
+    @classmethod
+    def from_dict(cls, fields: dict[str, Any]) -> TestCase:
+        return cls(fields["prompt"], fields.get("info", {}), fields.get("prefill", ""))
 
 
 @runtime_checkable
@@ -61,6 +73,14 @@ class Attack(Protocol):
     def settings(self) -> dict[str, Any]:
         """The options that change its test cases (budget included), for the campaign's cache key."""
         ...
+
+
+def generation_intervention(attack: Attack, model: Model, case: TestCase) -> Interventions:
+    """The intervention a white-box attack adds while its test case is answered (an ablation, a perturbation
+    of embeddings or activations rebuilt from ``case.info``), or None for a prompt attack. An attack supplies
+    it with an optional method of that name."""
+    method = getattr(attack, "generation_intervention", None)
+    return None if method is None else method(model, case)
 
 
 ATTACKS: Registry[type[Attack]] = Registry("attack")

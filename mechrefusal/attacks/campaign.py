@@ -33,7 +33,7 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
-from mechrefusal.attacks.base import Attack, Behaviour, TestCase
+from mechrefusal.attacks.base import Attack, Behaviour, TestCase, generation_intervention
 from mechrefusal.core.cache import atomic_write_bytes
 from mechrefusal.core.directions import Direction
 from mechrefusal.core.errors import FetchError, SettingError
@@ -73,7 +73,7 @@ class Outcome:
         return {
             "attack": self.attack,
             "behaviour": {"id": self.behaviour.id, "text": self.behaviour.text, "target": self.behaviour.target},
-            "cases": [{"prompt": case.prompt, "info": case.info} for case in self.cases],
+            "cases": [case.to_dict() for case in self.cases],
             "completions": self.completions,
             "verdicts": self.verdicts,
             "seconds": self.seconds,
@@ -229,20 +229,13 @@ def _outcome(
             raise SettingError(f"The attack {name!r} made no test case for behaviour {behaviour.id}.")
         saved = {
             "key": keys["cases"],
-            "cases": [{"prompt": case.prompt, "info": case.info} for case in cases],
+            "cases": [case.to_dict() for case in cases],
             "seconds": round(time.perf_counter() - started, 2),
         }
         _write(path, saved)
-    cases = [TestCase(case["prompt"], case["info"]) for case in saved["cases"]]
+    cases = [TestCase.from_dict(case) for case in saved["cases"]]
     if not isinstance(saved.get("completions"), dict) or saved["completions"].get("key") != keys["completions"]:
-        with autocast(job.model, job.dtype):
-            texts = generate(
-                job.model,
-                [case.prompt for case in cases],
-                max_new_tokens=job.max_new_tokens,
-                intervention=job.intervention,
-                batch_size=job.batch_size,
-            )
+        texts = _completions(job, attack, cases)
         saved["completions"] = {"key": keys["completions"], "texts": texts}
         saved["verdicts"] = {}
         _write(path, saved)
@@ -261,6 +254,35 @@ def _outcome(
         _write(path, saved)
     judged = {judge_name: verdicts[judge_name]["verdicts"] for judge_name in judges}
     return Outcome(name, behaviour, cases, completions, judged, saved["seconds"])
+
+
+def _completions(job: _Job, attack: Attack, cases: Sequence[TestCase]) -> list[str]:
+    """Greedy completions of the test cases: batched for prompt attacks; one at a time, each under its own
+    added intervention, for white-box attacks that supply one. A prefilled reply is continued and kept."""
+    rendered = [job.model.format([case.prompt])[0] + case.prefill for case in cases]
+    added = [generation_intervention(attack, job.model, case) for case in cases]
+    groups = [list(range(len(cases)))] if all(a is None for a in added) else [[i] for i in range(len(cases))]
+    texts = [""] * len(cases)
+    with autocast(job.model, job.dtype):
+        for group in groups:
+            interventions = [*_as_list(job.intervention), *_as_list(added[group[0]])]
+            replies = generate(
+                job.model,
+                [rendered[i] for i in group],
+                max_new_tokens=job.max_new_tokens,
+                intervention=interventions or None,
+                batch_size=job.batch_size,
+                rendered=True,
+            )
+            for index, reply in zip(group, replies):
+                texts[index] = cases[index].prefill + reply
+    return texts
+
+
+def _as_list(intervention: Interventions) -> list[Any]:
+    if intervention is None:
+        return []
+    return list(intervention) if isinstance(intervention, (list, tuple)) else [intervention]
 
 
 def judge_identity(name: str, judge: Judge) -> str:
