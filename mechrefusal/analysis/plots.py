@@ -17,7 +17,7 @@ HARMFUL, HARMLESS = "#c0392b", "#2471a3"
 
 def layout(figure: go.Figure, title: str, **kwargs) -> go.Figure:
     """The shared style: white template, fixed height, room for axis titles."""
-    figure.updatelayout(
+    figure.update_layout(
         **{
             "title": title,
             "height": HEIGHT,
@@ -62,12 +62,12 @@ def heatmap(
     return layout(figure, title)
 
 
-def cosineheatmap(labels: Sequence[str], cosines: Sequence[Sequence[float]]) -> go.Figure:
+def cosine_heatmap(labels: Sequence[str], cosines: Sequence[Sequence[float]]) -> go.Figure:
     """Pairwise cosine similarity of the directions."""
     return heatmap(labels, cosines, "Cosine similarity of the directions", "cosine", zmin=-1.0, zmax=1.0)
 
 
-def pair_ablationheatmap(labels: Sequence[str], pair_scores: Sequence[Sequence[float]]) -> go.Figure:
+def pair_ablation_heatmap(labels: Sequence[str], pair_scores: Sequence[Sequence[float]]) -> go.Figure:
     """Mean harmful refusal score with two directions ablated (the diagonal: one alone)."""
     return heatmap(
         labels, pair_scores, "Refusal score, pair ablated (diagonal: single)", "refusal score", colorscale="Viridis"
@@ -104,7 +104,7 @@ def cumulative_ablation(labels: Sequence[str], cumulative_scores: Sequence[float
     return layout(figure, "Refusal score, first k ablated")
 
 
-def shiftheatmap(labels: Sequence[str], shifts: Sequence[Sequence[float]]) -> go.Figure:
+def shift_heatmap(labels: Sequence[str], shifts: Sequence[Sequence[float]]) -> go.Figure:
     """Representational-independence shifts averaged over layers: row ablated, column measured."""
     return heatmap(
         labels,
@@ -151,6 +151,6 @@ def projection_boxes(
                 pointpos=0,
             )
         )
-    figure.updatelayout(boxmode="group")
+    figure.update_layout(boxmode="group")
     figure.update_yaxes(title="projection on unit direction")
     return layout(figure, "Held-out prompts projected on each direction")
