@@ -80,6 +80,8 @@ def round_meta(index: int, *, tuning: float, total: float, found: bool, losses: 
                 "steps": len(losses),
                 "train_loss": losses,
                 "val_loss": val,
+                "val_safety_loss": [2 * v - 0.5 for v in val],
+                "val_utility_loss": [0.5] * len(val),
                 "best_val_loss": min(val),
                 "wall_time_s": tuning,
             },
@@ -93,10 +95,8 @@ def round_meta(index: int, *, tuning: float, total: float, found: bool, losses: 
     }
 
 
-@pytest.fixture
-def run(tmp_path) -> Path:
+def write_run(out: Path) -> Path:
     """A three-round run: directions found after rounds 0 and 2 (cosine 1/sqrt 2), none after round 1."""
-    out = tmp_path / "run"
     metas = [
         round_meta(0, tuning=10.0, total=16.0, found=True, losses=[4.0, 3.0, 2.0, 1.5], val=[2.5, 1.8]),
         round_meta(1, tuning=20.0, total=27.0, found=False, losses=[2.0, 1.0], val=[1.2, 1.4]),
@@ -112,6 +112,11 @@ def run(tmp_path) -> Path:
         out / "round-2" / "directions.safetensors"
     )
     return out
+
+
+@pytest.fixture
+def run(tmp_path) -> Path:
+    return write_run(tmp_path / "run")
 
 
 UTILITY = {
@@ -166,6 +171,9 @@ def test_overrefusal_utility_table_averages_the_measured_tasks():
     assert heat.z[0] == pytest.approx([0.95, 0.8, 0.55]) and list(heat.z[1][:2]) == [0.9, 0.6]
     assert heat.z[1][2] is None and built.numbers["methods"]["fail-closed"]["utility"] is None
     assert "not measured" in built.caption and "boolq, rte" in built.caption
+    assert [(a.x, a.y, a.text) for a in built.figure.layout.annotations] == [
+        ("utility (mean accuracy)", "fail-closed", "not measured")
+    ]
     assert axis_titles(built.figure) == {"measure", "method"}
 
 
@@ -193,9 +201,11 @@ def test_training_cost_splits_search_from_fine_tuning(run):
 def test_training_curves_put_the_rounds_on_one_step_axis(run):
     built = training_curves(read_rounds(run))
     train = [t for t in built.figure.data if t.legendgroup == "train"]
-    val = [t for t in built.figure.data if t.legendgroup == "val"]
+    val = [t for t in built.figure.data if t.legendgroup == "val_loss"]
+    safety = [t for t in built.figure.data if t.legendgroup == "val_safety_loss"]
     assert [list(t.x) for t in train] == [[1, 2, 3, 4], [5, 6], [7, 8, 9, 10]]
     assert [list(t.x) for t in val] == [[2, 4], [5, 6], [8, 10]] and list(val[2].y) == [1.1, 0.9]
+    assert list(safety[0].y) == [4.5, 3.1] and built.numbers["rounds"][0]["last_val_utility_loss"] == 0.5
     scores = {t.name: list(t.y) for t in built.figure.data if t.xaxis == "x2"}
     assert scores["harmful"] == [2.0, 1.0, 0.0] and scores["harmful, all ablated"] == [-1.0, 0.0, 1.0]
     assert [row["best_val_loss"] for row in built.numbers["rounds"]] == [1.8, 1.2, 0.9]

@@ -43,13 +43,18 @@ def heatmap(
     y_title: str = "",
     text_format: str = ".2f",
 ) -> go.Figure:
-    """A matrix with its values written in the cells: columns ``labels``, rows ``rows`` (default: the same
-    labels), the first row on top."""
+    """A matrix with its values written in the cells (``None``: "not measured"): columns ``labels``, rows
+    ``rows`` (default: the same labels), the first row on top. With ``zmin`` alone the scale runs from it to
+    the largest value."""
+    rows = list(labels if rows is None else rows)
+    values = [v for row in matrix for v in row if v is not None]
+    if zmin is not None and zmax is None and values:
+        zmax = max(max(values), zmin)
     figure = go.Figure(
         go.Heatmap(
             z=matrix,
             x=list(labels),
-            y=list(labels if rows is None else rows),
+            y=rows,
             zmin=zmin,
             zmax=zmax,
             colorscale=colorscale,
@@ -57,6 +62,10 @@ def heatmap(
             colorbar=dict(title=colorbar, tickformat=text_format),
         )
     )
+    for row, cells in zip(rows, matrix):
+        for column, value in zip(labels, cells):
+            if value is None:
+                figure.add_annotation(x=column, y=row, text="not measured", showarrow=False)
     figure.update_yaxes(autorange="reversed", title=y_title)
     figure.update_xaxes(title=x_title)
     return layout(figure, title)

@@ -11,7 +11,7 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from mechrefusal.analysis import plots
-from mechrefusal.analysis.paper.output import PaperFigure
+from mechrefusal.analysis.paper.output import SUBPLOT_MARGIN, PaperFigure
 from mechrefusal.analysis.projections import projections
 from mechrefusal.core.directions import Direction, DirectionSet
 from mechrefusal.core.errors import SettingError
@@ -76,6 +76,7 @@ def fail_open(
             y=[refusal["none"], refusal["ablated"]],
             marker_color=plots.HARMFUL,
             texttemplate="%{y:.0%}",
+            textposition="outside",
             showlegend=False,
             name="refusal rate",
         ),
@@ -84,8 +85,16 @@ def fail_open(
     )
     figure.update_xaxes(title="layer", row=1, col=1)
     figure.update_yaxes(title="mean projection (residual units)", row=1, col=1)
-    figure.update_yaxes(title="judged refusal rate", range=[0, 1], tickformat=".0%", row=1, col=2)
-    plots.layout(figure, "Fail-open: one direction carries refusal", legend=dict(orientation="h", y=-0.25))
+    figure.update_yaxes(
+        title="judged refusal rate", range=[0, 1.12], tickvals=[0, 0.25, 0.5, 0.75, 1], tickformat=".0%", row=1, col=2
+    )
+    plots.layout(
+        figure,
+        "Fail-open: one direction carries refusal",
+        margin=SUBPLOT_MARGIN,
+        height=420,
+        legend=dict(orientation="h", y=-0.25),
+    )
     at = direction.layer
     numbers = {
         "direction_layer": at,
@@ -189,7 +198,13 @@ def ablation_comparison(first: dict[str, Any], last: dict[str, Any]) -> PaperFig
         figure.update_xaxes(title="ablated directions", row=1, col=col)
     figure.add_hline(y=0, line_dash="dash", line_color="grey")
     figure.update_yaxes(title="mean refusal score (log-odds)", row=1, col=1)
-    plots.layout(figure, "Refusal under ablation: round 0 against the last round", legend=dict(orientation="h", y=-0.3))
+    plots.layout(
+        figure,
+        "Refusal under ablation: round 0 against the last round",
+        margin=SUBPLOT_MARGIN,
+        height=420,
+        legend=dict(orientation="h", y=-0.3),
+    )
 
     def lowest_single(rows: list[dict[str, Any]]) -> dict[str, Any]:
         return min((row for row in rows if row["kind"] == "single"), key=lambda row: row["mean_score"])

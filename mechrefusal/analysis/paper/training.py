@@ -11,11 +11,17 @@ from plotly.subplots import make_subplots
 
 from mechrefusal.analysis import plots
 from mechrefusal.analysis.paper.inputs import mean_accuracy
-from mechrefusal.analysis.paper.output import PaperFigure
+from mechrefusal.analysis.paper.output import SUBPLOT_MARGIN, PaperFigure
 from mechrefusal.core.errors import SettingError
 
-SEARCH_COLOUR, TUNING_COLOUR, UTILITY_COLOUR = "#e67e22", plots.HARMLESS, "#16a085"
+SEARCH_COLOUR, TUNING_COLOUR, UTILITY_COLOUR, LOSS_COLOUR = "#e67e22", plots.HARMLESS, "#16a085", "#7f8c8d"
 UNITS = ((3600.0, "h"), (60.0, "min"), (1.0, "s"))
+VALIDATION = (
+    ("val_loss", "validation loss", SEARCH_COLOUR, "solid"),
+    ("val_safety_loss", "validation safety (CE)", plots.HARMFUL, "dot"),
+    ("val_utility_loss", "validation utility (weighted KL)", UTILITY_COLOUR, "dot"),
+)
+"""The validation series of a round's history: key, legend, colour, line dash."""
 SCORES = ("val_refusal_score_harmful", "val_refusal_score_harmful_all_ablated", "val_refusal_score_harmless")
 """End-of-round refusal scores on validation prompts (train.job's round metrics)."""
 
@@ -65,7 +71,7 @@ def training_cost(runs: dict[str, list[dict[str, Any]]]) -> PaperFigure:
                 orientation="h",
                 name=title,
                 marker_color=colour,
-                texttemplate="%{x:.3g}",
+                texttemplate="%{x:.1f}",
             )
         )
     figure.update_layout(barmode="stack")
@@ -86,7 +92,8 @@ def training_cost(runs: dict[str, list[dict[str, Any]]]) -> PaperFigure:
 
 
 def training_curves(rounds: list[dict[str, Any]]) -> PaperFigure:
-    """Every round's training loss (per step) and validation loss (per evaluation) on one step axis, and the
+    """Every round's training loss (per step) and validation loss with its safety and utility terms (per
+    evaluation) on one step axis, and the
     end-of-round refusal scores on validation prompts (harmful, harmful with all directions ablated,
     harmless)."""
     if not rounds:
@@ -110,7 +117,7 @@ def training_curves(rounds: list[dict[str, Any]]) -> PaperFigure:
                 x=steps,
                 y=history["train_loss"],
                 mode="lines",
-                line_color=TUNING_COLOUR,
+                line_color=LOSS_COLOUR,
                 name="training loss",
                 legendgroup="train",
                 showlegend=first,
@@ -118,23 +125,25 @@ def training_curves(rounds: list[dict[str, Any]]) -> PaperFigure:
             row=1,
             col=1,
         )
-        figure.add_trace(
-            go.Scatter(
-                x=eval_steps,
-                y=history["val_loss"],
-                mode="lines+markers",
-                line_color=SEARCH_COLOUR,
-                name="validation loss",
-                legendgroup="val",
-                showlegend=first,
-            ),
-            row=1,
-            col=1,
-        )
+        for key, title, colour, dash in VALIDATION:
+            if history.get(key):  # runs from before the safety and utility terms were logged lack them
+                figure.add_trace(
+                    go.Scatter(
+                        x=eval_steps,
+                        y=history[key],
+                        mode="lines+markers",
+                        line=dict(color=colour, dash=dash),
+                        name=title,
+                        legendgroup=key,
+                        showlegend=first,
+                    ),
+                    row=1,
+                    col=1,
+                )
         if offset:
             figure.add_vline(x=offset + 0.5, line_dash="dot", line_color="grey", row=1, col=1)
         figure.add_annotation(
-            x=offset + max(len(steps), 1) / 2,
+            x=offset + (len(steps) + 1) / 2,
             y=1.0,
             yref="y domain",
             text=f"round {meta['round']}",
@@ -148,6 +157,7 @@ def training_curves(rounds: list[dict[str, Any]]) -> PaperFigure:
                 "steps": len(steps),
                 "final_train_loss": history["train_loss"][-1] if history["train_loss"] else None,
                 "best_val_loss": min(history["val_loss"]) if history["val_loss"] else None,
+                **{f"last_{key}": history[key][-1] for key, *_ in VALIDATION[1:] if history.get(key)},
                 **{key: meta["metrics"].get(key) for key in SCORES},
             }
         )
@@ -173,10 +183,13 @@ def training_curves(rounds: list[dict[str, Any]]) -> PaperFigure:
     figure.update_yaxes(title="loss (nats per token)", row=1, col=1)
     figure.update_xaxes(title="round", dtick=1, row=1, col=2)
     figure.update_yaxes(title="mean refusal score (log-odds)", row=1, col=2)
-    plots.layout(figure, "Training curves per round", legend=dict(orientation="h", y=-0.25))
+    plots.layout(
+        figure, "Training curves per round", margin=SUBPLOT_MARGIN, height=420, legend=dict(orientation="h", y=-0.25)
+    )
     caption = (
-        "Training loss per optimiser step and validation loss per evaluation of every round (the best "
-        "validation weights are kept), and the mean refusal score of validation prompts after each round: "
+        "Training loss per optimiser step, and validation loss with its safety (CE on refusals) and utility "
+        "(weighted KL to the original model) terms per evaluation, of every round (the best validation "
+        "weights are kept), and the mean refusal score of validation prompts after each round: "
         + "; ".join(
             f"round {row['round']}: {row['steps']} steps, best validation loss {row['best_val_loss']:.3f}, harmful "
             f"score {row['val_refusal_score_harmful']:+.2f}"
@@ -221,7 +234,7 @@ def rounds_summary(
             )
         )
     figure.update_xaxes(title="round", dtick=1)
-    figure.update_yaxes(title="rate", range=[0, 1], tickformat=".0%")
+    figure.update_yaxes(title="rate", range=[-0.03, 1.03], tickformat=".0%")  # 0% and 100% visible
     plots.layout(figure, "What each round buys", legend=dict(orientation="h", y=-0.25))
     caption = (
         f"Per round: average attack success rate (judge {judge}), judged harmful refusal with the strongest single "
