@@ -122,6 +122,10 @@ def test_rounds_write_complete_checkpoints(trained):
     replayed = settings_from_dict(TrainSettings, read_settings_file(written[0] / "settings.toml", TrainSettings))
     assert replayed == settings_from_dict(TrainSettings, meta["settings"]) and replayed.search.max_kl == 1.0
     assert {"training", "val_refusal_score_harmful", "direction_found"} <= set(meta["metrics"])
+    history = meta["metrics"]["training"]
+    assert len(history["val_loss"]) == len(history["val_safety_loss"]) == len(history["val_utility_loss"]) > 0
+    for total, safety, utility in zip(history["val_loss"], history["val_safety_loss"], history["val_utility_loss"]):
+        assert total == pytest.approx((safety + utility) / 2, rel=1e-5)  # as many harmful as harmless examples
     assert set(meta["versions"]) >= {"torch", "transformers", "transformer_lens"} and meta["wall_time_s"] > 0
 
 

@@ -15,50 +15,70 @@ HEIGHT = 360
 HARMFUL, HARMLESS = "#c0392b", "#2471a3"
 
 
-def _layout(figure: go.Figure, title: str, **kwargs) -> go.Figure:
+def layout(figure: go.Figure, title: str, **kwargs) -> go.Figure:
+    """The shared style: white template, fixed height, room for axis titles."""
     figure.update_layout(
-        title=title, height=HEIGHT, margin=dict(l=60, r=20, t=50, b=50), template="plotly_white", **kwargs
+        **{
+            "title": title,
+            "height": HEIGHT,
+            "margin": dict(l=60, r=20, t=50, b=50),
+            "template": "plotly_white",
+            **kwargs,
+        }
     )
     return figure
 
 
-def _heatmap(
+def heatmap(
     labels: Sequence[str],
-    matrix: Sequence[Sequence[float]],
+    matrix: Sequence[Sequence[float | None]],
     title: str,
     colorbar: str,
     *,
+    rows: Sequence[str] | None = None,
     zmin: float | None = None,
     zmax: float | None = None,
     colorscale: str = "RdBu_r",
     x_title: str = "",
     y_title: str = "",
+    text_format: str = ".2f",
 ) -> go.Figure:
+    """A matrix with its values written in the cells (``None``: "not measured"): columns ``labels``, rows
+    ``rows`` (default: the same labels), the first row on top. With ``zmin`` alone the scale runs from it to
+    the largest value."""
+    rows = list(labels if rows is None else rows)
+    values = [v for row in matrix for v in row if v is not None]
+    if zmin is not None and zmax is None and values:
+        zmax = max(max(values), zmin)
     figure = go.Figure(
         go.Heatmap(
             z=matrix,
             x=list(labels),
-            y=list(labels),
+            y=rows,
             zmin=zmin,
             zmax=zmax,
             colorscale=colorscale,
-            texttemplate="%{z:.2f}",
-            colorbar=dict(title=colorbar),
+            texttemplate=f"%{{z:{text_format}}}",
+            colorbar=dict(title=colorbar, tickformat=text_format),
         )
     )
+    for row, cells in zip(rows, matrix):
+        for column, value in zip(labels, cells):
+            if value is None:
+                figure.add_annotation(x=column, y=row, text="not measured", showarrow=False)
     figure.update_yaxes(autorange="reversed", title=y_title)
     figure.update_xaxes(title=x_title)
-    return _layout(figure, title)
+    return layout(figure, title)
 
 
 def cosine_heatmap(labels: Sequence[str], cosines: Sequence[Sequence[float]]) -> go.Figure:
     """Pairwise cosine similarity of the directions."""
-    return _heatmap(labels, cosines, "Cosine similarity of the directions", "cosine", zmin=-1.0, zmax=1.0)
+    return heatmap(labels, cosines, "Cosine similarity of the directions", "cosine", zmin=-1.0, zmax=1.0)
 
 
 def pair_ablation_heatmap(labels: Sequence[str], pair_scores: Sequence[Sequence[float]]) -> go.Figure:
     """Mean harmful refusal score with two directions ablated (the diagonal: one alone)."""
-    return _heatmap(
+    return heatmap(
         labels, pair_scores, "Refusal score, pair ablated (diagonal: single)", "refusal score", colorscale="Viridis"
     )
 
@@ -80,7 +100,7 @@ def single_ablation_bars(
     figure.add_hline(y=threshold, line_dash="dash", line_color="grey")
     figure.update_yaxes(range=[0, 1], tickformat=".0%", title="judged refusal rate")
     figure.update_xaxes(title="ablated")
-    return _layout(figure, "Harmful refusal rate under ablation (judged)")
+    return layout(figure, "Harmful refusal rate under ablation (judged)")
 
 
 def cumulative_ablation(labels: Sequence[str], cumulative_scores: Sequence[float]) -> go.Figure:
@@ -90,12 +110,12 @@ def cumulative_ablation(labels: Sequence[str], cumulative_scores: Sequence[float
     figure.add_hline(y=0, line_dash="dash", line_color="grey")
     figure.update_yaxes(title="mean refusal score")
     figure.update_xaxes(title="cumulative ablation")
-    return _layout(figure, "Refusal score, first k ablated")
+    return layout(figure, "Refusal score, first k ablated")
 
 
 def shift_heatmap(labels: Sequence[str], shifts: Sequence[Sequence[float]]) -> go.Figure:
     """Representational-independence shifts averaged over layers: row ablated, column measured."""
-    return _heatmap(
+    return heatmap(
         labels,
         shifts,
         "Independence shift |Δcos| (row ablated, column read)",
@@ -120,7 +140,7 @@ def layer_profile(norm: Sequence[float], separation: Sequence[float | None], mar
     figure.update_xaxes(title="layer", dtick=1 if len(layers) <= 32 else None)
     figure.update_yaxes(title="norm", secondary_y=False)
     figure.update_yaxes(title="Cohen's d", secondary_y=True)
-    return _layout(figure, "Per-layer difference in means", legend=dict(orientation="h", y=-0.25))
+    return layout(figure, "Per-layer difference in means", legend=dict(orientation="h", y=-0.25))
 
 
 def projection_boxes(
@@ -142,4 +162,4 @@ def projection_boxes(
         )
     figure.update_layout(boxmode="group")
     figure.update_yaxes(title="projection on unit direction")
-    return _layout(figure, "Held-out prompts projected on each direction")
+    return layout(figure, "Held-out prompts projected on each direction")

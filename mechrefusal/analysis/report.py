@@ -16,10 +16,14 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+
+import plotly.graph_objects as go
+from plotly.utils import PlotlyJSONEncoder
 
 from mechrefusal.analysis import attack_results, plots
 
@@ -405,24 +409,43 @@ def chromium_path() -> str | None:
 
 
 def write_pngs(data: dict, directory: Path) -> str | None:
-    """Every model's figures as ``{model index}-{figure}.png``; returns a one-line note when none were written.
+    """Every model's figures as ``{model index}-{figure}.png``; returns a one-line note when none were written."""
+    return render_pngs(
+        {
+            directory / f"{index}-{key}.png": figure
+            for index, entry in enumerate(data["models"])
+            for key, figure in model_figures(entry).items()
+        }
+    )
+
+
+def render_pngs(figures: dict[Path, go.Figure], *, page: str = "report.html", width: int = 800) -> str | None:
+    """Write each figure as a PNG at its path (2x scale, its own height); return a one-line note when none
+    were written (it names ``page``, the page that has the figures anyway).
 
     Kaleido runs in a child process bounded by ``PNG_TIMEOUT_S`` (its Chromium has been seen to hang
     on a loaded machine), with MathJax off so it requests nothing from the network.
     """
     if chromium_path() is None:
         return PNG_HINT
+    if not figures:
+        return None
+    directory = next(iter(figures)).parent
     directory.mkdir(parents=True, exist_ok=True)
-    source = directory / "figures.json"
-    source.write_text(json.dumps(data))
+    specs = [
+        {
+            "fig": figure.to_plotly_json(),
+            "path": str(path),
+            "width": width,
+            "height": figure.layout.height or plots.HEIGHT,
+        }
+        for path, figure in figures.items()
+    ]
+    with tempfile.NamedTemporaryFile("w", suffix=".json", dir=directory, delete=False) as handle:
+        json.dump(specs, handle, cls=PlotlyJSONEncoder)
+    source = Path(handle.name)
     child = subprocess.Popen(
-        [
-            sys.executable,
-            "-c",
-            "from mechrefusal.analysis.report import _png_child; _png_child()",
-            str(source),
-            str(directory),
-        ],
+        [sys.executable, "-c", "from mechrefusal.analysis.report import _png_child; _png_child()", str(source)],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
         start_new_session=True,
@@ -432,27 +455,25 @@ def write_pngs(data: dict, directory: Path) -> str | None:
     except subprocess.TimeoutExpired:
         os.killpg(child.pid, signal.SIGKILL)  # kaleido's Chromium too: it is in the child's session
         child.wait()
-        return f"PNG figures skipped: kaleido did not finish in {PNG_TIMEOUT_S} s; report.html has every figure."
+        return f"PNG figures skipped: kaleido did not finish in {PNG_TIMEOUT_S} s; {page} has every figure."
     finally:
         source.unlink()
     if child.returncode:
         lines = stderr.decode(errors="replace").strip().splitlines() or ["no message"]
-        return f"PNG figures skipped: kaleido failed ({lines[-1]}); report.html has every figure."
+        return f"PNG figures skipped: kaleido failed ({lines[-1]}); {page} has every figure."
     return None
 
 
 def _png_child() -> None:
-    """Entry point of the PNG child process: ``figures.json`` and the output directory in ``sys.argv``."""
+    """Entry point of the PNG child process: the JSON list of figures and paths in ``sys.argv[1]``."""
     import kaleido
 
-    data = json.loads(Path(sys.argv[1]).read_text())
     specs = [
         {
-            "fig": figure.to_dict(),
-            "path": Path(sys.argv[2]) / f"{index}-{key}.png",
-            "opts": {"format": "png", "width": 800, "height": plots.HEIGHT, "scale": 2},
+            "fig": spec["fig"],
+            "path": Path(spec["path"]),
+            "opts": {"format": "png", "width": spec["width"], "height": spec["height"], "scale": 2},
         }
-        for index, entry in enumerate(data["models"])
-        for key, figure in model_figures(entry).items()
+        for spec in json.loads(Path(sys.argv[1]).read_text())
     ]
     kaleido.write_fig_from_object_sync(specs, kopts={"mathjax": False, "timeout": PNG_TIMEOUT_S / 2})

@@ -10,6 +10,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import torch
+from jaxtyping import Float
+from torch import Tensor
 from tqdm.auto import tqdm
 
 from mechrefusal.core.errors import SettingError
@@ -45,6 +47,10 @@ class RoundResult:
     steps: int
     train_loss: list[float] = field(default_factory=list)
     val_loss: list[float] = field(default_factory=list)
+    val_safety_loss: list[float | None] = field(default_factory=list)
+    """The safety term (CE on harmful replies, under the round's held-out intervention) of each validation loss."""
+    val_utility_loss: list[float | None] = field(default_factory=list)
+    """The utility term (weighted KL to the original model on harmless replies) of each validation loss."""
     best_val_loss: float = math.inf
     wall_time_s: float = 0.0
 
@@ -136,8 +142,10 @@ def train_round(
             if on_step is not None:
                 on_step(step)
             if step in eval_steps:
-                val_loss = evaluate_loss(model, reference, *val, settings, val_intervention)
+                val_loss, safety, utility = evaluate_loss(model, reference, *val, settings, val_intervention)
                 result.val_loss.append(val_loss)
+                result.val_safety_loss.append(safety)
+                result.val_utility_loss.append(utility)
                 if val_loss < result.best_val_loss:
                     result.best_val_loss, stale = val_loss, 0
                     best_state = [p.detach().clone() for p in parameters]
@@ -169,24 +177,39 @@ def _loss(
     forward: Callable | None = None,
 ) -> torch.Tensor:
     """Mean over the micro-batch's examples of safety CE (harmful, under ``groups``' interventions) and
-    weighted utility KL (harmless, under ``utility_groups``'; default: none). Each set is one forward
-    pass, every row under its group's intervention, with logits only where the replies are predicted.
-    ``forward`` runs the model (default: its bridge; in training, `Parallel.forward`) without a KV
-    cache, which activation checkpointing's recomputation would fill a second time."""
-    per_example = []
+    weighted utility KL (harmless, under ``utility_groups``'; default: none); see `_loss_terms`."""
+    terms = _loss_terms(model, reference, harmful, harmless, settings, groups, utility_groups, forward)
+    return torch.cat([term for term in terms if term is not None]).mean()
+
+
+def _loss_terms(
+    model: Model,
+    reference: Model,
+    harmful: list[Example],
+    harmless: list[Example],
+    settings: TrainSettings,
+    groups: Groups,
+    utility_groups: Groups | None = None,
+    forward: Callable | None = None,
+) -> tuple[Float[Tensor, " harmful"] | None, Float[Tensor, " harmless"] | None]:
+    """Per-example safety CE and weighted utility KL (``None`` where a set has no example). Each set is one
+    forward pass, every row under its group's intervention, with logits only where the replies are
+    predicted. ``forward`` runs the model (default: its bridge; in training, `Parallel.forward`) without a
+    KV cache, which activation checkpointing's recomputation would fill a second time."""
+    safety = utility = None
     with autocast(model, settings.dtype):
         batch, interventions = _grouped(model, harmful, groups)
         if batch is not None:
             with model.intervene(interventions):
-                per_example.append(reply_cross_entropy(model.reply_logits(batch, forward), batch))
+                safety = reply_cross_entropy(model.reply_logits(batch, forward), batch)
         batch, interventions = _grouped(model, harmless, utility_groups or [(list(range(len(harmless))), None)])
         if batch is not None:
             with torch.no_grad(), autocast(reference, settings.dtype):
                 reference_logits = reference.reply_logits(batch)
             with model.intervene(interventions):
                 logits = model.reply_logits(batch, forward)
-            per_example.append(settings.utility_weight * reply_kl(logits, reference_logits, batch))
-    return torch.cat(per_example).mean()
+            utility = settings.utility_weight * reply_kl(logits, reference_logits, batch)
+    return safety, utility
 
 
 def _grouped(model: Model, examples: list[Example], groups: Groups) -> tuple[ReplyBatch | None, list]:
@@ -211,16 +234,19 @@ def evaluate_loss(
     harmless: Sequence[Example],
     settings: TrainSettings,
     intervention: Interventions,
-) -> float:
-    """Validation loss: the same two terms on fixed validation examples, no gradient."""
+) -> tuple[float, float | None, float | None]:
+    """Validation loss on fixed validation examples, no gradient: the training loss, and its safety and
+    utility terms' means (``None`` where a set is empty)."""
     was_training = model.hf_model.training
     model.hf_model.eval()
     with torch.no_grad():
-        loss = _loss(
+        terms = _loss_terms(
             model, reference, list(harmful), list(harmless), settings, [(list(range(len(harmful))), intervention)]
-        ).item()
+        )
     model.hf_model.train(was_training)
-    return loss
+    present = [term for term in terms if term is not None]
+    safety, utility = (None if term is None else term.mean().item() for term in terms)
+    return torch.cat(present).mean().item(), safety, utility
 
 
 def _share(groups: Groups, mine: list[int]) -> Groups:
