@@ -8,6 +8,7 @@ plain HF names; `save_hf_directory` writes them with the tokenizer.
 from __future__ import annotations
 
 import copy
+import hashlib
 from pathlib import Path
 
 import torch
@@ -33,6 +34,17 @@ def hf_state_dict(model: Model) -> dict[str, Tensor]:
     if missing:
         raise CheckpointError(f"Could not map the bridged weights back to Hugging Face names; missing {missing[:5]}.")
     return clean
+
+
+def weights_digest(model: Model) -> hashlib._Hash:
+    """A SHA-256 fed with a cheap fingerprint of the weights (each tensor's name, sum and first 64 values), for
+    cache keys of what a model generated; feed it the rest of the key and take ``hexdigest()``."""
+    digest = hashlib.sha256()
+    for name, tensor in sorted(hf_state_dict(model).items()):
+        digest.update(name.encode())
+        digest.update(float(tensor.detach().float().sum().item()).hex().encode())
+        digest.update(tensor.detach().flatten()[:64].float().cpu().numpy().tobytes())
+    return digest
 
 
 def save_hf_directory(

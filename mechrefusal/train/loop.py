@@ -16,10 +16,10 @@ from tqdm.auto import tqdm
 
 from mechrefusal.core.errors import SettingError
 from mechrefusal.interventions import Interventions, per_row
+from mechrefusal.measure.losses import reply_cross_entropy, reply_kl
 from mechrefusal.models import Model, ReplyBatch
 from mechrefusal.models.autocast import autocast
 from mechrefusal.train.lora import add_lora, merge_lora
-from mechrefusal.train.losses import reply_cross_entropy, reply_kl
 from mechrefusal.train.parallel import Parallel, activation_checkpointing, distributed_rank_and_size
 from mechrefusal.train.settings import TrainSettings
 from mechrefusal.train.targets import Example

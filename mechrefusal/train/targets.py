@@ -9,7 +9,6 @@ of the model's weights, the prompts and the settings.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import random
 from dataclasses import asdict, dataclass
@@ -22,7 +21,7 @@ from mechrefusal.measure.generation import generate
 from mechrefusal.measure.judges import JUDGES
 from mechrefusal.models import Model
 from mechrefusal.models.autocast import autocast
-from mechrefusal.models.export import hf_state_dict
+from mechrefusal.models.export import weights_digest
 
 # Below this share of own refusals on harmful prompts the model is treated as one that does not refuse.
 MIN_OWN_REFUSALS = 0.5
@@ -106,11 +105,7 @@ def training_data(
 
 
 def _cache_key(model: Model, prompts: list[str], max_new_tokens: int, dtype: str, seed: int, judge: str) -> str:
-    digest = hashlib.sha256()
-    for name, tensor in sorted(hf_state_dict(model).items()):
-        digest.update(name.encode())
-        digest.update(float(tensor.detach().float().sum().item()).hex().encode())  # cheap weight fingerprint
-        digest.update(tensor.detach().flatten()[:64].float().cpu().numpy().tobytes())
+    digest = weights_digest(model)
     digest.update(json.dumps([prompts, max_new_tokens, dtype, seed, torch.__version__]).encode())
     if judge != "substring":  # the default judge keeps the keys of targets cached before judges were settings
         digest.update(judge.encode())

@@ -8,6 +8,7 @@ here, registered with ``@JUDGES.register(name)`` and imported below; build it wi
 from mechrefusal.measure.judges.base import JUDGES, MEASURES, Judge, Verdict, measures_of
 from mechrefusal.measure.judges.harm import HarmJudge
 from mechrefusal.measure.judges.llm import HarmBenchLLMJudge, LLMJudge, StrongRejectLLMJudge
+from mechrefusal.measure.judges.prefix import REFUSAL_OPENERS, PrefixJudge
 from mechrefusal.measure.judges.substring import REFUSAL_PHRASES, SubstringJudge
 
 __all__ = [
@@ -16,6 +17,8 @@ __all__ = [
     "HarmBenchLLMJudge",
     "HarmJudge",
     "LLMJudge",
+    "PrefixJudge",
+    "REFUSAL_OPENERS",
     "StrongRejectLLMJudge",
     "REFUSAL_PHRASES",
     "Judge",
