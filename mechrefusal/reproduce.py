@@ -2,7 +2,8 @@
 
 Reproduces the paper's pipeline on one chat model: round 0 (standard safety fine-tuning), progressive
 fail-closed rounds, the ReFAT and DeepRefusal baselines from the same round 0, jailbreak attacks on every
-method's last checkpoint, and the analysis of the fail-closed model against round 0. Each stage writes
+method's last checkpoint, utility and over-refusal (`mechrefusal.measure.utility`), the analysis of the
+fail-closed model against round 0, and the paper's figures (the ``analyses/fig_*.py`` scripts). Each stage writes
 into ``DIR/<stage>/`` and is cached by a hash of its settings and of the stages it needs
 (`mechrefusal.core.stages`): a rerun redoes only what changed, a killed run resumes (training from its
 last complete round, attacks from their last finished behaviour), and a damaged output is recomputed.
@@ -10,8 +11,8 @@ last complete round, attacks from their last finished behaviour), and a damaged 
 Presets:
 
 * ``quick`` (the README's main job; about 20 minutes on 2 CPU cores): round 0 and two fail-closed rounds
-  of the README's configuration, the human-template and AutoDAN attacks on 3 HarmBench behaviours, and the
-  analysis; no baselines.
+  of the README's configuration, the human-template attack on 5 HarmBench behaviours, utility and
+  over-refusal on 32 items per set, the analysis and the figures; no baselines.
 * ``cpu``: the CPU-scale reproduction in docs/results.md (hours): three rounds of fail-closed, ReFAT and
   DeepRefusal, all four attacks on 10 behaviours at CPU budgets.
 * ``paper``: HarmBench's attack budgets and 512-token completions for a GPU, on 50 behaviours.
@@ -26,7 +27,10 @@ From Python: ``mechrefusal.reproduce.run(ReproduceSettings(preset="quick", out="
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
+import importlib.util
+import io
 import json
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
@@ -35,17 +39,19 @@ from typing import Any
 
 from mechrefusal import analyze as analyze_job
 from mechrefusal import attack as attack_job
+from mechrefusal.analysis.paper.inputs import read_attacks
 from mechrefusal.core.cli import SettingsParser, add_settings_arguments, aliased, choice, parse_settings
 from mechrefusal.core.devices import resolve_device
-from mechrefusal.core.errors import MechrefusalError, SettingError
+from mechrefusal.core.errors import MechrefusalError, MissingFileError, SettingError
 from mechrefusal.core.precision import DTYPES, check_dtype
 from mechrefusal.core.stages import Stage, StageContext, StageRecord, run_stages
+from mechrefusal.measure.utility import measure_utility
+from mechrefusal.models import load
 from mechrefusal.train import TrainSettings
 from mechrefusal.train import run as train
 from mechrefusal.train.settings import SearchSettings
 
 PRESETS = ("quick", "cpu", "paper")
-STAGES = ("round-0", "fail-closed", "refat", "deeprefusal", "attacks", "analysis")
 
 
 @dataclass
@@ -88,11 +94,15 @@ class Preset:
     """`AttackSettings` fields (attacks, n, budget, ...)."""
     analysis: dict[str, Any] = dataclasses.field(default_factory=dict)
     """`AnalyzeSettings` fields (n_test, ...)."""
+    utility: dict[str, Any] = dataclasses.field(default_factory=dict)
+    """`measure_utility` keywords (tasks, limit, ...)."""
 
 
 ALL_ATTACKS = "gcg,autodan,pair,human"
 PRESET_PLANS = {
-    "quick": Preset(rounds=2, attack={"attacks": "human,autodan", "n": 3, "budget": "cpu"}, analysis={"n_test": 32}),
+    "quick": Preset(
+        rounds=2, attack={"attacks": "human", "n": 5, "budget": "cpu"}, analysis={"n_test": 32}, utility={"limit": 32}
+    ),
     "cpu": Preset(
         rounds=3, baselines=("refat", "deeprefusal"), attack={"attacks": ALL_ATTACKS, "n": 10, "budget": "cpu"}
     ),
@@ -137,7 +147,9 @@ def plan(settings: ReproduceSettings) -> list[Stage]:
         shares: dict[str, Any] = FAIL_CLOSED_SHARES if method == "fail-closed" else {}
         stages.append(_train_stage(method, replace(base, method=method, rounds=preset.rounds, **shares), "round-0"))
     stages.append(_attack_stage(settings, preset, ["round-0", *methods]))
+    stages.append(_utility_stage(settings, preset, ["round-0", *methods]))
     stages.append(_analysis_stage(settings, preset))
+    stages.append(_figures_stage(settings, ["round-0", *methods]))
     return stages
 
 
@@ -172,6 +184,27 @@ def _attack_stage(settings: ReproduceSettings, preset: Preset, methods: list[str
     return Stage("attacks", config, body, needs=tuple(methods), describe=what)
 
 
+def _utility_stage(settings: ReproduceSettings, preset: Preset, methods: list[str]) -> Stage:
+    def body(context: StageContext) -> dict[str, Any]:
+        reference = load(settings.model, device=settings.device)
+        results = {}
+        for method in methods:
+            model = load(str(_path(context, context.inputs[method]["last_round"])), device=settings.device)
+            measured = measure_utility(model, reference, dtype=settings.dtype, **preset.utility).to_dict()
+            path = context.directory / f"{method}.json"
+            path.write_text(json.dumps(measured, indent=1))
+            results[method] = {"file": _relative(context, path), **{k: measured[k] for k in UTILITY_SUMMARY}}
+        return results
+
+    config = {"dtype": settings.dtype, "device": settings.device, **preset.utility}
+    what = "zero-shot accuracy, CE and KL against the original model, harmless and edgy compliance"
+    return Stage("utility", config, body, needs=tuple(methods), describe=what)
+
+
+UTILITY_SUMMARY = ("tasks", "kl", "harmless_compliance", "edgy_compliance")
+"""The utility numbers a stage's result repeats for the story (the rest is in its JSON file)."""
+
+
 def _analysis_stage(settings: ReproduceSettings, preset: Preset) -> Stage:
     def body(context: StageContext) -> dict[str, Any]:
         report = analyze_job.run(
@@ -191,6 +224,73 @@ def _analysis_stage(settings: ReproduceSettings, preset: Preset) -> Stage:
     return Stage(
         "analysis", config, body, needs=("round-0", "fail-closed"), describe="directions of fail-closed vs round 0"
     )
+
+
+def _figures_stage(settings: ReproduceSettings, methods: list[str]) -> Stage:
+    def body(context: StageContext) -> dict[str, Any]:
+        out = context.directory.parent
+        attacks = {method: out / context.inputs["attacks"][method]["report"] for method in methods}
+        runs = {method: out / method / "run" for method in methods}
+        analysis = out / context.inputs["analysis"]["report"]
+        last = str(_path(context, context.inputs["fail-closed"]["last_round"]))
+        last_round = int(Path(last).name.split("-")[1])
+        named = [f"{METHOD_TITLES.get(m, m)}={attacks[m]}" for m in methods]
+        judges = read_attacks(attacks["round-0"])["judges"]
+        harm = next((name for name, about in judges.items() if about["measures"] == "harm"), "harm")
+        commands = {
+            "fail_open": [str(analysis), str(attacks["round-0"]), "--role", "compare"],
+            "robustness": [*named, "--judge", harm],
+            "training_cost": [f"{METHOD_TITLES.get(m, m)}={runs[m]}" for m in methods],
+            "cosines": [str(runs["fail-closed"])],
+            "ablations": [str(analysis)],
+            "independence": [str(analysis), "--role", "model"],
+            "attack_projections": [last, str(attacks["fail-closed"])],
+            "rounds": [
+                "--attacks",
+                f"0={attacks['round-0']}",
+                f"{last_round}={attacks['fail-closed']}",
+                "--judge",
+                harm,
+            ],
+            "training_curves": [str(runs["fail-closed"])],
+        }
+        utility = [f"{METHOD_TITLES.get(m, m)}={out / context.inputs['utility'][m]['file']}" for m in methods]
+        commands["overrefusal_utility"] = utility
+        return {"figures": draw_figures(commands, context.directory, device=settings.device)}
+
+    return Stage(
+        "figures",
+        {"device": settings.device},
+        body,
+        needs=("round-0", "fail-closed", "attacks", "utility", "analysis"),
+        describe="the paper's figures from the stages above",
+    )
+
+
+def draw_figures(commands: dict[str, list[str]], out: Path, *, device: str = "auto") -> dict[str, str]:
+    """Run ``analyses/fig_NAME.py ARGS --out OUT`` for each figure in this process; NAME -> "written" or
+    why not (one figure's missing input does not stop the others)."""
+    scripts = Path(__file__).resolve().parents[1] / "analyses"
+    if not scripts.is_dir():
+        raise MissingFileError(
+            f"No analyses/ folder beside the package ({scripts}); run from a checkout of the repository."
+        )
+    outcome = {}
+    for name, arguments in commands.items():
+        spec = importlib.util.spec_from_file_location(f"analyses_fig_{name}", scripts / f"fig_{name}.py")
+        if spec is None or spec.loader is None:
+            raise MissingFileError(f"No script {scripts / f'fig_{name}.py'}.")
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        errors = io.StringIO()
+        try:
+            with contextlib.redirect_stderr(errors):
+                module.main([*arguments, "--out", str(out)])
+            outcome[name] = "written"
+        except SystemExit:
+            said = errors.getvalue().strip().splitlines()
+            outcome[name] = said[-1].split(" error: ", 1)[-1] if said else "failed"
+    return outcome
 
 
 def _path(context: StageContext, relative: str) -> Path:
@@ -229,7 +329,25 @@ def story(records: list[StageRecord], out: str | Path) -> list[str]:
             average = entry["rates"]["average"]
             rates = ", ".join(f"{key} {value:.0%}" for key, value in average.items())
             lines.append(f"attacks on {METHOD_TITLES.get(method, method)}: average {rates}")
-    lines.append(f"outputs: {Path(out)}/<stage>/ (analysis/report.html, attacks/<method>/report.html)")
+    utility = results.get("utility")
+    if utility is not None and utility.result:
+        for method, entry in utility.result.items():
+            accuracy = ", ".join(f"{task} {score['accuracy']:.0%}" for task, score in entry["tasks"].items())
+            lines.append(
+                f"utility of {METHOD_TITLES.get(method, method)}: {accuracy or 'no task measured'}; KL to the original "
+                f"{entry['kl']:.3f}; complies with {entry['harmless_compliance']:.0%} of harmless and "
+                f"{entry['edgy_compliance']:.0%} of safe-but-edgy prompts"
+            )
+    figures = results.get("figures")
+    if figures is not None and figures.result:
+        drawn = figures.result["figures"]
+        missing = [f"{name} ({why})" for name, why in drawn.items() if why != "written"]
+        lines.append(
+            f"figures: {sum(why == 'written' for why in drawn.values())} of {len(drawn)} in {Path(out) / 'figures'}"
+            f" (README.md there gives each caption, its numbers and command)"
+            + (f"; not drawn: {'; '.join(missing)}" if missing else "")
+        )
+    lines.append(f"reports: {Path(out) / 'analysis' / 'report.html'}, {Path(out) / 'attacks'}/<method>/report.html")
     return lines
 
 

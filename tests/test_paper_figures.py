@@ -129,7 +129,7 @@ UTILITY = {
         "cross_entropy": 1.2,
         "kl": 0.0,
         "harmless_compliance": 0.95,
-        "overrefusal_compliance": 0.8,
+        "edgy_compliance": 0.8,
     },
     "fail-closed": {
         "tasks": {},
@@ -137,7 +137,7 @@ UTILITY = {
         "cross_entropy": 1.3,
         "kl": 0.05,
         "harmless_compliance": 0.9,
-        "overrefusal_compliance": 0.6,
+        "edgy_compliance": 0.6,
     },
 }
 

@@ -23,13 +23,18 @@ TOY_PRESET = Preset(
         "search": SearchSettings(max_kl=1.0),
         "evals_per_round": 1,
     },
-    attack={"attacks": "tests.test_campaign:SwapAttack", "n": 2, "max_new_tokens": 6, "judges": "substring"},
+    attack={"attacks": "tests.test_campaign:SwapAttack", "n": 2, "max_new_tokens": 6, "judges": "test-harm,substring"},
     analysis=TOY_ANALYSIS,
+    utility={"limit": 3, "max_new_tokens": 4},
 )
 
 
 @pytest.fixture
 def toy_preset(monkeypatch):
+    from mechrefusal.measure import judges
+    from tests.test_campaign import EveryNonRefusalHarmful
+
+    monkeypatch.setitem(judges.JUDGES._entries, "test-harm", EveryNonRefusalHarmful)
     monkeypatch.setitem(reproduce.PRESET_PLANS, "quick", TOY_PRESET)
 
 
@@ -41,25 +46,46 @@ def test_the_pipeline_runs_every_stage_then_reuses_them(toy_preset, toy_dir, tmp
         ("round-0", "done"),
         ("fail-closed", "done"),
         ("attacks", "done"),
+        ("utility", "done"),
         ("analysis", "done"),
+        ("figures", "done"),
     ]
     assert lines[0] == "stage round-0: running (round 0, standard safety fine-tuning)"
     assert first[1].result["rounds"] == ["fail-closed/run/round-0", "fail-closed/run/round-1"]
     assert set(first[2].result) == {"round-0", "fail-closed"}
     summary = json.loads((tmp_path / "summary.json").read_text())
-    assert [stage["status"] for stage in summary["stages"]] == ["done"] * 4
+    assert [stage["status"] for stage in summary["stages"]] == ["done"] * 6
+    drawn = first[5].result["figures"]
+    assert drawn["fail_open"].startswith(str(tmp_path / "attacks" / "round-0")) and drawn["fail_open"].endswith(
+        "has no human attack; rerun mechrefusal.attack with --attacks human."
+    )
+    written = {name for name, why in drawn.items() if why == "written"}
+    assert written == {
+        "robustness",
+        "training_cost",
+        "cosines",
+        "ablations",
+        "independence",
+        "attack_projections",
+        "rounds",
+        "overrefusal_utility",
+        "training_curves",
+    }, drawn
+    assert (tmp_path / "figures" / "robustness.html").is_file() and (tmp_path / "figures" / "README.md").is_file()
 
     again = run(settings, announce=lines.append)
-    assert [r.status for r in again] == ["cached"] * 4 and len(lines) == 4
+    assert [r.status for r in again] == ["cached"] * 6 and len(lines) == 6
     tail = run(ReproduceSettings(**{**vars(settings), "start": "attacks"}), announce=lines.append)
-    assert [r.status for r in tail] == ["cached", "cached", "done", "done"]
+    assert [r.status for r in tail] == ["cached", "cached", "done", "done", "done", "done"]
 
     told = story(again, tmp_path)
     assert told[0].startswith("round-0      cached")
     standard = next(line for line in told if line.startswith("standard (round 0): refuses"))
     fail_closed = next(line for line in told if line.startswith("fail-closed: refuses"))
     assert "with its weakest single direction" in standard and "harmless refusal" in fail_closed
-    assert any(line.startswith("attacks on fail-closed: average refusal/substring") for line in told)
+    assert any(line.startswith("attacks on fail-closed: average asr/test-harm") for line in told), told
+    assert any(line.startswith("utility of fail-closed: local_commonsense ") for line in told), told
+    assert any(line.startswith("figures: 9 of 10 in") and "not drawn: fail_open" in line for line in told), told
 
 
 def test_bad_input_is_one_line(tmp_path, capsys):

@@ -14,7 +14,7 @@ from mechrefusal.core.directions import DirectionSet
 from mechrefusal.core.errors import CheckpointError, DataError, MissingFileError, SettingError
 
 METADATA, DIRECTIONS = "mechrefusal.json", "directions.safetensors"  # a round directory's files (train.checkpoint)
-UTILITY_KEYS = ("tasks", "harmless_compliance", "overrefusal_compliance")
+UTILITY_KEYS = ("tasks", "harmless_compliance", "edgy_compliance")
 
 
 def _json(path: Path, what: str) -> dict[str, Any]:
@@ -90,7 +90,7 @@ def attack_prompts(attacks: dict[str, Any]) -> dict[str, list[str]]:
 
 def read_utility(path: str | Path) -> dict[str, Any]:
     """A utility file: ``{"tasks": {name: {"accuracy", "stderr", "n"}}, "skipped": {name: reason},
-    "cross_entropy", "kl", "harmless_compliance", "overrefusal_compliance"}``."""
+    "cross_entropy", "kl", "harmless_compliance", "edgy_compliance"}``."""
     utility = _json(Path(path), "utility file")
     missing = [key for key in UTILITY_KEYS if key not in utility]
     if missing:

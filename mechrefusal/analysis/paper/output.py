@@ -69,10 +69,13 @@ def write_figure(
 
 
 def write_readme(out: Path) -> Path:
-    """``README.md`` from every figure entry (``*.json``) in ``out``, sorted by name."""
+    """``README.md`` from every figure entry (``*.json`` with a caption and files) in ``out``, sorted by name;
+    other JSON files (a pipeline's ``stage.json``) are not figures."""
     sections = [README_HEAD]
     for path in sorted(out.glob("*.json")):
         entry = json.loads(path.read_text())
+        if not isinstance(entry, dict) or not {"caption", "files", "command"} <= entry.keys():
+            continue
         name = path.stem
         image = (
             f"![{name}]({name}.png)\n\n" if f"{name}.png" in entry["files"] else "(PNG not written: no Chromium)\n\n"

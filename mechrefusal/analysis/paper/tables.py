@@ -62,7 +62,7 @@ def robustness(campaigns: dict[str, dict[str, Any]], *, judge: str = "harm") -> 
 
 UTILITY_COLUMNS = {
     "harmless_compliance": "harmless compliance",
-    "overrefusal_compliance": "edgy compliance",
+    "edgy_compliance": "edgy compliance",
     "utility": "utility (mean accuracy)",
 }
 
@@ -75,7 +75,7 @@ def overrefusal_utility(utilities: dict[str, dict[str, Any]]) -> PaperFigure:
     table = {
         name: {
             "harmless_compliance": u["harmless_compliance"],
-            "overrefusal_compliance": u["overrefusal_compliance"],
+            "edgy_compliance": u["edgy_compliance"],
             "utility": mean_accuracy(u),
             "tasks": sorted(u["tasks"]),
             "cross_entropy": u.get("cross_entropy"),
@@ -104,7 +104,7 @@ def overrefusal_utility(utilities: dict[str, dict[str, Any]]) -> PaperFigure:
         "Compliance on harmless prompts and on safe-but-edgy prompts (prefix rule), and mean zero-shot accuracy "
         "over the measured tasks, per method: "
         + "; ".join(
-            f"{name} {percent(row['harmless_compliance'])} / {percent(row['overrefusal_compliance'])} / "
+            f"{name} {percent(row['harmless_compliance'])} / {percent(row['edgy_compliance'])} / "
             f"{percent(row['utility'])} ({', '.join(row['tasks']) or 'no task'})"
             for name, row in table.items()
         )
