@@ -70,10 +70,11 @@ class ReplaceEmbeddings:
 
 def prompt_locator(
     prompt_ids: Sequence[int],
-) -> tuple[Callable, Callable[[], tuple[Int[Tensor, " rows"], Int[Tensor, " rows"]]]]:
+) -> tuple[Callable, Callable[..., tuple[Int[Tensor, " rows"], Int[Tensor, " rows"]]]]:
     """A hook for ``embed.hook_in`` that finds ``prompt_ids`` in each row of a forward pass's token ids, and
-    a function giving that pass's ``(rows, starts)`` once (nothing when the pass had no token ids, e.g.
-    embeddings given directly, or held no whole prompt, e.g. a KV-cached generation step)."""
+    ``found(keep=False)`` giving that pass's ``(rows, starts)``; the last reader of a pass leaves ``keep``
+    false, so a later pass without token ids (embeddings given directly) or without a whole prompt (a
+    KV-cached generation step) finds nothing."""
     pattern = torch.tensor(list(prompt_ids))
     none = (torch.zeros(0, dtype=torch.long), torch.zeros(0, dtype=torch.long))
     latest: list[tuple[Tensor, Tensor]] = []
@@ -89,8 +90,10 @@ def prompt_locator(
             latest.append((rows, starts[rows]))
         return ids
 
-    def found() -> tuple[Tensor, Tensor]:
-        return latest.pop() if latest else none
+    def found(keep: bool = False) -> tuple[Tensor, Tensor]:
+        if not latest:
+            return none
+        return latest[0] if keep else latest.pop()
 
     return locate, found
 
