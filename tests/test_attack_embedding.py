@@ -8,7 +8,8 @@ import pytest
 import torch
 
 from mechrefusal import Ablate, Direction, data, generate
-from mechrefusal.attacks import ATTACKS, Behaviour, target_losses
+from mechrefusal.attack import build_attack
+from mechrefusal.attacks import ATTACKS, Attack, Behaviour, target_losses
 from mechrefusal.attacks.campaign import run_campaign
 from mechrefusal.attacks.embedding import EmbeddingAttack, stored
 from mechrefusal.core.errors import SettingError
@@ -95,3 +96,12 @@ def test_bad_budgets_are_one_sentence(options, message):
     with pytest.raises(SettingError) as error:
         EmbeddingAttack(**options)
     assert str(error.value) == message
+
+
+def test_registered_and_built_by_the_attack_job():
+    attack = build_attack("embedding", "harmbench", dtype="float32")
+    assert (
+        isinstance(attack, Attack)
+        and isinstance(attack, EmbeddingAttack)
+        and ATTACKS.get("embedding") is EmbeddingAttack
+    )

@@ -8,7 +8,8 @@ import pytest
 import torch
 
 from mechrefusal import data, generate
-from mechrefusal.attacks import ATTACKS, Behaviour, target_losses
+from mechrefusal.attack import build_attack
+from mechrefusal.attacks import ATTACKS, Attack, Behaviour, target_losses
 from mechrefusal.attacks.campaign import run_campaign
 from mechrefusal.attacks.latent import LatentAttack, PerturbResidual, project
 from mechrefusal.core.errors import SettingError
@@ -74,7 +75,7 @@ def test_each_layer_gets_its_own_vectors_at_the_prompt_positions_only(toy, behav
     batch = toy.tokenize_prompts([toy.format(["a much longer other prompt " * 3])[0], toy.format([behaviour.text])[0]])
     batch.input_ids = torch.cat([batch.input_ids, torch.tensor([[5, 6], [5, 6]])], dim=1)  # two reply tokens
     seen: list[torch.Tensor] = []
-    capture = PerturbResidualCapture(seen)
+    capture = CaptureBlock3(seen)
     with torch.no_grad():
         for interventions in ([capture], [edit, capture]):
             with toy.intervene(*interventions):
@@ -86,7 +87,7 @@ def test_each_layer_gets_its_own_vectors_at_the_prompt_positions_only(toy, behav
     assert difference[1, -2:].abs().max() == 0
 
 
-class PerturbResidualCapture:
+class CaptureBlock3:
     """Records block 3's input (after any perturbation there)."""
 
     def __init__(self, seen: list) -> None:
@@ -135,3 +136,8 @@ def test_bad_budgets_are_one_sentence(options, message):
 def test_a_layer_outside_the_model_is_one_sentence(toy, behaviour):
     with pytest.raises(SettingError, match=r"^Latent attack layers \[9\] are outside this model's blocks 0\.\.3\.$"):
         LatentAttack(layers=(9,), **SMALL).run(toy, behaviour)
+
+
+def test_registered_and_built_by_the_attack_job():
+    attack = build_attack("latent", "harmbench", dtype="float32")
+    assert isinstance(attack, Attack) and isinstance(attack, LatentAttack) and ATTACKS.get("latent") is LatentAttack

@@ -6,7 +6,8 @@ from __future__ import annotations
 import pytest
 
 from mechrefusal import data, generate
-from mechrefusal.attacks import ATTACKS, Behaviour, target_for
+from mechrefusal.attack import build_attack
+from mechrefusal.attacks import ATTACKS, Attack, Behaviour, target_for
 from mechrefusal.attacks.campaign import run_campaign
 from mechrefusal.attacks.prefilling import Prefilling
 from mechrefusal.core.errors import SettingError
@@ -48,3 +49,8 @@ def test_a_budget_below_one_token_is_one_sentence(tokens):
         Prefilling(tokens=tokens)
     with pytest.raises(SettingError, match="Unknown prefilling preset 'gpu'"):
         Prefilling.preset("gpu")
+
+
+def test_registered_and_built_by_the_attack_job():
+    attack = build_attack("prefilling", "harmbench", dtype="float32")
+    assert isinstance(attack, Attack) and isinstance(attack, Prefilling) and ATTACKS.get("prefilling") is Prefilling
