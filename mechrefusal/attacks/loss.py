@@ -10,7 +10,7 @@ from jaxtyping import Float
 from torch import Tensor
 
 from mechrefusal.interventions import Interventions
-from mechrefusal.models import Model
+from mechrefusal.models import Model, ReplyBatch
 from mechrefusal.models.autocast import autocast
 
 
@@ -31,10 +31,16 @@ def target_losses(
             batch = model.tokenize_replies(
                 prompts[start : start + batch_size], targets[start : start + batch_size], end_of_turn=False
             )
-            logits = model.reply_logits(batch).float()
-            window = batch.predictions
-            labels = batch.input_ids[:, window.start + 1 : window.stop + 1]
-            mask = batch.reply_mask[:, window.start + 1 : window.stop + 1]
-            token_losses = F.cross_entropy(logits.transpose(1, 2), labels, reduction="none")
-            losses.append((token_losses * mask).sum(1) / mask.sum(1))
+            losses.append(reply_losses(model, batch))
     return torch.cat(losses)
+
+
+def reply_losses(model: Model, batch: ReplyBatch) -> Float[Tensor, " batch"]:
+    """Mean per-token cross-entropy of each row's reply tokens (hooks active, differentiable): the loss
+    `target_losses` reports, which the white-box attacks descend with gradients."""
+    logits = model.reply_logits(batch).float()
+    window = batch.predictions
+    labels = batch.input_ids[:, window.start + 1 : window.stop + 1]
+    mask = batch.reply_mask[:, window.start + 1 : window.stop + 1]
+    token_losses = F.cross_entropy(logits.transpose(1, 2), labels, reduction="none")
+    return (token_losses * mask).sum(1) / mask.sum(1)
