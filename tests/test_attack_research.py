@@ -72,6 +72,14 @@ def test_unconditioned_search_ignores_the_saved_directions(checkpoint, dim):
     assert torch.equal(found.vector, dim.vector)
 
 
+def test_rdo_refines_the_dim_direction_at_its_layer(toy, dim, tmp_path, monkeypatch):
+    monkeypatch.setenv("MECHREFUSAL_HOME", str(tmp_path))  # RDO's targets cache
+    [found] = ReSearch(m=1, finder="rdo", **TOY).search(toy)
+    assert found.method == "rdo" and (found.layer, found.position) == (dim.layer, dim.position)
+    assert found.vector.norm() == pytest.approx(dim.vector.norm().item(), rel=1e-4)
+    assert 0.5 < float(found.unit @ dim.unit) < 1.0
+
+
 def test_bad_input_is_one_sentence():
     with pytest.raises(SettingError, match="m must be at least 1, got 0"):
         ReSearch(m=0)

@@ -97,7 +97,7 @@ class ReSearch:
                 f"The re-search attack's n_prompts={self.n_prompts} exceeds the bundled train splits "
                 f"({len(harmful)} harmful, {len(harmless)} harmless prompts)."
             )
-        options = {"rdo_settings": RDOSettings(dtype=self.dtype, seed=self.seed)} if self.finder == "rdo" else {}
+        rdo_settings = RDOSettings(dtype=self.dtype, seed=self.seed) if self.finder == "rdo" else RDOSettings()
         found: list[Direction] = []
         for _ in range(self.m):
             ablated = (saved if self.conditioned else []) + found
@@ -115,8 +115,8 @@ class ReSearch:
                     orthogonal_to=DirectionSet(ablated) if ablated else None,
                     context=flatten(intervention, Ablate(ablated) if ablated else None) or None,
                     sweep_dtype=self.dtype,
+                    rdo_settings=rdo_settings,
                     progress=False,
-                    **options,
                 )
             found.append(direction)
         return found
