@@ -281,7 +281,7 @@ class GCG:
             embedded = _embed(model, suffix[None].to(model.device)).detach().requires_grad_(True)
             rest = _embed(model, torch.tensor([prompt.after + prompt.target], device=model.device)).detach()
             inputs = torch.cat([embedded, rest.to(embedded.dtype)], dim=1)
-            loss = self._loss(self._forward(model, prompt, cache, inputs, _keep(len(suffix), prompt, model)), prompt)[0]
+            loss = self.loss(model, prompt, cache, inputs, _keep(len(suffix), prompt, model))[0]
             (grad,) = torch.autograd.grad(loss, embedded)
             gradient += grad[0].float() @ weight.detach().float().T
             total += loss.detach()
@@ -303,9 +303,15 @@ class GCG:
                 for start in range(0, len(candidates), self.eval_batch_size):
                     chunk = candidates[start : start + self.eval_batch_size]
                     ids = torch.cat([chunk, tail.expand(len(chunk), -1)], dim=1).to(model.device)
-                    logits = self._forward(model, prompt, cache, ids, keep)
-                    total[start : start + len(chunk)] += self._loss(logits, prompt).cpu()
+                    total[start : start + len(chunk)] += self.loss(model, prompt, cache, ids, keep).cpu()
         return total
+
+    def loss(
+        self, model: Model, prompt: SuffixPrompt, cache: KV | None, inputs: Tensor, keep: Tensor
+    ) -> Float[Tensor, " batch"]:
+        """The loss GCG minimises, per row of ``inputs`` (suffix, template tail and target, as ids or
+        embeddings, after ``prompt``'s prefix): the target loss. A subclass adds terms here (`AwareGCG`)."""
+        return self._loss(self._forward(model, prompt, cache, inputs, keep), prompt)
 
     def _loss(self, logits: Float[Tensor, "batch target vocab"], prompt: SuffixPrompt) -> Float[Tensor, " batch"]:
         labels = torch.tensor(prompt.target, device=logits.device).expand(logits.shape[0], -1)

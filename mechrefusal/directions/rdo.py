@@ -166,7 +166,7 @@ def rdo(
         matrix = as_direction_set(independent_of).matrix.float()
         independent = (matrix / matrix.norm(dim=-1, keepdim=True)).to(model.device)
     problem = Problem(targets, dim.vector.norm().item(), dim.layer, dim.position, settings, independent, context)
-    forbidden = _forbidden_basis(model.d_model, orthogonal_to, massive)
+    forbidden = forbidden_basis(model.d_model, orthogonal_to, massive)
     unit, history, best_step = optimise(model, problem, dim.vector, forbidden=forbidden, progress=progress)
     provenance = {
         "rdo": {
@@ -208,7 +208,7 @@ def optimise(
     """
     settings = problem.settings
     forbidden = None if forbidden is None else forbidden.to(model.device)
-    start = _project(init.detach().float().to(model.device), forbidden)
+    start = project_out(init.detach().float().to(model.device), forbidden)
     if start.norm() < 1e-6 * init.norm():
         raise SettingError(
             "The DIM direction lies in the span of the directions RDO must stay orthogonal to; "
@@ -249,10 +249,10 @@ def optimise(
                     group["lr"] *= settings.lr_cut
             with torch.no_grad(), torch.autocast(model.device.type, enabled=False):  # fp32 projections
                 assert r.grad is not None  # backward ran on this step
-                gradient = _project(r.grad, forbidden)
+                gradient = project_out(r.grad, forbidden)
                 r.grad.copy_(gradient - (gradient @ r) * r)
                 optimizer.step()
-                moved = _project(r, forbidden)
+                moved = project_out(r, forbidden)
                 r.copy_(moved / moved.norm())
     return best_r, history, best_step
 
@@ -366,7 +366,7 @@ def frozen(model: Model) -> Iterator[None]:
         model.hf_model.train(training)
 
 
-def _forbidden_basis(
+def forbidden_basis(
     d_model: int, orthogonal_to: Direction | DirectionSet | None, massive: list[int]
 ) -> Float[Tensor, "d_model c"] | None:
     """An orthonormal basis of what ``r`` must stay orthogonal to: the given directions and the massive
@@ -376,7 +376,8 @@ def _forbidden_basis(
     return DirectionSet(directions).basis() if directions else None
 
 
-def _project(
+def project_out(
     vector: Float[Tensor, " d_model"], forbidden: Float[Tensor, "d_model c"] | None
 ) -> Float[Tensor, " d_model"]:
+    """``vector`` without its component in the span of ``forbidden``'s orthonormal columns."""
     return vector if forbidden is None else vector - forbidden @ (forbidden.T @ vector)

@@ -1,0 +1,68 @@
+"""What the direction attacks share: the model's saved directions, directions carried in a test case's
+JSON ``info``, and the in-memory cache that keeps a campaign from searching once per behaviour."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
+
+import torch
+
+from mechrefusal.attacks.campaign import fingerprint
+from mechrefusal.core.directions import Direction, DirectionSet
+from mechrefusal.core.errors import SettingError
+from mechrefusal.core.provenance import weights_fingerprint
+from mechrefusal.interventions import Interventions
+from mechrefusal.models import Model
+
+T = TypeVar("T")
+
+_FOUND: dict[str, Any] = {}
+"""Search key -> what a search found, for the life of the process."""
+
+
+def saved_directions(model: Model, attack: str) -> DirectionSet:
+    """The directions saved with ``model`` (a trainer checkpoint's), or a one-sentence error naming ``attack``."""
+    if model.directions is None or not len(model.directions):
+        raise SettingError(
+            f"This model has no saved directions; the {attack} attack needs a trainer checkpoint "
+            "(a directory with directions.safetensors)."
+        )
+    return model.directions
+
+
+def to_info(directions: Sequence[Direction]) -> list[dict[str, Any]]:
+    """The directions as JSON-ready dicts (layer, position, method, float32 vector as a list)."""
+    return [
+        {"layer": d.layer, "position": d.position, "method": d.method, "vector": d.vector.float().tolist()}
+        for d in directions
+    ]
+
+
+def from_info(items: Sequence[dict[str, Any]]) -> list[Direction]:
+    """The directions `to_info` wrote, bit for bit."""
+    return [
+        Direction(torch.tensor(item["vector"], dtype=torch.float32), item["layer"], item["position"], item["method"])
+        for item in items
+    ]
+
+
+def search_key(model: Model, intervention: Interventions, settings: dict[str, Any]) -> str:
+    """What a search's result depends on: the weights, the saved directions, the intervention and the
+    attack's settings."""
+    payload = {
+        "weights": weights_fingerprint(model.hf_model),
+        "saved": fingerprint(model.directions),
+        "intervention": fingerprint(intervention),
+        "settings": settings,
+    }
+    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def cached(key: str, compute: Callable[[], T]) -> T:
+    """``compute()``, once per ``key`` in this process."""
+    if key not in _FOUND:
+        _FOUND[key] = compute()
+    return _FOUND[key]

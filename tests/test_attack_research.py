@@ -1,0 +1,97 @@
+"""The re-search attack on the toy refuser: its first search finds the toy's DIM direction, the refusal
+score falls as more found directions are ablated, the search runs once per model and settings, and the
+test cases rebuild their ablation from their info."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import mechrefusal
+from mechrefusal import Ablate, DirectionSet, data
+from mechrefusal.attacks import ATTACKS
+from mechrefusal.attacks.behaviours import load_behaviours
+from mechrefusal.attacks.research import ReSearch, research_curve
+from mechrefusal.core.errors import SettingError
+from tests.test_toy_refusal import TOY_FILTERS, random_like
+
+TOY = dict(max_kl=TOY_FILTERS.max_kl, n_val=16)
+
+
+@pytest.fixture(scope="module")
+def dim(toy):
+    return mechrefusal.find_direction(
+        toy,
+        data.load("harmful", "train")[:64],
+        data.load("harmless", "train")[:64],
+        harmful_val=data.load("harmful", "val"),
+        harmless_val=data.load("harmless", "val"),
+        filters=TOY_FILTERS,
+        progress=False,
+    )
+
+
+@pytest.fixture
+def checkpoint(toy, dim, monkeypatch):
+    """The toy with one saved direction that does not mediate its refusal (a random one)."""
+    monkeypatch.setattr(toy, "directions", DirectionSet([random_like(dim, 5)]))
+    return toy
+
+
+def test_the_first_search_on_a_plain_model_finds_its_dim_direction(toy, dim):
+    [found] = ReSearch(m=1, **TOY).search(toy)
+    assert (found.layer, found.position) == (dim.layer, dim.position)
+    assert torch.equal(found.vector, dim.vector)
+
+
+def test_refusal_falls_with_the_number_of_found_directions_ablated(checkpoint):
+    attack = ReSearch(m=2, **TOY)
+    found = attack.search(checkpoint)
+    assert found[1].vector @ found[0].vector == pytest.approx(0, abs=1e-4)  # searched in the complement
+    assert attack.search(checkpoint) is found  # once per model and settings
+    harmful = data.load("harmful", "val")
+    saved = list(checkpoint.directions)
+    scores = [
+        mechrefusal.refusal_score(checkpoint, harmful, intervention=Ablate(saved + found[:k])).mean().item()
+        for k in range(3)
+    ]
+    assert scores[0] > 1.0 and scores[1] < scores[0] - 2.0 and scores[2] <= scores[1] + 0.5
+    behaviour = load_behaviours("harmful", 1, split="train")[0]
+    cases = ATTACKS.get("research")(**TOY).run(checkpoint, behaviour, seed=3)
+    assert [case.info["k"] for case in cases] == [1, 2]
+    rebuilt = attack.generation_intervention(checkpoint, cases[1])
+    assert torch.allclose(DirectionSet(rebuilt.directions).matrix, DirectionSet(saved + found).matrix)
+    curve = research_curve(checkpoint, attack, n=16, max_new_tokens=8)
+    assert [row["k"] for row in curve] == [0, 1, 2] and [row["ablated"] for row in curve] == [1, 2, 3]
+    assert curve[0]["refusal"] > 0.6 and curve[1]["refusal"] < 0.4
+    assert curve[1]["found"]["layer"] == found[0].layer and curve[2]["harmless_kl"] > 0
+
+
+def test_unconditioned_search_ignores_the_saved_directions(checkpoint, dim):
+    [found] = ReSearch(m=1, conditioned=False, **TOY).search(checkpoint)
+    assert torch.equal(found.vector, dim.vector)
+
+
+def test_rdo_refines_the_dim_direction_at_its_layer(toy, dim, tmp_path, monkeypatch):
+    monkeypatch.setenv("MECHREFUSAL_HOME", str(tmp_path))  # RDO's targets cache
+    [found] = ReSearch(m=1, finder="rdo", **TOY).search(toy)
+    assert found.method == "rdo" and (found.layer, found.position) == (dim.layer, dim.position)
+    assert found.vector.norm() == pytest.approx(dim.vector.norm().item(), rel=1e-4)
+    assert 0.5 < float(found.unit @ dim.unit) < 1.0
+
+
+def test_bad_input_is_one_sentence():
+    with pytest.raises(SettingError, match="m must be at least 1, got 0"):
+        ReSearch(m=0)
+    with pytest.raises(SettingError, match="n_val must be at least 1, got -2"):
+        ReSearch(n_val=-2)
+    with pytest.raises(SettingError, match="Unknown re-search finder 'pca'"):
+        ReSearch(finder="pca")
+    with pytest.raises(SettingError, match="Unknown re-search preset"):
+        ReSearch.preset("gpu")
+
+
+def test_presets_and_settings():
+    assert ReSearch.preset("cpu") == ReSearch()
+    assert ReSearch.preset("harmbench").m == 4
+    assert ReSearch(finder="rdo").settings()["finder"] == "rdo" and "caveat" not in ReSearch().settings()
