@@ -3,8 +3,8 @@
 Each (attack, behaviour) pair is one JSON file, ``OUT/cases/<attack>/<behaviour id>.json``, written
 atomically after each of three levels, each with its own key:
 
-* test cases: the attack's name and settings, the model's weights and chat format, the intervention, the
-  resolved compute dtype, the seed and the behaviour;
+* test cases: the attack's name and settings, the model's weights, saved directions and chat format, the
+  intervention, the resolved compute dtype, the seed and the behaviour;
 * completions: the test cases' key, the generation length and dtype;
 * verdicts: one entry per judge, keyed by the judge's name, class and ``version``.
 
@@ -156,6 +156,7 @@ def run_campaign(
         "model": weights_fingerprint(model.hf_model),
         "chat": model.format(["{instruction}"])[0],
         "intervention": fingerprint(intervention),
+        "saved_directions": fingerprint(model.directions),
         "dtype": precision,
     }
     generation = {"max_new_tokens": max_new_tokens, "dtype": precision}
