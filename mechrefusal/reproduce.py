@@ -240,7 +240,7 @@ def _figures_stage(settings: ReproduceSettings, methods: list[str]) -> Stage:
         commands = {
             "fail_open": [str(analysis), str(attacks["round-0"]), "--role", "compare"],
             "robustness": [*named, "--judge", harm],
-            "training_cost": [f"{METHOD_TITLES.get(m, m)}={runs[m]}" for m in methods],
+            "training_cost": [f"{METHOD_TITLES.get(m, m)}={runs[m]}" for m in methods if m != "round-0"],
             "cosines": [str(runs["fail-closed"])],
             "ablations": [str(analysis)],
             "independence": [str(analysis), "--role", "model"],
@@ -256,6 +256,11 @@ def _figures_stage(settings: ReproduceSettings, methods: list[str]) -> Stage:
         }
         utility = [f"{METHOD_TITLES.get(m, m)}={out / context.inputs['utility'][m]['file']}" for m in methods]
         commands["overrefusal_utility"] = utility
+        commands["rounds"] += [
+            "--utility",
+            f"0={out / context.inputs['utility']['round-0']['file']}",
+            f"{last_round}={out / context.inputs['utility']['fail-closed']['file']}",
+        ]
         return {"figures": draw_figures(commands, context.directory, device=settings.device)}
 
     return Stage(
@@ -318,10 +323,11 @@ def story(records: list[StageRecord], out: str | Path) -> list[str]:
     if analysis is not None and analysis.result:
         fail_closed, standard = analysis.result["summaries"]
         for title, summary in (("standard (round 0)", standard), ("fail-closed", fail_closed)):
+            verdict = "fail-closed" if summary["fail_closed"] else "fail-open"
             lines.append(
                 f"{title}: refuses {_percent(summary['harmful_refusal'])} of harmful test prompts; "
                 f"{_percent(summary['weakest_single_refusal'])} with its weakest single direction "
-                f"({summary['weakest']}) ablated; harmless refusal {_percent(summary['harmless_refusal'])}"
+                f"({summary['weakest']}) ablated ({verdict}); harmless refusal {_percent(summary['harmless_refusal'])}"
             )
     attacks = results.get("attacks")
     if attacks is not None and attacks.result:

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Set up an isolated environment (.venv) and run the main job or the test suite.
 #
-#   bash scripts/quickstart.sh main [ARGS...]   # python -m mechrefusal.analyze ARGS (embedded model)
+#   bash scripts/quickstart.sh main [ARGS...]   # python -m mechrefusal.reproduce --preset quick ARGS (embedded model)
 #   bash scripts/quickstart.sh test [ARGS...]   # the whole test suite (fast and slow tiers); installs
 #                                               # Debian's chromium (browser test) and wordnet-base (AutoDAN) when missing (root)
 #
@@ -46,7 +46,7 @@ if [ ${#debian[@]} -gt 0 ] && command -v apt-get >/dev/null && [ "$(id -u)" = 0 
 fi
 
 case "$job" in
-    main) exec "$venv/bin/python" -m mechrefusal.analyze "$@" ;;
+    main) exec "$venv/bin/python" -m mechrefusal.reproduce --preset quick "$@" ;;
     test) exec "$venv/bin/python" -m pytest "$@" ;;
     *) echo "unknown job '$job': use main or test" >&2; exit 2 ;;
 esac
