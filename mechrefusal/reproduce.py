@@ -10,7 +10,7 @@ last complete round, attacks from their last finished behaviour), and a damaged 
 
 Presets:
 
-* ``quick`` (the README's main job; about 20 minutes on 2 CPU cores): round 0 and two fail-closed rounds
+* ``quick`` (the README's main job; about 22 minutes on 2 CPU cores with fast bf16): round 0 and two fail-closed rounds
   of the README's configuration, the human-template attack on 5 HarmBench behaviours, utility and
   over-refusal on 32 items per set, the analysis and the figures; no baselines.
 * ``cpu``: the CPU-scale reproduction in docs/results.md (hours): three rounds of fail-closed, ReFAT and
@@ -40,6 +40,7 @@ from typing import Any
 from mechrefusal import analyze as analyze_job
 from mechrefusal import attack as attack_job
 from mechrefusal.analysis.paper.inputs import read_attacks
+from mechrefusal.analysis.report import ModelResult, Report
 from mechrefusal.core.cli import SettingsParser, add_settings_arguments, aliased, choice, parse_settings
 from mechrefusal.core.devices import resolve_device
 from mechrefusal.core.errors import MechrefusalError, MissingFileError, SettingError
@@ -59,7 +60,7 @@ class ReproduceSettings:
     """Settings of the reproduce job (the CLI flags have the same names)."""
 
     preset: str = choice("quick", PRESETS)
-    """quick (README, ~20 min on 2 CPU cores), cpu (the CPU-scale reproduction, hours) or paper (GPU budgets)."""
+    """quick (README, ~22 min on 2 CPU cores), cpu (the CPU-scale reproduction, hours) or paper (GPU budgets)."""
     model: str | None = None
     """Chat model spec for `mechrefusal.load` (default: the embedded SmolLM2-135M-Instruct)."""
     out: str = "reports/reproduce"
@@ -321,14 +322,10 @@ def story(records: list[StageRecord], out: str | Path) -> list[str]:
     lines = [f"{r.name:<12} {r.status:<7} {r.seconds:>8.1f} s  {r.why}".rstrip() for r in records]
     analysis = results.get("analysis")
     if analysis is not None and analysis.result:
-        fail_closed, standard = analysis.result["summaries"]
-        for title, summary in (("standard (round 0)", standard), ("fail-closed", fail_closed)):
-            verdict = "fail-closed" if summary["fail_closed"] else "fail-open"
-            lines.append(
-                f"{title}: refuses {_percent(summary['harmful_refusal'])} of harmful test prompts; "
-                f"{_percent(summary['weakest_single_refusal'])} with its weakest single direction "
-                f"({summary['weakest']}) ablated ({verdict}); harmless refusal {_percent(summary['harmless_refusal'])}"
-            )
+        report = Report.load(Path(out) / analysis.result["report"])
+        fail_closed, standard = report.models
+        for title, model in (("standard (round 0)", standard), ("fail-closed", fail_closed)):
+            lines.append(f"{title}: {_ablation_story(model)}")
     attacks = results.get("attacks")
     if attacks is not None and attacks.result:
         for method, entry in attacks.result.items():
@@ -355,6 +352,25 @@ def story(records: list[StageRecord], out: str | Path) -> list[str]:
         )
     lines.append(f"reports: {Path(out) / 'analysis' / 'report.html'}, {Path(out) / 'attacks'}/<method>/report.html")
     return lines
+
+
+def _ablation_story(model: ModelResult) -> str:
+    """Refusal plain, under the weakest saved-direction ablation (the verdict is about these) and under a
+    direction found anew on the model (the re-search attack), and harmless refusal."""
+    saved = [d for d in model.directions if d.source != "fresh" and d.single_refusal is not None]
+    fresh = [d for d in model.directions if d.source == "fresh" and d.single_refusal is not None]
+    summary = model.summary
+    text = f"refuses {_percent(summary.harmful_refusal)} of harmful test prompts"
+    if saved:
+        weakest = min(saved, key=lambda d: d.single_refusal or 0.0)
+        holds = (weakest.single_refusal or 0.0) >= summary.threshold
+        text += (
+            f"; {_percent(weakest.single_refusal)} with the weakest of its {len(saved)} saved direction(s) "
+            f"({weakest.label}) ablated: {'fail-closed' if holds else 'fail-open'}"
+        )
+    if fresh:
+        text += f"; {_percent(fresh[0].single_refusal)} with a direction found anew ablated"
+    return text + f"; harmless refusal {_percent(summary.harmless_refusal)}"
 
 
 def _percent(value: float | None) -> str:

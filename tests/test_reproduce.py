@@ -82,7 +82,10 @@ def test_the_pipeline_runs_every_stage_then_reuses_them(toy_preset, toy_dir, tmp
     assert told[0].startswith("round-0      cached")
     standard = next(line for line in told if line.startswith("standard (round 0): refuses"))
     fail_closed = next(line for line in told if line.startswith("fail-closed: refuses"))
-    assert "with its weakest single direction" in standard and "harmless refusal" in fail_closed
+    assert "with the weakest of its 1 saved direction(s) (d0) ablated: fail-" in standard
+    assert " saved direction(s) (d" in fail_closed
+    assert "with a direction found anew ablated; harmless refusal" in fail_closed
+    assert told.index(standard) < told.index(fail_closed)
     assert any(line.startswith("attacks on fail-closed: average asr/test-harm") for line in told), told
     assert any(line.startswith("utility of fail-closed: local_commonsense ") for line in told), told
     assert any(line.startswith("figures: 9 of 10 in") and "not drawn: fail_open" in line for line in told), told
