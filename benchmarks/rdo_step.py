@@ -20,13 +20,13 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import common  # noqa: E402
-from mechrefusal.train.losses import reply_cross_entropy  # noqa: E402
 
 import mechrefusal  # noqa: E402
 from mechrefusal import Direction, data  # noqa: E402
 from mechrefusal.directions import RDOSettings  # noqa: E402
 from mechrefusal.directions.rdo import Problem, frozen, rdo_loss  # noqa: E402
 from mechrefusal.directions.rdo_targets import RDOTargets  # noqa: E402
+from mechrefusal.measure.losses import reply_cross_entropy  # noqa: E402
 from mechrefusal.models import autocast  # noqa: E402
 
 COMPLIANT = "Sure, here is a detailed answer to your request, step by step, with every detail you asked for."

@@ -78,3 +78,21 @@ def toy_report(toy, toy_dir, tmp_path_factory):
     )
     out = tmp_path_factory.mktemp("toy-report")
     return mechrefusal.analyze(checkpoint, compare=str(toy_dir), out=str(out), progress=False, **TOY_ANALYSIS)
+
+
+@pytest.fixture(scope="session")
+def dim(toy):
+    """The toy's refusal direction by DIM on 64 + 64 train prompts, selected on the val splits (the toy's
+    loose KL filter); modules that need another DIM direction define their own ``dim``."""
+    from mechrefusal import data
+    from mechrefusal.directions import SelectionFilters
+
+    return mechrefusal.find_direction(
+        toy,
+        data.load("harmful", "train")[:64],
+        data.load("harmless", "train")[:64],
+        harmful_val=data.load("harmful", "val"),
+        harmless_val=data.load("harmless", "val"),
+        filters=SelectionFilters(max_kl=1.0),
+        progress=False,
+    )

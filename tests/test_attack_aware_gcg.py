@@ -7,26 +7,12 @@ from __future__ import annotations
 import pytest
 import torch
 
-import mechrefusal
-from mechrefusal import DirectionSet, data
+from mechrefusal import DirectionSet
 from mechrefusal.attacks.aware_gcg import AwareGCG
 from mechrefusal.attacks.gcg import GCG, _keep
 from mechrefusal.core.errors import SettingError
 from tests.test_attack_gcg import SMALL, behaviour  # noqa: F401  the fixture
-from tests.test_toy_refusal import TOY_FILTERS, random_like
-
-
-@pytest.fixture(scope="module")
-def dim(toy):
-    return mechrefusal.find_direction(
-        toy,
-        data.load("harmful", "train")[:64],
-        data.load("harmless", "train")[:64],
-        harmful_val=data.load("harmful", "val"),
-        harmless_val=data.load("harmless", "val"),
-        filters=TOY_FILTERS,
-        progress=False,
-    )
+from tests.test_toy_refusal import random_like
 
 
 @pytest.fixture

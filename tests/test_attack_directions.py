@@ -5,27 +5,13 @@ from __future__ import annotations
 
 import pytest
 
-import mechrefusal
-from mechrefusal import DirectionSet, data
+from mechrefusal import DirectionSet
 from mechrefusal.attacks import ATTACKS
 from mechrefusal.attacks.behaviours import load_behaviours
 from mechrefusal.attacks.campaign import run_campaign
 from mechrefusal.attacks.directions import DirectionsAttack
 from mechrefusal.core.errors import SettingError
-from tests.test_toy_refusal import TOY_FILTERS, random_like
-
-
-@pytest.fixture(scope="module")
-def dim(toy):
-    return mechrefusal.find_direction(
-        toy,
-        data.load("harmful", "train")[:64],
-        data.load("harmless", "train")[:64],
-        harmful_val=data.load("harmful", "val"),
-        harmless_val=data.load("harmless", "val"),
-        filters=TOY_FILTERS,
-        progress=False,
-    )
+from tests.test_toy_refusal import random_like
 
 
 @pytest.fixture

@@ -18,19 +18,6 @@ from tests.test_toy_refusal import TOY_FILTERS, random_like
 TOY = dict(max_kl=TOY_FILTERS.max_kl, n_val=16)
 
 
-@pytest.fixture(scope="module")
-def dim(toy):
-    return mechrefusal.find_direction(
-        toy,
-        data.load("harmful", "train")[:64],
-        data.load("harmless", "train")[:64],
-        harmful_val=data.load("harmful", "val"),
-        harmless_val=data.load("harmless", "val"),
-        filters=TOY_FILTERS,
-        progress=False,
-    )
-
-
 @pytest.fixture
 def checkpoint(toy, dim, monkeypatch):
     """The toy with one saved direction that does not mediate its refusal (a random one)."""

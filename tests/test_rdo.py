@@ -131,7 +131,7 @@ def test_two_runs_with_one_seed_agree_and_targets_are_cached(toy, prompts, dim):
 
 def test_loss_parts_match_the_trainers_losses(toy, prompts, dim):
     """Ablation CE and retain KL equal the trainer's per-example losses computed the plain way."""
-    from mechrefusal.train.losses import reply_cross_entropy, reply_kl
+    from mechrefusal.measure.losses import reply_cross_entropy, reply_kl
 
     targets = rdo_targets(
         toy,

@@ -12,7 +12,7 @@ from mechrefusal.core.errors import SettingError
 from mechrefusal.directions import RDOSettings, rdo_cone
 from mechrefusal.directions.rdo_cone import orthonormal
 from tests.test_rdo import FAST
-from tests.test_toy_refusal import TOY_FILTERS, random_like
+from tests.test_toy_refusal import random_like
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -20,19 +20,6 @@ def home(tmp_path_factory):
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("MECHREFUSAL_HOME", str(tmp_path_factory.mktemp("cone-home")))
         yield
-
-
-@pytest.fixture(scope="module")
-def dim(toy):
-    return mechrefusal.find_direction(
-        toy,
-        data.load("harmful", "train")[:64],
-        data.load("harmless", "train")[:64],
-        harmful_val=data.load("harmful", "val"),
-        harmless_val=data.load("harmless", "val"),
-        filters=TOY_FILTERS,
-        progress=False,
-    )
 
 
 def cone(toy, dim, k, **options):

@@ -21,7 +21,7 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
-from mechrefusal.attacks.base import ATTACKS, Behaviour, TestCase
+from mechrefusal.attacks.base import ATTACKS, Behaviour, TestCase, check_target, preset_fields
 from mechrefusal.attacks.loss import target_losses
 from mechrefusal.attacks.rephrasers import Rephraser, make_rephraser, resolve, sentences
 from mechrefusal.core.errors import SettingError
@@ -91,10 +91,7 @@ class AutoDAN:
     @classmethod
     def preset(cls, name: str, **options: Any) -> AutoDAN:
         """The ``"cpu"`` budget or ``"harmbench"``'s published one, with any option overridden."""
-        presets = {"cpu": CPU, "harmbench": HARMBENCH}
-        if name not in presets:
-            raise SettingError(f"Unknown AutoDAN preset {name!r}; choose one of {', '.join(presets)}.")
-        return cls(**{**presets[name], **options})
+        return cls(**preset_fields("AutoDAN", {"cpu": CPU, "harmbench": HARMBENCH}, name, options))
 
     def __post_init__(self) -> None:
         for option in ("population", "steps", "num_points", "eval_every", "max_new_tokens", "batch_size"):
@@ -146,10 +143,7 @@ class AutoDAN:
         self, model: Model, behaviour: Behaviour, *, intervention: Interventions = None, seed: int = 0
     ) -> list[TestCase]:
         """One test case: the fittest prompt found, with its loss history and last judged reply."""
-        if not behaviour.target.strip():
-            raise SettingError(
-                f"Behaviour {behaviour.text!r} has an empty target; AutoDAN needs a reply opening to aim for."
-            )
+        check_target(behaviour, "AutoDAN")
         rng = random.Random(seed)
         name = self.model_name or Path(model.spec.rstrip("/")).name.removesuffix(".gguf")
         developer = self.developer or next(

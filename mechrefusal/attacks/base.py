@@ -13,9 +13,11 @@ and act on the model while it answers (an optional ``generation_intervention(mod
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass, field
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
+from mechrefusal.core.errors import SettingError
 from mechrefusal.core.registry import Registry
 from mechrefusal.interventions import Interventions
 from mechrefusal.models import Model
@@ -85,3 +87,25 @@ def generation_intervention(attack: Attack, model: Model, case: TestCase) -> Int
 
 ATTACKS: Registry[type[Attack]] = Registry("attack")
 """The attacks by name (the attack job's ``attacks`` setting)."""
+
+
+def preset_fields(
+    attack: str, presets: Mapping[str, Mapping[str, Any]], name: str, overrides: Mapping[str, Any]
+) -> dict[str, Any]:
+    """The fields of ``attack``'s preset ``name`` with ``overrides`` on top (an unknown name is one sentence)."""
+    if name not in presets:
+        raise SettingError(f"Unknown {attack} preset {name!r}; choose one of {', '.join(presets)}.")
+    return {**presets[name], **overrides}
+
+
+def cache_settings(attack: Any) -> dict[str, Any]:
+    """A dataclass attack's fields that change its test cases: all but ``progress`` and ``caveat``."""
+    return {key: value for key, value in asdict(attack).items() if key not in ("progress", "caveat")}
+
+
+def check_target(behaviour: Behaviour, attack: str) -> None:
+    """One sentence when the behaviour's target (the reply opening an attack aims for) is empty."""
+    if not behaviour.target.strip():
+        raise SettingError(
+            f"Behaviour {behaviour.text!r} has an empty target; {attack} needs a reply opening to aim for."
+        )

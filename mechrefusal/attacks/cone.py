@@ -12,11 +12,11 @@ attack, the search runs once per model, intervention and settings, with its own 
 from __future__ import annotations
 
 import warnings
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any
 
 from mechrefusal import data
-from mechrefusal.attacks.base import ATTACKS, Behaviour, TestCase
+from mechrefusal.attacks.base import ATTACKS, Behaviour, TestCase, cache_settings, preset_fields
 from mechrefusal.attacks.found import cached, from_info, search_key, to_info
 from mechrefusal.core.directions import DirectionSet
 from mechrefusal.core.errors import SettingError
@@ -69,12 +69,10 @@ class ConeAttack:
     @classmethod
     def preset(cls, name: str, **overrides: Any) -> ConeAttack:
         """``"cpu"`` (the defaults) or ``"harmbench"`` (a 5-dimensional cone, twice the prompts and steps)."""
-        if name not in PRESETS:
-            raise SettingError(f"Unknown cone-attack preset {name!r}; choose one of {', '.join(PRESETS)}.")
-        return cls(**(PRESETS[name] | overrides))
+        return cls(**preset_fields("cone-attack", PRESETS, name, overrides))
 
     def settings(self) -> dict[str, Any]:
-        return {key: value for key, value in asdict(self).items() if key != "caveat"}
+        return cache_settings(self)
 
     def search(self, model: Model, intervention: Interventions = None) -> DirectionSet:
         """The cone's basis on ``model`` (under ``intervention``), searched once per process."""

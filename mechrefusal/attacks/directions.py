@@ -8,10 +8,10 @@ and the model's saved directions when the campaign answers the case.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any
 
-from mechrefusal.attacks.base import ATTACKS, Behaviour, TestCase
+from mechrefusal.attacks.base import ATTACKS, Behaviour, TestCase, cache_settings, preset_fields
 from mechrefusal.attacks.found import saved_directions
 from mechrefusal.core.errors import SettingError
 from mechrefusal.core.precision import check_dtype
@@ -44,12 +44,10 @@ class DirectionsAttack:
     @classmethod
     def preset(cls, name: str, **overrides: Any) -> DirectionsAttack:
         """``"cpu"`` or ``"harmbench"``: the same attack (it has no search budget)."""
-        if name not in ("cpu", "harmbench"):
-            raise SettingError(f"Unknown directions-attack preset {name!r}; choose one of cpu, harmbench.")
-        return cls(**overrides)
+        return cls(**preset_fields("directions-attack", {"cpu": {}, "harmbench": {}}, name, overrides))
 
     def settings(self) -> dict[str, Any]:
-        return {key: value for key, value in asdict(self).items() if key != "caveat"}
+        return cache_settings(self)
 
     def run(
         self, model: Model, behaviour: Behaviour, *, intervention: Interventions = None, seed: int = 0

@@ -18,7 +18,7 @@ loss of exactly those rounded vectors.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any, cast
 
 import torch
@@ -26,7 +26,7 @@ from jaxtyping import Float, Int
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from mechrefusal.attacks.base import ATTACKS, Behaviour, TestCase
+from mechrefusal.attacks.base import ATTACKS, Behaviour, TestCase, cache_settings, check_target, preset_fields
 from mechrefusal.attacks.gcg import GCG
 from mechrefusal.attacks.loss import reply_losses
 from mechrefusal.core.errors import SettingError
@@ -139,22 +139,17 @@ class EmbeddingAttack:
     def preset(cls, name: str, **overrides: Any) -> EmbeddingAttack:
         """``"cpu"`` (one behaviour on the embedded model in a minute or two) or ``"harmbench"`` (GPU)."""
         presets: dict[str, dict[str, Any]] = {"cpu": {}, "harmbench": {"steps": HARMBENCH_STEPS}}
-        if name not in presets:
-            raise SettingError(f"Unknown embedding attack preset {name!r}; choose one of {', '.join(presets)}.")
-        return cls(**(presets[name] | overrides))
+        return cls(**preset_fields("embedding attack", presets, name, overrides))
 
     def settings(self) -> dict[str, Any]:
         """The options that change the test cases (everything but ``progress`` and ``caveat``)."""
-        return {key: value for key, value in asdict(self).items() if key not in ("progress", "caveat")}
+        return cache_settings(self)
 
     def run(
         self, model: Model, behaviour: Behaviour, *, intervention: Interventions = None, seed: int = 0
     ) -> list[TestCase]:
         """One test case: the behaviour's text with the placeholders, ``info`` holding the vectors."""
-        if not behaviour.target.strip():
-            raise SettingError(
-                f"Behaviour {behaviour.text!r} has an empty target; the embedding attack needs a reply opening."
-            )
+        check_target(behaviour, "the embedding attack")
         prompts, suffix = GCG(suffix_length=self.suffix_length, progress=False).tokenise(model, [behaviour])
         prompt = behaviour.text + " " + " ".join(["!"] * self.suffix_length)
         before = len(prompts[0].before)

@@ -19,7 +19,7 @@ GCG refuses such an intervention with the cache on.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field, fields, is_dataclass
+from dataclasses import dataclass, field, fields, is_dataclass
 from typing import Any, cast
 
 import torch
@@ -29,7 +29,7 @@ from torch import Tensor
 from tqdm.auto import tqdm
 from transformers import DynamicCache
 
-from mechrefusal.attacks.base import ATTACKS, Behaviour, TestCase
+from mechrefusal.attacks.base import ATTACKS, Behaviour, TestCase, cache_settings, check_target, preset_fields
 from mechrefusal.core.errors import SettingError
 from mechrefusal.core.precision import check_dtype
 from mechrefusal.interventions import Interventions
@@ -130,13 +130,11 @@ class GCG:
     def preset(cls, name: str, **overrides: Any) -> GCG:
         """``"cpu"`` (one behaviour on the embedded model in minutes) or ``"harmbench"`` (its GPU budget)."""
         presets: dict[str, dict[str, Any]] = {"cpu": {}, "harmbench": dict(HARMBENCH, stop_loss=0.05)}
-        if name not in presets:
-            raise SettingError(f"Unknown GCG preset {name!r}; choose one of {', '.join(presets)}.")
-        return cls(**(presets[name] | overrides))
+        return cls(**preset_fields("GCG", presets, name, overrides))
 
     def settings(self) -> dict[str, Any]:
         """The options that change the test cases (everything but ``progress`` and ``caveat``)."""
-        return {key: value for key, value in asdict(self).items() if key not in ("progress", "caveat")}
+        return cache_settings(self)
 
     def run(
         self, model: Model, behaviour: Behaviour, *, intervention: Interventions = None, seed: int = 0
@@ -158,9 +156,8 @@ class GCG:
         """One suffix for all ``behaviours`` (the sum of their target losses), deterministic given ``seed``."""
         if not behaviours:
             raise SettingError("GCG needs at least one behaviour to optimise a suffix for.")
-        empty = [b.text for b in behaviours if not b.target.strip()]
-        if empty:
-            raise SettingError(f"Behaviour {empty[0]!r} has an empty target; GCG needs a reply opening to aim for.")
+        for behaviour in behaviours:
+            check_target(behaviour, "GCG")
         if self.prefix_cache and draws_at_random(intervention):
             raise SettingError(
                 "GCG's prefix cache assumes the intervention acts the same on every forward pass, but this one "

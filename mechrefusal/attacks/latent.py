@@ -18,7 +18,7 @@ stored vectors, so results are reported against epsilon.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -26,7 +26,7 @@ from jaxtyping import Float
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from mechrefusal.attacks.base import ATTACKS, Behaviour, TestCase
+from mechrefusal.attacks.base import ATTACKS, Behaviour, TestCase, cache_settings, check_target, preset_fields
 from mechrefusal.attacks.embedding import prompt_locator, stored
 from mechrefusal.attacks.loss import reply_losses
 from mechrefusal.core.errors import SettingError
@@ -113,22 +113,17 @@ class LatentAttack:
     def preset(cls, name: str, **overrides: Any) -> LatentAttack:
         """``"cpu"`` (100 steps) or ``"harmbench"`` (500 steps, GCG's HarmBench step budget)."""
         presets: dict[str, dict[str, Any]] = {"cpu": {}, "harmbench": {"steps": 500}}
-        if name not in presets:
-            raise SettingError(f"Unknown latent attack preset {name!r}; choose one of {', '.join(presets)}.")
-        return cls(**(presets[name] | overrides))
+        return cls(**preset_fields("latent attack", presets, name, overrides))
 
     def settings(self) -> dict[str, Any]:
         """The options that change the test cases (everything but ``progress`` and ``caveat``)."""
-        return {key: value for key, value in asdict(self).items() if key not in ("progress", "caveat")}
+        return cache_settings(self)
 
     def run(
         self, model: Model, behaviour: Behaviour, *, intervention: Interventions = None, seed: int = 0
     ) -> list[TestCase]:
         """One test case: the behaviour's text, ``info`` holding the perturbation and its bound."""
-        if not behaviour.target.strip():
-            raise SettingError(
-                f"Behaviour {behaviour.text!r} has an empty target; the latent attack needs a reply opening."
-            )
+        check_target(behaviour, "the latent attack")
         layers = (model.n_layers // 2,) if self.layers is None else tuple(self.layers)
         prompt_ids = _prompt_ids(model, behaviour.text)
         batch = model.tokenize_replies([behaviour.text], [behaviour.target], end_of_turn=False)

@@ -9,10 +9,10 @@ as Qi et al. (2024) vary it; the judged completion is the prefill followed by th
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any
 
-from mechrefusal.attacks.base import ATTACKS, Behaviour, TestCase
+from mechrefusal.attacks.base import ATTACKS, Behaviour, TestCase, cache_settings, check_target, preset_fields
 from mechrefusal.core.errors import SettingError
 from mechrefusal.interventions import Interventions
 from mechrefusal.models import Model
@@ -35,21 +35,17 @@ class Prefilling:
     @classmethod
     def preset(cls, name: str, **overrides: Any) -> Prefilling:
         """``"cpu"`` or ``"harmbench"``: both prefill the whole target (the attack costs no optimisation)."""
-        presets: dict[str, dict[str, Any]] = {"cpu": {}, "harmbench": {}}
-        if name not in presets:
-            raise SettingError(f"Unknown prefilling preset {name!r}; choose one of {', '.join(presets)}.")
-        return cls(**(presets[name] | overrides))
+        return cls(**preset_fields("prefilling", {"cpu": {}, "harmbench": {}}, name, overrides))
 
     def settings(self) -> dict[str, Any]:
         """The options that change the test cases (``tokens``)."""
-        return {key: value for key, value in asdict(self).items() if key != "caveat"}
+        return cache_settings(self)
 
     def run(
         self, model: Model, behaviour: Behaviour, *, intervention: Interventions = None, seed: int = 0
     ) -> list[TestCase]:
         """The behaviour's text, its reply opened by the (shortened) target; deterministic, seed unused."""
-        if not behaviour.target.strip():
-            raise SettingError(f"Behaviour {behaviour.text!r} has an empty target; prefilling needs a reply opening.")
+        check_target(behaviour, "prefilling")
         prefill = behaviour.target
         if self.tokens is not None:
             ids = model.tokenizer(prefill, add_special_tokens=False)["input_ids"][: self.tokens]

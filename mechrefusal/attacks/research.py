@@ -19,11 +19,11 @@ first-token KL on the harmless one against the number of found directions ablate
 from __future__ import annotations
 
 import warnings
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any
 
 from mechrefusal import data
-from mechrefusal.attacks.base import ATTACKS, Behaviour, TestCase
+from mechrefusal.attacks.base import ATTACKS, Behaviour, TestCase, cache_settings, preset_fields
 from mechrefusal.attacks.found import cached, from_info, search_key, to_info
 from mechrefusal.core.directions import Direction, DirectionSet
 from mechrefusal.core.errors import SettingError
@@ -78,12 +78,10 @@ class ReSearch:
     @classmethod
     def preset(cls, name: str, **overrides: Any) -> ReSearch:
         """``"cpu"`` (the defaults) or ``"harmbench"`` (four directions, twice the prompts)."""
-        if name not in PRESETS:
-            raise SettingError(f"Unknown re-search preset {name!r}; choose one of {', '.join(PRESETS)}.")
-        return cls(**(PRESETS[name] | overrides))
+        return cls(**preset_fields("re-search", PRESETS, name, overrides))
 
     def settings(self) -> dict[str, Any]:
-        return {key: value for key, value in asdict(self).items() if key != "caveat"}
+        return cache_settings(self)
 
     def search(self, model: Model, intervention: Interventions = None) -> list[Direction]:
         """The ``m`` directions found on ``model`` (under ``intervention``), searched once per process."""

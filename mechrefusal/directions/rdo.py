@@ -147,18 +147,8 @@ def rdo(
     started = time.perf_counter()
     with model.intervene(context):
         massive = massive_dims(model) if exclude_massive else []
-    targets = rdo_targets(
-        model,
-        list(harmful)[: settings.n_prompts],
-        list(harmless)[: settings.n_prompts],
-        dim,
-        context=context,
-        compliant_tokens=settings.compliant_tokens,
-        refusal_tokens=settings.refusal_tokens,
-        answer_tokens=settings.answer_tokens,
-        dtype=settings.dtype,
-        batch_size=batch_size,
-        progress=progress,
+    targets = settings_targets(
+        model, harmful, harmless, dim, settings, context=context, batch_size=batch_size, progress=progress
     )
     generated = time.perf_counter()
     independent = None
@@ -191,6 +181,33 @@ def rdo(
         },
     }
     return Direction(problem.alpha * unit.cpu(), dim.layer, dim.position, "rdo", provenance)
+
+
+def settings_targets(
+    model: Model,
+    harmful: Sequence[str],
+    harmless: Sequence[str],
+    dim: Direction,
+    settings: RDOSettings,
+    *,
+    context: Interventions = None,
+    batch_size: int = 16,
+    progress: bool = False,
+) -> RDOTargets:
+    """`rdo_targets` on the first ``settings.n_prompts`` prompts of each set, with the settings' token budgets."""
+    return rdo_targets(
+        model,
+        list(harmful)[: settings.n_prompts],
+        list(harmless)[: settings.n_prompts],
+        dim,
+        context=context,
+        compliant_tokens=settings.compliant_tokens,
+        refusal_tokens=settings.refusal_tokens,
+        answer_tokens=settings.answer_tokens,
+        dtype=settings.dtype,
+        batch_size=batch_size,
+        progress=progress,
+    )
 
 
 def optimise(

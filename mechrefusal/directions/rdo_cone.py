@@ -25,8 +25,7 @@ from tqdm.auto import tqdm
 from mechrefusal.core.directions import Direction, DirectionSet, as_direction_set
 from mechrefusal.core.errors import SettingError
 from mechrefusal.directions.dim import massive_dims
-from mechrefusal.directions.rdo import Problem, RDOSettings, forbidden_basis, frozen, rdo_loss
-from mechrefusal.directions.rdo_targets import rdo_targets
+from mechrefusal.directions.rdo import Problem, RDOSettings, forbidden_basis, frozen, rdo_loss, settings_targets
 from mechrefusal.interventions import Interventions
 from mechrefusal.models import Model
 from mechrefusal.models.autocast import autocast
@@ -67,18 +66,8 @@ def rdo_cone(
             f"A cone of dimension {k} does not fit in the {free} dimensions left once the directions it must "
             "stay orthogonal to are removed."
         )
-    targets = rdo_targets(
-        model,
-        list(harmful)[: settings.n_prompts],
-        list(harmless)[: settings.n_prompts],
-        dim,
-        context=context,
-        compliant_tokens=settings.compliant_tokens,
-        refusal_tokens=settings.refusal_tokens,
-        answer_tokens=settings.answer_tokens,
-        dtype=settings.dtype,
-        batch_size=batch_size,
-        progress=progress,
+    targets = settings_targets(
+        model, harmful, harmless, dim, settings, context=context, batch_size=batch_size, progress=progress
     )
     generated = time.perf_counter()
     problem = Problem(targets, dim.vector.norm().item(), dim.layer, dim.position, settings, None, context)
