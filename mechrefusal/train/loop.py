@@ -47,12 +47,12 @@ class RoundResult:
     steps: int
     train_loss: list[float] = field(default_factory=list)
     val_loss: list[float] = field(default_factory=list)
+    best_val_loss: float = math.inf
+    wall_time_s: float = 0.0
     val_safety_loss: list[float | None] = field(default_factory=list)
     """The safety term (CE on harmful replies, under the round's held-out intervention) of each validation loss."""
     val_utility_loss: list[float | None] = field(default_factory=list)
     """The utility term (weighted KL to the original model on harmless replies) of each validation loss."""
-    best_val_loss: float = math.inf
-    wall_time_s: float = 0.0
 
     def __repr__(self) -> str:
         last = f"{self.train_loss[-1]:.4g}" if self.train_loss else "n/a"
