@@ -191,8 +191,11 @@ def test_the_losses_are_computed_in_the_dtype_given(toy, short_prompts):
     losses = {}
     for dtype in ("float32", "bfloat16"):
         case = run_small(toy, steps=1, population=2, dtype=dtype)
+        # The attack scores its population in one padded batch, the check one prompt alone: equal up to the
+        # order of reductions (a few 1e-6 in fp32 on 2 threads; bf16 rounds its products).
         assert case.info["loss"] == pytest.approx(
-            float(target_losses(toy, [case.prompt], [BEHAVIOUR.target], dtype=dtype)[0]), abs=1e-6
+            float(target_losses(toy, [case.prompt], [BEHAVIOUR.target], dtype=dtype)[0]),
+            rel=1e-5 if dtype == "float32" else 1e-2,
         )
         losses[dtype] = case.info["loss"]
     assert losses["float32"] != losses["bfloat16"]
