@@ -216,10 +216,7 @@ def _analysis_stage(settings: ReproduceSettings, preset: Preset) -> Stage:
                 **config,
             )
         )
-        return {
-            "report": _relative(context, context.directory),
-            "summaries": [asdict(m.summary) for m in report.models],
-        }
+        return {"report": _relative(context, context.directory), "models": [m.model for m in report.models]}
 
     config = {"dtype": settings.dtype, "device": settings.device, **preset.analysis}
     return Stage(
@@ -235,34 +232,32 @@ def _figures_stage(settings: ReproduceSettings, methods: list[str]) -> Stage:
         analysis = out / context.inputs["analysis"]["report"]
         last = str(_path(context, context.inputs["fail-closed"]["last_round"]))
         last_round = int(Path(last).name.split("-")[1])
+        utility = {method: out / context.inputs["utility"][method]["file"] for method in methods}
         named = [f"{METHOD_TITLES.get(m, m)}={attacks[m]}" for m in methods]
         judges = read_attacks(attacks["round-0"])["judges"]
         harm = next((name for name, about in judges.items() if about["measures"] == "harm"), "harm")
         commands = {
-            "fail_open": [str(analysis), str(attacks["round-0"]), "--role", "compare"],
+            "fail_open": [str(analysis), str(attacks["round-0"]), "--role", "compare", "--device", settings.device],
             "robustness": [*named, "--judge", harm],
             "training_cost": [f"{METHOD_TITLES.get(m, m)}={runs[m]}" for m in methods if m != "round-0"],
             "cosines": [str(runs["fail-closed"])],
             "ablations": [str(analysis)],
             "independence": [str(analysis), "--role", "model"],
-            "attack_projections": [last, str(attacks["fail-closed"])],
+            "attack_projections": [last, str(attacks["fail-closed"]), "--device", settings.device],
             "rounds": [
                 "--attacks",
                 f"0={attacks['round-0']}",
                 f"{last_round}={attacks['fail-closed']}",
+                "--utility",
+                f"0={utility['round-0']}",
+                f"{last_round}={utility['fail-closed']}",
                 "--judge",
                 harm,
             ],
             "training_curves": [str(runs["fail-closed"])],
+            "overrefusal_utility": [f"{METHOD_TITLES.get(m, m)}={utility[m]}" for m in methods],
         }
-        utility = [f"{METHOD_TITLES.get(m, m)}={out / context.inputs['utility'][m]['file']}" for m in methods]
-        commands["overrefusal_utility"] = utility
-        commands["rounds"] += [
-            "--utility",
-            f"0={out / context.inputs['utility']['round-0']['file']}",
-            f"{last_round}={out / context.inputs['utility']['fail-closed']['file']}",
-        ]
-        return {"figures": draw_figures(commands, context.directory, device=settings.device)}
+        return {"figures": draw_figures(commands, context.directory)}
 
     return Stage(
         "figures",
@@ -273,7 +268,7 @@ def _figures_stage(settings: ReproduceSettings, methods: list[str]) -> Stage:
     )
 
 
-def draw_figures(commands: dict[str, list[str]], out: Path, *, device: str = "auto") -> dict[str, str]:
+def draw_figures(commands: dict[str, list[str]], out: Path) -> dict[str, str]:
     """Run ``analyses/fig_NAME.py ARGS --out OUT`` for each figure in this process; NAME -> "written" or
     why not (one figure's missing input does not stop the others)."""
     scripts = Path(__file__).resolve().parents[1] / "analyses"
