@@ -8,9 +8,10 @@ import torch
 
 from mechrefusal import Ablate, Direction, data, generate
 from mechrefusal.attacks import Behaviour, target_losses
-from mechrefusal.attacks.gcg import GCG, draws_at_random
+from mechrefusal.attacks.gcg import GCG
 from mechrefusal.core.errors import SettingError
 from mechrefusal.interventions import OnRows, RandomAblate
+from mechrefusal.interventions.generators import draws_at_random
 from tests.toy import COMPLIANCE
 
 SMALL = dict(steps=20, search_width=32, topk=32, suffix_length=6, check_every=5, stop_loss=None, progress=False)

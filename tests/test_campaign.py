@@ -277,8 +277,8 @@ def test_a_new_dtype_or_chat_format_is_not_reused(toy, behaviours, tmp_path):
 def test_random_ablations_are_seeded_per_behaviour():
     import torch
 
-    from mechrefusal.attacks.campaign import reseeded
     from mechrefusal.interventions import RandomAblate
+    from mechrefusal.interventions.generators import reseeded
 
     direction = Direction(torch.ones(8) / 8**0.5, 1, -1, "test")
     shared = torch.Generator().manual_seed(0)

@@ -26,7 +26,7 @@ import hashlib
 import json
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, fields, is_dataclass, replace
+from dataclasses import dataclass, fields, is_dataclass
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +40,7 @@ from mechrefusal.core.errors import FetchError, SettingError
 from mechrefusal.core.precision import resolve
 from mechrefusal.core.provenance import weights_fingerprint
 from mechrefusal.interventions import Interventions
+from mechrefusal.interventions.generators import reseeded
 from mechrefusal.measure.generation import generate
 from mechrefusal.measure.judges import JUDGES, Judge
 from mechrefusal.measure.judges.agreement import judge_agreement
@@ -176,6 +177,7 @@ def run_campaign(
             )
         }
         keys["completions"] = _key({"cases": keys["cases"], **generation})
+        # a behaviour's random ablations must not depend on which behaviours ran before it
         job = _Job(model, reseeded(intervention, seeded), dtype, batch_size, max_new_tokens)
         path = Path(out) / "cases" / name / f"{behaviour.id}.json"
         outcomes.append(_outcome(job, name, attack, behaviour, seeded, path, keys, judge_objects))
@@ -290,25 +292,6 @@ def judge_identity(name: str, judge: Judge) -> str:
     """What a cached verdict was judged by: the registered name, the judge's class and its ``version``."""
     cls = type(judge)
     return f"{name}:{cls.__module__}.{cls.__qualname__}:v{getattr(judge, 'version', 0)}"
-
-
-def reseeded(intervention: Interventions, seed: int) -> Interventions:
-    """``intervention`` with every torch generator in it (at any depth) replaced by one seeded with ``seed``,
-    so a behaviour's random ablations do not depend on which behaviours ran before it."""
-    return _reseeded(intervention, seed)
-
-
-def _reseeded(value: Any, seed: int) -> Any:
-    if isinstance(value, torch.Generator):
-        return torch.Generator().manual_seed(seed)
-    if is_dataclass(value) and not isinstance(value, type):
-        old = {f.name: getattr(value, f.name) for f in fields(value) if f.init}
-        new = {name: _reseeded(item, seed) for name, item in old.items()}
-        return replace(value, **new) if any(new[name] is not old[name] for name in old) else value
-    if isinstance(value, (list, tuple)):
-        items = [_reseeded(item, seed) for item in value]
-        return type(value)(items) if any(a is not b for a, b in zip(items, value)) else value
-    return value
 
 
 def _write(path: Path, payload: dict) -> None:

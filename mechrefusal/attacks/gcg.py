@@ -19,7 +19,7 @@ GCG refuses such an intervention with the cache on.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field, fields, is_dataclass
+from dataclasses import dataclass, field
 from typing import Any, cast
 
 import torch
@@ -33,6 +33,7 @@ from mechrefusal.attacks.base import ATTACKS, Behaviour, TestCase, cache_setting
 from mechrefusal.core.errors import SettingError
 from mechrefusal.core.precision import check_dtype
 from mechrefusal.interventions import Interventions
+from mechrefusal.interventions.generators import draws_at_random
 from mechrefusal.measure.generation import generate
 from mechrefusal.measure.judges import SubstringJudge
 from mechrefusal.models import Model
@@ -353,18 +354,6 @@ class GCG:
         with torch.no_grad():
             replies = generate(model, messages, max_new_tokens=self.max_new_tokens)
         return not any(verdict.refused for verdict in SubstringJudge().judge(messages, replies))
-
-
-def draws_at_random(intervention: object) -> bool:
-    """Whether an intervention (or any nesting of dataclasses, lists and tuples of them) holds a
-    ``torch.Generator``, so that it may act differently on each forward pass (``RandomAblate``)."""
-    if isinstance(intervention, torch.Generator):
-        return True
-    if is_dataclass(intervention) and not isinstance(intervention, type):
-        return any(draws_at_random(getattr(intervention, f.name)) for f in fields(intervention))
-    if isinstance(intervention, (list, tuple)):
-        return any(draws_at_random(item) for item in intervention)
-    return False
 
 
 def _embedding(model: Model) -> Float[Tensor, "vocab d_model"]:
