@@ -147,9 +147,9 @@ def plan(settings: ReproduceSettings) -> list[Stage]:
     for method in methods:
         shares: dict[str, Any] = FAIL_CLOSED_SHARES if method == "fail-closed" else {}
         stages.append(_train_stage(method, replace(base, method=method, rounds=preset.rounds, **shares), "round-0"))
-    stages.append(_attack_stage(settings, preset, ["round-0", *methods]))
     stages.append(_utility_stage(settings, preset, ["round-0", *methods]))
     stages.append(_analysis_stage(settings, preset))
+    stages.append(_attack_stage(settings, preset, ["round-0", *methods]))
     stages.append(_figures_stage(settings, ["round-0", *methods]))
     return stages
 

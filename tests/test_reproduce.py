@@ -45,14 +45,14 @@ def test_the_pipeline_runs_every_stage_then_reuses_them(toy_preset, toy_dir, tmp
     assert [(r.name, r.status) for r in first] == [
         ("round-0", "done"),
         ("fail-closed", "done"),
-        ("attacks", "done"),
         ("utility", "done"),
         ("analysis", "done"),
+        ("attacks", "done"),
         ("figures", "done"),
     ]
     assert lines[0] == "stage round-0: running (round 0, standard safety fine-tuning)"
     assert first[1].result["rounds"] == ["fail-closed/run/round-0", "fail-closed/run/round-1"]
-    assert set(first[2].result) == {"round-0", "fail-closed"}
+    assert set(first[4].result) == {"round-0", "fail-closed"}
     summary = json.loads((tmp_path / "summary.json").read_text())
     assert [stage["status"] for stage in summary["stages"]] == ["done"] * 6
     drawn = first[5].result["figures"]
@@ -76,7 +76,7 @@ def test_the_pipeline_runs_every_stage_then_reuses_them(toy_preset, toy_dir, tmp
     again = run(settings, announce=lines.append)
     assert [r.status for r in again] == ["cached"] * 6 and len(lines) == 6
     tail = run(ReproduceSettings(**{**vars(settings), "start": "attacks"}), announce=lines.append)
-    assert [r.status for r in tail] == ["cached", "cached", "done", "done", "done", "done"]
+    assert [r.status for r in tail] == ["cached", "cached", "cached", "cached", "done", "done"]
 
     told = story(again, tmp_path)
     assert told[0].startswith("round-0      cached")
