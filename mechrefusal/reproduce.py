@@ -40,6 +40,7 @@ from typing import Any
 from mechrefusal import analyze as analyze_job
 from mechrefusal import attack as attack_job
 from mechrefusal.analysis.paper.inputs import read_attacks
+from mechrefusal.analysis.paper.output import one_png_session
 from mechrefusal.analysis.report import ModelResult, Report
 from mechrefusal.core.cli import SettingsParser, add_settings_arguments, aliased, choice, parse_settings
 from mechrefusal.core.devices import resolve_device
@@ -92,7 +93,9 @@ class Preset:
     training: dict[str, Any] = dataclasses.field(default_factory=dict)
     """`TrainSettings` fields over the README's configuration."""
     attack: dict[str, Any] = dataclasses.field(default_factory=dict)
-    """`AttackSettings` fields (attacks, n, budget, ...)."""
+    """`AttackSettings` fields (attacks, n, budget, ...) of the prompt attacks."""
+    adaptive: dict[str, Any] = dataclasses.field(default_factory=dict)
+    """`AttackSettings` fields of the white-box (adaptive) attacks, run as their own campaign."""
     analysis: dict[str, Any] = dataclasses.field(default_factory=dict)
     """`AnalyzeSettings` fields (n_test, ...)."""
     utility: dict[str, Any] = dataclasses.field(default_factory=dict)
@@ -100,17 +103,28 @@ class Preset:
 
 
 ALL_ATTACKS = "gcg,autodan,pair,human"
+CPU_ADAPTIVE = "prefilling,directions,research,cone,embedding,latent"
+"""The white-box attacks of the cpu preset; direction-aware GCG (a GCG run per behaviour, minutes each on a
+CPU) joins them in the paper preset."""
 PRESET_PLANS = {
     "quick": Preset(
-        rounds=2, attack={"attacks": "human", "n": 5, "budget": "cpu"}, analysis={"n_test": 32}, utility={"limit": 32}
+        rounds=2,
+        attack={"attacks": "human", "n": 5, "budget": "cpu"},
+        adaptive={"attacks": "prefilling,directions", "n": 5, "budget": "cpu"},
+        analysis={"n_test": 32},
+        utility={"limit": 32},
     ),
     "cpu": Preset(
-        rounds=3, baselines=("refat", "deeprefusal"), attack={"attacks": ALL_ATTACKS, "n": 10, "budget": "cpu"}
+        rounds=3,
+        baselines=("refat", "deeprefusal"),
+        attack={"attacks": ALL_ATTACKS, "n": 10, "budget": "cpu"},
+        adaptive={"attacks": CPU_ADAPTIVE, "n": 10, "budget": "cpu"},
     ),
     "paper": Preset(
         rounds=3,
         baselines=("refat", "deeprefusal"),
         attack={"attacks": ALL_ATTACKS, "n": 50, "budget": "harmbench"},
+        adaptive={"attacks": f"{CPU_ADAPTIVE},aware-gcg", "n": 50, "budget": "harmbench"},
     ),
 }
 
@@ -149,7 +163,8 @@ def plan(settings: ReproduceSettings) -> list[Stage]:
         stages.append(_train_stage(method, replace(base, method=method, rounds=preset.rounds, **shares), "round-0"))
     stages.append(_utility_stage(settings, preset, ["round-0", *methods]))
     stages.append(_analysis_stage(settings, preset))
-    stages.append(_attack_stage(settings, preset, ["round-0", *methods]))
+    stages.append(_attack_stage("attacks", settings, preset.attack, ["round-0", *methods]))
+    stages.append(_attack_stage("adaptive", settings, preset.adaptive, ["round-0", *methods]))
     stages.append(_figures_stage(settings, ["round-0", *methods]))
     return stages
 
@@ -170,7 +185,7 @@ def _train_stage(name: str, settings: TrainSettings, start: str | None) -> Stage
     return Stage(name, config, body, needs=() if start is None else (start,), describe=what)
 
 
-def _attack_stage(settings: ReproduceSettings, preset: Preset, methods: list[str]) -> Stage:
+def _attack_stage(name: str, settings: ReproduceSettings, attack: dict[str, Any], methods: list[str]) -> Stage:
     def body(context: StageContext) -> dict[str, Any]:
         results = {}
         for method in methods:
@@ -180,9 +195,9 @@ def _attack_stage(settings: ReproduceSettings, preset: Preset, methods: list[str
             results[method] = {"report": _relative(context, out), "rates": report.data["attacks"]["rates"]}
         return results
 
-    config = {"seed": settings.seed, "dtype": settings.dtype, "device": settings.device, **preset.attack}
+    config = {"seed": settings.seed, "dtype": settings.dtype, "device": settings.device, **attack}
     what = f"{config.get('attacks', 'every attack')} on {config.get('n', 'the default number of')} behaviours"
-    return Stage("attacks", config, body, needs=tuple(methods), describe=what)
+    return Stage(name, config, body, needs=tuple(methods), describe=what)
 
 
 def _utility_stage(settings: ReproduceSettings, preset: Preset, methods: list[str]) -> Stage:
@@ -277,21 +292,29 @@ def draw_figures(commands: dict[str, list[str]], out: Path) -> dict[str, str]:
             f"No analyses/ folder beside the package ({scripts}); run from a checkout of the repository."
         )
     outcome = {}
-    for name, arguments in commands.items():
-        spec = importlib.util.spec_from_file_location(f"analyses_fig_{name}", scripts / f"fig_{name}.py")
-        if spec is None or spec.loader is None:
-            raise MissingFileError(f"No script {scripts / f'fig_{name}.py'}.")
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-        errors = io.StringIO()
-        try:
-            with contextlib.redirect_stderr(errors):
-                module.main([*arguments, "--out", str(out)])
-            outcome[name] = "written"
-        except SystemExit:
-            said = errors.getvalue().strip().splitlines()
-            outcome[name] = said[-1].split(" error: ", 1)[-1] if said else "failed"
+    with one_png_session() as notes:
+        for name, arguments in commands.items():
+            outcome[name] = _draw(scripts, name, [*arguments, "--out", str(out)])
+    if notes:
+        print(notes[0])
     return outcome
+
+
+def _draw(scripts: Path, name: str, arguments: list[str]) -> str:
+    """Run ``analyses/fig_NAME.py ARGUMENTS`` in this process: "written", or the script's one-sentence error."""
+    spec = importlib.util.spec_from_file_location(f"analyses_fig_{name}", scripts / f"fig_{name}.py")
+    if spec is None or spec.loader is None:
+        raise MissingFileError(f"No script {scripts / f'fig_{name}.py'}.")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    errors = io.StringIO()
+    try:
+        with contextlib.redirect_stderr(errors):
+            module.main(arguments)
+    except SystemExit:
+        said = errors.getvalue().strip().splitlines()
+        return said[-1].split(" error: ", 1)[-1] if said else "failed"
+    return "written"
 
 
 def _path(context: StageContext, relative: str) -> Path:
@@ -327,6 +350,17 @@ def story(records: list[StageRecord], out: str | Path) -> list[str]:
             average = entry["rates"]["average"]
             rates = ", ".join(f"{key} {value:.0%}" for key, value in average.items())
             lines.append(f"attacks on {METHOD_TITLES.get(method, method)}: average {rates}")
+    adaptive = results.get("adaptive")
+    if adaptive is not None and adaptive.result:
+        for method, entry in adaptive.result.items():
+            rates = ", ".join(
+                f"{attack} {key} {value:.0%}"
+                for attack, measured in entry["rates"].items()
+                if attack != "average"
+                for key, value in measured.items()
+                if key.startswith("asr/")
+            )
+            lines.append(f"white-box attacks on {METHOD_TITLES.get(method, method)}: {rates}")
     utility = results.get("utility")
     if utility is not None and utility.result:
         for method, entry in utility.result.items():

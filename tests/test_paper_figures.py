@@ -27,6 +27,7 @@ from mechrefusal.analysis.paper import (
     write_figure,
 )
 from mechrefusal.analysis.paper.inputs import attack_prompts, read_directions, read_rounds, read_utility
+from mechrefusal.analysis.paper.output import one_png_session
 from mechrefusal.analysis.projections import projections
 from mechrefusal.attacks import Behaviour, TestCase
 from mechrefusal.attacks.campaign import Campaign, Outcome
@@ -312,7 +313,8 @@ def test_write_figure_writes_files_and_regenerates_the_readme(tmp_path, monkeypa
     out = tmp_path / "figures"
     written = write_figure(built.figure, "utility", out, built.caption, built.numbers, "python analyses/x.py A=B")
     assert written.files == [out / "utility.html"] and written.note == "no Chromium here"
-    assert "plotly" in (out / "utility.html").read_text()[:100000].lower()
+    assert '<script charset="utf-8" src="plotly.min.js">' in (out / "utility.html").read_text()
+    assert (out / "plotly.min.js").stat().st_size > 1_000_000  # one shared copy, not one per page
     cost = training_cost({"m": [round_meta(1, tuning=2.0, total=3.0, found=False, losses=[1.0], val=[1.0])]})
     write_figure(cost.figure, "cost", out, cost.caption, cost.numbers, "python analyses/y.py")
     write_figure(built.figure, "utility", out, "Changed caption.", {"n": 1}, "python analyses/x.py C=D")
@@ -323,6 +325,29 @@ def test_write_figure_writes_files_and_regenerates_the_readme(tmp_path, monkeypa
     assert json.loads((out / "utility.json").read_text())["numbers"] == {"n": 1}
     with pytest.raises(SettingError, match="Figure name"):
         write_figure(built.figure, "Bad Name", out, "", {}, "")
+
+
+def test_one_png_session_renders_every_queued_png_at_once_and_drops_them_when_it_cannot(tmp_path, monkeypatch):
+    calls = []
+
+    def render(figures, page):
+        calls.append(sorted(path.name for path in figures))
+        return None if len(calls) == 1 else "kaleido failed (no Chromium)"
+
+    monkeypatch.setattr("mechrefusal.analysis.paper.output.render_pngs", render)
+    built = overrefusal_utility(UTILITY)
+    with one_png_session() as notes:
+        write_figure(built.figure, "a", tmp_path, built.caption, built.numbers, "cmd a")
+        write_figure(built.figure, "b", tmp_path, built.caption, built.numbers, "cmd b")
+        assert calls == []
+    assert calls == [["a.png", "b.png"]] and notes == []
+    assert json.loads((tmp_path / "b.json").read_text())["files"] == ["b.html", "b.png"]
+    with one_png_session() as notes:
+        write_figure(built.figure, "c", tmp_path, built.caption, built.numbers, "cmd c")
+    assert notes == ["kaleido failed (no Chromium)"]
+    assert json.loads((tmp_path / "c.json").read_text())["files"] == ["c.html"]
+    readme = (tmp_path / "README.md").read_text()
+    assert "![b](b.png)" in readme and "## c\n\n(PNG not written" in readme
 
 
 def test_write_figure_writes_a_png_where_chromium_exists(tmp_path):

@@ -1,6 +1,8 @@
 """Writing a paper figure: ``NAME.png`` and ``NAME.html`` in the figures directory, its caption, numbers and
 command in ``NAME.json``, and ``README.md`` regenerated from every ``*.json`` there (never edited by hand:
-writing a figure again replaces its entry, other entries stay)."""
+writing a figure again replaces its entry, other entries stay). The HTML pages share one ``plotly.min.js``
+written beside them. Inside `one_png_session` the PNGs of every figure written are rendered together at
+the end, in one Chromium start instead of one per figure."""
 
 from __future__ import annotations
 
@@ -9,7 +11,9 @@ import json
 import re
 import shlex
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,6 +30,10 @@ README_HEAD = (
 )
 SUBPLOT_MARGIN = dict(l=60, r=20, t=90, b=50)
 """Room above subplot titles for the figure's own title."""
+
+
+_QUEUED: ContextVar[dict[Path, go.Figure] | None] = ContextVar("queued_pngs", default=None)
+"""The PNGs waiting for the end of the current `one_png_session` (None outside one)."""
 
 
 @dataclass(frozen=True)
@@ -51,7 +59,7 @@ class Written:
 def write_figure(
     fig: go.Figure, name: str, out_dir: str | Path, caption: str, numbers: dict[str, Any], command: str
 ) -> Written:
-    """Write ``NAME.html`` (plotly.js inlined), ``NAME.png`` (where kaleido finds a Chromium), ``NAME.json``
+    """Write ``NAME.html`` (plotly.min.js beside it), ``NAME.png`` (where kaleido finds a Chromium), ``NAME.json``
     (caption, numbers, command) and regenerate ``README.md`` in ``out_dir``."""
     if not re.fullmatch(r"[a-z0-9][a-z0-9_-]*", name):
         raise SettingError(f"Figure name {name!r} must be lower-case letters, digits, '-' or '_'.")
@@ -59,13 +67,41 @@ def write_figure(
     if out.exists() and not out.is_dir():
         raise SettingError(f"--out {out} is a file; pass a directory.")
     out.mkdir(parents=True, exist_ok=True)
-    fig.write_html(out / f"{name}.html", include_plotlyjs=True, full_html=True)
-    note = render_pngs({out / f"{name}.png": fig}, page=f"{name}.html")
+    fig.write_html(out / f"{name}.html", include_plotlyjs="directory", full_html=True)
+    queued = _QUEUED.get()
+    if queued is None:
+        note = render_pngs({out / f"{name}.png": fig}, page=f"{name}.html")
+    else:
+        queued[out / f"{name}.png"], note = fig, None
     files = [out / f"{name}.html"] + ([] if note else [out / f"{name}.png"])
     entry = {"caption": caption, "numbers": finite(numbers), "command": command, "files": [f.name for f in files]}
     (out / f"{name}.json").write_text(json.dumps(entry, indent=2, allow_nan=False) + "\n")
     write_readme(out)
     return Written(files, note)
+
+
+@contextmanager
+def one_png_session() -> Iterator[list[str]]:
+    """Queue the PNGs of the figures written inside it and render them together on leaving; the list it
+    yields receives the one-line note when none could be rendered (their entries then drop the PNG)."""
+    queued: dict[Path, go.Figure] = {}
+    notes: list[str] = []
+    token = _QUEUED.set(queued)
+    try:
+        yield notes
+    finally:
+        _QUEUED.reset(token)
+    note = render_pngs(queued, page="each figure's .html") if queued else None
+    if note is None:
+        return
+    notes.append(note)
+    for path in queued:
+        entry_path = path.with_suffix(".json")
+        entry = json.loads(entry_path.read_text())
+        entry["files"] = [name for name in entry["files"] if name != path.name]
+        entry_path.write_text(json.dumps(entry, indent=2, allow_nan=False) + "\n")
+    for directory in {path.parent for path in queued}:
+        write_readme(directory)
 
 
 def write_readme(out: Path) -> Path:
