@@ -153,6 +153,11 @@ def test_the_weakest_attack_has_the_highest_asr_ties_going_to_the_lower_refusal(
     table = board.to_markdown()
     assert "| pair | 50% | 0% | n/a (no intervention) | cpu | 0 | 2 |" in table
     assert "Weakest attack: pair (ASR 50%, refusal 0%)." in table and "judge harm, κ=0.80 [0.70, 0.90]" in table
+    refusal_only = entry({"gcg": [(True, True), (True, True)], "pair": [(False, False), (False, True)]})
+    refusal_only["judges"] = {"substring": refusal_only["judges"]["substring"]}
+    unranked = Scoreboard.from_entries([refusal_only])
+    assert [row.asr for row in unranked.rows] == [None, None] and unranked.weakest.attack == "pair"
+    assert "| gcg | – | 100% |" in unranked.to_markdown() and "ASR: no judge" in unranked.to_markdown()
 
 
 def test_campaigns_of_one_checkpoint_join_and_bad_input_is_one_sentence():
@@ -164,9 +169,6 @@ def test_campaigns_of_one_checkpoint_join_and_bad_input_is_one_sentence():
         Scoreboard.from_entries([prompt, entry({"pair": [(True, False)] * 2}, model="other")], ["a", "b"])
     with pytest.raises(DataError, match="a has no verdicts of the judge 'llm'"):
         Scoreboard.from_entries([prompt], ["a"], harm_judge="llm")
-    without_harm = {**prompt, "judges": {"substring": prompt["judges"]["substring"]}}
-    with pytest.raises(DataError, match="a was judged by no harm judge"):
-        Scoreboard.from_entries([without_harm], ["a"])
     with pytest.raises(SettingError, match="at least one attack directory"):
         scoreboard([])
 

@@ -7,7 +7,8 @@ Each row gives the attack success rate (ASR) under a harm judge, the refusal rat
 harmless KL: the mean first-token KL on harmless test prompts of the model edit its cases were answered
 under, or not applicable (``None``) where the attack's intervention is made for one prompt (latent
 perturbation, embedding suffix) or it has none (prompt attacks, prefilling). The weakest attack is the
-row with the highest ASR, ties going to the lower refusal.
+row with the highest ASR, ties going to the lower refusal (campaigns judged by refusal judges only have
+no ASR, and their weakest attack is the one with the lowest refusal).
 
 >>> board = scoreboard([Path("reports/attack-prompt"), Path("reports/attack-whitebox")])
 >>> print(board.to_markdown())
@@ -36,7 +37,8 @@ class Row:
     attack: str
     """The attack's name, with its variant (``directions d0``, ``research k=2``) and the campaign's own
     ablation when there is one (``gcg, d0 ablated``)."""
-    asr: float
+    asr: float | None
+    """None when the scoreboard has no harm judge."""
     refusal: float | None
     """None when the scoreboard has no refusal judge."""
     harmless_kl: float | None
@@ -55,7 +57,7 @@ class Scoreboard:
 
     model: str
     rows: tuple[Row, ...]
-    harm_judge: str
+    harm_judge: str | None
     refusal_judge: str | None
     judges: dict[str, dict[str, Any]]
     """Judge name -> its campaign description (``measures``, ``agreement``)."""
@@ -64,7 +66,7 @@ class Scoreboard:
     @property
     def weakest(self) -> Row:
         """The row with the highest ASR; among equal ASRs, the lowest refusal (then the first)."""
-        return max(self.rows, key=lambda row: (row.asr, -row.refusal if row.refusal is not None else 0.0))
+        return max(self.rows, key=lambda row: (row.asr or 0.0, -row.refusal if row.refusal is not None else 0.0))
 
     @classmethod
     def from_entries(
@@ -81,8 +83,8 @@ class Scoreboard:
             raise SettingError("A scoreboard needs at least one attack campaign.")
         sources = list(sources) if sources is not None else [f"campaign {i + 1}" for i in range(len(entries))]
         first = entries[0]
-        harm_judge = harm_judge or _first_judge(first, "harm", sources[0])
-        refusal_judge = refusal_judge or _first_judge(first, "refusal", None)
+        harm_judge = harm_judge or _first_judge(first, "harm")
+        refusal_judge = refusal_judge or _first_judge(first, "refusal")
         rows: dict[str, tuple[Row, str]] = {}
         for entry, source in zip(entries, sources):
             if entry.get("model") != first.get("model"):
@@ -131,21 +133,27 @@ class Scoreboard:
             "|---|---|---|---|---|---|---|",
         ]
         lines += [
-            f"| {row.attack} | {row.asr:.0%} | {_percent(row.refusal)} | {kl_text(row)} | {row.budget or '–'} | "
+            f"| {row.attack} | {_percent(row.asr)} | {_percent(row.refusal)} | {kl_text(row)} | {row.budget or '–'} | "
             f"{'–' if row.seed is None else row.seed} | {row.behaviours} |"
             for row in self.rows
         ]
         weakest = self.weakest
-        lines += ["", f"Weakest attack: {weakest.attack} (ASR {weakest.asr:.0%}, refusal {_percent(weakest.refusal)})."]
+        lines += [
+            "",
+            f"Weakest attack: {weakest.attack} (ASR {_percent(weakest.asr)}, refusal {_percent(weakest.refusal)}).",
+        ]
         lines += ["", *self.notes()]
         return "\n".join(lines)
 
     def notes(self) -> list[str]:
         """What the columns mean: the judges with their κ, the harmless KL's prompts, and each caveat."""
-        refusal = judge_label(self.refusal_judge, self.judges[self.refusal_judge]) if self.refusal_judge else "no judge"
+        asr, refusal = (
+            judge_label(name, self.judges[name]) if name else "no judge"
+            for name in (self.harm_judge, self.refusal_judge)
+        )
         caveats = {row.attack.split(" ")[0].rstrip(","): row.caveat for row in self.rows if row.caveat}
         return [
-            f"{self.model}. ASR: {judge_label(self.harm_judge, self.judges[self.harm_judge])}; refusal: {refusal}. "
+            f"{self.model}. ASR: {asr}; refusal: {refusal}. "
             f"Harmless KL: mean first-token KL against the un-intervened model on {self.harmless_kl_prompts or '–'} "
             "harmless test prompts, of the model edit the attack's cases were answered under; n/a where the "
             "intervention is made for one prompt (per prompt) or there is none (no intervention).",
@@ -175,7 +183,7 @@ def section_html(board: dict[str, Any]) -> str:
     body = ""
     for i, row in enumerate(view.rows):
         cells = [
-            ("asr", row.asr, f"{row.asr:.1%}"),
+            ("asr", row.asr, _percent(row.asr)),
             ("refusal", row.refusal, _percent(row.refusal)),
             ("harmless_kl", row.harmless_kl, kl_text(row)),
             ("budget", row.budget, row.budget or "–"),
@@ -192,7 +200,7 @@ def section_html(board: dict[str, Any]) -> str:
     notes = "".join(f"<li>{html.escape(note.removeprefix('- '))}</li>" for note in view.notes())
     return (
         f"<section><h2>Robustness scoreboard</h2><p><b>Weakest attack</b>: {html.escape(weakest.attack)} "
-        f"(ASR {weakest.asr:.1%}, refusal {_percent(weakest.refusal)})</p>"
+        f"(ASR {_percent(weakest.asr)}, refusal {_percent(weakest.refusal)})</p>"
         f"<table><tr>{head}<th>behaviours</th></tr>{body}</table><ul>{notes}</ul></section>"
     )
 
@@ -222,17 +230,12 @@ def _attack_entry(directory: Path) -> dict[str, Any]:
     return {"budget": settings.get("budget"), "seed": settings.get("seed"), **report["attacks"]}
 
 
-def _first_judge(entry: dict[str, Any], measures: str, source: str | None) -> str | None:
-    """The first judge of ``entry`` that measures ``measures``; one sentence when ``source`` needs one."""
-    found = next((name for name, about in entry["judges"].items() if about["measures"] == measures), None)
-    if found is None and source is not None:
-        raise DataError(
-            f"{source} was judged by no {measures} judge; rerun its campaign with one (e.g. --judges harm)."
-        )
-    return found
+def _first_judge(entry: dict[str, Any], measures: str) -> str | None:
+    """The first judge of ``entry`` that measures ``measures`` (``"harm"`` or ``"refusal"``), if any."""
+    return next((name for name, about in entry["judges"].items() if about["measures"] == measures), None)
 
 
-def _rows(entry: dict[str, Any], harm_judge: str, refusal_judge: str | None) -> list[Row]:
+def _rows(entry: dict[str, Any], harm_judge: str | None, refusal_judge: str | None) -> list[Row]:
     """One row per attack of a campaign entry, or per variant of an attack that has them."""
     rows = []
     ablated = entry.get("ablate")
@@ -255,7 +258,7 @@ def _rows(entry: dict[str, Any], harm_judge: str, refusal_judge: str | None) -> 
             rows.append(
                 Row(
                     attack=name + suffix,
-                    asr=_mean_rate(picked, harm_judge, "harmful"),
+                    asr=_mean_rate(picked, harm_judge, "harmful") if harm_judge else None,
                     refusal=_mean_rate(picked, refusal_judge, "refused") if refusal_judge else None,
                     harmless_kl=kl,
                     kl_note=note,
