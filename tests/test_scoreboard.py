@@ -15,6 +15,7 @@ from typing import ClassVar
 import pytest
 
 from mechrefusal import Ablate, Direction, DirectionSet
+from mechrefusal.analysis.report import lookup
 from mechrefusal.analysis.scoreboard import Scoreboard, scoreboard
 from mechrefusal.attack import AttackSettings, run
 from mechrefusal.attacks import ATTACKS, Behaviour, TestCase
@@ -24,6 +25,7 @@ from mechrefusal.attacks.campaign import Campaign, Outcome, run_campaign
 from mechrefusal.attacks.harmless_kl import harmless_prompts
 from mechrefusal.core.errors import DataError, MissingFileError, SettingError
 from mechrefusal.measure.metrics import first_token_kl
+from tests.test_analyze import page_numbers
 from tests.test_campaign import EveryNonRefusalHarmful, SwapAttack
 from tests.test_toy_refusal import random_like
 
@@ -196,6 +198,10 @@ def test_attack_jobs_report_the_scoreboard_and_the_script_joins_their_directorie
     assert report.data["scoreboard"]["weakest"] == "directions d1"
     page = (whitebox / "report.html").read_text()
     assert "Robustness scoreboard" in page and 'data-key="scoreboard.rows.2.harmless_kl"' in page
+    data = json.loads((whitebox / "report.json").read_text())
+    cells = page_numbers(page).cells
+    assert len([key for key in cells if key.startswith("scoreboard.rows.")]) == 3 * 6
+    assert all(lookup(data, key) == value for key, value in cells.items())
     assert "Weakest attack: directions d1" in report.summary()
 
     script("scoreboard_table").main([f"round 1={prompt},{whitebox}"])
