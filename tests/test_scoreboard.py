@@ -171,6 +171,8 @@ def test_campaigns_of_one_checkpoint_join_and_bad_input_is_one_sentence():
         Scoreboard.from_entries([prompt, entry({"pair": [(True, False)] * 2}, model="other")], ["a", "b"])
     with pytest.raises(DataError, match="a has no verdicts of the judge 'llm'"):
         Scoreboard.from_entries([prompt], ["a"], harm_judge="llm")
+    with pytest.raises(SettingError, match="'substring' measures refusal, not harm; name a harm judge"):
+        Scoreboard.from_entries([prompt], harm_judge="substring")
     with pytest.raises(SettingError, match="at least one attack directory"):
         scoreboard([])
 

@@ -98,6 +98,10 @@ class Scoreboard:
                         f"{source} has no verdicts of the judge {judge!r}; rerun its campaign with that judge "
                         "added to --judges (cached completions are judged without attacking again)."
                     )
+            if harm_judge is not None and entry["judges"][harm_judge]["measures"] != "harm":
+                raise SettingError(
+                    f"The judge {harm_judge!r} measures refusal, not harm; name a harm judge for the ASR."
+                )
             for row in _rows(entry, harm_judge, refusal_judge):
                 if row.attack in rows:
                     raise DataError(
