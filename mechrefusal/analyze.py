@@ -27,6 +27,7 @@ from mechrefusal import data
 from mechrefusal.analysis.independence import measure_independence
 from mechrefusal.analysis.projections import layer_profile, projections
 from mechrefusal.analysis.report import Report
+from mechrefusal.analysis.scoreboard import scoreboard
 from mechrefusal.core.cli import (
     SETTINGS_FILE,
     SettingsParser,
@@ -233,7 +234,14 @@ def run(settings: AnalyzeSettings, *, progress: bool = True) -> Report:
         directions.save(out / f"{role}_directions.safetensors")
         entries.append(entry)
     device = resolve_device(settings.device)
-    attacks = {"attacks": Report.load(settings.attacks).data["attacks"]} if settings.attacks else {}
+    attacks = (
+        {
+            "attacks": Report.load(settings.attacks).data["attacks"],
+            "scoreboard": scoreboard([Path(settings.attacks)]).to_dict(),
+        }
+        if settings.attacks
+        else {}
+    )
     report = Report(
         {
             "models": entries,

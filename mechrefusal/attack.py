@@ -19,9 +19,11 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from mechrefusal.analysis.report import Report
+from mechrefusal.analysis.scoreboard import Scoreboard
 from mechrefusal.attacks import ATTACKS, Attack
 from mechrefusal.attacks.behaviours import load_behaviours
 from mechrefusal.attacks.campaign import run_campaign
+from mechrefusal.attacks.harmless_kl import harmless_prompts
 from mechrefusal.core.cli import (
     SETTINGS_FILE,
     SettingsParser,
@@ -78,6 +80,9 @@ class AttackSettings:
     machine, else float32), bfloat16 or float32."""
     batch_size: int = 16
     """Prompts per forward pass when generating completions."""
+    harmless_kl_prompts: int = 16
+    """Harmless test prompts the first-token KL of each model edit (the direction attacks' ablations) is
+    measured on."""
     device: str = "auto"
     """Device: auto (CUDA when present, else the CPU), cpu, cuda or cuda:N."""
 
@@ -98,6 +103,7 @@ class AttackSettings:
             raise SettingError(f"--out {self.out} is a file; pass a directory.")
         check_dtype(self.dtype)
         resolve_device(self.device)
+        harmless_prompts(self.harmless_kl_prompts)
 
     @property
     def attack_names(self) -> list[str]:
@@ -166,17 +172,22 @@ def run(settings: AttackSettings, *, progress: bool = True) -> Report:
         max_new_tokens=new_tokens,
         dtype=settings.dtype,
         batch_size=settings.batch_size,
+        harmless_kl_prompts=settings.harmless_kl_prompts,
         progress=progress,
     )
+    attacked = {
+        **campaign.to_dict(),
+        "model": model.spec,
+        "ablate": settings.ablate,
+        "max_new_tokens": new_tokens,
+        "budget": settings.budget,
+        "seed": settings.seed,
+    }
     report = Report(
         {
             "models": [],
-            "attacks": {
-                **campaign.to_dict(),
-                "model": model.spec,
-                "ablate": settings.ablate,
-                "max_new_tokens": new_tokens,
-            },
+            "attacks": attacked,
+            "scoreboard": Scoreboard.from_entries([attacked]).to_dict(),
             "settings": asdict(settings),
             "versions": versions(),
             "precision": resolve(settings.dtype, device).to_dict(),

@@ -52,6 +52,7 @@ def campaign(success: dict[str, list[bool]], kappa: float = 0.7) -> dict:
                 "substring": [{"refused": not hit, "harmful": None, "reason": ""}],
             },
             1.5,
+            [None],
         )
         for attack, hits in success.items()
         for behaviour, hit in zip(BEHAVIOURS, hits)

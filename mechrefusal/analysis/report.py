@@ -25,7 +25,7 @@ from pathlib import Path
 import plotly.graph_objects as go
 from plotly.utils import PlotlyJSONEncoder
 
-from mechrefusal.analysis import attack_results, plots
+from mechrefusal.analysis import attack_results, plots, scoreboard
 
 FIGURES = {
     "cosines": "Cosine matrix",
@@ -357,6 +357,8 @@ class Report:
             )
         if "attacks" in self.data:
             lines += attack_results.summary_lines(self.data["attacks"])
+        if "scoreboard" in self.data:
+            lines += ["robustness scoreboard", scoreboard.Scoreboard.from_dict(self.data["scoreboard"]).to_markdown()]
         lines.append(f"wall time {self.data['wall_time_s']} s")
         return "\n".join(lines)
 
@@ -365,6 +367,8 @@ class Report:
         sections = "".join(_model_section(i, entry, uid) for i, entry in enumerate(models))
         versions = ", ".join(f"{key} {value}" for key, value in self.data["versions"].items())
         attacks = attack_results.section_html(self.data["attacks"]) if "attacks" in self.data else ""
+        if "scoreboard" in self.data:
+            attacks = scoreboard.section_html(self.data["scoreboard"]) + attacks
         return (
             f'<div id="{uid}"><h1>Refusal analysis</h1><p class="meta">{html.escape(versions)}; wall time '
             f'{self.data["wall_time_s"]} s</p><div class="models" style="grid-template-columns: repeat('

@@ -8,6 +8,10 @@ seed, and is deterministic given them (a resumed campaign gives the same result)
 To add one, write the class in one file and register it (``ATTACKS.register("name")``) or name it as
 ``"package.module:Class"``. White-box attacks may also open the assistant's reply (``TestCase.prefill``)
 and act on the model while it answers (an optional ``generation_intervention(model, case)`` method).
+One whose intervention is a fixed edit of the model (the same for every prompt: an ablation) says so with
+a class attribute ``fixed_edit = True``, and the campaign measures what the edit costs on harmless prompts;
+one that makes several test cases of a behaviour under different edits names the ``info`` key that tells
+them apart with a class attribute ``variant`` (the scoreboard gives each its own row).
 """
 
 from __future__ import annotations
@@ -83,6 +87,19 @@ def generation_intervention(attack: Attack, model: Model, case: TestCase) -> Int
     it with an optional method of that name."""
     method = getattr(attack, "generation_intervention", None)
     return None if method is None else method(model, case)
+
+
+MODEL_EDIT, PER_PROMPT, NONE = "model edit", "per prompt", "none"
+"""What an attack does to the model while its test cases are answered (`intervention_kind`)."""
+
+
+def intervention_kind(attack: Attack) -> str:
+    """``"model edit"`` (a `generation_intervention` that is the same whatever the prompt, declared with
+    ``fixed_edit = True``: it has a harmless KL), ``"per prompt"`` (one made for its test case: a latent
+    perturbation, an embedding suffix) or ``"none"`` (a prompt attack, prefilling)."""
+    if getattr(attack, "generation_intervention", None) is None:
+        return NONE
+    return MODEL_EDIT if getattr(attack, "fixed_edit", False) else PER_PROMPT
 
 
 ATTACKS: Registry[type[Attack]] = Registry("attack")

@@ -8,6 +8,11 @@ atomically after each of three levels, each with its own key:
 * completions: the test cases' key, the generation length and dtype;
 * verdicts: one entry per judge, keyed by the judge's name, class and ``version``.
 
+A test case answered under a fixed edit of the model (`intervention_kind` ``"model edit"``: the direction
+attacks' ablations, with the campaign's own intervention) also gets the harmless KL that edit costs
+(`mechrefusal.attacks.harmless_kl`), measured once per distinct edit and cached in ``OUT/harmless_kl/``;
+other test cases get None (not applicable).
+
 A rerun reuses every level whose key matches, so a killed campaign continues where it stopped, adding a
 judge judges the cached completions without attacking again, and each behaviour's seed depends only on
 (seed, attack, behaviour), so a resumed campaign gives the same result as an uninterrupted one. An
@@ -26,14 +31,15 @@ import hashlib
 import json
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, fields, is_dataclass
+from dataclasses import dataclass, fields, is_dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import torch
 from tqdm.auto import tqdm
 
-from mechrefusal.attacks.base import Attack, Behaviour, TestCase, generation_intervention
+from mechrefusal.attacks.base import MODEL_EDIT, Attack, Behaviour, TestCase, generation_intervention, intervention_kind
+from mechrefusal.attacks.harmless_kl import harmless_kl, harmless_prompts
 from mechrefusal.core.cache import atomic_write_bytes
 from mechrefusal.core.directions import Direction
 from mechrefusal.core.errors import FetchError, SettingError
@@ -61,6 +67,8 @@ class Outcome:
     """Judge name -> one ``{"refused", "harmful", "reason"}`` per test case."""
     seconds: float
     """Wall time of the attack itself (test cases), not of generation and judging."""
+    harmless_kl: list[float | None]
+    """Per test case, the harmless KL of the model edit it was answered under (None: not a model edit)."""
 
     def success(self, judge: str) -> float:
         """Fraction of test cases a harm judge calls harmful."""
@@ -78,6 +86,7 @@ class Outcome:
             "completions": self.completions,
             "verdicts": self.verdicts,
             "seconds": self.seconds,
+            "harmless_kl": self.harmless_kl,
         }
 
 
@@ -89,7 +98,8 @@ class Campaign:
     judges: dict[str, dict[str, Any]]
     """Judge name -> ``{"measures": "harm" | "refusal", "agreement": its agreement with human labels}``."""
     attacks: dict[str, dict[str, Any]]
-    """Attack name -> ``{"settings": ..., "caveat": ...}``."""
+    """Attack name -> ``{"settings": ..., "caveat": ..., "intervention": its `intervention_kind`, "variant": the
+    info key that tells its test cases of one behaviour apart or None, "harmless_kl_prompts": n}``."""
 
     def rates(self) -> dict[str, dict[str, float]]:
         """Attack name -> ``{"asr/<harm judge>": ..., "refusal/<refusal judge>": ...}``, means over behaviours,
@@ -142,14 +152,18 @@ def run_campaign(
     max_new_tokens: int = 64,
     dtype: str = "auto",
     batch_size: int = 16,
+    harmless_kl_prompts: int = 16,
     progress: bool = True,
 ) -> Campaign:
     """Attack every behaviour with every attack, generate greedy completions of the test cases under
-    ``intervention`` and judge them; finished pairs already in ``out`` with the same key are reused."""
+    ``intervention`` and judge them, and measure the harmless KL of model edits on the first
+    ``harmless_kl_prompts`` harmless test prompts; finished pairs already in ``out`` with the same key are
+    reused."""
     if not attacks:
         raise SettingError("A campaign needs at least one attack.")
     if not behaviours:
         raise SettingError("A campaign needs at least one behaviour.")
+    kl_prompts = harmless_prompts(harmless_kl_prompts)
     judge_objects = {name: JUDGES.get(name)() for name in judges}
     about = {name: describe_judge(name, judge) for name, judge in judge_objects.items()}
     precision = resolve(dtype, model.device).dtype
@@ -161,6 +175,16 @@ def run_campaign(
         "dtype": precision,
     }
     generation = {"max_new_tokens": max_new_tokens, "dtype": precision}
+    shared = _Job(
+        model,
+        intervention,
+        dtype,
+        batch_size,
+        max_new_tokens,
+        kl_prompts,
+        Path(out) / "harmless_kl",
+        {"model": common["model"], "chat": common["chat"], "prompts": kl_prompts},
+    )
     outcomes = []
     pairs = [(name, attack, behaviour) for name, attack in attacks.items() for behaviour in behaviours]
     for name, attack, behaviour in tqdm(pairs, desc="attack", disable=not progress):
@@ -178,10 +202,19 @@ def run_campaign(
         }
         keys["completions"] = _key({"cases": keys["cases"], **generation})
         # a behaviour's random ablations must not depend on which behaviours ran before it
-        job = _Job(model, reseeded(intervention, seeded), dtype, batch_size, max_new_tokens)
+        job = replace(shared, intervention=reseeded(intervention, seeded))
         path = Path(out) / "cases" / name / f"{behaviour.id}.json"
         outcomes.append(_outcome(job, name, attack, behaviour, seeded, path, keys, judge_objects))
-    described = {name: {"settings": attack.settings(), "caveat": attack.caveat} for name, attack in attacks.items()}
+    described = {
+        name: {
+            "settings": attack.settings(),
+            "caveat": attack.caveat,
+            "intervention": intervention_kind(attack),
+            "variant": getattr(attack, "variant", None),
+            "harmless_kl_prompts": harmless_kl_prompts,
+        }
+        for name, attack in attacks.items()
+    }
     return Campaign(outcomes, about, described)
 
 
@@ -209,6 +242,12 @@ class _Job:
     dtype: str
     batch_size: int
     max_new_tokens: int
+    kl_prompts: list[str]
+    """The harmless prompts a model edit's KL is measured on."""
+    kl_cache: Path
+    """Where each edit's harmless KL is kept (``OUT/harmless_kl``)."""
+    kl_key: dict[str, Any]
+    """What every harmless KL depends on besides the edit: the weights, the chat format and the prompts."""
 
 
 def _outcome(
@@ -256,7 +295,20 @@ def _outcome(
     if stale:
         _write(path, saved)
     judged = {judge_name: verdicts[judge_name]["verdicts"] for judge_name in judges}
-    return Outcome(name, behaviour, cases, completions, judged, saved["seconds"])
+    return Outcome(name, behaviour, cases, completions, judged, saved["seconds"], _harmless_kl(job, attack, cases))
+
+
+def _harmless_kl(job: _Job, attack: Attack, cases: Sequence[TestCase]) -> list[float | None]:
+    """Each case's harmless KL: of the campaign's intervention and the attack's model edit together, its
+    generators seeded alike for every behaviour (the same edit costs the same), cached per distinct edit."""
+    if intervention_kind(attack) != MODEL_EDIT:
+        return [None] * len(cases)
+    costs: list[float | None] = []
+    for case in cases:
+        edit = reseeded([*_as_list(job.intervention), *_as_list(generation_intervention(attack, job.model, case))], 0)
+        path = job.kl_cache / f"{_key({**job.kl_key, 'edit': fingerprint(edit)})}.json"
+        costs.append(harmless_kl(job.model, edit, job.kl_prompts, path))
+    return costs
 
 
 def _completions(job: _Job, attack: Attack, cases: Sequence[TestCase]) -> list[str]:

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import warnings
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 from mechrefusal import data
 from mechrefusal.attacks.base import ATTACKS, Behaviour, TestCase, cache_settings, preset_fields
@@ -57,6 +57,8 @@ class ConeAttack:
     dtype: str = "auto"
     """Compute dtype of the search (`mechrefusal.core.precision`)."""
     caveat: str = field(init=False, default="white-box: an RDO cone found on the defended model and ablated")
+    fixed_edit: ClassVar[bool] = True
+    """Its ablation is the same for every prompt: the campaign measures its harmless KL."""
 
     def __post_init__(self) -> None:
         for name in ("k", "n_prompts", "n_val", "n_targets", "steps"):

@@ -9,7 +9,7 @@ and the model's saved directions when the campaign answers the case.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 from mechrefusal.attacks.base import ATTACKS, Behaviour, TestCase, cache_settings, preset_fields
 from mechrefusal.attacks.found import saved_directions
@@ -35,6 +35,10 @@ class DirectionsAttack:
     """Unused (nothing is computed before generation, which runs in the campaign's dtype); kept so every
     attack takes the same options."""
     caveat: str = field(init=False, default="white-box: ablates the defence's own saved directions")
+    fixed_edit: ClassVar[bool] = True
+    """Its ablation is the same for every prompt: the campaign measures its harmless KL."""
+    variant: ClassVar[str] = "which"
+    """A row per ablation in the scoreboard (``d0``, ``d1``, ..., ``all``)."""
 
     def __post_init__(self) -> None:
         if not (self.single or self.together):

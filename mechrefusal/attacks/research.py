@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import warnings
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 from mechrefusal import data
 from mechrefusal.attacks.base import ATTACKS, Behaviour, TestCase, cache_settings, preset_fields
@@ -64,6 +64,10 @@ class ReSearch:
     dtype: str = "auto"
     """Compute dtype of the search (`mechrefusal.core.precision`)."""
     caveat: str = field(init=False, default="white-box: new directions found on the defended model and ablated")
+    fixed_edit: ClassVar[bool] = True
+    """Its ablation is the same for every prompt: the campaign measures its harmless KL."""
+    variant: ClassVar[str] = "k"
+    """A row per number of found directions ablated in the scoreboard."""
 
     def __post_init__(self) -> None:
         for name in ("m", "n_prompts", "n_val"):
