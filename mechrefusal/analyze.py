@@ -82,7 +82,7 @@ class AnalyzeSettings:
     """Compute dtype of sweeps and generation: auto (bfloat16 autocast where bf16 is fast on this machine,
     else float32), bfloat16 or float32."""
     batch_size: int = 16
-    """Prompts per forward pass."""
+    """Prompts per forward pass of the sweeps (generation batches its own way, `GENERATION_BATCH_SIZE`)."""
     device: str = "auto"
     """Device: auto (CUDA when present, else the CPU), cpu, cuda or cuda:N."""
     dim: DIMSettings = field(default_factory=DIMSettings)
@@ -161,7 +161,6 @@ def analyse_model(
             judge=judge,
             max_new_tokens=settings.max_new_tokens,
             dtype=settings.dtype,
-            batch_size=settings.batch_size,
         ).rate,
         "all_ablated_rate": judged_completions(
             model,
@@ -170,7 +169,6 @@ def analyse_model(
             judge=judge,
             max_new_tokens=settings.max_new_tokens,
             dtype=settings.dtype,
-            batch_size=settings.batch_size,
         ).rate,
         "all_ablated_score": refusal_score(
             model, harmless_test, intervention=everything, batch_size=settings.batch_size

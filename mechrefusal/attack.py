@@ -37,6 +37,7 @@ from mechrefusal.core.errors import MechrefusalError, SettingError
 from mechrefusal.core.precision import DTYPES, check_dtype, hardware, resolve
 from mechrefusal.core.provenance import versions
 from mechrefusal.interventions import Ablate
+from mechrefusal.measure.generation import GENERATION_BATCH_SIZE
 from mechrefusal.measure.judges import JUDGES
 from mechrefusal.models import Model, load
 
@@ -78,7 +79,7 @@ class AttackSettings:
     dtype: str = choice("auto", DTYPES)
     """Compute dtype of the attacks and the completions: auto (bfloat16 autocast where bf16 is fast on this
     machine, else float32), bfloat16 or float32."""
-    batch_size: int = 16
+    batch_size: int = GENERATION_BATCH_SIZE
     """Prompts per forward pass when generating completions."""
     harmless_kl_prompts: int = 16
     """Harmless test prompts the first-token KL of each model edit (the direction attacks' ablations) is

@@ -1,20 +1,22 @@
 """`python -m mechrefusal.reproduce --preset quick|cpu|paper [--model SPEC] --out DIR [--only STAGE] [--from STAGE]`
 
 Reproduces the paper's pipeline on one chat model: round 0 (standard safety fine-tuning), progressive
-fail-closed rounds, the ReFAT and DeepRefusal baselines from the same round 0, jailbreak attacks on every
-method's last checkpoint, utility and over-refusal (`mechrefusal.measure.utility`), the analysis of the
-fail-closed model against round 0, and the paper's figures (the ``analyses/fig_*.py`` scripts). Each stage writes
+fail-closed rounds, the ReFAT and DeepRefusal baselines from the same round 0, utility and over-refusal
+(`mechrefusal.measure.utility`), the analysis of the fail-closed model against round 0, jailbreak attacks
+and white-box (adaptive) attacks on every method's last checkpoint, each checkpoint's robustness scoreboard
+(`mechrefusal.analysis.scoreboard`), and the paper's figures (the ``analyses/fig_*.py`` scripts). Each stage writes
 into ``DIR/<stage>/`` and is cached by a hash of its settings and of the stages it needs
 (`mechrefusal.core.stages`): a rerun redoes only what changed, a killed run resumes (training from its
 last complete round, attacks from their last finished behaviour), and a damaged output is recomputed.
 
 Presets:
 
-* ``quick`` (the README's main job; about 22 minutes on 2 CPU cores with fast bf16): round 0 and two fail-closed rounds
-  of the README's configuration, the human-template attack on 5 HarmBench behaviours, utility and
-  over-refusal on 32 items per set, the analysis and the figures; no baselines.
+* ``quick`` (the README's main job; about 20 minutes on 2 CPU cores with fast bf16): round 0 and two fail-closed
+  rounds of the README's configuration, the human-template, prefilling and saved-direction attacks on 5
+  HarmBench behaviours, utility and over-refusal on 32 items per set, the analysis and the figures; no
+  baselines.
 * ``cpu``: the CPU-scale reproduction in docs/results.md (hours): three rounds of fail-closed, ReFAT and
-  DeepRefusal, all four attacks on 10 behaviours at CPU budgets.
+  DeepRefusal, all four prompt attacks and six white-box attacks on 10 behaviours at CPU budgets.
 * ``paper``: HarmBench's attack budgets and 512-token completions for a GPU, on 50 behaviours.
 
 The end of the output tells the story in one screen: whether round 0 refuses and fails open when its
@@ -42,6 +44,7 @@ from mechrefusal import attack as attack_job
 from mechrefusal.analysis.paper.inputs import read_attacks
 from mechrefusal.analysis.paper.output import one_png_session
 from mechrefusal.analysis.report import ModelResult, Report
+from mechrefusal.analysis.scoreboard import scoreboard
 from mechrefusal.core.cli import SettingsParser, add_settings_arguments, aliased, choice, parse_settings
 from mechrefusal.core.devices import resolve_device
 from mechrefusal.core.errors import MechrefusalError, MissingFileError, SettingError
@@ -61,7 +64,7 @@ class ReproduceSettings:
     """Settings of the reproduce job (the CLI flags have the same names)."""
 
     preset: str = choice("quick", PRESETS)
-    """quick (README, ~22 min on 2 CPU cores), cpu (the CPU-scale reproduction, hours) or paper (GPU budgets)."""
+    """quick (README, ~20 min on 2 CPU cores), cpu (the CPU-scale reproduction, hours) or paper (GPU budgets)."""
     model: str | None = None
     """Chat model spec for `mechrefusal.load` (default: the embedded SmolLM2-135M-Instruct)."""
     out: str = "reports/reproduce"
@@ -165,6 +168,7 @@ def plan(settings: ReproduceSettings) -> list[Stage]:
     stages.append(_analysis_stage(settings, preset))
     stages.append(_attack_stage("attacks", settings, preset.attack, ["round-0", *methods]))
     stages.append(_attack_stage("adaptive", settings, preset.adaptive, ["round-0", *methods]))
+    stages.append(_scoreboard_stage(["round-0", *methods]))
     stages.append(_figures_stage(settings, ["round-0", *methods]))
     return stages
 
@@ -198,6 +202,28 @@ def _attack_stage(name: str, settings: ReproduceSettings, attack: dict[str, Any]
     config = {"seed": settings.seed, "dtype": settings.dtype, "device": settings.device, **attack}
     what = f"{config.get('attacks', 'every attack')} on {config.get('n', 'the default number of')} behaviours"
     return Stage(name, config, body, needs=tuple(methods), describe=what)
+
+
+def _scoreboard_stage(methods: list[str]) -> Stage:
+    def body(context: StageContext) -> dict[str, Any]:
+        out = context.directory.parent
+        sections, results = [], {}
+        for method in methods:
+            board = scoreboard([out / context.inputs[stage][method]["report"] for stage in ("attacks", "adaptive")])
+            sections.append(f"## {METHOD_TITLES.get(method, method)}\n\n{board.to_markdown()}")
+            weakest = board.weakest
+            results[method] = {"weakest": weakest.attack, "asr": weakest.asr, "refusal": weakest.refusal}
+            (context.directory / f"{method}.json").write_text(json.dumps(board.to_dict(), indent=1))
+        (context.directory / "scoreboard.md").write_text("# Robustness scoreboard\n\n" + "\n\n".join(sections) + "\n")
+        return results
+
+    return Stage(
+        "scoreboard",
+        {},
+        body,
+        needs=("attacks", "adaptive"),
+        describe="every prompt and white-box attack per checkpoint, the weakest named",
+    )
 
 
 def _utility_stage(settings: ReproduceSettings, preset: Preset, methods: list[str]) -> Stage:
@@ -361,6 +387,14 @@ def story(records: list[StageRecord], out: str | Path) -> list[str]:
                 if key.startswith("asr/")
             )
             lines.append(f"white-box attacks on {METHOD_TITLES.get(method, method)}: {rates}")
+    board = results.get("scoreboard")
+    if board is not None and board.result:
+        for method, weakest in board.result.items():
+            asr = "no harm judge" if weakest["asr"] is None else f"ASR {weakest['asr']:.0%}"
+            lines.append(
+                f"weakest attack on {METHOD_TITLES.get(method, method)}: {weakest['weakest']} ({asr}, "
+                f"refusal {_percent(weakest['refusal'])})"
+            )
     utility = results.get("utility")
     if utility is not None and utility.result:
         for method, entry in utility.result.items():
@@ -379,7 +413,10 @@ def story(records: list[StageRecord], out: str | Path) -> list[str]:
             f" (README.md there gives each caption, its numbers and command)"
             + (f"; not drawn: {'; '.join(missing)}" if missing else "")
         )
-    lines.append(f"reports: {Path(out) / 'analysis' / 'report.html'}, {Path(out) / 'attacks'}/<method>/report.html")
+    lines.append(
+        f"reports: {Path(out) / 'analysis' / 'report.html'}, {Path(out) / 'attacks'}/<method>/report.html, "
+        f"{Path(out) / 'scoreboard' / 'scoreboard.md'}"
+    )
     return lines
 
 

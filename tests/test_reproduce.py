@@ -50,15 +50,19 @@ def test_the_pipeline_runs_every_stage_then_reuses_them(toy_preset, toy_dir, tmp
         ("analysis", "done"),
         ("attacks", "done"),
         ("adaptive", "done"),
+        ("scoreboard", "done"),
         ("figures", "done"),
     ]
     assert lines[0] == "stage round-0: running (round 0, standard safety fine-tuning)"
     assert first[1].result["rounds"] == ["fail-closed/run/round-0", "fail-closed/run/round-1"]
     assert set(first[4].result) == {"round-0", "fail-closed"}
     summary = json.loads((tmp_path / "summary.json").read_text())
-    assert [stage["status"] for stage in summary["stages"]] == ["done"] * 7
-    drawn = first[6].result["figures"]
+    assert [stage["status"] for stage in summary["stages"]] == ["done"] * 8
+    drawn = first[7].result["figures"]
     assert set(first[5].result["fail-closed"]["rates"]) == {"prefilling", "directions", "average"}
+    board = (tmp_path / "scoreboard" / "scoreboard.md").read_text()
+    assert "## fail-closed" in board and "| directions d0 |" in board and "| prefilling |" in board, board
+    assert first[6].result["round-0"]["weakest"] in board
     assert drawn["fail_open"].startswith(str(tmp_path / "attacks" / "round-0")) and drawn["fail_open"].endswith(
         "has no human attack; rerun mechrefusal.attack with --attacks human."
     )
@@ -77,9 +81,9 @@ def test_the_pipeline_runs_every_stage_then_reuses_them(toy_preset, toy_dir, tmp
     assert (tmp_path / "figures" / "robustness.html").is_file() and (tmp_path / "figures" / "README.md").is_file()
 
     again = run(settings, announce=lines.append)
-    assert [r.status for r in again] == ["cached"] * 7 and len(lines) == 7
+    assert [r.status for r in again] == ["cached"] * 8 and len(lines) == 8
     tail = run(ReproduceSettings(**{**vars(settings), "start": "attacks"}), announce=lines.append)
-    assert [r.status for r in tail] == ["cached", "cached", "cached", "cached", "done", "done", "done"]
+    assert [r.status for r in tail] == ["cached", "cached", "cached", "cached", "done", "done", "done", "done"]
 
     told = story(again, tmp_path)
     assert told[0].startswith("round-0      cached")
@@ -93,6 +97,7 @@ def test_the_pipeline_runs_every_stage_then_reuses_them(toy_preset, toy_dir, tmp
     assert any(line.startswith("utility of fail-closed: local_commonsense ") for line in told), told
     white_box = next(line for line in told if line.startswith("white-box attacks on fail-closed: "))
     assert "prefilling asr/test-harm " in white_box and "directions asr/test-harm " in white_box
+    assert any(line.startswith("weakest attack on fail-closed: ") and "refusal " in line for line in told), told
     assert any(line.startswith("figures: 9 of 10 in") and "not drawn: fail_open" in line for line in told), told
 
 

@@ -261,7 +261,6 @@ def measure_independence(
                 judge=judge,
                 max_new_tokens=max_new_tokens,
                 dtype=dtype,
-                batch_size=batch_size,
                 progress=progress,
             )
         return judged[subset].rate

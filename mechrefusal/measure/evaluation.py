@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from mechrefusal import data
 from mechrefusal.core.directions import DirectionSet
 from mechrefusal.interventions import Ablate, Interventions
-from mechrefusal.measure.generation import generate
+from mechrefusal.measure.generation import GENERATION_BATCH_SIZE, generate
 from mechrefusal.measure.judges import Judge, SubstringJudge, Verdict
 from mechrefusal.measure.metrics import first_token_kl
 from mechrefusal.models import Model, check_instructions
@@ -53,7 +53,7 @@ def judged_completions(
     judge: Judge | None = None,
     max_new_tokens: int = 32,
     dtype: str = "auto",
-    batch_size: int = 16,
+    batch_size: int = GENERATION_BATCH_SIZE,
     progress: bool = False,
 ) -> JudgedCompletions:
     """Generate greedy completions under ``intervention`` in ``dtype`` and judge them."""
@@ -78,7 +78,7 @@ def refusal_rate(
     intervention: Interventions = None,
     max_new_tokens: int = 32,
     dtype: str = "float32",
-    batch_size: int = 16,
+    batch_size: int = GENERATION_BATCH_SIZE,
     progress: bool = False,
 ) -> float:
     """Fraction of instructions whose greedy completion the judge calls a refusal."""

@@ -12,6 +12,11 @@ from tqdm.auto import tqdm
 from mechrefusal.interventions import Interventions
 from mechrefusal.models import Model
 
+GENERATION_BATCH_SIZE = 64
+"""Prompts per generation batch by default: one decoding step costs little more for 64 rows than for 16
+(prompts are grouped by length, so padding stays small); 128 harmless prompts x 32 tokens took 18 s at 64
+against 28 s at 16 on 2 Xeon threads in bf16 (docs/results.md)."""
+
 
 def generate(
     model: Model,
@@ -19,7 +24,7 @@ def generate(
     *,
     max_new_tokens: int = 64,
     intervention: Interventions = None,
-    batch_size: int = 16,
+    batch_size: int = GENERATION_BATCH_SIZE,
     do_sample: bool = False,
     temperature: float = 1.0,
     progress: bool = False,
@@ -50,7 +55,7 @@ def generate_ids(
     *,
     max_new_tokens: int = 64,
     intervention: Interventions = None,
-    batch_size: int = 16,
+    batch_size: int = GENERATION_BATCH_SIZE,
     do_sample: bool = False,
     temperature: float = 1.0,
     progress: bool = False,

@@ -7,6 +7,7 @@ from collections.abc import Sequence
 
 from mechrefusal.interventions import Interventions
 from mechrefusal.measure.evaluation import judged_completions
+from mechrefusal.measure.generation import GENERATION_BATCH_SIZE
 from mechrefusal.measure.judges import PrefixJudge
 from mechrefusal.models import Model
 
@@ -18,7 +19,7 @@ def compliance(
     intervention: Interventions = None,
     max_new_tokens: int = 32,
     dtype: str = "auto",
-    batch_size: int = 16,
+    batch_size: int = GENERATION_BATCH_SIZE,
     progress: bool = False,
 ) -> float:
     """The share of ``prompts`` whose greedy reply under ``intervention`` the prefix judge does not call a

@@ -250,9 +250,7 @@ def measure_utility(
     divergence = answer_divergence(
         model, reference, harmless, answers, intervention=intervention, batch_size=batch_size, dtype=dtype
     )
-    settings: dict[str, Any] = dict(
-        intervention=intervention, max_new_tokens=max_new_tokens, dtype=dtype, batch_size=batch_size
-    )
+    settings: dict[str, Any] = dict(intervention=intervention, max_new_tokens=max_new_tokens, dtype=dtype)
     return Utility(
         model=model.spec,
         reference=reference.spec,
