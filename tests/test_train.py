@@ -100,6 +100,19 @@ def test_a_model_that_never_refuses_gets_the_teams_refusals(tiny_model):
     assert {e.reply for e in targets.harmful} <= set(data.refusal_replies())
 
 
+def test_a_non_refusing_model_is_recognised_after_half_its_harmful_prompts(tiny_model, monkeypatch):
+    from mechrefusal.train import targets as targets_module
+
+    monkeypatch.setattr(targets_module, "GENERATION_BATCH_SIZE", 4)
+    generated: list[int] = []
+    real = targets_module.generate
+    monkeypatch.setattr(targets_module, "generate", lambda m, p, **k: generated.append(len(p)) or real(m, p, **k))
+    result = training_data(tiny_model, "train", limit=20, max_new_tokens=3, dtype="float32", progress=False)
+    assert not result.own_refusals and len(result.harmful) == 20
+    # harmless (20), then harmful 4 at a time: with none refused, 12 prompts leave 8 < 10 that could refuse
+    assert generated == [20, 4, 4, 4]
+
+
 def test_targets_are_cached(toy, monkeypatch):
     first = training_data(toy, "train", limit=24, max_new_tokens=6, dtype="float32", progress=False)
     monkeypatch.setattr("mechrefusal.train.targets.generate", lambda *a, **k: pytest.fail("regenerated"))

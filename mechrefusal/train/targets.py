@@ -11,14 +11,15 @@ from __future__ import annotations
 
 import json
 import random
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
 import torch
 
 from mechrefusal import data
 from mechrefusal.core.cache import atomic_write_bytes, home
-from mechrefusal.measure.generation import generate
-from mechrefusal.measure.judges import JUDGES
+from mechrefusal.measure.generation import GENERATION_BATCH_SIZE, generate
+from mechrefusal.measure.judges import JUDGES, Verdict
 from mechrefusal.models import Model
 from mechrefusal.models.autocast import autocast
 from mechrefusal.models.export import weights_digest
@@ -76,14 +77,13 @@ def training_data(
     verdicts_of = JUDGES.get(judge)().judge
     with autocast(model, dtype):
         answers = generate(model, harmless, max_new_tokens=max_new_tokens, progress=progress)
-        refusals = generate(model, harmful, max_new_tokens=max_new_tokens, progress=progress)
+        refusals, verdicts = _own_refusals(model, harmful, verdicts_of, max_new_tokens, progress)
     kept_harmless = [
         Example(p, a)
         for p, a, v in zip(harmless, answers, verdicts_of(harmless, answers))
         if not v.refused and a.strip()
     ]
-    verdicts = verdicts_of(harmful, refusals)
-    own = sum(v.refused for v in verdicts) / len(verdicts) >= MIN_OWN_REFUSALS
+    own = sum(v.refused for v in verdicts) >= MIN_OWN_REFUSALS * len(harmful)
     if own:
         kept_harmful = [Example(p, r) for p, r, v in zip(harmful, refusals, verdicts) if v.refused]
     else:
@@ -102,6 +102,24 @@ def training_data(
         ).encode(),
     )
     return result
+
+
+def _own_refusals(
+    model: Model, harmful: list[str], verdicts_of: Callable, max_new_tokens: int, progress: bool
+) -> tuple[list[str], list[Verdict]]:
+    """The model's replies to ``harmful`` and their verdicts, a generation batch at a time; it stops early
+    once the prompts left could not lift the refusals to ``MIN_OWN_REFUSALS`` (the replies are then not
+    used: a model that does not refuse gets the team's refusals), which halves the work on such a model."""
+    refusals: list[str] = []
+    verdicts: list[Verdict] = []
+    for start in range(0, len(harmful), GENERATION_BATCH_SIZE):
+        chunk = harmful[start : start + GENERATION_BATCH_SIZE]
+        replies = generate(model, chunk, max_new_tokens=max_new_tokens, progress=progress)
+        refusals += replies
+        verdicts += verdicts_of(chunk, replies)
+        if sum(v.refused for v in verdicts) + len(harmful) - len(refusals) < MIN_OWN_REFUSALS * len(harmful):
+            break
+    return refusals, verdicts
 
 
 def _cache_key(model: Model, prompts: list[str], max_new_tokens: int, dtype: str, seed: int, judge: str) -> str:
