@@ -233,3 +233,15 @@ def test_a_round_with_every_variant_records_them_and_keeps_round_zero_shareable(
         "latent.steps",
         "subspace_share",
     ]
+
+
+def test_the_cosine_figure_labels_the_unconditioned_directions():
+    from mechrefusal.analysis.paper.mechanisms import direction_cosines
+
+    rounds = [
+        {"round": 0, "metrics": {"direction_found": True}},
+        {"round": 1, "metrics": {"direction_found": True, "unconditioned_search": {"added": True}}},
+        {"round": 2, "metrics": {"direction_found": False, "unconditioned_search": {"added": False}}},
+    ]
+    heat = direction_cosines(directions_of(8, 3), rounds).figure.data[0]
+    assert list(heat.x) == ["d0 (round 0)", "d1 (round 1)", "d2 (round 1, unconditioned)"]
