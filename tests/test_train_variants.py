@@ -245,3 +245,18 @@ def test_the_cosine_figure_labels_the_unconditioned_directions():
     ]
     heat = direction_cosines(directions_of(8, 3), rounds).figure.data[0]
     assert list(heat.x) == ["d0 (round 0)", "d1 (round 1)", "d2 (round 1, unconditioned)"]
+
+
+def test_fresh_candidates_are_the_best_passing_cells_of_a_search_with_nothing_ablated(toy, toy_dir):
+    from mechrefusal.directions import DIMSettings
+    from mechrefusal.train.search import fresh_candidates, trainer_search
+
+    settings = toy_settings(toy_dir, "unused", finder="dim", dim=DIMSettings(search="exact"))  # all scored
+    chosen = trainer_search(toy, DirectionSet(), settings, progress=False)
+    candidates = fresh_candidates(toy, 3, settings, progress=False)
+    assert len(candidates) == 3 and all(c.provenance["bypass"] < 0 for c in candidates)
+    best = candidates[0]
+    assert (best.layer, best.position) == (chosen.layer, chosen.position)
+    torch.testing.assert_close(best.vector, chosen.vector)
+    assert [c.provenance["bypass"] for c in candidates] == sorted(c.provenance["bypass"] for c in candidates)
+    assert len({(c.layer, c.position) for c in candidates}) == len(candidates)

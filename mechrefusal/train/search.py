@@ -106,12 +106,17 @@ def max_cosine(direction: Direction, directions: DirectionSet) -> float:
 
 
 def fresh_candidates(model: Model, k: int, settings: TrainSettings, *, progress: bool = True) -> list[Direction]:
-    """The ``k`` best DIM candidates of a search with nothing ablated: the finalists that pass the
-    filters, by bypass score (fewer when fewer pass), with the search's own prompts and settings."""
+    """The ``k`` best DIM candidates of a search with nothing ablated, with the search's own prompts and
+    settings: its finalists that pass the layer and KL filters (and the induce filter where it was
+    measured: the selection measures it only for the cells it chooses), by bypass score."""
     search = trainer_search(model, DirectionSet(), settings, finder="dim", progress=progress)
     scores = search.provenance["scores"]
-    bypass, passed = torch.tensor(scores["bypass"]), torch.tensor(scores["passed"])
-    ranked = torch.where(passed, bypass, torch.inf).flatten().argsort()[: min(k, int(passed.sum()))]
+    bypass, kl, induce = (torch.tensor(scores[key]) for key in ("bypass", "kl", "induce"))
+    kept_layers = torch.arange(len(bypass))[:, None] < (1 - settings.search.prune_layer_fraction) * model.n_layers
+    eligible = (torch.tensor(scores["finalist"]) & kept_layers & (kl <= settings.search.max_kl)) & ~(
+        induce < settings.search.min_induce
+    )
+    ranked = torch.where(eligible, bypass, torch.inf).flatten().argsort()[: min(k, int(eligible.sum()))]
     if not len(ranked):
         return []
     n = settings.search.n_prompts
