@@ -11,7 +11,13 @@ import torch
 
 import mechrefusal
 from mechrefusal import Ablate, Direction, DirectionSet
-from mechrefusal.core.cli import SettingsParser, add_settings_arguments, parse_settings
+from mechrefusal.core.cli import (
+    SettingsParser,
+    add_settings_arguments,
+    parse_settings,
+    read_settings_file,
+    settings_from_dict,
+)
 from mechrefusal.train import TrainSettings, run
 from mechrefusal.train import job as train_job
 from mechrefusal.train.adversary import LatentAdversary, ResidualShift
@@ -194,7 +200,7 @@ def test_the_latent_perturbation_stays_within_epsilon_and_raises_the_safety_loss
     assert (after > before) if objective == "refusal" else (after < before)
 
 
-def test_resident_shift_layers_are_checked(toy):
+def test_residual_shift_layers_are_checked(toy):
     shift = ResidualShift((9,), torch.zeros(1, 1, 2, toy.d_model), torch.ones(1, 2, dtype=torch.bool))
     with pytest.raises(ValueError, match=r"Latent layers \[9\] are outside this model's blocks 0..3"):
         shift.hooks(toy)
@@ -224,6 +230,8 @@ def test_a_round_with_every_variant_records_them_and_keeps_round_zero_shareable(
     assert saved is not None
     assert record["added"] and saved[-1].provenance["unconditioned"]  # fresh_max_cosine 1: it joins the set
     assert len(saved) == 2 + one["metrics"]["direction_found"]
+    replayed = read_settings_file(written[1] / "settings.toml", TrainSettings)  # the run's TOML replays it
+    assert settings_from_dict(TrainSettings, replayed) == settings
     published = asdict(toy_settings(toy_dir, settings.out, finder="dim", steps=2))  # a round 0 to start from
     assert train_job._changed(published, settings, ignore=AFTER_ROUND_ZERO + EXECUTION) == []
     older = {key: value for key, value in one["settings"].items() if key not in ("latent", "subspace_share")}
