@@ -79,10 +79,24 @@ class PerturbResidual:
         ]
 
 
-def project(deltas: Float[Tensor, "layers n d"], radius: Float[Tensor, " layers"]) -> Float[Tensor, "layers n d"]:
-    """Each token's vector scaled back onto the L2 ball of its layer's radius when it lies outside."""
+def project(deltas: Float[Tensor, "*radius n d"], radius: Float[Tensor, "*radius"]) -> Float[Tensor, "*radius n d"]:
+    """Each token's vector scaled back onto the L2 ball of its radius (one per layer, or per layer and row)
+    when it lies outside."""
     norms = deltas.norm(dim=-1, keepdim=True)
-    return deltas * (radius[:, None, None] / norms.clamp_min(1e-12)).clamp(max=1.0)
+    return deltas * (radius[..., None, None] / norms.clamp_min(1e-12)).clamp(max=1.0)
+
+
+def pgd_step(
+    deltas: Float[Tensor, "*radius n d"],
+    gradient: Float[Tensor, "*radius n d"],
+    radius: Float[Tensor, "*radius"],
+    step_size: float,
+) -> Float[Tensor, "*radius n d"]:
+    """One L2 PGD step down ``gradient``: each token's vector moves ``step_size x radius`` against its
+    normalised gradient and is projected back into its ball (the latent attack's and latent adversarial
+    training's update)."""
+    unit = gradient / gradient.norm(dim=-1, keepdim=True).clamp_min(1e-12)
+    return project(deltas - step_size * radius[..., None, None] * unit, radius)
 
 
 @ATTACKS.register("latent")
@@ -131,7 +145,7 @@ class LatentAttack:
         edit = PerturbResidual(prompt_ids, layers, deltas)
         losses: list[float] = []
         with model.intervene(intervention, edit), autocast(model, self.dtype):
-            radius = self.epsilon * _median_norms(model, batch, layers, len(prompt_ids))
+            radius = self.epsilon * median_norms(model, batch, layers, [len(prompt_ids)])[:, 0]
             best = (float("inf"), deltas.detach().clone())
             for step in tqdm(range(self.steps + 1), desc="latent", disable=not self.progress, leave=False):
                 loss = reply_losses(model, batch)[0]
@@ -142,8 +156,7 @@ class LatentAttack:
                     break
                 (gradient,) = torch.autograd.grad(loss, deltas)
                 with torch.no_grad():
-                    unit = gradient / gradient.norm(dim=-1, keepdim=True).clamp_min(1e-12)
-                    deltas.copy_(project(deltas - self.step_size * radius[:, None, None] * unit, radius))
+                    deltas.copy_(pgd_step(deltas, gradient, radius, self.step_size))
         kept = stored(best[1])
         final_edit = PerturbResidual(prompt_ids, layers, torch.tensor(kept, device=model.device))
         with torch.no_grad(), model.intervene(intervention, final_edit), autocast(model, self.dtype):
@@ -169,13 +182,17 @@ def _prompt_ids(model: Model, text: str) -> tuple[int, ...]:
     return tuple(model.chat.encode(model.chat.prompt(text)))
 
 
-def _median_norms(model: Model, batch: ReplyBatch, layers: tuple[int, ...], n_prompt: int) -> Float[Tensor, " layers"]:
-    """Each layer's median residual norm (block input) over the prompt's positions, nothing added."""
+def median_norms(
+    model: Model, batch: ReplyBatch, layers: tuple[int, ...], prompt_lengths: list[int]
+) -> Float[Tensor, "layers batch"]:
+    """Each layer's median residual norm (block input) over each row's first ``prompt_lengths[row]``
+    positions (its prompt, right-padded batches), under the active interventions and no gradient."""
     norms: dict[int, Tensor] = {}
 
     def capture(layer: int):
         def hook(activation: Float[Tensor, "batch seq d_model"], hook) -> Tensor:
-            norms[layer] = activation[0, :n_prompt].detach().float().norm(dim=-1).median()
+            rows = activation.detach().float().norm(dim=-1)
+            norms[layer] = torch.stack([rows[i, :n].median() for i, n in enumerate(prompt_lengths)])
             return activation
 
         return hook

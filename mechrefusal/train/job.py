@@ -20,15 +20,16 @@ from mechrefusal.core.devices import resolve_device
 from mechrefusal.core.errors import CheckpointError, SettingError
 from mechrefusal.core.precision import hardware, resolve
 from mechrefusal.core.provenance import versions
-from mechrefusal.directions import Direction, DirectionSet, SelectionFilters
+from mechrefusal.directions import Direction, DirectionSet
 from mechrefusal.interventions import Ablate
 from mechrefusal.measure.metrics import refusal_score
 from mechrefusal.models import Model, load
+from mechrefusal.train.adversary import latent_adversary
 from mechrefusal.train.checkpoint import METADATA, complete_rounds, read_metadata, round_directory, save_checkpoint
 from mechrefusal.train.loop import ablate_all, train_round
 from mechrefusal.train.methods import METHODS
 from mechrefusal.train.parallel import distributed_rank_and_size, init_distributed
-from mechrefusal.train.search import SCORES, next_direction
+from mechrefusal.train.search import SCORES, max_cosine, trainer_search
 from mechrefusal.train.settings import AFTER_ROUND_ZERO, EXECUTION, TrainSettings, saved_settings
 from mechrefusal.train.targets import training_data
 
@@ -68,9 +69,11 @@ def run(settings: TrainSettings, *, progress: bool = True) -> list[Path]:
     for round_index in range(first_round, method.last_round() + 1):
         started = time.perf_counter()
         generator = torch.Generator().manual_seed(settings.seed * 1000 + round_index + 500)
+        adversary = None
         if round_index == 0:  # plain safety fine-tuning for every method
             plan, harmless_plan, held_out = ablate_all(None), None, None
         else:
+            adversary = latent_adversary(model, settings)
             plan = method.safety_plan(model, directions, round_index=round_index, generator=generator)
             harmless_plan = method.utility_plan(directions, round_index=round_index, generator=generator)
             held_out = method.val_intervention(directions, round_index=round_index)
@@ -85,27 +88,12 @@ def run(settings: TrainSettings, *, progress: bool = True) -> list[Path]:
             utility_plan=harmless_plan,
             val_intervention=held_out,
             round_index=round_index,
+            adversary=adversary,
             progress=progress,
         )
         search = None
         if round_index == 0 or method.searches_after(round_index):
-            search = next_direction(
-                model,
-                directions,
-                finder=settings.finder,
-                dtype=settings.dtype,
-                progress=progress,
-                filters=SelectionFilters(
-                    max_kl=settings.search.max_kl,
-                    min_induce=settings.search.min_induce,
-                    prune_layer_fraction=settings.search.prune_layer_fraction,
-                ),
-                fallback=settings.search.fallback,
-                rdo_settings=settings.rdo,
-                dim_settings=settings.dim,
-                n_prompts=settings.search.n_prompts,
-                n_val=settings.search.n_val,
-            )
+            search = trainer_search(model, directions, settings, progress=progress)
         found = search if search is not None and search.provenance["passed_filters"] else None
         if found is not None:
             directions.append(found)
@@ -113,8 +101,13 @@ def run(settings: TrainSettings, *, progress: bool = True) -> list[Path]:
             "training": asdict(history),
             "direction_found": found is not None,
             "search": _search_summary(search),
-            **_round_metrics(model, directions),
         }
+        if adversary is not None:
+            metrics["latent"] = adversary.summary()
+        if round_index > 0 and settings.fresh_unconditioned:
+            unconditioned, metrics["unconditioned_search"] = _unconditioned(model, directions, settings, progress)
+            found = found or unconditioned
+        metrics.update(_round_metrics(model, directions))
         if is_writer:
             written.append(
                 save_checkpoint(
@@ -206,6 +199,20 @@ def _changed(saved: dict, settings: TrainSettings, ignore: tuple[str, ...]) -> l
         for key, value in flat_settings(asdict(settings)).items()
         if key not in ignore and key.split(".")[0] not in ignore and old[key] != value
     )
+
+
+def _unconditioned(
+    model: Model, directions: DirectionSet, settings: TrainSettings, progress: bool
+) -> tuple[Direction | None, dict]:
+    """Search a direction with nothing ablated and add it to ``directions`` when it passes the filters and
+    its cosine with every saved one is at most ``fresh_max_cosine``; return it (when added) and its summary."""
+    search = trainer_search(model, DirectionSet(), settings, progress=progress)
+    cosine = max_cosine(search, directions)
+    added = search.provenance["passed_filters"] and cosine <= settings.fresh_max_cosine
+    if added:
+        search.provenance["unconditioned"] = True  # told apart from the conditioned ones in the checkpoint
+        directions.append(search)
+    return (search if added else None), {**(_search_summary(search) or {}), "max_cosine": cosine, "added": added}
 
 
 def _search_summary(direction: Direction | None) -> dict | None:

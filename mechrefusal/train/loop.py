@@ -28,6 +28,9 @@ Groups = list[tuple[list[int], Interventions]]
 """A micro-batch split into example indices, each group trained under one intervention (or none)."""
 Plan = Callable[[int, int], Groups]
 """(step, n examples) -> that step's groups: which examples are trained under which intervention."""
+Adversary = Callable[[Model, list[str], ReplyBatch, Interventions], Interventions]
+"""(model, instructions, their reply batch, its interventions) -> a perturbation to train the batch under
+(`mechrefusal.train.adversary.LatentAdversary`)."""
 
 
 def ablate_all(intervention: Interventions) -> Plan:
@@ -90,11 +93,13 @@ def train_round(
     val_intervention: Interventions,
     round_index: int,
     utility_plan: Plan | None = None,
+    adversary: Adversary | None = None,
     progress: bool = True,
     on_step: Callable[[int], None] | None = None,
 ) -> RoundResult:
     """Fine-tune ``model`` in place for one round and return its loss history. ``plan`` says which harmful
-    examples of a step are trained under which intervention, ``utility_plan`` the same for harmless ones."""
+    examples of a step are trained under which intervention, ``utility_plan`` the same for harmless ones;
+    ``adversary`` adds a perturbation to each micro-batch's harmful examples (latent adversarial training)."""
     started = time.perf_counter()
     generator = torch.Generator().manual_seed(settings.seed * 1000 + round_index)
     micro = settings.batch_size // settings.grad_accumulation // 2
@@ -104,6 +109,8 @@ def train_round(
             f"Each micro-batch's {micro} harmful and {micro} harmless examples must split evenly over "
             f"{world} processes; change batch_size or grad_accumulation."
         )
+    if adversary is not None and world > 1:
+        raise SettingError("Latent adversarial training runs in one process; start it without torchrun.")
     mine = list(range(rank, micro, world))  # this process's share of every micro-batch
     trainable_parameters(model, settings, round_index)
     parallel = Parallel(model, settings.parallel)
@@ -133,6 +140,7 @@ def train_round(
                         groups,
                         utility_groups,
                         forward=parallel.forward,
+                        adversary=adversary,
                     )
                     (loss / settings.grad_accumulation).backward()
                 total += loss.item() / settings.grad_accumulation
@@ -175,10 +183,11 @@ def _loss(
     groups: Groups,
     utility_groups: Groups | None = None,
     forward: Callable | None = None,
+    adversary: Adversary | None = None,
 ) -> torch.Tensor:
     """Mean over the micro-batch's examples of safety CE (harmful, under ``groups``' interventions) and
     weighted utility KL (harmless, under ``utility_groups``'; default: none); see `_loss_terms`."""
-    terms = _loss_terms(model, reference, harmful, harmless, settings, groups, utility_groups, forward)
+    terms = _loss_terms(model, reference, harmful, harmless, settings, groups, utility_groups, forward, adversary)
     return torch.cat([term for term in terms if term is not None]).mean()
 
 
@@ -191,16 +200,20 @@ def _loss_terms(
     groups: Groups,
     utility_groups: Groups | None = None,
     forward: Callable | None = None,
+    adversary: Adversary | None = None,
 ) -> tuple[Float[Tensor, " harmful"] | None, Float[Tensor, " harmless"] | None]:
     """Per-example safety CE and weighted utility KL (``None`` where a set has no example). Each set is one
-    forward pass, every row under its group's intervention, with logits only where the replies are
-    predicted. ``forward`` runs the model (default: its bridge; in training, `Parallel.forward`) without a
-    KV cache, which activation checkpointing's recomputation would fill a second time."""
+    forward pass, every row under its group's intervention (and the harmful rows under ``adversary``'s
+    perturbation), with logits only where the replies are predicted. ``forward`` runs the model (default:
+    its bridge; in training, `Parallel.forward`) without a KV cache, which activation checkpointing's
+    recomputation would fill a second time."""
     safety = utility = None
     with autocast(model, settings.dtype):
         batch, interventions = _grouped(model, harmful, groups)
         if batch is not None:
-            with model.intervene(interventions):
+            ordered = [harmful[i].instruction for indices, _ in groups for i in indices]
+            perturbation = None if adversary is None else adversary(model, ordered, batch, interventions)
+            with model.intervene(interventions, perturbation):
                 safety = reply_cross_entropy(model.reply_logits(batch, forward), batch)
         batch, interventions = _grouped(model, harmless, utility_groups or [(list(range(len(harmless))), None)])
         if batch is not None:

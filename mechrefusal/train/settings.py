@@ -24,6 +24,11 @@ AFTER_ROUND_ZERO = (
     "ablation_probability",
     "plain_share",
     "ablated_utility_share",
+    "fresh_unconditioned",
+    "fresh_max_cosine",
+    "subspace_share",
+    "subspace_fresh",
+    "latent",
 )
 # Settings that change where and how a round is computed, not what: a run may resume or start under others.
 EXECUTION = ("parallel", "activation_checkpointing", "device")
@@ -56,6 +61,43 @@ class SearchSettings:
             )
         if not 0 <= self.prune_layer_fraction < 1:
             raise SettingError(f"prune_layer_fraction must lie in [0, 1), got {self.prune_layer_fraction}.")
+
+
+@dataclass
+class LatentTrainingSettings:
+    """Latent adversarial training (`mechrefusal.train.adversary`): in every round after round 0, each
+    safety micro-batch is trained under a residual perturbation that the latent attack's PGD finds for it."""
+
+    epsilon: float = 0.0
+    """Per-token L2 bound of the perturbation, as a fraction of the layer's median residual norm over each
+    prompt, as in the latent attack (0: no latent adversarial training)."""
+    steps: int = 4
+    """PGD steps of the inner optimisation per micro-batch."""
+    step_size: float = 0.25
+    """PGD step, as a fraction of the bound."""
+    layers: str = ""
+    """Blocks whose input is perturbed, comma-separated ('': the first trained layer)."""
+    objective: str = choice("compliance", ("compliance", "refusal"))
+    """What the perturbation optimises: compliance (lower the loss of the rule-made "Sure, here is ..."
+    target, as the latent attack does) or refusal (raise the loss of the example's own refusal)."""
+
+    def __post_init__(self) -> None:
+        if self.epsilon < 0:
+            raise SettingError(f"latent epsilon must be positive (or 0: off), got {self.epsilon}.")
+        if self.steps < 1 or self.step_size <= 0:
+            raise SettingError(
+                f"latent steps must be at least 1 and step_size positive, got {self.steps} and {self.step_size}."
+            )
+        if self.objective not in ("compliance", "refusal"):
+            raise SettingError(f"Unknown latent objective {self.objective!r}; choose compliance or refusal.")
+        self.layer_list()
+
+    def layer_list(self) -> tuple[int, ...]:
+        """The perturbed blocks (empty: the first trained layer)."""
+        try:
+            return tuple(int(layer) for layer in self.layers.split(",") if layer.strip())
+        except ValueError:
+            raise SettingError(f"latent layers must be comma-separated block indices, got {self.layers!r}.") from None
 
 
 @dataclass
@@ -125,6 +167,20 @@ class TrainSettings:
     """Fail-closed: probability that a harmless example's utility KL in a progressive round is taken with
     the directions ablated (0: none, the published method, docs/method.md §3), so that ablation alone
     cannot cue a refusal."""
+    fresh_unconditioned: bool = False
+    """Fail-closed: after each round after round 0 also search a direction with nothing ablated (the one a
+    re-search attack finds) and add it to the ablated set beside the conditioned one (docs/method.md §3)."""
+    fresh_max_cosine: float = 0.9
+    """With fresh_unconditioned: the unconditioned direction is added only when its absolute cosine with
+    every saved direction is at most this."""
+    subspace_share: float = 0.0
+    """Fail-closed: probability that an ablated harmful example of a round after round 0 is trained with a
+    random subspace of the directions' span ablated instead of the whole span (docs/method.md §3)."""
+    subspace_fresh: int = 0
+    """With subspace_share: the best DIM candidates of a search with nothing ablated, found at the start
+    of each round, whose directions join the span the random subspaces are drawn from."""
+    latent: LatentTrainingSettings = field(default_factory=LatentTrainingSettings)
+    """Latent adversarial training (--latent-epsilon, --latent-steps, ...; epsilon 0: off)."""
     refat_every: int = 4
     """ReFAT: steps between re-estimates of the per-layer directions."""
     ablation_probability: float = 0.5
@@ -152,6 +208,18 @@ class TrainSettings:
             raise SettingError(
                 f"ablated_utility_share and ablation_probability must lie in [0, 1]; got "
                 f"{self.ablated_utility_share} and {self.ablation_probability}."
+            )
+        if not 0 <= self.subspace_share <= 1 or self.subspace_fresh < 0 or not 0 < self.fresh_max_cosine <= 1:
+            raise SettingError(
+                f"subspace_share must lie in [0, 1], subspace_fresh be 0 or more and fresh_max_cosine lie in "
+                f"(0, 1]; got {self.subspace_share}, {self.subspace_fresh} and {self.fresh_max_cosine}."
+            )
+        if self.subspace_fresh and not self.subspace_share:
+            raise SettingError("subspace_fresh adds candidates to random subspaces; set subspace_share above 0 too.")
+        if (self.fresh_unconditioned or self.subspace_share) and self.method != "fail-closed":
+            raise SettingError(
+                f"fresh_unconditioned and subspace_share are fail-closed settings; method {self.method!r} "
+                "does not use them."
             )
         check_dtype(self.dtype)
         resolve_device(self.device)

@@ -115,23 +115,33 @@ def fail_open(
 
 def direction_cosines(directions: DirectionSet, rounds: Sequence[dict[str, Any]]) -> PaperFigure:
     """Cosine matrix of a run's directions, each labelled with the round whose search found it (from the
-    rounds' metadata, ``metrics.direction_found``)."""
+    rounds' metadata, ``metrics.direction_found``, and ``metrics.unconditioned_search.added`` for the
+    unconditioned directions that ``fresh_unconditioned`` adds after a round's conditioned one)."""
     if not len(directions):
         raise SettingError("The run's last round holds no direction; nothing to compare.")
-    found = [meta["round"] for meta in rounds if meta["metrics"]["direction_found"]]
+    found = [
+        (meta["round"], kind)
+        for meta in rounds
+        for kind, added in (
+            ("", meta["metrics"]["direction_found"]),
+            (", unconditioned", (meta["metrics"].get("unconditioned_search") or {}).get("added")),
+        )
+        if added
+    ]
     if len(found) != len(directions):
         raise SettingError(
             f"The rounds report {len(found)} directions found but the last round holds {len(directions)}; "
             "pass the run directory the directions came from."
         )
-    labels = [f"d{k} (round {r})" for k, r in enumerate(found)]
+    labels = [f"d{k} (round {r}{kind})" for k, (r, kind) in enumerate(found)]
     cosines = directions.cosines().tolist()
     figure = plots.cosine_heatmap(labels, cosines)
     figure.update_layout(title="Cosine similarity of the directions found round after round")
     off = [abs(cosines[i][j]) for i in range(len(labels)) for j in range(len(labels)) if i != j]
     numbers = {"labels": labels, "cosines": cosines, "max_abs_off_diagonal": max(off) if off else None}
-    caption = f"Cosine similarity of the {len(labels)} refusal directions found after rounds {found}" + (
-        f"; largest |cosine| between two of them {max(off):.2f}." if off else "."
+    caption = (
+        f"Cosine similarity of the {len(labels)} refusal directions found after rounds {[r for r, _ in found]}"
+        + (f"; largest |cosine| between two of them {max(off):.2f}." if off else ".")
     )
     return PaperFigure(figure, caption, numbers)
 

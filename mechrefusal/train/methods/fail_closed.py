@@ -9,13 +9,17 @@ from mechrefusal.interventions import Ablate, Interventions
 from mechrefusal.models import Model
 from mechrefusal.train.loop import Plan, ablate_all, ablate_some
 from mechrefusal.train.methods.base import Method
+from mechrefusal.train.search import fresh_candidates
+from mechrefusal.train.subspace import SubspacePlan
 
 
 class FailClosed(Method):
     """Each round trains refusal with every direction found so far ablated, then searches the next one;
     training stops when a search finds none. ``plain_share``: the probability that a harmful example is
     trained without the ablation; ``ablated_utility_share``: that a harmless example's utility KL is taken
-    with the directions ablated (so that the ablation itself cannot become a cue to refuse)."""
+    with the directions ablated (so that the ablation itself cannot become a cue to refuse);
+    ``subspace_share``: that an ablated one has a random subspace of the span ablated instead
+    (`SubspacePlan`, with ``subspace_fresh`` fresh DIM candidates in the span)."""
 
     needs_direction = True
 
@@ -23,6 +27,12 @@ class FailClosed(Method):
         self, model: Model, directions: DirectionSet, *, round_index: int, generator: torch.Generator
     ) -> Plan:
         plain_share = self.settings.plain_share
+        if self.settings.subspace_share:
+            fresh = self.settings.subspace_fresh
+            candidates = fresh_candidates(model, fresh, self.settings, progress=False) if fresh else []
+            return SubspacePlan(
+                directions, candidates, share=self.settings.subspace_share, plain_share=plain_share, generator=generator
+            )
         if plain_share:
             return lambda step, n: ablate_some(Ablate(directions), 1 - plain_share, n, generator)
         return ablate_all(Ablate(directions))
