@@ -100,7 +100,7 @@ def test_a_model_that_never_refuses_gets_the_teams_refusals(tiny_model):
     assert {e.reply for e in targets.harmful} <= set(data.refusal_replies())
 
 
-def test_a_non_refusing_model_is_recognised_after_half_its_harmful_prompts(tiny_model, monkeypatch):
+def test_a_non_refusing_model_is_recognised_after_half_its_harmful_prompts(tiny_model, empty_home, monkeypatch):
     from mechrefusal.train import targets as targets_module
 
     monkeypatch.setattr(targets_module, "GENERATION_BATCH_SIZE", 4)
