@@ -1,13 +1,15 @@
 """Why the fresh direction wins (docs/results.md, adaptive-attack issue item 3), from an analysis report.
 
-    python analyses/fresh_direction.py ANALYSIS_DIR
+    python analyses/fresh_direction.py ANALYSIS_DIR [--ablate-parts N]
 
 ANALYSIS_DIR is the ``--out`` of ``python -m mechrefusal.analyze``. For each analysed model
 (`mechrefusal.analysis.fresh_direction`): a row per direction (the saved ones, then the fresh one) with its
 layer and position, its cosine with the fresh direction, its single-ablation refusal and the harmful/harmless
 separation (Cohen's d) of its projections; then the fresh direction's projection onto the saved directions'
 span (its length is the cosine with that projection) and the angle to the span. Prints markdown and one JSON
-line. Reads the report only: nothing is generated again.
+line. Reads the report only, unless ``--ablate-parts N``: then it loads each model and judges refusal on its
+first N harmful test prompts (the analysis's own, with its judge, dtype and tokens) with the fresh
+direction's part inside the saved span ablated, and with its part outside ablated.
 """
 
 from __future__ import annotations
@@ -15,8 +17,34 @@ from __future__ import annotations
 import argparse
 import json
 
-from mechrefusal.analysis.fresh_direction import diagnose_report
+import mechrefusal
+from mechrefusal import data
+from mechrefusal.analysis.fresh_direction import diagnose_report, fresh_parts
+from mechrefusal.analysis.report import Report
+from mechrefusal.core.directions import DirectionSet
 from mechrefusal.core.errors import MechrefusalError
+from mechrefusal.interventions import Ablate
+from mechrefusal.measure.evaluation import judged_completions
+from mechrefusal.measure.judges import JUDGES
+
+
+def part_refusals(out: str, role: str, spec: str, n: int) -> dict[str, float]:
+    """Judged refusal on the first ``n`` harmful test prompts with each part of the fresh direction ablated."""
+    settings = Report.load(out).data["settings"]
+    model = mechrefusal.load(spec)
+    parts = fresh_parts(DirectionSet.load(f"{out}/{role}_directions.safetensors", d_model=model.d_model))
+    judge = JUDGES.get(settings["judge"])()
+    return {
+        part: judged_completions(
+            model,
+            data.load("harmful", "test")[:n],
+            intervention=Ablate(direction),
+            judge=judge,
+            max_new_tokens=settings["max_new_tokens"],
+            dtype=settings["dtype"],
+        ).rate
+        for part, direction in parts.items()
+    }
 
 
 def _percent(value: float | None) -> str:
@@ -26,9 +54,23 @@ def _percent(value: float | None) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("report", metavar="ANALYSIS_DIR")
+    parser.add_argument(
+        "--ablate-parts",
+        type=int,
+        default=0,
+        metavar="N",
+        help="also judge N harmful test prompts with each part of the fresh direction (in, out of the span) ablated",
+    )
     args = parser.parse_args()
+    parts: dict[str, dict[str, float]] = {}
     try:
         diagnoses = diagnose_report(args.report)
+        if args.ablate_parts:
+            parts = {
+                d.role: part_refusals(args.report, d.role, d.model, args.ablate_parts)
+                for d in diagnoses
+                if d.span_projection is not None
+            }
     except MechrefusalError as error:
         parser.error(str(error))
     for diagnosis in diagnoses:
@@ -51,7 +93,14 @@ def main() -> None:
                 f"length {diagnosis.span_projection:.3f} (= its cosine with the projection), "
                 f"{diagnosis.angle_to_span:.1f}° from the span."
             )
-    print(json.dumps({"report": args.report, "models": [diagnosis.to_dict() for diagnosis in diagnoses]}))
+        if diagnosis.role in parts:
+            print(
+                f"Refusal on the first {args.ablate_parts} harmful test prompts with the fresh direction's part "
+                + ", ".join(f"{part} ablated: {rate:.0%}" for part, rate in parts[diagnosis.role].items())
+                + "."
+            )
+    models = [{**diagnosis.to_dict(), "part_refusals": parts.get(diagnosis.role)} for diagnosis in diagnoses]
+    print(json.dumps({"report": args.report, "ablate_parts_n": args.ablate_parts or None, "models": models}))
 
 
 if __name__ == "__main__":

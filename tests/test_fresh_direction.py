@@ -12,10 +12,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from mechrefusal.analysis.fresh_direction import diagnose_report, span_projection
+from mechrefusal.analysis.fresh_direction import diagnose_report, fresh_parts, span_projection
 from mechrefusal.analysis.report import SUMMARY_FIELDS
 from mechrefusal.core.directions import Direction, DirectionSet
-from mechrefusal.core.errors import DataError, MissingFileError
+from mechrefusal.core.errors import DataError, MissingFileError, SettingError
+from mechrefusal.measure.judges import Verdict
 
 ROOT = Path(__file__).resolve().parents[1]
 E = torch.eye(4)
@@ -28,14 +29,32 @@ def test_a_direction_inside_the_span_projects_with_length_one_and_an_orthogonal_
     assert span_projection(E[0] + E[2], saved) == pytest.approx(1 / math.sqrt(2))
 
 
-def write_report(out: Path, labels: list[str], vectors: list[torch.Tensor]) -> None:
+def test_the_fresh_direction_splits_into_its_part_in_the_span_and_the_rest():
+    saved = Direction(E[0] + E[1], 1, -1, "dim")
+    parts = fresh_parts(DirectionSet([saved, Direction(2 * E[0] + 2 * E[2], 3, -2, "dim")]))
+    r = 2 * math.sqrt(2)  # the unit fresh vector (e0 + e2) / sqrt 2 has cosine 1/2 with the saved one
+    assert torch.allclose(parts["inside span"].vector, (E[0] + E[1]) / r)
+    assert torch.allclose(parts["outside span"].vector, (E[0] - E[1]) / r + E[2] / math.sqrt(2))
+    assert (parts["outside span"].layer, parts["outside span"].position) == (3, -2)
+    with pytest.raises(SettingError, match="needs it and at least one saved direction"):
+        fresh_parts(DirectionSet([saved]))
+
+
+class AlwaysRefuses:
+    """A judge stub: every completion is a refusal."""
+
+    def judge(self, instructions, completions):
+        return [Verdict(refused=True) for _ in instructions]
+
+
+def write_report(out: Path, labels: list[str], vectors: list[torch.Tensor], model: str = "runs/fc/round-2") -> None:
     """An analysis report with one model whose directions are ``vectors`` (the last one labelled fresh)."""
     k = len(labels)
     harmful = [[1.0 + i, 2.0 + i, 3.0 + i] for i in range(k)]
     harmless = [[-1.0, 0.0, 1.0] for _ in range(k)]
     entry = {
         "role": "model",
-        "model": "runs/fc/round-2",
+        "model": model,
         "directions": [
             {
                 "label": label,
@@ -69,7 +88,8 @@ def write_report(out: Path, labels: list[str], vectors: list[torch.Tensor]) -> N
             node = node.setdefault(part, {})
         node.setdefault(name, None)
     out.mkdir()
-    (out / "report.json").write_text(json.dumps({"models": [entry]}))
+    settings = {"judge": "tests.test_fresh_direction:AlwaysRefuses", "max_new_tokens": 2, "dtype": "float32"}
+    (out / "report.json").write_text(json.dumps({"models": [entry], "settings": settings}))
     DirectionSet([Direction(v, 2 + i, -1, "dim") for i, v in enumerate(vectors)]).save(
         out / "model_directions.safetensors"
     )
@@ -87,11 +107,16 @@ def test_the_report_diagnosis_reads_cosines_span_places_and_rates(tmp_path):
     assert diagnosis.saved[0].separation == pytest.approx(2.0)  # means 2 and 0, both standard deviations 1
 
 
-def test_the_script_prints_a_table_per_model(tmp_path, monkeypatch, capsys):
-    write_report(tmp_path / "analysis", ["d0", "fresh"], [E[0], E[3]])
+def script():
     spec = importlib.util.spec_from_file_location("fresh_direction", ROOT / "analyses" / "fresh_direction.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
+    return module
+
+
+def test_the_script_prints_a_table_per_model(tmp_path, monkeypatch, capsys):
+    write_report(tmp_path / "analysis", ["d0", "fresh"], [E[0], E[3]])
+    module = script()
     monkeypatch.setattr(sys, "argv", ["fresh_direction.py", str(tmp_path / "analysis")])
     module.main()
     out = capsys.readouterr().out
@@ -105,3 +130,15 @@ def test_bad_report_directories_are_one_sentence(tmp_path):
     write_report(tmp_path / "analysis", ["d0", "d1"], [E[0], E[1]])
     with pytest.raises(DataError, match="do not end in one labelled 'fresh'"):
         diagnose_report(tmp_path / "analysis")
+
+
+def test_the_script_judges_each_part_of_the_fresh_direction_ablated(toy, toy_dir, tmp_path, monkeypatch, capsys):
+    generator = torch.Generator().manual_seed(5)
+    vectors = [torch.randn(toy.d_model, generator=generator) for _ in range(2)]
+    write_report(tmp_path / "analysis", ["d0", "fresh"], vectors, model=str(toy_dir))
+    monkeypatch.setattr(sys, "argv", ["fresh_direction.py", str(tmp_path / "analysis"), "--ablate-parts", "2"])
+    script().main()
+    out = capsys.readouterr().out
+    assert "first 2 harmful test prompts with the fresh direction's part inside span ablated: 100%" in out
+    record = json.loads(out.strip().splitlines()[-1])
+    assert record["models"][0]["part_refusals"] == {"inside span": 1.0, "outside span": 1.0}

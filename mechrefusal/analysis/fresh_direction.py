@@ -8,6 +8,8 @@ vector's projection onto the span of the saved directions (which is also its cos
 1 inside the span, 0 orthogonal to it) and the angle to the span; its layer and position against the saved
 ones'; its single-ablation refusal against theirs (the report's independence results); and the separation
 (Cohen's d) of held-out harmful from harmless prompts projected on each direction (the report's projections).
+`fresh_parts` splits the fresh direction at the span, so that ablating each part alone shows which one
+carries the refusal the saved directions miss.
 """
 
 from __future__ import annotations
@@ -23,14 +25,36 @@ from torch import Tensor
 from mechrefusal.analysis.projections import cohens_d
 from mechrefusal.analysis.report import ModelResult, Report
 from mechrefusal.core.directions import Direction, DirectionSet
-from mechrefusal.core.errors import DataError, MissingFileError
+from mechrefusal.core.errors import DataError, MissingFileError, SettingError
+
+
+def span_parts(
+    vector: Float[Tensor, " d_model"], directions: DirectionSet
+) -> tuple[Float[Tensor, " d_model"], Float[Tensor, " d_model"]]:
+    """``vector``'s unit vector split into its projection onto the span of ``directions`` and the rest."""
+    unit = vector.float() / vector.float().norm().clamp_min(1e-12)
+    basis = directions.basis()
+    inside = basis @ (basis.T @ unit)
+    return inside, unit - inside
 
 
 def span_projection(vector: Float[Tensor, " d_model"], directions: DirectionSet) -> float:
     """Length of ``vector``'s unit vector projected onto the span of ``directions``: its cosine with that
     projection (1 inside the span, 0 orthogonal to it)."""
-    unit = vector.float() / vector.float().norm().clamp_min(1e-12)
-    return (directions.basis().T @ unit).norm().clamp(max=1.0).item()
+    return span_parts(vector, directions)[0].norm().clamp(max=1.0).item()
+
+
+def fresh_parts(directions: DirectionSet) -> dict[str, Direction]:
+    """The fresh direction (the last of ``directions``) split at the span of the others: its part inside
+    the span and its part outside, each a direction at the fresh one's layer and position."""
+    if len(directions) < 2:
+        raise SettingError("Splitting the fresh direction needs it and at least one saved direction, got one.")
+    fresh = directions[-1]
+    inside, outside = span_parts(fresh.vector, directions[:-1])
+    return {
+        part: Direction(vector, fresh.layer, fresh.position, f"{fresh.method} {part}")
+        for part, vector in (("inside span", inside), ("outside span", outside))
+    }
 
 
 @dataclass(frozen=True)
