@@ -3,12 +3,15 @@
 
     python analyses/public_refusal.py NAME=CKPT [NAME=CKPT ...] [--n 100] [--seed 0] [--judge substring]
         [--sets advbench,harmbench,harmful] [--max-new-tokens 32] [--dtype auto] [--no-ablations]
+        [--fresh-from ANALYSIS_DIR]
 
 For each checkpoint: refusal plain, with each saved direction ablated alone and with all of them ablated
 (`mechrefusal.measure.generalisation`), on ``--n`` prompts per set drawn with ``--seed`` from the public
 prompts the trainer never saw (those whose normalised text is in a bundled train or val split are
-dropped, and counted). Prints a markdown table (a row per checkpoint and condition, a column per set) and
-one JSON line with the samples' sizes, the judge, seed, precision, hardware and versions.
+dropped, and counted). ``--fresh-from ANALYSIS_DIR`` adds a row with the fresh direction that analysis
+report found on the checkpoint ablated (``--no-ablations --fresh-from DIR``: plain and fresh only).
+Prints a markdown table (a row per checkpoint and condition, a column per set) and one JSON line with
+the samples' sizes, the judge, seed, precision, hardware and versions.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ import json
 
 import mechrefusal
 from mechrefusal import data
+from mechrefusal.analysis.fresh_direction import fresh_of
 from mechrefusal.core.precision import hardware
 from mechrefusal.core.provenance import versions
 from mechrefusal.measure.generalisation import TEAM_SET, public_refusal
@@ -41,12 +45,16 @@ def main() -> None:
     parser.add_argument("--judge", default="substring", choices=JUDGES.names())
     parser.add_argument("--max-new-tokens", type=int, default=32)
     parser.add_argument("--dtype", default="auto")
-    parser.add_argument("--no-ablations", action="store_true", help="judge only the plain model")
+    parser.add_argument("--no-ablations", action="store_true", help="no saved direction ablated")
+    parser.add_argument(
+        "--fresh-from", metavar="ANALYSIS_DIR", help="also ablate the fresh direction this report found"
+    )
     args = parser.parse_args()
     sets = [name.strip() for name in args.sets.split(",") if name.strip()]
     results = {}
     try:
         for name, checkpoint in args.checkpoints:
+            fresh = {"fresh": fresh_of(args.fresh_from, checkpoint)} if args.fresh_from else None
             results[name] = public_refusal(
                 mechrefusal.load(checkpoint),
                 sets=sets,
@@ -54,6 +62,7 @@ def main() -> None:
                 seed=args.seed,
                 judge=args.judge,
                 ablations=not args.no_ablations,
+                extra=fresh,
                 max_new_tokens=args.max_new_tokens,
                 dtype=args.dtype,
             )
@@ -72,6 +81,7 @@ def main() -> None:
         json.dumps(
             {
                 "checkpoints": dict(args.checkpoints),
+                "fresh_from": args.fresh_from,
                 "results": {name: result.to_dict() for name, result in results.items()},
                 "hardware": hardware(),
                 "versions": versions(),

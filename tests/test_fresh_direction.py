@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from mechrefusal.analysis.fresh_direction import diagnose_report, fresh_parts, span_projection
+from mechrefusal.analysis.fresh_direction import diagnose_report, fresh_of, fresh_parts, span_projection
 from mechrefusal.analysis.report import SUMMARY_FIELDS
 from mechrefusal.core.directions import Direction, DirectionSet
 from mechrefusal.core.errors import DataError, MissingFileError, SettingError
@@ -142,3 +142,11 @@ def test_the_script_judges_each_part_of_the_fresh_direction_ablated(toy, toy_dir
     assert "first 2 harmful test prompts with the fresh direction's part inside span ablated: 100%" in out
     record = json.loads(out.strip().splitlines()[-1])
     assert record["models"][0]["part_refusals"] == {"inside span": 1.0, "outside span": 1.0}
+
+
+def test_the_fresh_direction_of_a_checkpoint_is_read_from_the_report(tmp_path):
+    write_report(tmp_path / "analysis", ["d0", "fresh"], [E[0], E[3]], model=str(tmp_path / "round-2"))
+    fresh = fresh_of(tmp_path / "analysis", str(tmp_path / "round-2"))
+    assert torch.equal(fresh.vector, E[3]) and fresh.layer == 3
+    with pytest.raises(DataError, match="did not analyse"):
+        fresh_of(tmp_path / "analysis", str(tmp_path / "round-3"))

@@ -64,14 +64,17 @@ def test_training_prompts_are_dropped_from_a_public_set():
 
 def test_each_saved_direction_gets_a_row_and_the_judge_decides(toy, checkpoint):
     model = mechrefusal.load(str(checkpoint))
-    result = public_refusal(model, n=3, seed=1, judge=AdvBenchRefused(), max_new_tokens=2, dtype="float32")
-    assert list(result.rates) == ["plain", "d0 ablated", "d1 ablated", "all saved ablated"]
+    fresh = Direction(torch.ones(toy.d_model), 2, -1, "dim")
+    result = public_refusal(
+        model, n=3, seed=1, judge=AdvBenchRefused(), extra={"fresh": fresh}, max_new_tokens=2, dtype="float32"
+    )
+    assert list(result.rates) == ["plain", "d0 ablated", "d1 ablated", "all saved ablated", "fresh ablated"]
     for rates in result.rates.values():
         assert rates == {"advbench": 1.0, "harmbench": 0.0, "harmful": 0.0}
     assert result.judge == "AdvBenchRefused" and result.precision["dtype"] == "float32"
     assert result.to_dict()["sets"]["harmful"] == {"n": 3, "held_out": len(data.load("harmful", "test")), "dropped": 0}
     rows = result.markdown("toy")
-    assert len(rows) == 4 and rows[1] == "| toy | d0 ablated | 100% | 0% | 0% |"
+    assert len(rows) == 5 and rows[1] == "| toy | d0 ablated | 100% | 0% | 0% |"
 
 
 def test_a_model_without_saved_directions_gets_the_plain_row(toy):

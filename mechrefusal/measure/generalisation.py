@@ -11,11 +11,11 @@ prompts with ``random.Random(seed)``, so a rerun judges the same prompts.
 from __future__ import annotations
 
 import random
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from mechrefusal import data
-from mechrefusal.core.directions import DirectionSet
+from mechrefusal.core.directions import Direction, DirectionSet
 from mechrefusal.core.errors import DataError, SettingError
 from mechrefusal.core.precision import resolve
 from mechrefusal.data.splits import normalise
@@ -117,13 +117,17 @@ class Generalisation:
         }
 
 
-def conditions(directions: DirectionSet | None) -> dict[str, Interventions]:
-    """``plain``, ``dI ablated`` for each saved direction and ``all saved ablated`` when there are several."""
+def conditions(
+    directions: DirectionSet | None, extra: Mapping[str, Direction] | None = None
+) -> dict[str, Interventions]:
+    """``plain``, ``dI ablated`` for each saved direction, ``all saved ablated`` when there are several, and
+    ``NAME ablated`` for each of the ``extra`` directions (e.g. a fresh one)."""
     found = directions or DirectionSet()
     named: dict[str, Interventions] = {"plain": None}
     named.update({f"d{i} ablated": Ablate(direction) for i, direction in enumerate(found)})
     if len(found) > 1:
         named["all saved ablated"] = Ablate(found)
+    named.update({f"{name} ablated": Ablate(direction) for name, direction in (extra or {}).items()})
     return named
 
 
@@ -135,13 +139,15 @@ def public_refusal(
     seed: int = 0,
     judge: str | Judge = "substring",
     ablations: bool = True,
+    extra: Mapping[str, Direction] | None = None,
     max_new_tokens: int = 32,
     dtype: str = "auto",
     batch_size: int = GENERATION_BATCH_SIZE,
     progress: bool = False,
 ) -> Generalisation:
     """Judged refusal of ``model`` on held-out samples of ``sets``, plain and (``ablations``) under each of
-    its saved directions ablated and all of them; a model without saved directions gets the plain row."""
+    its saved directions ablated and all of them, and with each of the ``extra`` directions ablated (a fresh
+    one, say); a model without saved directions gets the plain row."""
     if not sets:
         raise SettingError("sets is empty; name at least one of " + ", ".join((*data.PUBLIC_SETS, TEAM_SET)) + ".")
     seen = seen_prompts()
@@ -149,7 +155,7 @@ def public_refusal(
     judge_name, judge_instance = (
         (judge, JUDGES.get(judge)()) if isinstance(judge, str) else (type(judge).__name__, judge)
     )
-    named = conditions(model.directions if ablations else None)
+    named = conditions(model.directions if ablations else None, extra)
     rates = {
         condition: {
             name: judged_completions(
