@@ -139,21 +139,21 @@ def diagnose(result: ModelResult, directions: DirectionSet) -> FreshDiagnosis:
 
 def diagnose_report(out: str | Path) -> list[FreshDiagnosis]:
     """`diagnose` for every model of the analysis report directory ``out``."""
-    out = Path(out)
-    if not (out / "report.json").is_file():
-        raise MissingFileError(f"No analysis report at {out} (expected the --out DIR of mechrefusal.analyze).")
     return [
-        diagnose(result, DirectionSet.load(out / f"{result.role}_directions.safetensors"))
-        for result in Report.load(out).models
+        diagnose(result, DirectionSet.load(Path(out) / f"{result.role}_directions.safetensors"))
+        for result in _report(out).models
     ]
 
 
 def fresh_of(out: str | Path, spec: str) -> Direction:
     """The fresh direction the analysis report directory ``out`` found on the model ``spec``."""
-    out = Path(out)
-    if not (out / "report.json").is_file():
-        raise MissingFileError(f"No analysis report at {out} (expected the --out DIR of mechrefusal.analyze).")
-    for result in Report.load(out).models:
+    for result in _report(out).models:
         if Path(result.model).resolve() == Path(spec).resolve():
-            return DirectionSet.load(out / f"{result.role}_directions.safetensors")[-1]
+            return DirectionSet.load(Path(out) / f"{result.role}_directions.safetensors")[-1]
     raise DataError(f"The analysis report at {out} did not analyse {spec}; run mechrefusal.analyze on it first.")
+
+
+def _report(out: str | Path) -> Report:
+    if not (Path(out) / "report.json").is_file():
+        raise MissingFileError(f"No analysis report at {out} (expected the --out DIR of mechrefusal.analyze).")
+    return Report.load(out)
