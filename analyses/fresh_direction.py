@@ -76,7 +76,11 @@ def main() -> None:
     for diagnosis in diagnoses:
         print(
             f"\n{diagnosis.role} {diagnosis.model}: refusal {_percent(diagnosis.baseline_refusal)} plain, "
-            f"{_percent(diagnosis.saved_ablated_refusal)} with every saved direction ablated\n"
+            + (
+                "every saved direction ablated together not judged by the report\n"
+                if diagnosis.saved_ablated_refusal is None
+                else f"{diagnosis.saved_ablated_refusal:.0%} with every saved direction ablated\n"
+            )
         )
         print("| direction | layer, position | cosine with fresh | refusal, ablated alone | separation (Cohen's d) |")
         print("|---|---|---|---|---|")
