@@ -54,6 +54,7 @@ from mechrefusal.measure.utility import measure_utility
 from mechrefusal.models import load
 from mechrefusal.train import TrainSettings
 from mechrefusal.train import run as train
+from mechrefusal.train.search import N_SEARCH
 from mechrefusal.train.settings import SearchSettings
 
 PRESETS = ("quick", "cpu", "paper")
@@ -105,6 +106,9 @@ class Preset:
     """`measure_utility` keywords (tasks, limit, ...)."""
 
 
+QUICK_SEARCH_PROMPTS = N_SEARCH
+"""The quick preset's fresh direction is searched on as many prompts as the trainer's own searches (and the
+re-search attack's), not the analysis job's default 128."""
 ALL_ATTACKS = "gcg,autodan,pair,human"
 CPU_ADAPTIVE = "prefilling,directions,research,cone,embedding,latent"
 """The white-box attacks of the cpu preset; direction-aware GCG (a GCG run per behaviour, minutes each on a
@@ -114,7 +118,7 @@ PRESET_PLANS = {
         rounds=2,
         attack={"attacks": "human", "n": 5, "budget": "cpu"},
         adaptive={"attacks": "prefilling,directions", "n": 5, "budget": "cpu"},
-        analysis={"n_test": 32},
+        analysis={"n_test": 32, "n_train": QUICK_SEARCH_PROMPTS},
         utility={"limit": 32},
     ),
     "cpu": Preset(
