@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 import time
@@ -166,6 +167,15 @@ def test_existing_rounds_need_resume(trained, toy_dir, device):
         run(toy_settings(toy_dir, out, device=device), progress=False)
     with pytest.raises(CheckpointError, match=r"settings \['steps'\] differ"):
         run(toy_settings(toy_dir, out, steps=7, resume=True), progress=False)
+
+
+def test_a_finished_run_resumed_with_more_rounds_trains_only_the_new_ones(trained, toy_dir, tmp_path, device):
+    out, written = trained
+    longer = tmp_path / "longer"
+    shutil.copytree(out, longer)
+    more = run(toy_settings(toy_dir, longer, rounds=len(written), resume=True, device=device), progress=False)
+    assert [path.name for path in more] == [f"round-{len(written)}"]
+    assert complete_rounds(longer)[: len(written)] == complete_rounds(out)
 
 
 def test_resume_after_a_kill_gives_the_uninterrupted_result(trained, toy_dir, tmp_path, device):

@@ -158,7 +158,7 @@ def _start(settings: TrainSettings) -> tuple[Model, DirectionSet, int]:
         shutil.rmtree(stale, ignore_errors=True)
     last = round_directory(settings.out, done[-1])
     try:
-        changed = _changed(read_metadata(last)["settings"], settings, ignore=("resume", *EXECUTION))
+        changed = _changed(read_metadata(last)["settings"], settings, ignore=("resume", "rounds", "out", *EXECUTION))
     except SettingError as error:
         raise CheckpointError(f"Cannot resume {settings.out}: {error}") from None
     if changed:

@@ -193,7 +193,8 @@ class TrainSettings:
     """Keep only each decoder layer's input during the forward pass and recompute the rest in the
     backward pass: activation memory of one layer instead of all, for about a third more compute."""
     resume: bool = False
-    """Continue from the last complete round in `out` (same settings)."""
+    """Continue from the last complete round in `out` (same settings, except that `rounds` may grow to train
+    more rounds after a finished run and the run may have been moved)."""
     start_from: str | None = None
     """A round-0 checkpoint trained with the same settings (any method) to start from instead of
     training round 0 again: methods compared on one budget share their round 0. Copied into `out`."""
