@@ -14,8 +14,8 @@ from mechrefusal.models import Model
 
 GENERATION_BATCH_SIZE = 64
 """Prompts per generation batch by default: one decoding step costs little more for 64 rows than for 16
-(prompts are grouped by length, so padding stays small); 128 harmless prompts x 32 tokens took 18 s at 64
-against 28 s at 16 on 2 Xeon threads in bf16 (docs/results.md)."""
+(prompts are grouped by length, so padding stays small); 128 harmless prompts x 32 tokens took 17.3 s at 64
+against 26.3 s at 16 on 2 idle Xeon threads in bf16 (`benchmarks/generation_batch.py`, docs/results.md)."""
 
 
 def generate(
