@@ -48,6 +48,29 @@ def test_only_the_cases_that_ablate_the_refusal_direction_comply(checkpoint, tmp
     assert refused == [[True, False, False]] * 3
 
 
+def test_each_ablation_is_answered_for_every_behaviour_in_one_batch(checkpoint, tmp_path, monkeypatch):
+    """One generation per distinct ablation (not per behaviour and ablation), with the replies of answering
+    each case alone."""
+    from mechrefusal.attacks import campaign as campaign_module
+    from mechrefusal.interventions import Ablate
+    from mechrefusal.measure.generation import generate
+
+    behaviours = load_behaviours("harmful", 3, split="train")
+    calls = []
+    monkeypatch.setattr(campaign_module, "generate", lambda *a, **k: calls.append(len(a[1])) or generate(*a, **k))
+    attack = {"directions": ATTACKS.get("directions")()}
+    kwargs = dict(out=tmp_path, max_new_tokens=8, dtype="float32", progress=False)
+    campaign = run_campaign(checkpoint, attack, behaviours, **kwargs)
+    assert calls == [3, 3, 3]  # d0, d1 and all, each for the three behaviours
+    saved = checkpoint.directions
+    for outcome in campaign.outcomes:
+        alone = [
+            generate(checkpoint, [outcome.behaviour.text], max_new_tokens=8, intervention=Ablate(d))[0]
+            for d in (saved[0], saved[1], saved)
+        ]
+        assert outcome.completions == alone
+
+
 def test_bad_input_is_one_sentence(toy, checkpoint, monkeypatch):
     behaviour = load_behaviours("harmful", 1, split="train")[0]
     with pytest.raises(SettingError, match="needs single or together"):

@@ -8,6 +8,10 @@ atomically after each of three levels, each with its own key:
 * completions: the test cases' key, the generation length and dtype;
 * verdicts: one entry per judge, keyed by the judge's name, class and ``version``.
 
+An attack makes its test cases behaviour by behaviour; their completions are then generated together,
+batched across behaviours wherever test cases are answered under the same interventions (a prompt attack's
+cases all are; a direction attack's ``d0`` cases of every behaviour are).
+
 A test case answered under a fixed edit of the model (`intervention_kind` ``"model edit"``: the direction
 attacks' ablations, with the campaign's own intervention) also gets the harmless KL that edit costs
 (`mechrefusal.attacks.harmless_kl`), measured once per distinct edit and cached in ``OUT/harmless_kl/``;
@@ -186,25 +190,14 @@ def run_campaign(
         {"model": common["model"], "chat": common["chat"], "prompts": kl_prompts},
     )
     outcomes = []
-    pairs = [(name, attack, behaviour) for name, attack in attacks.items() for behaviour in behaviours]
-    for name, attack, behaviour in tqdm(pairs, desc="attack", disable=not progress):
-        seeded = behaviour_seed(seed, name, behaviour)
-        keys = {
-            "cases": _key(
-                {
-                    **common,
-                    "attack": name,
-                    "settings": attack.settings(),
-                    "seed": seed,
-                    "behaviour": [behaviour.text, behaviour.target],
-                }
-            )
-        }
-        keys["completions"] = _key({"cases": keys["cases"], **generation})
-        # a behaviour's random ablations must not depend on which behaviours ran before it
-        job = replace(shared, intervention=reseeded(intervention, seeded))
-        path = Path(out) / "cases" / name / f"{behaviour.id}.json"
-        outcomes.append(_outcome(job, name, attack, behaviour, seeded, path, keys, judge_objects))
+    for name, attack in attacks.items():
+        pairs = [
+            _pair(shared, common, generation, name, attack, behaviour, seed, Path(out)) for behaviour in behaviours
+        ]
+        for pair in tqdm(pairs, desc=f"attack {name}", disable=not progress):
+            _attack(pair)
+        _complete([pair for pair in pairs if not _completed(pair)], progress)
+        outcomes += [_judged(pair, judge_objects) for pair in pairs]
     described = {
         name: {
             "settings": attack.settings(),
@@ -250,37 +243,110 @@ class _Job:
     """What every harmless KL depends on besides the edit: the weights, the chat format and the prompts."""
 
 
-def _outcome(
-    job: _Job,
+@dataclass
+class _Pair:
+    """One (attack, behaviour) of a campaign: what decides its results and its cache file's contents."""
+
+    name: str
+    attack: Attack
+    behaviour: Behaviour
+    seed: int
+    """The attack's seed for this behaviour (`behaviour_seed`)."""
+    job: _Job
+    """The campaign's job, its intervention reseeded for this behaviour."""
+    path: Path
+    keys: dict[str, str]
+    """The cache keys of its test cases and of their completions."""
+    saved: dict[str, Any]
+    """The cache file's contents, filled level by level."""
+
+
+def _pair(
+    shared: _Job,
+    common: dict[str, Any],
+    generation: dict[str, Any],
     name: str,
     attack: Attack,
     behaviour: Behaviour,
     seed: int,
-    path: Path,
-    keys: dict[str, str],
-    judges: Mapping[str, Judge],
-) -> Outcome:
+    out: Path,
+) -> _Pair:
+    seeded = behaviour_seed(seed, name, behaviour)
+    payload = {**common, "attack": name, "settings": attack.settings(), "seed": seed}
+    cases = _key({**payload, "behaviour": [behaviour.text, behaviour.target]})
+    keys = {"cases": cases, "completions": _key({"cases": cases, **generation})}
+    # a behaviour's random ablations must not depend on which behaviours ran before it
+    job = replace(shared, intervention=reseeded(shared.intervention, seeded))
+    path = out / "cases" / name / f"{behaviour.id}.json"
     try:
         saved = json.loads(path.read_text()) if path.is_file() else {}
     except (json.JSONDecodeError, UnicodeDecodeError):
         saved = {}  # a damaged cache file (edited by hand) is recomputed
-    if saved.get("key") != keys["cases"]:
-        started = time.perf_counter()
-        cases = attack.run(job.model, behaviour, intervention=job.intervention, seed=seed)
-        if not cases:
-            raise SettingError(f"The attack {name!r} made no test case for behaviour {behaviour.id}.")
-        saved = {
-            "key": keys["cases"],
-            "cases": [case.to_dict() for case in cases],
-            "seconds": round(time.perf_counter() - started, 2),
-        }
-        _write(path, saved)
+    return _Pair(name, attack, behaviour, seeded, job, path, keys, saved if isinstance(saved, dict) else {})
+
+
+def _attack(pair: _Pair) -> None:
+    """The pair's test cases, made by the attack unless cached under the same key."""
+    if pair.saved.get("key") == pair.keys["cases"]:
+        return
+    started = time.perf_counter()
+    cases = pair.attack.run(pair.job.model, pair.behaviour, intervention=pair.job.intervention, seed=pair.seed)
+    if not cases:
+        raise SettingError(f"The attack {pair.name!r} made no test case for behaviour {pair.behaviour.id}.")
+    pair.saved = {
+        "key": pair.keys["cases"],
+        "cases": [case.to_dict() for case in cases],
+        "seconds": round(time.perf_counter() - started, 2),
+    }
+    _write(pair.path, pair.saved)
+
+
+def _completed(pair: _Pair) -> bool:
+    completions = pair.saved.get("completions")
+    return isinstance(completions, dict) and completions.get("key") == pair.keys["completions"]
+
+
+def _complete(pairs: Sequence[_Pair], progress: bool) -> None:
+    """Greedy completions of the pairs' test cases, batched across behaviours: the cases answered under the
+    same interventions (the campaign's, reseeded per behaviour, and the attack's own model edit, if any)
+    share a generation. A prefilled reply is continued and kept."""
+    if not pairs:
+        return
+    cases = [[TestCase.from_dict(case) for case in pair.saved["cases"]] for pair in pairs]
+    groups: dict[str, list[tuple[int, int]]] = {}
+    edits: dict[str, list[Any]] = {}
+    for i, pair in enumerate(pairs):
+        for j, case in enumerate(cases[i]):
+            added = generation_intervention(pair.attack, pair.job.model, case)
+            edit = [*_as_list(pair.job.intervention), *_as_list(added)]
+            key = fingerprint(edit)
+            groups.setdefault(key, []).append((i, j))
+            edits[key] = edit
+    texts = [[""] * len(own) for own in cases]
+    job = pairs[0].job
+    with autocast(job.model, job.dtype):
+        for key, members in tqdm(groups.items(), desc=f"answer {pairs[0].name}", disable=not progress, leave=False):
+            rendered = [job.model.format([cases[i][j].prompt])[0] + cases[i][j].prefill for i, j in members]
+            replies = generate(
+                job.model,
+                rendered,
+                max_new_tokens=job.max_new_tokens,
+                intervention=edits[key] or None,
+                batch_size=job.batch_size,
+                rendered=True,
+            )
+            for (i, j), reply in zip(members, replies):
+                texts[i][j] = cases[i][j].prefill + reply
+    for pair, replies in zip(pairs, texts):
+        pair.saved["completions"] = {"key": pair.keys["completions"], "texts": replies}
+        pair.saved["verdicts"] = {}
+        _write(pair.path, pair.saved)
+
+
+def _judged(pair: _Pair, judges: Mapping[str, Judge]) -> Outcome:
+    """The pair's outcome, judged by every judge whose cached verdicts are missing or stale."""
+    saved, behaviour = pair.saved, pair.behaviour
     cases = [TestCase.from_dict(case) for case in saved["cases"]]
-    if not isinstance(saved.get("completions"), dict) or saved["completions"].get("key") != keys["completions"]:
-        texts = _completions(job, attack, cases)
-        saved["completions"] = {"key": keys["completions"], "texts": texts}
-        saved["verdicts"] = {}
-        _write(path, saved)
     completions = saved["completions"]["texts"]
     verdicts = saved.setdefault("verdicts", {})
     stale = {n: j for n, j in judges.items() if verdicts.get(n, {}).get("judge") != judge_identity(n, j)}
@@ -293,9 +359,10 @@ def _outcome(
             ],
         }
     if stale:
-        _write(path, saved)
+        _write(pair.path, saved)
     judged = {judge_name: verdicts[judge_name]["verdicts"] for judge_name in judges}
-    return Outcome(name, behaviour, cases, completions, judged, saved["seconds"], _harmless_kl(job, attack, cases))
+    kl = _harmless_kl(pair.job, pair.attack, cases)
+    return Outcome(pair.name, behaviour, cases, completions, judged, saved["seconds"], kl)
 
 
 def _harmless_kl(job: _Job, attack: Attack, cases: Sequence[TestCase]) -> list[float | None]:
@@ -309,29 +376,6 @@ def _harmless_kl(job: _Job, attack: Attack, cases: Sequence[TestCase]) -> list[f
         path = job.kl_cache / f"{_key({**job.kl_key, 'edit': fingerprint(edit)})}.json"
         costs.append(harmless_kl(job.model, edit, job.kl_prompts, path))
     return costs
-
-
-def _completions(job: _Job, attack: Attack, cases: Sequence[TestCase]) -> list[str]:
-    """Greedy completions of the test cases: batched for prompt attacks; one at a time, each under its own
-    added intervention, for white-box attacks that supply one. A prefilled reply is continued and kept."""
-    rendered = [job.model.format([case.prompt])[0] + case.prefill for case in cases]
-    added = [generation_intervention(attack, job.model, case) for case in cases]
-    groups = [list(range(len(cases)))] if all(a is None for a in added) else [[i] for i in range(len(cases))]
-    texts = [""] * len(cases)
-    with autocast(job.model, job.dtype):
-        for group in groups:
-            interventions = [*_as_list(job.intervention), *_as_list(added[group[0]])]
-            replies = generate(
-                job.model,
-                [rendered[i] for i in group],
-                max_new_tokens=job.max_new_tokens,
-                intervention=interventions or None,
-                batch_size=job.batch_size,
-                rendered=True,
-            )
-            for index, reply in zip(group, replies):
-                texts[index] = cases[index].prefill + reply
-    return texts
 
 
 def _as_list(intervention: Interventions) -> list[Any]:
