@@ -79,8 +79,8 @@ CASES = [
         ["steps=200", "last_train_loss=0.5", "best_val_loss=0.75", "evals=2", "wall_time_s=305.0"],
     ),
     (
-        lambda: TrainingData([Example(PROMPT, "No.")] * 64, [Example(PROMPT, "Yes")] * 60, True),
-        ["harmful=64", "harmless=60", "own_refusals=True"],
+        lambda: TrainingData([Example(PROMPT, "No.")] * 64, [Example(PROMPT, "Yes")] * 60, True, []),
+        ["harmful=64", "harmless=60", "own_refusals=True", "compliant=0"],
     ),
     (
         lambda: Batch(torch.ones(4, 23, dtype=torch.long), torch.ones(4, 23, dtype=torch.long)),

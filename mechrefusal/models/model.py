@@ -132,15 +132,28 @@ class Model:
         return Batch(input_ids, attention_mask)
 
     def tokenize_replies(
-        self, instructions: Sequence[str], replies: Sequence[str], *, end_of_turn: bool = True
+        self,
+        instructions: Sequence[str],
+        replies: Sequence[str],
+        *,
+        end_of_turn: bool = True,
+        prefills: Sequence[str] | None = None,
     ) -> ReplyBatch:
         """Prompts followed by given replies and (unless ``end_of_turn=False``, for reply openings such as
-        an attack's target) the end-of-turn token (training and loss batches)."""
+        an attack's target) the end-of-turn token (training and loss batches). ``prefills``: per row, a start
+        of the assistant turn placed before the reply and not part of it (``reply_mask`` leaves it out)."""
         if len(instructions) != len(replies) or not instructions:
             raise SettingError("tokenize_replies needs one reply per instruction and at least one of each.")
+        if prefills is not None and len(prefills) != len(replies):
+            raise SettingError("tokenize_replies needs one prefill (possibly empty) per reply.")
         end = [self.tokenizer.eos_token_id] if end_of_turn else []
         replies_ids = [self.tokenizer(reply, add_special_tokens=False)["input_ids"] + end for reply in replies]
         prompts_ids = [self.chat.encode(prompt) for prompt in self.format(instructions)]
+        if prefills is not None:
+            prompts_ids = [
+                prompt + self.tokenizer(prefill, add_special_tokens=False)["input_ids"] if prefill else prompt
+                for prompt, prefill in zip(prompts_ids, prefills)
+            ]
         input_ids, attention_mask = self._pad([p + r for p, r in zip(prompts_ids, replies_ids)], left=False)
         reply_mask = torch.zeros(attention_mask.shape, dtype=torch.bool)  # filled on the CPU, moved once
         for i, (prompt, reply) in enumerate(zip(prompts_ids, replies_ids)):

@@ -29,6 +29,7 @@ from mechrefusal.train.checkpoint import METADATA, complete_rounds, read_metadat
 from mechrefusal.train.loop import ablate_all, train_round
 from mechrefusal.train.methods import METHODS
 from mechrefusal.train.parallel import distributed_rank_and_size, init_distributed
+from mechrefusal.train.recovery import recovery
 from mechrefusal.train.search import SCORES, max_cosine, trainer_search
 from mechrefusal.train.settings import AFTER_ROUND_ZERO, EXECUTION, TrainSettings, saved_settings
 from mechrefusal.train.targets import training_data
@@ -69,11 +70,14 @@ def run(settings: TrainSettings, *, progress: bool = True) -> list[Path]:
     for round_index in range(first_round, method.last_round() + 1):
         started = time.perf_counter()
         generator = torch.Generator().manual_seed(settings.seed * 1000 + round_index + 500)
-        adversary = None
+        adversary = turn = None
         if round_index == 0:  # plain safety fine-tuning for every method
             plan, harmless_plan, held_out = ablate_all(None), None, None
         else:
             adversary = latent_adversary(model, settings)
+            if settings.recovery_share:
+                draws = torch.Generator().manual_seed(settings.seed * 1000 + round_index + 900)
+                turn = recovery(model, train.compliant, settings.recovery_share, settings.recovery_tokens, draws)
             plan = method.safety_plan(model, directions, round_index=round_index, generator=generator)
             harmless_plan = method.utility_plan(directions, round_index=round_index, generator=generator)
             held_out = method.val_intervention(directions, round_index=round_index)
@@ -89,6 +93,7 @@ def run(settings: TrainSettings, *, progress: bool = True) -> list[Path]:
             val_intervention=held_out,
             round_index=round_index,
             adversary=adversary,
+            recovery=turn,
             progress=progress,
         )
         search = None

@@ -21,6 +21,7 @@ from mechrefusal.models import Model, ReplyBatch
 from mechrefusal.models.autocast import autocast
 from mechrefusal.train.lora import add_lora, merge_lora
 from mechrefusal.train.parallel import Parallel, activation_checkpointing, distributed_rank_and_size
+from mechrefusal.train.recovery import Recovery
 from mechrefusal.train.settings import TrainSettings
 from mechrefusal.train.targets import Example
 
@@ -94,12 +95,14 @@ def train_round(
     round_index: int,
     utility_plan: Plan | None = None,
     adversary: Adversary | None = None,
+    recovery: Recovery | None = None,
     progress: bool = True,
     on_step: Callable[[int], None] | None = None,
 ) -> RoundResult:
     """Fine-tune ``model`` in place for one round and return its loss history. ``plan`` says which harmful
     examples of a step are trained under which intervention, ``utility_plan`` the same for harmless ones;
-    ``adversary`` adds a perturbation to each micro-batch's harmful examples (latent adversarial training)."""
+    ``adversary`` adds a perturbation to each micro-batch's harmful examples (latent adversarial training),
+    ``recovery`` turns some of them into recovery examples."""
     started = time.perf_counter()
     generator = torch.Generator().manual_seed(settings.seed * 1000 + round_index)
     micro = settings.batch_size // settings.grad_accumulation // 2
@@ -127,6 +130,8 @@ def train_round(
             total = 0.0
             for k in range(settings.grad_accumulation):
                 h = [harmful[next(harmful_order)] for _ in range(micro)]
+                if recovery is not None:
+                    h = recovery(h)
                 b = [harmless[next(harmless_order)] for _ in range(micro)]
                 groups = _share(plan(step, micro), mine)  # every process draws the same plan, then takes its share
                 utility_groups = None if utility_plan is None else _share(utility_plan(step, micro), mine)
@@ -237,7 +242,9 @@ def _grouped(model: Model, examples: list[Example], groups: Groups) -> tuple[Rep
 
 def _replies(model: Model, examples: list[Example]) -> ReplyBatch:
     """The examples' prompts and replies as one (right-padded) reply batch."""
-    return model.tokenize_replies([e.instruction for e in examples], [e.reply for e in examples])
+    return model.tokenize_replies(
+        [e.instruction for e in examples], [e.reply for e in examples], prefills=[e.prefill for e in examples]
+    )
 
 
 def evaluate_loss(

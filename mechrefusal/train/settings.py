@@ -29,6 +29,8 @@ AFTER_ROUND_ZERO = (
     "subspace_share",
     "subspace_fresh",
     "latent",
+    "recovery_share",
+    "recovery_tokens",
 )
 # Settings that change where and how a round is computed, not what: a run may resume or start under others.
 EXECUTION = ("parallel", "activation_checkpointing", "device")
@@ -179,6 +181,13 @@ class TrainSettings:
     subspace_fresh: int = 0
     """With subspace_share: the best DIM candidates of a search with nothing ablated, found at the start
     of each round, whose directions join the span the random subspaces are drawn from."""
+    recovery_share: float = 0.0
+    """Every method, rounds after round 0: probability that a harmful example whose prompt the reference
+    model answered (not refused) is trained as a recovery example: its reply opens with 1 to
+    recovery_tokens tokens of that answer, untrained, then the refusal (mechrefusal.train.recovery; a
+    defence against prefilling)."""
+    recovery_tokens: int = 24
+    """With recovery_share: the longest compliant opening of a recovery example, in tokens."""
     latent: LatentTrainingSettings = field(default_factory=LatentTrainingSettings)
     """Latent adversarial training (--latent-epsilon, --latent-steps, ...; epsilon 0: off)."""
     refat_every: int = 4
@@ -214,6 +223,11 @@ class TrainSettings:
             raise SettingError(
                 f"subspace_share must lie in [0, 1], subspace_fresh be 0 or more and fresh_max_cosine lie in "
                 f"(0, 1]; got {self.subspace_share}, {self.subspace_fresh} and {self.fresh_max_cosine}."
+            )
+        if not 0 <= self.recovery_share <= 1 or self.recovery_tokens < 1:
+            raise SettingError(
+                f"recovery_share must lie in [0, 1] and recovery_tokens be 1 or more; got {self.recovery_share} "
+                f"and {self.recovery_tokens}."
             )
         if self.subspace_fresh and not self.subspace_share:
             raise SettingError("subspace_fresh adds candidates to random subspaces; set subspace_share above 0 too.")

@@ -3,8 +3,9 @@
 Harmless and over-refusal prompts get the model's own greedy answers, kept when the judge does not
 call them refusals; harmful prompts get the model's own refusals, kept when the judge calls them
 refusals. A model that does not refuse (the embedded default) gets replies from the team's refusal
-set instead, drawn with a fixed seed. Results are cached under ``$MECHREFUSAL_HOME/targets`` by a key
-of the model's weights, the prompts and the settings.
+set instead, drawn with a fixed seed. The harmful prompts' replies that are not refusals are kept as
+well: they open recovery examples (`mechrefusal.train.recovery`). Results are cached under
+``$MECHREFUSAL_HOME/targets`` by a key of the model's weights, the prompts and the settings.
 """
 
 from __future__ import annotations
@@ -32,6 +33,8 @@ MIN_OWN_REFUSALS = 0.5
 class Example:
     instruction: str
     reply: str
+    prefill: str = ""
+    """A start of the assistant turn before ``reply`` that is context, not trained (recovery examples)."""
 
 
 @dataclass(repr=False)
@@ -40,11 +43,15 @@ class TrainingData:
     harmless: list[Example]
     own_refusals: bool
     """Whether the refusal targets are the model's own (else the team's refusal replies)."""
+    compliant: list[Example]
+    """The model's own replies to harmful prompts that the judge does not call refusals (the openings of
+    recovery examples, `mechrefusal.train.recovery`); only the prompts generated before the own-refusal
+    check stopped."""
 
     def __repr__(self) -> str:
         return (
             f"TrainingData(harmful={len(self.harmful)}, harmless={len(self.harmless)}, "
-            f"own_refusals={self.own_refusals})"
+            f"own_refusals={self.own_refusals}, compliant={len(self.compliant)})"
         )
 
 
@@ -67,12 +74,13 @@ def training_data(
         harmful, harmless = harmful[:limit], harmless[:limit]
     key = _cache_key(model, harmful + harmless, max_new_tokens, dtype, seed, judge)
     path = home() / "targets" / f"{key}.json"
-    if path.exists():
-        stored = json.loads(path.read_text())
+    stored = json.loads(path.read_text()) if path.exists() else {}
+    if "compliant" in stored:  # targets cached before they kept the compliant replies are made again
         return TrainingData(
             [Example(**e) for e in stored["harmful"]],
             [Example(**e) for e in stored["harmless"]],
             stored["own_refusals"],
+            [Example(**e) for e in stored["compliant"]],
         )
     verdicts_of = JUDGES.get(judge)().judge
     with autocast(model, dtype):
@@ -90,7 +98,8 @@ def training_data(
         replies = data.refusal_replies()
         rng = random.Random(seed)
         kept_harmful = [Example(p, rng.choice(replies)) for p in harmful]
-    result = TrainingData(kept_harmful, kept_harmless, own)
+    compliant = [Example(p, r) for p, r, v in zip(harmful, refusals, verdicts) if not v.refused and r.strip()]
+    result = TrainingData(kept_harmful, kept_harmless, own, compliant)
     atomic_write_bytes(
         path,
         json.dumps(
@@ -98,6 +107,7 @@ def training_data(
                 "harmful": [asdict(e) for e in kept_harmful],
                 "harmless": [asdict(e) for e in kept_harmless],
                 "own_refusals": own,
+                "compliant": [asdict(e) for e in compliant],
             }
         ).encode(),
     )
