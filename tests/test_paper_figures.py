@@ -398,6 +398,12 @@ def test_script_report_figures_from_an_analysis(toy_report, tmp_path, monkeypatc
     saved = json.loads((out / "independence.json").read_text())["numbers"]
     assert saved["shifts"] == compare["independence"]["shifts"] and saved["labels"] == ["fresh"]
     assert "## ablations" in (out / "README.md").read_text()
+    script("fig_rounds").main(
+        ["--report", f"1={toy_report.out}", "--compare", f"0={toy_report.out}", "--out", str(out)]
+    )
+    rates = {e["role"]: e["independence"]["summary"]["min_single_rate"] for e in toy_report.data["models"]}
+    refusal = json.loads((out / "rounds.json").read_text())["numbers"]["refusal, strongest single ablation"]
+    assert refusal == {"0": rates["compare"], "1": rates["model"]}  # the compared model is round 0
 
 
 @pytest.mark.parametrize(
