@@ -169,7 +169,7 @@ def plan(settings: ReproduceSettings) -> list[Stage]:
         shares: dict[str, Any] = FAIL_CLOSED_SHARES if method == "fail-closed" else {}
         stages.append(_train_stage(method, replace(base, method=method, rounds=preset.rounds, **shares), "round-0"))
     stages.append(_utility_stage(settings, preset, ["round-0", *methods]))
-    stages.append(_analysis_stage(settings, preset))
+    stages.append(_analysis_stage(settings, preset, base.search.max_kl))
     stages.append(_attack_stage("attacks", settings, preset.attack, ["round-0", *methods]))
     stages.append(_attack_stage("adaptive", settings, preset.adaptive, ["round-0", *methods]))
     stages.append(_scoreboard_stage(["round-0", *methods]))
@@ -251,7 +251,12 @@ UTILITY_SUMMARY = ("tasks", "kl", "harmless_compliance", "edgy_compliance")
 """The utility numbers a stage's result repeats for the story (the rest is in its JSON file)."""
 
 
-def _analysis_stage(settings: ReproduceSettings, preset: Preset) -> Stage:
+def _analysis_stage(settings: ReproduceSettings, preset: Preset, max_kl: float) -> Stage:
+    """The analysis of fail-closed against round 0; its fresh direction is searched with the trainer's KL
+    filter ``max_kl`` (the analysis job's default, 0.1, is stricter): an attacker searches at least as
+    loosely as the defender, and on the embedded model the looser search finds the stronger direction
+    (docs/results.md, session 10)."""
+
     def body(context: StageContext) -> dict[str, Any]:
         report = analyze_job.run(
             analyze_job.AnalyzeSettings(
@@ -263,7 +268,7 @@ def _analysis_stage(settings: ReproduceSettings, preset: Preset) -> Stage:
         )
         return {"report": _relative(context, context.directory), "models": [m.model for m in report.models]}
 
-    config = {"dtype": settings.dtype, "device": settings.device, **preset.analysis}
+    config = {"dtype": settings.dtype, "device": settings.device, "max_kl": max_kl, **preset.analysis}
     return Stage(
         "analysis", config, body, needs=("round-0", "fail-closed"), describe="directions of fail-closed vs round 0"
     )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import tomllib
 
 import pytest
 
@@ -25,7 +26,7 @@ TOY_PRESET = Preset(
     },
     attack={"attacks": "tests.test_campaign:SwapAttack", "n": 2, "max_new_tokens": 6, "judges": "test-harm,substring"},
     adaptive={"attacks": "prefilling,directions", "n": 2, "max_new_tokens": 6, "judges": "test-harm,substring"},
-    analysis=TOY_ANALYSIS,
+    analysis={key: value for key, value in TOY_ANALYSIS.items() if key != "max_kl"},  # the trainer's, 1.0
     utility={"limit": 3, "max_new_tokens": 4},
 )
 
@@ -56,6 +57,8 @@ def test_the_pipeline_runs_every_stage_then_reuses_them(toy_preset, toy_dir, tmp
     assert lines[0] == "stage round-0: running (round 0, standard safety fine-tuning)"
     assert first[1].result["rounds"] == ["fail-closed/run/round-0", "fail-closed/run/round-1"]
     assert set(first[4].result) == {"round-0", "fail-closed"}
+    analysed = tomllib.loads((tmp_path / "analysis" / "settings.toml").read_text())
+    assert analysed["max_kl"] == 1.0  # the fresh direction is searched with the trainer's KL filter, not 0.1
     summary = json.loads((tmp_path / "summary.json").read_text())
     assert [stage["status"] for stage in summary["stages"]] == ["done"] * 8
     drawn = first[7].result["figures"]
