@@ -36,8 +36,12 @@ def test_a_prefill_is_context_before_the_reply_and_not_part_of_it(tiny_model):
         tiny_model.tokenize_replies([prompt], [REFUSAL], prefills=[])
 
 
-def test_training_data_keeps_the_replies_the_judge_does_not_call_refusals(tiny_model):
+def test_training_data_keeps_the_replies_the_judge_does_not_call_refusals(tiny_model, empty_home):
     found = training_data(tiny_model, "train", limit=8, max_new_tokens=6, dtype="float32", progress=False)
+    [cached] = (empty_home / "targets").glob("*.json")
+    stored = json.loads(cached.read_text())
+    examples = [e for key in ("harmful", "harmless", "compliant") for e in stored[key]]
+    assert {tuple(sorted(e)) for e in examples} == {("instruction", "reply")}  # older code reads it too
     assert found.compliant and {e.instruction for e in found.compliant} <= {e.instruction for e in found.harmful}
     verdicts = JUDGES.get("substring")().judge(
         [e.instruction for e in found.compliant], [e.reply for e in found.compliant]

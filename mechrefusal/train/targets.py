@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import random
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import torch
 
@@ -104,14 +104,20 @@ def training_data(
         path,
         json.dumps(
             {
-                "harmful": [asdict(e) for e in kept_harmful],
-                "harmless": [asdict(e) for e in kept_harmless],
+                "harmful": [_stored(e) for e in kept_harmful],
+                "harmless": [_stored(e) for e in kept_harmless],
                 "own_refusals": own,
-                "compliant": [asdict(e) for e in compliant],
+                "compliant": [_stored(e) for e in compliant],
             }
         ).encode(),
     )
     return result
+
+
+def _stored(example: Example) -> dict[str, str]:
+    """An example as cached: without its (empty) prefill, so code older than recovery examples reads the
+    file too."""
+    return {"instruction": example.instruction, "reply": example.reply}
 
 
 def _own_refusals(
