@@ -51,6 +51,21 @@ def test_batches_cover_every_instruction_once(tiny_model):
     assert sorted(seen) == list(range(11))
 
 
+def test_long_batches_are_split_to_the_token_budget(tiny_model, monkeypatch):
+    instructions = [f"item {i} " + "word " * (3 * i) for i in range(9)]
+    whole = list(tiny_model.batches(instructions, batch_size=16))
+    monkeypatch.setattr("mechrefusal.models.model.MAX_BATCH_TOKENS", 64)
+    split = list(tiny_model.batches(instructions, batch_size=16))
+    assert len(whole) == 1 and len(split) > 2
+    assert sorted(i for indices, _ in split for i in indices) == list(range(9))
+    for indices, batch in split:
+        rows, width = batch.input_ids.shape
+        assert rows == len(indices) and (rows == 1 or rows * width <= 64)
+        for row, i in zip(batch.input_ids, indices):  # each row is its own prompt, left-padded
+            alone = tiny_model.tokenize([instructions[i]]).input_ids[0]
+            assert torch.equal(row[width - len(alone) :], alone)
+
+
 def test_tokenize_rejects_a_bare_string(tiny_model):
     with pytest.raises(ValueError, match="list of instructions"):
         tiny_model.tokenize("Hi")

@@ -19,6 +19,14 @@ from mechrefusal.core.errors import SettingError
 from mechrefusal.models.chat import ChatFormat
 from mechrefusal.models.hooks import Interventions, flatten
 
+MAX_BATCH_TOKENS = 8192
+"""A batch of more padded tokens (rows x longest prompt) is split in halves until it fits or is one row.
+Long prompts (jailbreak templates of up to 1,024 tokens) then pad little, and the bridge's eager attention
+keeps its score matrices small. On the embedded model, the 15 human-template prompts of 5 HarmBench
+behaviours (116-930 tokens) took 20.0 s instead of 31.9 s to project on every layer, and 40.2 s instead
+of 72.4 s to answer (64 tokens, bf16; `benchmarks/batch_budget.py`). Batches of the bundled prompts (at
+most 87 tokens x 64 rows) are never split."""
+
 
 @dataclass(repr=False)
 class Batch:
@@ -181,8 +189,7 @@ class Model:
         tokenize = self.tokenize_prompts if rendered else self.tokenize
         order = sorted(range(len(instructions)), key=lambda i: len(instructions[i]))
         for start in range(0, len(order), batch_size):
-            indices = order[start : start + batch_size]
-            yield indices, tokenize([instructions[i] for i in indices])
+            yield from _within_budget(order[start : start + batch_size], instructions, tokenize)
 
     @contextmanager
     def intervene(self, *interventions: Interventions) -> Iterator[None]:
@@ -205,3 +212,18 @@ class Model:
         return (forward or self.bridge)(
             batch.input_ids, attention_mask=batch.attention_mask, use_cache=False, logits_to_keep=keep
         )
+
+
+def _within_budget(
+    indices: list[int], instructions: Sequence[str], tokenize: Callable[[list[str]], Batch]
+) -> Iterator[tuple[list[int], Batch]]:
+    """``(indices, batch)`` of the instructions at ``indices``, split in halves (recursively) while the
+    padded batch exceeds `MAX_BATCH_TOKENS`."""
+    batch = tokenize([instructions[i] for i in indices])
+    rows, width = batch.input_ids.shape
+    if rows == 1 or rows * width <= MAX_BATCH_TOKENS:
+        yield indices, batch
+        return
+    half = rows // 2
+    yield from _within_budget(indices[:half], instructions, tokenize)
+    yield from _within_budget(indices[half:], instructions, tokenize)
