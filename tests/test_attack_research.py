@@ -11,8 +11,11 @@ import mechrefusal
 from mechrefusal import Ablate, DirectionSet, data
 from mechrefusal.attacks import ATTACKS
 from mechrefusal.attacks.behaviours import load_behaviours
+from mechrefusal.attacks.found import attacker_filters
 from mechrefusal.attacks.research import ReSearch, research_curve
+from mechrefusal.core.directions import Direction
 from mechrefusal.core.errors import SettingError
+from mechrefusal.directions import SelectionFilters
 from tests.test_toy_refusal import TOY_FILTERS, random_like
 
 TOY = dict(max_kl=TOY_FILTERS.max_kl, n_val=16)
@@ -67,11 +70,34 @@ def test_rdo_refines_the_dim_direction_at_its_layer(toy, dim, tmp_path, monkeypa
     assert 0.5 < float(found.unit @ dim.unit) < 1.0
 
 
+def with_filters(direction: Direction, **filters: float) -> Direction:
+    return Direction(direction.vector, direction.layer, direction.position, direction.method, {"filters": filters})
+
+
+def test_without_max_kl_the_attacker_searches_as_loosely_as_the_defender(toy, dim, monkeypatch):
+    saved = [
+        with_filters(random_like(dim, 5), max_kl=0.3, min_induce=0.0),
+        with_filters(random_like(dim, 6), max_kl=1.0, min_induce=-10.0),
+    ]
+    monkeypatch.setattr(toy, "directions", DirectionSet(saved))
+    assert attacker_filters(toy, None) == SelectionFilters(max_kl=1.0, min_induce=-10.0)
+    assert attacker_filters(toy, 0.05) == SelectionFilters(max_kl=0.05)
+    [inherited] = ReSearch(m=1, n_val=16).search(toy)
+    [loose] = ReSearch(m=1, n_val=16, max_kl=1.0).search(toy)
+    [strict] = ReSearch(m=1, n_val=16, max_kl=1e-6).search(toy)
+    assert inherited.provenance["filters"]["max_kl"] == 1.0 and strict.provenance["filters"]["max_kl"] == 1e-6
+    assert torch.equal(inherited.vector, loose.vector)
+    monkeypatch.setattr(toy, "directions", DirectionSet([random_like(dim, 5)]))  # no filters recorded
+    assert attacker_filters(toy, None) == SelectionFilters()
+
+
 def test_bad_input_is_one_sentence():
     with pytest.raises(SettingError, match="m must be at least 1, got 0"):
         ReSearch(m=0)
     with pytest.raises(SettingError, match="n_val must be at least 1, got -2"):
         ReSearch(n_val=-2)
+    with pytest.raises(SettingError, match="max_kl must be positive, got 0.0"):
+        ReSearch(max_kl=0.0)
     with pytest.raises(SettingError, match="Unknown re-search finder 'pca'"):
         ReSearch(finder="pca")
     with pytest.raises(SettingError, match="Unknown re-search preset"):

@@ -17,11 +17,11 @@ from typing import Any, ClassVar
 
 from mechrefusal import data
 from mechrefusal.attacks.base import ATTACKS, Behaviour, TestCase, cache_settings, preset_fields
-from mechrefusal.attacks.found import cached, from_info, search_key, to_info
+from mechrefusal.attacks.found import attacker_filters, cached, from_info, search_key, to_info
 from mechrefusal.core.directions import DirectionSet
 from mechrefusal.core.errors import SettingError
 from mechrefusal.core.precision import check_dtype
-from mechrefusal.directions import RDOSettings, SelectionFilters, find_direction, rdo_cone
+from mechrefusal.directions import RDOSettings, find_direction, rdo_cone
 from mechrefusal.interventions import Ablate, Interventions
 from mechrefusal.models import Model
 from mechrefusal.models.hooks import flatten
@@ -50,8 +50,9 @@ class ConeAttack:
     """Prompts per set given RDO targets (`RDOSettings.n_prompts`)."""
     steps: int = 24
     """RDO optimiser steps."""
-    max_kl: float = 0.1
-    """The anchor selection's first-token KL filter."""
+    max_kl: float | None = None
+    """The anchor selection's first-token KL filter; None: the filters the saved directions were searched
+    with (`attacker_filters`)."""
     seed: int = 0
     """The cone's random start and example order (shared by all behaviours, so not the campaign's seed)."""
     dtype: str = "auto"
@@ -64,7 +65,7 @@ class ConeAttack:
         for name in ("k", "n_prompts", "n_val", "n_targets", "steps"):
             if getattr(self, name) < 1:
                 raise SettingError(f"The cone attack's {name} must be at least 1, got {getattr(self, name)}.")
-        if not self.max_kl > 0:
+        if self.max_kl is not None and not self.max_kl > 0:
             raise SettingError(f"The cone attack's max_kl must be positive, got {self.max_kl}.")
         check_dtype(self.dtype)
 
@@ -101,7 +102,7 @@ class ConeAttack:
                 harmful_val=data.load("harmful", "val"),
                 harmless_val=data.load("harmless", "val"),
                 n_val=self.n_val,
-                filters=SelectionFilters(max_kl=self.max_kl),
+                filters=attacker_filters(model, self.max_kl),
                 orthogonal_to=orthogonal_to,
                 context=context,
                 sweep_dtype=self.dtype,

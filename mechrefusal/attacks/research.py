@@ -24,11 +24,11 @@ from typing import Any, ClassVar
 
 from mechrefusal import data
 from mechrefusal.attacks.base import ATTACKS, Behaviour, TestCase, cache_settings, preset_fields
-from mechrefusal.attacks.found import cached, from_info, search_key, to_info
+from mechrefusal.attacks.found import attacker_filters, cached, from_info, search_key, to_info
 from mechrefusal.core.directions import Direction, DirectionSet
 from mechrefusal.core.errors import SettingError
 from mechrefusal.core.precision import check_dtype
-from mechrefusal.directions import RDOSettings, SelectionFilters, find_direction
+from mechrefusal.directions import RDOSettings, find_direction
 from mechrefusal.interventions import Ablate, Interventions
 from mechrefusal.measure.evaluation import refusal_rate
 from mechrefusal.measure.judges import Judge
@@ -56,9 +56,10 @@ class ReSearch:
     """Train prompts per set (harmful; harmless) the candidates are computed from."""
     n_val: int = 16
     """Validation prompts per set the candidates are scored on."""
-    max_kl: float = 0.1
-    """The selection's first-token KL filter (`SelectionFilters`); a direction that passes no filter is
-    still used, ``info["passed_filters"]`` says so."""
+    max_kl: float | None = None
+    """The selection's first-token KL filter (`SelectionFilters`); None: the filters the saved directions
+    were searched with (`attacker_filters`). A direction that passes no filter is still used,
+    ``info["passed_filters"]`` says so."""
     seed: int = 0
     """RDO's example order (the search is shared by all behaviours, so not the campaign's seed)."""
     dtype: str = "auto"
@@ -75,7 +76,7 @@ class ReSearch:
                 raise SettingError(f"The re-search attack's {name} must be at least 1, got {getattr(self, name)}.")
         if self.finder not in FINDERS:
             raise SettingError(f"Unknown re-search finder {self.finder!r}; choose one of {', '.join(FINDERS)}.")
-        if not self.max_kl > 0:
+        if self.max_kl is not None and not self.max_kl > 0:
             raise SettingError(f"The re-search attack's max_kl must be positive, got {self.max_kl}.")
         check_dtype(self.dtype)
 
@@ -113,7 +114,7 @@ class ReSearch:
                     harmful_val=data.load("harmful", "val"),
                     harmless_val=data.load("harmless", "val"),
                     n_val=self.n_val,
-                    filters=SelectionFilters(max_kl=self.max_kl),
+                    filters=attacker_filters(model, self.max_kl),
                     orthogonal_to=DirectionSet(ablated) if ablated else None,
                     context=flatten(intervention, Ablate(ablated) if ablated else None) or None,
                     sweep_dtype=self.dtype,
