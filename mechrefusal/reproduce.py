@@ -188,9 +188,20 @@ def _train_stage(name: str, settings: TrainSettings, start: str | None) -> Stage
             raise SettingError(f"Stage {name} trained no round; see the warnings above.")
         return {"rounds": [_relative(context, path) for path in rounds], "last_round": _relative(context, rounds[-1])}
 
-    config = {key: value for key, value in asdict(settings).items() if key not in ("out", "resume", "start_from")}
     what = "round 0, standard safety fine-tuning" if start is None else f"{settings.rounds} {name} rounds from round 0"
-    return Stage(name, config, body, needs=() if start is None else (start,), describe=what)
+    return Stage(
+        name,
+        _training_config(settings),
+        body,
+        needs=() if start is None else (start,),
+        describe=what,
+        defaults=_training_config(TrainSettings()),
+    )
+
+
+def _training_config(settings: TrainSettings) -> dict[str, Any]:
+    """A training stage's configuration: every setting but where the stage puts and resumes its run."""
+    return {key: value for key, value in asdict(settings).items() if key not in ("out", "resume", "start_from")}
 
 
 def _attack_stage(name: str, settings: ReproduceSettings, attack: dict[str, Any], methods: list[str]) -> Stage:

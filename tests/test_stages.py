@@ -77,3 +77,41 @@ def test_only_and_from(tmp_path):
         run_stages(pipeline(calls), tmp_path, start="plots", announce=lambda line: None)
     with pytest.raises(SettingError, match=r"--only plots: no such stage"):
         run_stages(pipeline(calls), tmp_path, only="plots", announce=lambda line: None)
+
+
+def configured(calls: list[str], config: dict, defaults: dict) -> list[Stage]:
+    """The two stages of `pipeline`, the first with ``config`` and ``defaults``."""
+    first, second = pipeline(calls)
+    return [Stage(first.name, config, first.body, defaults=defaults), second]
+
+
+def test_a_setting_newer_than_a_cached_stage_at_its_default_redoes_nothing(tmp_path):
+    calls: list[str] = []
+    old = {"steps": 5, "search": {"kl": 0.5}}
+    run_stages(configured(calls, old, {}), tmp_path, announce=lambda line: None)
+    new = {"steps": 5, "search": {"kl": 0.5, "induce": 0.0}, "share": 0.0}
+    defaults = {"steps": 1, "search": {"kl": 0.1, "induce": 0.0}, "share": 0.0}
+    records = run_stages(configured(calls, new, defaults), tmp_path, announce=lambda line: None)
+    assert [r.status for r in records] == ["cached", "cached"] and len(calls) == 2
+    saved = json.loads((tmp_path / "numbers" / "stage.json").read_text())
+    assert saved["key"] == records[0].key and saved["config"] == new and saved["rekeyed_from"] != records[0].key
+    again = run_stages(configured(calls, new, defaults), tmp_path, announce=lambda line: None)
+    assert [r.status for r in again] == ["cached", "cached"] and len(calls) == 2
+
+
+@pytest.mark.parametrize(
+    "new",
+    [
+        {"steps": 5, "search": {"kl": 0.5}, "share": 0.3},  # a newer setting off its default
+        {"steps": 5, "search": {"kl": 0.5, "induce": 1.0}},  # the same, nested
+        {"steps": 6, "search": {"kl": 0.5}, "share": 0.0},  # an older setting changed
+        {"search": {"kl": 0.5}, "share": 0.0},  # a setting gone
+        {"steps": 5, "search": {"kl": 0.5}, "other": 0.0},  # a newer setting with no default given
+    ],
+)
+def test_other_differences_still_redo_the_stage_and_later_ones(tmp_path, new):
+    calls: list[str] = []
+    run_stages(configured(calls, {"steps": 5, "search": {"kl": 0.5}}, {}), tmp_path, announce=lambda line: None)
+    defaults = {"steps": 1, "search": {"kl": 0.1, "induce": 0.0}, "share": 0.0}
+    records = run_stages(configured(calls, new, defaults), tmp_path, announce=lambda line: None)
+    assert [r.status for r in records] == ["done", "done"]

@@ -5,7 +5,10 @@ A stage's key is a hash of its configuration and of the keys of the stages it ne
 redoes that stage and everything downstream, nothing else. When a stage finishes, ``stage.json`` records
 its key, its result (a small JSON dict), its wall time and a digest of every file it wrote. A later run
 reuses the stage when the key matches and the files still hash to that digest; a damaged or edited output
-is recomputed, never silently reused. A stage that was interrupted leaves ``stage.json`` with ``finished``
+is recomputed, never silently reused. A setting newer than a cached stage does not redo it while it is at
+its default (``Stage.defaults``): the stage's recorded configuration must still hash to its recorded key
+with the keys its inputs had then, and it is then re-keyed (``rekeyed_from``), as the trainer counts a
+setting a checkpoint predates as its default. A stage that was interrupted leaves ``stage.json`` with ``finished``
 false and its key: a rerun with the same key is told to resume (the trainer continues from its last
 complete round), with another key the directory is cleared first.
 """
@@ -47,6 +50,9 @@ class Stage:
     needs: tuple[str, ...] = ()
     describe: str = ""
     """One line for the final summary: what the stage makes."""
+    defaults: dict[str, Any] = field(default_factory=dict)
+    """``config``'s settings at their defaults (nested like it): a cached stage whose recorded configuration
+    lacks some of them (it predates them) is reused while they are at these values."""
 
 
 @dataclass
@@ -61,10 +67,15 @@ class StageRecord:
     why: str = ""
 
 
-def stage_key(stage: Stage, upstream: dict[str, str]) -> str:
-    """A hash of the stage's name and configuration and of the keys of the stages it needs."""
-    payload = {"name": stage.name, "config": stage.config, "needs": {name: upstream[name] for name in stage.needs}}
-    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:24]
+def stage_key(stage: Stage, upstream: dict[str, str], config: dict[str, Any] | None = None) -> str:
+    """A hash of the stage's name and configuration (or ``config``) and of the keys of the stages it needs."""
+    chosen = stage.config if config is None else config
+    payload = {"name": stage.name, "config": chosen, "needs": {name: upstream[name] for name in stage.needs}}
+    return hashlib.sha256(_canonical(payload).encode()).hexdigest()[:24]
+
+
+def _canonical(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, default=str)
 
 
 def output_digest(directory: Path) -> str:
@@ -94,12 +105,17 @@ def run_stages(
             raise SettingError(f"{flag} {name}: no such stage; the stages are {', '.join(names)}.")
     forced = set(names[names.index(start) :]) if start else set()
     keys: dict[str, str] = {}
+    recorded: dict[str, str] = {}  # each stage's key as its cached outputs record it (a re-keyed one's old key)
     results: dict[str, dict[str, Any]] = {}
     records = []
     for stage in stages:
-        key = keys[stage.name] = stage_key(stage, keys)
+        key = keys[stage.name] = recorded[stage.name] = stage_key(stage, keys)
         directory = Path(out) / stage.name
         saved = _read(directory)
+        if saved.get("key") != key and _predates(stage, saved, recorded):
+            recorded[stage.name] = saved["key"]
+            saved = {**saved, "key": key, "config": stage.config, "rekeyed_from": saved["key"]}
+            _write(directory, saved)
         valid = _valid(saved, key, directory) and stage.name not in forced
         if only is not None and stage.name != only:
             if not valid:
@@ -165,6 +181,34 @@ def _valid(saved: dict[str, Any], key: str, directory: Path) -> bool:
         and saved.get("finished") is True
         and "result" in saved
         and saved.get("digest") == output_digest(directory)
+    )
+
+
+def _predates(stage: Stage, saved: dict[str, Any], recorded: dict[str, str]) -> bool:
+    """Whether the finished cached stage differs from ``stage`` only by settings newer than it, at their
+    defaults: its recorded configuration hashes to its recorded key with its inputs' recorded keys, and
+    ``stage.config`` is that configuration plus such settings (its outputs are checked after)."""
+    config = saved.get("config")
+    return (
+        isinstance(config, dict)
+        and saved.get("finished") is True
+        and stage_key(stage, recorded, config) == saved.get("key")
+        and _extends(stage.config, config, stage.defaults)
+    )
+
+
+def _extends(new: Any, old: Any, defaults: Any) -> bool:
+    """Whether ``new`` is ``old`` with, at any depth of nested dicts, added keys at their ``defaults``."""
+    if not (isinstance(new, dict) and isinstance(old, dict)):
+        return _canonical(new) == _canonical(old)
+    defaults = defaults if isinstance(defaults, dict) else {}
+    if set(old) - set(new):
+        return False
+    return all(
+        _extends(value, old[name], defaults.get(name))
+        if name in old
+        else name in defaults and _canonical(value) == _canonical(defaults[name])
+        for name, value in new.items()
     )
 
 
