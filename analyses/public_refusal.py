@@ -8,8 +8,9 @@
 For each checkpoint: refusal plain, with each saved direction ablated alone and with all of them ablated
 (`mechrefusal.measure.generalisation`), on ``--n`` prompts per set drawn with ``--seed`` from the public
 prompts the trainer never saw (those whose normalised text is in a bundled train or val split are
-dropped, and counted). ``--fresh-from ANALYSIS_DIR`` adds a row with the fresh direction that analysis
-report found on the checkpoint ablated (``--no-ablations --fresh-from DIR``: plain and fresh only).
+dropped, and counted; a set the checkpoint was trained on, ``--public-harmful``, is refused).
+``--fresh-from ANALYSIS_DIR`` adds a row with the fresh direction that analysis report found on the
+checkpoint ablated (``--no-ablations --fresh-from DIR``: plain and fresh only).
 Prints a markdown table (a row per checkpoint and condition, a column per set) and one JSON line with
 the samples' sizes, the judge, seed, precision, hardware and versions.
 """
@@ -26,6 +27,7 @@ from mechrefusal.core.precision import hardware
 from mechrefusal.core.provenance import versions
 from mechrefusal.measure.generalisation import TEAM_SET, public_refusal
 from mechrefusal.measure.judges import JUDGES
+from mechrefusal.train.checkpoint import read_metadata
 
 
 def named_checkpoint(text: str) -> tuple[str, str]:
@@ -34,6 +36,14 @@ def named_checkpoint(text: str) -> tuple[str, str]:
     if not name or not path:
         raise argparse.ArgumentTypeError(f"{text!r} is not NAME=CKPT (a short name, '=', a checkpoint directory).")
     return name, path
+
+
+def public_training_set(checkpoint: str) -> str:
+    """The public harmful set a trainer checkpoint was trained on ('' for none or another kind of model)."""
+    try:
+        return str(read_metadata(checkpoint)["settings"].get("public_harmful", ""))
+    except (OSError, ValueError, KeyError):
+        return ""
 
 
 def main() -> None:
@@ -54,6 +64,10 @@ def main() -> None:
     results = {}
     try:
         for name, checkpoint in args.checkpoints:
+            trained_on = public_training_set(checkpoint)
+            if trained_on in sets:
+                others = ",".join(s for s in sets if s != trained_on) or TEAM_SET
+                parser.error(f"{name} was trained on {trained_on}; score only sets it never saw (--sets {others}).")
             fresh = {"fresh": fresh_of(args.fresh_from, checkpoint)} if args.fresh_from else None
             results[name] = public_refusal(
                 mechrefusal.load(checkpoint),

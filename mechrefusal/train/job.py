@@ -53,6 +53,7 @@ def run(settings: TrainSettings, *, progress: bool = True) -> list[Path]:
         dtype=settings.dtype,
         seed=settings.seed,
         judge=settings.judge,
+        public=settings.public_harmful,
         progress=progress,
     )
     val = training_data(

@@ -8,6 +8,7 @@ from mechrefusal.core.cli import aliased, choice, flat_settings, registered
 from mechrefusal.core.devices import resolve_device
 from mechrefusal.core.errors import SettingError
 from mechrefusal.core.precision import DTYPES, check_dtype
+from mechrefusal.data import PUBLIC_SETS
 from mechrefusal.directions import FINDERS, DIMSettings, RDOSettings
 from mechrefusal.measure.judges import JUDGES
 from mechrefusal.train.methods import METHODS
@@ -115,6 +116,10 @@ class TrainSettings:
     """Directory for the checkpoints, one sub-directory per round."""
     n_examples: int = 0
     """Training prompts per set, harmful and harmless (0: the whole train split)."""
+    public_harmful: str = ""
+    """A public harmful set (advbench or harmbench, `mechrefusal.data.PUBLIC_SETS`) whose prompts join the
+    team's harmful train split, from round 0 on ('': the team's prompts only). The other public set stays
+    held out for evaluation (analyses/public_refusal.py refuses to score a set a checkpoint trained on)."""
     rounds: int = 3
     """Progressive rounds after round 0 (fail-closed only)."""
     steps: int = 50
@@ -228,6 +233,11 @@ class TrainSettings:
             raise SettingError(
                 f"recovery_share must lie in [0, 1] and recovery_tokens be 1 or more; got {self.recovery_share} "
                 f"and {self.recovery_tokens}."
+            )
+        if self.public_harmful and self.public_harmful not in PUBLIC_SETS:
+            raise SettingError(
+                f"Unknown public harmful set {self.public_harmful!r}; choose one of {', '.join(PUBLIC_SETS)} "
+                "(or '' for none)."
             )
         if self.subspace_fresh and not self.subspace_share:
             raise SettingError("subspace_fresh adds candidates to random subspaces; set subspace_share above 0 too.")

@@ -19,6 +19,7 @@ import torch
 
 from mechrefusal import data
 from mechrefusal.core.cache import atomic_write_bytes, home
+from mechrefusal.data.splits import normalise
 from mechrefusal.measure.generation import GENERATION_BATCH_SIZE, generate
 from mechrefusal.measure.judges import JUDGES, Verdict
 from mechrefusal.models import Model
@@ -64,11 +65,14 @@ def training_data(
     dtype: str = "auto",
     seed: int = 0,
     judge: str = "substring",
+    public: str = "",
     progress: bool = True,
 ) -> TrainingData:
     """The model's own targets for one split of the bundled sets (cached); ``limit`` caps the prompts
-    per set (harmful; harmless and over-refusal together), 0 for all; ``judge`` names the judge (`JUDGES`)."""
-    harmful = data.load("harmful", split)
+    per set (harmful; harmless and over-refusal together), 0 for all; ``judge`` names the judge (`JUDGES`).
+    ``public`` names a public harmful set whose prompts join the train split's harmful ones, after them and
+    without those in any bundled split."""
+    harmful = data.load("harmful", split) + (_public_prompts(public) if public and split == "train" else [])
     harmless = data.load("harmless", split) + data.load("overrefusal", split)
     if limit:
         harmful, harmless = harmful[:limit], harmless[:limit]
@@ -112,6 +116,12 @@ def training_data(
         ).encode(),
     )
     return result
+
+
+def _public_prompts(name: str) -> list[str]:
+    """The public set's prompts that are in no bundled split (by normalised text), in its order."""
+    bundled = {normalise(p) for n in data.BUNDLED_SETS for split in data.SPLITS for p in data.load(n, split)}
+    return [prompt for prompt in data.load(name) if normalise(prompt) not in bundled]
 
 
 def _stored(example: Example) -> dict[str, str]:

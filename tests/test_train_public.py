@@ -1,0 +1,52 @@
+"""Training on a public harmful set (`TrainSettings.public_harmful`): its prompts join the train split's
+harmful ones, never a bundled prompt twice; the other sets stay held out, and a set a checkpoint trained on
+is refused by analyses/public_refusal.py."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+from mechrefusal import data
+from mechrefusal.core.errors import SettingError
+from mechrefusal.data.splits import normalise
+from mechrefusal.train import TrainSettings
+from mechrefusal.train.targets import training_data
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_a_public_set_joins_the_train_split_and_nothing_else(tiny_model):
+    team = data.load("harmful", "train")
+    bundled = {normalise(p) for n in data.BUNDLED_SETS for s in data.SPLITS for p in data.load(n, s)}
+    public = [p for p in data.load("advbench") if normalise(p) not in bundled]
+    options = dict(max_new_tokens=2, dtype="float32", progress=False)
+    trained = training_data(tiny_model, "train", public="advbench", **options)
+    assert [e.instruction for e in trained.harmful] == team + public  # the tiny model does not refuse
+    assert len(public) > 400
+    plain = training_data(tiny_model, "train", **options)
+    assert [e.instruction for e in plain.harmful] == team and plain.harmless == trained.harmless
+    val = training_data(tiny_model, "val", limit=8, public="advbench", **options)
+    assert [e.instruction for e in val.harmful] == data.load("harmful", "val")[:8]
+
+
+def test_an_unknown_public_set_is_one_sentence():
+    with pytest.raises(SettingError, match="Unknown public harmful set 'advbnech'; choose one of advbench, harmbench"):
+        TrainSettings(public_harmful="advbnech")
+
+
+def test_the_generalisation_script_refuses_a_set_the_checkpoint_trained_on(tmp_path, monkeypatch, capsys):
+    checkpoint = tmp_path / "round-0"
+    checkpoint.mkdir()
+    (checkpoint / "mechrefusal.json").write_text(json.dumps({"settings": {"public_harmful": "advbench"}}))
+    spec = importlib.util.spec_from_file_location("public_refusal", ROOT / "analyses" / "public_refusal.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    monkeypatch.setattr(sys, "argv", ["public_refusal.py", f"ckpt={checkpoint}", "--sets", "advbench,harmbench"])
+    with pytest.raises(SystemExit):
+        module.main()
+    assert "ckpt was trained on advbench; score only sets it never saw (--sets harmbench)" in capsys.readouterr().err
