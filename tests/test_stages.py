@@ -79,9 +79,9 @@ def test_only_and_from(tmp_path):
         run_stages(pipeline(calls), tmp_path, only="plots", announce=lambda line: None)
 
 
-def configured(calls: list[str], config: dict, defaults: dict) -> list[Stage]:
+def configured(calls: list[str], config: dict, defaults: dict, fail_in: str | None = None) -> list[Stage]:
     """The two stages of `pipeline`, the first with ``config`` and ``defaults``."""
-    first, second = pipeline(calls)
+    first, second = pipeline(calls, fail_in=fail_in)
     return [Stage(first.name, config, first.body, defaults=defaults), second]
 
 
@@ -97,6 +97,16 @@ def test_a_setting_newer_than_a_cached_stage_at_its_default_redoes_nothing(tmp_p
     assert saved["key"] == records[0].key and saved["config"] == new and saved["rekeyed_from"] != records[0].key
     again = run_stages(configured(calls, new, defaults), tmp_path, announce=lambda line: None)
     assert [r.status for r in again] == ["cached", "cached"] and len(calls) == 2
+
+
+def test_an_interrupted_stage_older_than_a_setting_resumes_instead_of_being_cleared(tmp_path):
+    calls: list[str] = []
+    with pytest.raises(KeyboardInterrupt):
+        run_stages(configured(calls, {"steps": 5}, {}, fail_in="scaled"), tmp_path, announce=lambda line: None)
+    (tmp_path / "scaled" / "partial.json").write_text("[1]")  # what the interrupted stage had done
+    records = run_stages(configured(calls, {"steps": 5, "share": 0.0}, {"share": 0.0}), tmp_path, announce=print)
+    assert [r.status for r in records] == ["cached", "done"] and calls[-1] == "scaled resume=True"
+    assert (tmp_path / "scaled" / "partial.json").exists()
 
 
 @pytest.mark.parametrize(

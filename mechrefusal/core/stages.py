@@ -185,13 +185,13 @@ def _valid(saved: dict[str, Any], key: str, directory: Path) -> bool:
 
 
 def _predates(stage: Stage, saved: dict[str, Any], recorded: dict[str, str]) -> bool:
-    """Whether the finished cached stage differs from ``stage`` only by settings newer than it, at their
-    defaults: its recorded configuration hashes to its recorded key with its inputs' recorded keys, and
-    ``stage.config`` is that configuration plus such settings (its outputs are checked after)."""
+    """Whether the cached stage, finished or interrupted, differs from ``stage`` only by settings newer than
+    it, at their defaults: its recorded configuration hashes to its recorded key with its inputs' recorded
+    keys, and ``stage.config`` is that configuration plus such settings (its outputs are checked after; an
+    interrupted one then resumes instead of being cleared)."""
     config = saved.get("config")
     return (
         isinstance(config, dict)
-        and saved.get("finished") is True
         and stage_key(stage, recorded, config) == saved.get("key")
         and _extends(stage.config, config, stage.defaults)
     )
