@@ -78,6 +78,9 @@ class AnalyzeSettings:
     """Judge of the refusal rates: a registered name (mechrefusal.JUDGES) or 'package.module:Class'."""
     max_kl: float = 0.1
     """Selection filter: largest first-token KL on harmless prompts when the candidate is ablated."""
+    min_induce: float = 0.0
+    """Selection filter: smallest refusal score the candidate induces on harmless prompts when added (the
+    trainer's small-model filter is -10)."""
     dtype: str = choice("auto", DTYPES)
     """Compute dtype of sweeps and generation: auto (bfloat16 autocast where bf16 is fast on this machine,
     else float32), bfloat16 or float32."""
@@ -132,7 +135,7 @@ def analyse_model(
         harmful_val=data.load("harmful", "val"),
         harmless_val=data.load("harmless", "val"),
         n_val=settings.n_val,
-        filters=SelectionFilters(max_kl=settings.max_kl),
+        filters=SelectionFilters(max_kl=settings.max_kl, min_induce=settings.min_induce),
         sweep_dtype=settings.dtype,
         **settings.dim.options(),
         rdo_settings=settings.rdo,

@@ -109,7 +109,8 @@ class Preset:
 QUICK_SEARCH_PROMPTS = N_SEARCH
 """The quick preset's fresh direction is searched on as many prompts as the trainer's own searches (and the
 re-search attack's), not the analysis job's default 128."""
-ALL_ATTACKS = "gcg,autodan,pair,human"
+ALL_ATTACKS = "human,autodan,pair,gcg"
+"""The prompt attacks, cheapest first (tables order them GCG, AutoDAN, PAIR, human)."""
 CPU_ADAPTIVE = "prefilling,directions,research,cone,embedding,latent"
 """The white-box attacks of the cpu preset; direction-aware GCG (a GCG run per behaviour, minutes each on a
 CPU) joins them in the paper preset."""
@@ -169,7 +170,7 @@ def plan(settings: ReproduceSettings) -> list[Stage]:
         shares: dict[str, Any] = FAIL_CLOSED_SHARES if method == "fail-closed" else {}
         stages.append(_train_stage(method, replace(base, method=method, rounds=preset.rounds, **shares), "round-0"))
     stages.append(_utility_stage(settings, preset, ["round-0", *methods]))
-    stages.append(_analysis_stage(settings, preset, base.search.max_kl))
+    stages.append(_analysis_stage(settings, preset, base.search))
     stages.append(_attack_stage("attacks", settings, preset.attack, ["round-0", *methods]))
     stages.append(_attack_stage("adaptive", settings, preset.adaptive, ["round-0", *methods]))
     stages.append(_scoreboard_stage(["round-0", *methods]))
@@ -205,13 +206,25 @@ def _training_config(settings: TrainSettings) -> dict[str, Any]:
 
 
 def _attack_stage(name: str, settings: ReproduceSettings, attack: dict[str, Any], methods: list[str]) -> Stage:
+    """Each attack in turn on every method's last checkpoint, in the listed order, so that a run stopped
+    early has whole columns of the robustness table; each checkpoint's report covers all of them."""
+
     def body(context: StageContext) -> dict[str, Any]:
-        results = {}
-        for method in methods:
-            out = context.directory / method
+        def campaign(method: str, attacks: str) -> Report:
             checkpoint = str(_path(context, context.inputs[method]["last_round"]))
-            report = attack_job.run(attack_job.AttackSettings(model=checkpoint, out=str(out), **config))
-            results[method] = {"report": _relative(context, out), "rates": report.data["attacks"]["rates"]}
+            out = str(context.directory / method)
+            return attack_job.run(
+                attack_job.AttackSettings(model=checkpoint, out=out, **{**config, "attacks": attacks})
+            )
+
+        for attack in config["attacks"].split(",")[:-1]:
+            for method in methods:
+                campaign(method, attack)
+        results = {}
+        for method in methods:  # the last attack, then each report (the other attacks' behaviours are cached)
+            report = campaign(method, config["attacks"])
+            out = _relative(context, context.directory / method)
+            results[method] = {"report": out, "rates": report.data["attacks"]["rates"]}
         return results
 
     config = {"seed": settings.seed, "dtype": settings.dtype, "device": settings.device, **attack}
@@ -262,11 +275,11 @@ UTILITY_SUMMARY = ("tasks", "kl", "harmless_compliance", "edgy_compliance")
 """The utility numbers a stage's result repeats for the story (the rest is in its JSON file)."""
 
 
-def _analysis_stage(settings: ReproduceSettings, preset: Preset, max_kl: float) -> Stage:
-    """The analysis of fail-closed against round 0; its fresh direction is searched with the trainer's KL
-    filter ``max_kl`` (the analysis job's default, 0.1, is stricter): an attacker searches at least as
-    loosely as the defender, and on the embedded model the looser search finds the stronger direction
-    (docs/results.md, session 10)."""
+def _analysis_stage(settings: ReproduceSettings, preset: Preset, search: SearchSettings) -> Stage:
+    """The analysis of fail-closed against round 0; its fresh direction is searched with the trainer's
+    filters ``search`` (KL and induce; the analysis job's defaults, 0.1 and 0, are stricter): an attacker
+    searches at least as loosely as the defender, and on the embedded model the looser search finds the
+    stronger direction (docs/results.md, sessions 10 and 12)."""
 
     def body(context: StageContext) -> dict[str, Any]:
         report = analyze_job.run(
@@ -279,7 +292,8 @@ def _analysis_stage(settings: ReproduceSettings, preset: Preset, max_kl: float) 
         )
         return {"report": _relative(context, context.directory), "models": [m.model for m in report.models]}
 
-    config = {"dtype": settings.dtype, "device": settings.device, "max_kl": max_kl, **preset.analysis}
+    filters = {"max_kl": search.max_kl, "min_induce": search.min_induce}
+    config = {"dtype": settings.dtype, "device": settings.device, **filters, **preset.analysis}
     return Stage(
         "analysis", config, body, needs=("round-0", "fail-closed"), describe="directions of fail-closed vs round 0"
     )

@@ -21,12 +21,12 @@ TOY_PRESET = Preset(
         "train_layers": "all",
         "n_examples": 32,
         "max_new_tokens": 6,
-        "search": SearchSettings(max_kl=1.0),
+        "search": SearchSettings(max_kl=1.0, min_induce=-5.0),
         "evals_per_round": 1,
     },
     attack={"attacks": "tests.test_campaign:SwapAttack", "n": 2, "max_new_tokens": 6, "judges": "test-harm,substring"},
     adaptive={"attacks": "prefilling,directions", "n": 2, "max_new_tokens": 6, "judges": "test-harm,substring"},
-    analysis={key: value for key, value in TOY_ANALYSIS.items() if key != "max_kl"},  # the trainer's, 1.0
+    analysis={key: value for key, value in TOY_ANALYSIS.items() if key != "max_kl"},  # the trainer's filters
     utility={"limit": 3, "max_new_tokens": 4},
 )
 
@@ -40,10 +40,24 @@ def toy_preset(monkeypatch):
     monkeypatch.setitem(reproduce.PRESET_PLANS, "quick", TOY_PRESET)
 
 
-def test_the_pipeline_runs_every_stage_then_reuses_them(toy_preset, toy_dir, tmp_path):
+def test_the_pipeline_runs_every_stage_then_reuses_them(toy_preset, toy_dir, tmp_path, monkeypatch):
     settings = ReproduceSettings(model=str(toy_dir), out=str(tmp_path), dtype="float32", device="cpu")
     lines: list[str] = []
+    campaigns: list[tuple[str, str]] = []
+    attack_run = reproduce.attack_job.run
+
+    def recorded(attack_settings, **kwargs):
+        campaigns.append((attack_settings.out.removeprefix(str(tmp_path)), attack_settings.attacks))
+        return attack_run(attack_settings, **kwargs)
+
+    monkeypatch.setattr(reproduce.attack_job, "run", recorded)
     first = run(settings, announce=lines.append)
+    assert campaigns[2:] == [  # one attack at a time on every checkpoint, then each checkpoint's whole report
+        ("/adaptive/round-0", "prefilling"),
+        ("/adaptive/fail-closed", "prefilling"),
+        ("/adaptive/round-0", "prefilling,directions"),
+        ("/adaptive/fail-closed", "prefilling,directions"),
+    ], campaigns
     assert [(r.name, r.status) for r in first] == [
         ("round-0", "done"),
         ("fail-closed", "done"),
@@ -58,7 +72,7 @@ def test_the_pipeline_runs_every_stage_then_reuses_them(toy_preset, toy_dir, tmp
     assert first[1].result["rounds"] == ["fail-closed/run/round-0", "fail-closed/run/round-1"]
     assert set(first[4].result) == {"round-0", "fail-closed"}
     analysed = tomllib.loads((tmp_path / "analysis" / "settings.toml").read_text())
-    assert analysed["max_kl"] == 1.0  # the fresh direction is searched with the trainer's KL filter, not 0.1
+    assert (analysed["max_kl"], analysed["min_induce"]) == (1.0, -5.0)  # the trainer's filters, not 0.1 and 0
     summary = json.loads((tmp_path / "summary.json").read_text())
     assert [stage["status"] for stage in summary["stages"]] == ["done"] * 8
     drawn = first[7].result["figures"]
