@@ -20,7 +20,7 @@ import argparse
 import sys
 import time
 import types
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 from mechrefusal import data
@@ -76,11 +76,12 @@ class AnalyzeSettings:
     """Tokens generated per prompt for the judged refusal rates."""
     judge: str = registered("substring", JUDGES)
     """Judge of the refusal rates: a registered name (mechrefusal.JUDGES) or 'package.module:Class'."""
-    max_kl: float = 0.1
-    """Selection filter: largest first-token KL on harmless prompts when the candidate is ablated."""
-    min_induce: float = 0.0
-    """Selection filter: smallest refusal score the candidate induces on harmless prompts when added (the
-    trainer's small-model filter is -10)."""
+    max_kl: float | None = None
+    """Selection filter of the fresh direction: largest first-token KL on harmless prompts when the candidate
+    is ablated (default: the loosest the model's saved directions were found with, else 0.1)."""
+    min_induce: float | None = None
+    """Selection filter of the fresh direction: smallest refusal score the candidate induces on harmless
+    prompts when added (default: the loosest the model's saved directions were found with, else 0)."""
     dtype: str = choice("auto", DTYPES)
     """Compute dtype of sweeps and generation: auto (bfloat16 autocast where bf16 is fast on this machine,
     else float32), bfloat16 or float32."""
@@ -111,6 +112,13 @@ class AnalyzeSettings:
             )
 
 
+def fresh_filters(given: DirectionSet | None, settings: AnalyzeSettings) -> SelectionFilters:
+    """The fresh direction's filters: the loosest that the given directions were searched with (an attacker
+    searches at least as loosely as the defender), with any filter the settings name instead."""
+    named = {key: getattr(settings, key) for key in ("max_kl", "min_induce") if getattr(settings, key) is not None}
+    return replace(SelectionFilters.loosest(given), **named)
+
+
 def analyse_model(
     spec: str | None, settings: AnalyzeSettings, *, role: str, directions_file: str | None = None, progress: bool = True
 ) -> tuple[dict, DirectionSet]:
@@ -135,7 +143,7 @@ def analyse_model(
         harmful_val=data.load("harmful", "val"),
         harmless_val=data.load("harmless", "val"),
         n_val=settings.n_val,
-        filters=SelectionFilters(max_kl=settings.max_kl, min_induce=settings.min_induce),
+        filters=fresh_filters(given, settings),
         sweep_dtype=settings.dtype,
         **settings.dim.options(),
         rdo_settings=settings.rdo,
@@ -215,7 +223,7 @@ def analyse_model(
         },
         "fresh_selection": {
             key: fresh.provenance.get(key)
-            for key in ("bypass", "induce", "kl", "passed_filters", "massive_dims_zeroed", "scores")
+            for key in ("filters", "bypass", "induce", "kl", "passed_filters", "massive_dims_zeroed", "scores")
         },
     }
     return entry, directions

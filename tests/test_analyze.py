@@ -12,8 +12,10 @@ import torch
 
 import mechrefusal
 from mechrefusal.analysis.report import FIGURES, PNG_HINT, SUMMARY_FIELDS, SUMMARY_ROWS, ModelResult, Report, lookup
-from mechrefusal.analyze import AnalyzeSettings, main
+from mechrefusal.analyze import AnalyzeSettings, fresh_filters, main
 from mechrefusal.core.cli import read_settings_file, settings_from_dict
+from mechrefusal.core.directions import Direction, DirectionSet
+from mechrefusal.directions import SelectionFilters
 from tests.conftest import TOY_ANALYSIS
 
 
@@ -70,6 +72,19 @@ def test_checkpoint_directions_and_a_fresh_one_are_analysed(toy_report):
     assert model.directions[0].single_refusal > 0.5  # the random saved direction leaves refusal
     saved = mechrefusal.DirectionSet.load(toy_report.out / "model_directions.safetensors")
     assert [d.method for d in saved] == ["random", "dim"]
+
+
+def test_the_fresh_direction_is_searched_as_loosely_as_the_saved_ones_were(toy_report):
+    saved = [
+        Direction(torch.ones(4), 1, -1, "dim", {"filters": {"max_kl": 0.3, "min_induce": 0.0}}),
+        Direction(torch.ones(4), 2, -1, "dim", {"filters": {"max_kl": 0.6, "min_induce": -10.0}}),
+    ]
+    assert fresh_filters(DirectionSet(saved), AnalyzeSettings()) == SelectionFilters(max_kl=0.6, min_induce=-10.0)
+    named = AnalyzeSettings(max_kl=0.05)
+    assert fresh_filters(DirectionSet(saved), named) == SelectionFilters(max_kl=0.05, min_induce=-10.0)
+    assert fresh_filters(None, AnalyzeSettings()) == SelectionFilters()  # nothing recorded: the defaults
+    recorded = json.loads((toy_report.out / "report.json").read_text())["models"][0]["fresh_selection"]["filters"]
+    assert recorded["max_kl"] == TOY_ANALYSIS["max_kl"] and recorded["min_induce"] == 0.0
 
 
 def test_numbers_in_the_json_equal_those_in_the_page(toy_report):

@@ -36,22 +36,10 @@ def saved_directions(model: Model, attack: str) -> DirectionSet:
 
 def attacker_filters(model: Model, max_kl: float | None) -> SelectionFilters:
     """The selection filters of an attacker's direction search. With ``max_kl`` given: that KL filter and
-    the default others. Without: the loosest filters the model's saved directions were searched with (an
-    attacker searches at least as loosely as the defender; on the embedded model the trainer's looser
-    filter finds a stronger direction, docs/results.md), or the defaults where none are recorded."""
-    if max_kl is not None:
-        return SelectionFilters(max_kl=max_kl)
-    recorded = [
-        d.provenance["filters"] for d in model.directions or [] if isinstance(d.provenance.get("filters"), dict)
-    ]
-    if not recorded:
-        return SelectionFilters()
-    default = SelectionFilters()
-    return SelectionFilters(
-        max_kl=max(f.get("max_kl", default.max_kl) for f in recorded),
-        min_induce=min(f.get("min_induce", default.min_induce) for f in recorded),
-        prune_layer_fraction=min(f.get("prune_layer_fraction", default.prune_layer_fraction) for f in recorded),
-    )
+    the default others. Without: the loosest filters the model's saved directions were searched with
+    (`SelectionFilters.loosest`; on the embedded model the trainer's looser filters find a stronger
+    direction, docs/results.md)."""
+    return SelectionFilters(max_kl=max_kl) if max_kl is not None else SelectionFilters.loosest(model.directions)
 
 
 def to_info(directions: Sequence[Direction]) -> list[dict[str, Any]]:

@@ -14,7 +14,7 @@ ablated forward pass per candidate). ``"exact"`` scores every candidate exactly.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -41,6 +41,21 @@ class SelectionFilters:
     max_kl: float = 0.1
     min_induce: float = 0.0
     prune_layer_fraction: float = 0.2
+
+    @classmethod
+    def loosest(cls, directions: Iterable[Direction] | None) -> SelectionFilters:
+        """Each filter at its loosest among those ``directions`` were searched with (their provenance's
+        ``filters``), or the defaults where none is recorded: a search for a direction the defender missed
+        is at least as loose as the defender's."""
+        recorded = [d.provenance["filters"] for d in directions or [] if isinstance(d.provenance.get("filters"), dict)]
+        if not recorded:
+            return cls()
+        default = cls()
+        return cls(
+            max_kl=max(f.get("max_kl", default.max_kl) for f in recorded),
+            min_induce=min(f.get("min_induce", default.min_induce) for f in recorded),
+            prune_layer_fraction=min(f.get("prune_layer_fraction", default.prune_layer_fraction) for f in recorded),
+        )
 
     def passes(self, layer: int, n_layers: int, kl: float, induce: float) -> bool:
         """Whether one direction at ``layer`` with these scores passes all three filters."""
