@@ -50,11 +50,10 @@ class HeldOutSample:
         return {"n": self.n, "held_out": self.held_out, "dropped": self.dropped}
 
 
-def seen_prompts() -> set[str]:
-    """The normalised text of every prompt the trainer sees (bundled train and val splits)."""
-    return {
-        normalise(prompt) for name in data.BUNDLED_SETS for split in SEEN_SPLITS for prompt in data.load(name, split)
-    }
+def seen_prompts(splits: Sequence[str] = SEEN_SPLITS) -> set[str]:
+    """The normalised text of every bundled prompt in ``splits`` (default: those the trainer sees, the train
+    and val splits)."""
+    return {normalise(prompt) for name in data.BUNDLED_SETS for split in splits for prompt in data.load(name, split)}
 
 
 def held_out_sample(

@@ -20,6 +20,7 @@ import torch
 from mechrefusal import data
 from mechrefusal.core.cache import atomic_write_bytes, home
 from mechrefusal.data.splits import normalise
+from mechrefusal.measure.generalisation import seen_prompts
 from mechrefusal.measure.generation import GENERATION_BATCH_SIZE, generate
 from mechrefusal.measure.judges import JUDGES, Verdict
 from mechrefusal.models import Model
@@ -120,7 +121,7 @@ def training_data(
 
 def _public_prompts(name: str) -> list[str]:
     """The public set's prompts that are in no bundled split (by normalised text), in its order."""
-    bundled = {normalise(p) for n in data.BUNDLED_SETS for split in data.SPLITS for p in data.load(n, split)}
+    bundled = seen_prompts(data.SPLITS)
     return [prompt for prompt in data.load(name) if normalise(prompt) not in bundled]
 
 
