@@ -54,7 +54,6 @@ from mechrefusal.measure.utility import measure_utility
 from mechrefusal.models import load
 from mechrefusal.train import TrainSettings
 from mechrefusal.train import run as train
-from mechrefusal.train.search import N_SEARCH
 from mechrefusal.train.settings import SearchSettings
 
 PRESETS = ("quick", "cpu", "paper")
@@ -106,9 +105,6 @@ class Preset:
     """`measure_utility` keywords (tasks, limit, ...)."""
 
 
-QUICK_SEARCH_PROMPTS = N_SEARCH
-"""The quick preset's fresh direction is searched on as many prompts as the trainer's own searches (and the
-re-search attack's), not the analysis job's default 128."""
 ALL_ATTACKS = "human,autodan,pair,gcg"
 """The prompt attacks, cheapest first (tables order them GCG, AutoDAN, PAIR, human)."""
 CPU_ADAPTIVE = "prefilling,directions,research,cone,embedding,latent"
@@ -119,7 +115,7 @@ PRESET_PLANS = {
         rounds=2,
         attack={"attacks": "human", "n": 5, "budget": "cpu"},
         adaptive={"attacks": "prefilling,directions", "n": 5, "budget": "cpu"},
-        analysis={"n_test": 32, "n_train": QUICK_SEARCH_PROMPTS},
+        analysis={"n_test": 32},
         utility={"limit": 32},
     ),
     "cpu": Preset(
@@ -276,10 +272,11 @@ UTILITY_SUMMARY = ("tasks", "kl", "harmless_compliance", "edgy_compliance")
 
 
 def _analysis_stage(settings: ReproduceSettings, preset: Preset, search: SearchSettings) -> Stage:
-    """The analysis of fail-closed against round 0; its fresh direction is searched with the trainer's
-    filters ``search`` (KL and induce; the analysis job's defaults, 0.1 and 0, are stricter): an attacker
-    searches at least as loosely as the defender, and on the embedded model the looser search finds the
-    stronger direction (docs/results.md, sessions 10 and 12)."""
+    """The analysis of fail-closed against round 0; its fresh direction is searched as the trainer searches
+    (``search``: its KL and induce filters, looser than the analysis job's 0.1 and 0, and its prompts per
+    set, fewer than the analysis job's 128): an attacker searches at least as the defender does, and on the
+    embedded model the trainer's search finds the stronger direction (docs/results.md, sessions 10 and 12:
+    on the cpu preset's fail-closed model 30% refusal left, against 72% with 128 prompts)."""
 
     def body(context: StageContext) -> dict[str, Any]:
         report = analyze_job.run(
@@ -292,8 +289,8 @@ def _analysis_stage(settings: ReproduceSettings, preset: Preset, search: SearchS
         )
         return {"report": _relative(context, context.directory), "models": [m.model for m in report.models]}
 
-    filters = {"max_kl": search.max_kl, "min_induce": search.min_induce}
-    config = {"dtype": settings.dtype, "device": settings.device, **filters, **preset.analysis}
+    trainer_search = {"max_kl": search.max_kl, "min_induce": search.min_induce, "n_train": search.n_prompts}
+    config = {"dtype": settings.dtype, "device": settings.device, **trainer_search, **preset.analysis}
     return Stage(
         "analysis", config, body, needs=("round-0", "fail-closed"), describe="directions of fail-closed vs round 0"
     )

@@ -81,7 +81,7 @@ def test_without_max_kl_the_attacker_searches_as_loosely_as_the_defender(toy, di
     ]
     monkeypatch.setattr(toy, "directions", DirectionSet(saved))
     assert attacker_filters(toy, None) == SelectionFilters(max_kl=1.0, min_induce=-10.0)
-    assert attacker_filters(toy, 0.05) == SelectionFilters(max_kl=0.05)
+    assert attacker_filters(toy, 0.05) == SelectionFilters(max_kl=0.05, min_induce=-10.0)
     [inherited] = ReSearch(m=1, n_val=16).search(toy)
     [loose] = ReSearch(m=1, n_val=16, max_kl=1.0).search(toy)
     [strict] = ReSearch(m=1, n_val=16, max_kl=1e-6).search(toy)

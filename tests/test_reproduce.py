@@ -8,6 +8,7 @@ import tomllib
 import pytest
 
 from mechrefusal import reproduce
+from mechrefusal.analyze import AnalyzeSettings
 from mechrefusal.reproduce import Preset, ReproduceSettings, main, run, story
 from mechrefusal.train.settings import SearchSettings
 from tests.conftest import TOY_ANALYSIS
@@ -26,7 +27,7 @@ TOY_PRESET = Preset(
     },
     attack={"attacks": "tests.test_campaign:SwapAttack", "n": 2, "max_new_tokens": 6, "judges": "test-harm,substring"},
     adaptive={"attacks": "prefilling,directions", "n": 2, "max_new_tokens": 6, "judges": "test-harm,substring"},
-    analysis={key: value for key, value in TOY_ANALYSIS.items() if key != "max_kl"},  # the trainer's filters
+    analysis={key: value for key, value in TOY_ANALYSIS.items() if key not in ("max_kl", "n_train")},  # the trainer's
     utility={"limit": 3, "max_new_tokens": 4},
 )
 
@@ -73,6 +74,7 @@ def test_the_pipeline_runs_every_stage_then_reuses_them(toy_preset, toy_dir, tmp
     assert set(first[4].result) == {"round-0", "fail-closed"}
     analysed = tomllib.loads((tmp_path / "analysis" / "settings.toml").read_text())
     assert (analysed["max_kl"], analysed["min_induce"]) == (1.0, -5.0)  # the trainer's filters, not 0.1 and 0
+    assert analysed["n_train"] == SearchSettings().n_prompts != AnalyzeSettings().n_train  # and its prompts
     summary = json.loads((tmp_path / "summary.json").read_text())
     assert [stage["status"] for stage in summary["stages"]] == ["done"] * 8
     drawn = first[7].result["figures"]
