@@ -20,7 +20,7 @@ import argparse
 import sys
 import time
 import types
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from mechrefusal import data
@@ -115,8 +115,7 @@ class AnalyzeSettings:
 def fresh_filters(given: DirectionSet | None, settings: AnalyzeSettings) -> SelectionFilters:
     """The fresh direction's filters: the loosest that the given directions were searched with (an attacker
     searches at least as loosely as the defender), with any filter the settings name instead."""
-    named = {key: getattr(settings, key) for key in ("max_kl", "min_induce") if getattr(settings, key) is not None}
-    return replace(SelectionFilters.loosest(given), **named)
+    return SelectionFilters.loosest(given, max_kl=settings.max_kl, min_induce=settings.min_induce)
 
 
 def analyse_model(

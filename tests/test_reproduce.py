@@ -27,7 +27,8 @@ TOY_PRESET = Preset(
     },
     attack={"attacks": "tests.test_campaign:SwapAttack", "n": 2, "max_new_tokens": 6, "judges": "test-harm,substring"},
     adaptive={"attacks": "prefilling,directions", "n": 2, "max_new_tokens": 6, "judges": "test-harm,substring"},
-    analysis={key: value for key, value in TOY_ANALYSIS.items() if key not in ("max_kl", "n_train")},  # the trainer's
+    # the analysis searches with the trainer's filters and prompt count, so the toy's own are left out
+    analysis={key: value for key, value in TOY_ANALYSIS.items() if key not in ("max_kl", "n_train")},
     utility={"limit": 3, "max_new_tokens": 4},
 )
 

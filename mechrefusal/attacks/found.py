@@ -6,7 +6,6 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Callable, Sequence
-from dataclasses import replace
 from typing import Any, TypeVar
 
 import torch
@@ -38,10 +37,8 @@ def saved_directions(model: Model, attack: str) -> DirectionSet:
 def attacker_filters(model: Model, max_kl: float | None) -> SelectionFilters:
     """The selection filters of an attacker's direction search: the loosest filters the model's saved
     directions were searched with (`SelectionFilters.loosest`; on the embedded model the trainer's looser
-    filters find a stronger direction, docs/results.md), with ``max_kl`` instead of theirs where given, as
-    `mechrefusal.analyze.fresh_filters` does."""
-    loosest = SelectionFilters.loosest(model.directions)
-    return loosest if max_kl is None else replace(loosest, max_kl=max_kl)
+    filters find a stronger direction, docs/results.md), with ``max_kl`` instead of theirs where given."""
+    return SelectionFilters.loosest(model.directions, max_kl=max_kl)
 
 
 def to_info(directions: Sequence[Direction]) -> list[dict[str, Any]]:

@@ -15,7 +15,7 @@ ablated forward pass per candidate). ``"exact"`` scores every candidate exactly.
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 from jaxtyping import Bool, Float
@@ -43,19 +43,22 @@ class SelectionFilters:
     prune_layer_fraction: float = 0.2
 
     @classmethod
-    def loosest(cls, directions: Iterable[Direction] | None) -> SelectionFilters:
+    def loosest(cls, directions: Iterable[Direction] | None, **given: float | None) -> SelectionFilters:
         """Each filter at its loosest among those ``directions`` were searched with (their provenance's
         ``filters``), or the defaults where none is recorded: a search for a direction the defender missed
-        is at least as loose as the defender's."""
+        is at least as loose as the defender's. A filter ``given`` (not None) replaces its recorded value."""
         recorded = [d.provenance["filters"] for d in directions or [] if isinstance(d.provenance.get("filters"), dict)]
-        if not recorded:
-            return cls()
         default = cls()
-        return cls(
-            max_kl=max(f.get("max_kl", default.max_kl) for f in recorded),
-            min_induce=min(f.get("min_induce", default.min_induce) for f in recorded),
-            prune_layer_fraction=min(f.get("prune_layer_fraction", default.prune_layer_fraction) for f in recorded),
+        loosest = (
+            cls(
+                max_kl=max(f.get("max_kl", default.max_kl) for f in recorded),
+                min_induce=min(f.get("min_induce", default.min_induce) for f in recorded),
+                prune_layer_fraction=min(f.get("prune_layer_fraction", default.prune_layer_fraction) for f in recorded),
+            )
+            if recorded
+            else default
         )
+        return replace(loosest, **{name: value for name, value in given.items() if value is not None})
 
     def passes(self, layer: int, n_layers: int, kl: float, induce: float) -> bool:
         """Whether one direction at ``layer`` with these scores passes all three filters."""
