@@ -4,9 +4,10 @@
 
 Each checkpoint is judged with its own saved directions: harmful refusal plain, with each direction
 ablated alone and with all ablated; harmless and over-refusal refusal; first-token KL on harmless
-prompts with all directions ablated. ``--fresh [dim|rdo]`` also plays the white-box attacker: it finds
-a new direction on the checkpoint as it is now (the trainer's search and filters, no earlier direction
-ablated) and reports harmful refusal with it ablated. Prints a markdown table and one JSON line per checkpoint.
+prompts with all directions ablated. ``--fresh [dim|rdo]`` also plays the white-box attacker twice, with
+the trainer's search and filters: a new direction found on the checkpoint as it is now (nothing ablated),
+ablated alone; and the direction the next round would find (the saved ones ablated, orthogonal to them),
+ablated together with all the saved ones. Prints a markdown table and one JSON line per checkpoint.
 """
 
 from __future__ import annotations
@@ -24,11 +25,26 @@ from mechrefusal.train.search import next_direction
 from mechrefusal.train.settings import saved_settings
 
 
-def fresh_direction(model: mechrefusal.Model, checkpoint: str, finder: str) -> Direction:
-    """The direction the checkpoint uses now, found as the trainer searches (its filters) with ``finder``."""
+def fresh_direction(
+    model: mechrefusal.Model, checkpoint: str, finder: str, ablated: DirectionSet | None = None
+) -> Direction:
+    """The direction the checkpoint refuses through with ``ablated`` ablated (orthogonal to them), found as
+    the trainer searches (its filters) with ``finder``."""
     settings = saved_settings(read_metadata(checkpoint)["settings"])
     filters = SelectionFilters(max_kl=settings["search.max_kl"], min_induce=settings["search.min_induce"])
-    return next_direction(model, DirectionSet(), finder=finder, filters=filters, dtype=settings["dtype"])
+    return next_direction(model, ablated or DirectionSet(), finder=finder, filters=filters, dtype=settings["dtype"])
+
+
+def described(rate: float, direction: Direction) -> str:
+    """A refusal rate with where the direction ablated for it sits and what it costs."""
+    failed = "" if direction.provenance["passed_filters"] else ", failed filters"
+    return f"{rate:.0%} (layer {direction.layer}, KL {direction.provenance['kl']:.2f}{failed})"
+
+
+def summary(direction: Direction) -> dict:
+    """A found direction's place and scores, for the JSON line."""
+    scores = {key: direction.provenance[key] for key in ("bypass", "induce", "kl", "passed_filters")}
+    return {"layer": direction.layer, "position": direction.position, **scores}
 
 
 def main() -> None:
@@ -43,14 +59,14 @@ def main() -> None:
         choices=FINDERS.names(),
         default=None,
         metavar="FINDER",
-        help="also ablate a direction found anew on each checkpoint (finder: dim (default) or rdo)",
+        help="also ablate a direction found anew (alone) and the next round's (with all saved); dim (default) or rdo",
     )
     args = parser.parse_args()
     print(
-        "| checkpoint | harmful | single ablations (min) | all ablated | fresh direction ablated | harmless | "
-        "over-refusal | KL all ablated |"
+        "| checkpoint | harmful | single ablations (min) | all ablated | fresh direction ablated | "
+        "all saved + next ablated | harmless | over-refusal | KL all ablated |"
     )
-    print("|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|")
     for checkpoint in args.checkpoints:
         model = mechrefusal.load(checkpoint)
         rates = refusal_rates(model, model.directions, n=args.n, max_new_tokens=args.max_new_tokens)
@@ -58,37 +74,33 @@ def main() -> None:
         single_text = f"{', '.join(f'{v:.0%}' for v in singles)} ({min(singles):.0%})" if singles else "-"
         every = rates.get("harmful, all ablated", singles[0] if singles else None)
         kl = rates.get("kl_harmless_all_ablated")
-        fresh_text, fresh = "-", None
+        fresh_text, next_text, found = "-", "-", {}
         if args.fresh:
-            fresh = fresh_direction(model, checkpoint, args.fresh)
-            rates["harmful, fresh ablated"] = refusal_rate(
-                model,
-                data.load("harmful", "test")[: args.n],
-                intervention=Ablate(fresh),
-                max_new_tokens=args.max_new_tokens,
-                dtype="bfloat16",
-            )
-            fresh_text = (
-                f"{rates['harmful, fresh ablated']:.0%} (layer {fresh.layer}, KL {fresh.provenance['kl']:.2f}"
-                f"{'' if fresh.provenance['passed_filters'] else ', failed filters'})"
-            )
+            harmful = data.load("harmful", "test")[: args.n]
+            found["fresh"] = fresh_direction(model, checkpoint, args.fresh)
+            saved = model.directions if model.directions is not None else DirectionSet()
+            found["next"] = fresh_direction(model, checkpoint, args.fresh, saved)
+            for name, ablated in (("fresh", [found["fresh"]]), ("all saved + next", [*saved, found["next"]])):
+                rates[f"harmful, {name} ablated"] = refusal_rate(
+                    model,
+                    harmful,
+                    intervention=Ablate(DirectionSet(ablated)),
+                    max_new_tokens=args.max_new_tokens,
+                    dtype="auto",
+                )
+            fresh_text = described(rates["harmful, fresh ablated"], found["fresh"])
+            next_text = described(rates["harmful, all saved + next ablated"], found["next"])
         print(
             f"| {checkpoint} | {rates['harmful']:.0%} | {single_text} | {'-' if every is None else f'{every:.0%}'} | "
-            f"{fresh_text} | {rates['harmless']:.0%} | {rates['overrefusal']:.0%} | "
+            f"{fresh_text} | {next_text} | {rates['harmless']:.0%} | {rates['overrefusal']:.0%} | "
             f"{'-' if kl is None else f'{kl:.3f}'} |"
-        )
-        fresh_summary = (
-            None
-            if fresh is None
-            else {key: fresh.provenance[key] for key in ("bypass", "induce", "kl", "passed_filters")}
         )
         print(
             json.dumps(
                 {
                     "checkpoint": checkpoint,
                     "rates": rates,
-                    "fresh_direction": fresh_summary
-                    and {"layer": fresh.layer, "position": fresh.position, **fresh_summary},
+                    **{f"{name}_direction": summary(direction) for name, direction in found.items()},
                     "n": args.n,
                     "max_new_tokens": args.max_new_tokens,
                     "versions": versions(),

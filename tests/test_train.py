@@ -2,22 +2,27 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import shutil
 import subprocess
 import sys
 import time
 from dataclasses import replace
+from pathlib import Path
 
 import pytest
 import torch
 
 import mechrefusal
-from mechrefusal import CheckpointError, SubstringJudge, data
+from mechrefusal import Ablate, CheckpointError, SubstringJudge, data
 from mechrefusal.core.cli import read_settings_file, settings_from_dict
+from mechrefusal.core.directions import DirectionSet
+from mechrefusal.measure.evaluation import refusal_rate
 from mechrefusal.models.export import hf_state_dict
 from mechrefusal.train import TrainSettings, run
 from mechrefusal.train.checkpoint import complete_rounds
+from mechrefusal.train.search import max_cosine
 from mechrefusal.train.settings import SearchSettings
 from mechrefusal.train.targets import training_data
 
@@ -159,6 +164,35 @@ def test_analyze_runs_on_a_checkpoint(trained, tmp_path, monkeypatch):
     entry = report.models[0]
     assert entry.model == str(written[0])
     assert [d.source for d in entry.directions] == ["saved", "fresh"]
+
+
+def test_trainer_table_ablates_the_next_rounds_direction_with_all_saved(trained, monkeypatch, capsys):
+    _, written = trained
+    checkpoint = str(written[-1])
+    spec = importlib.util.spec_from_file_location(
+        "trainer_table", Path(__file__).parents[1] / "analyses" / "trainer_table.py"
+    )
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    monkeypatch.setattr(sys, "argv", ["trainer_table.py", checkpoint, "--n", "4", "--max-new-tokens", "2", "--fresh"])
+    script.main()
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert "| all saved + next ablated |" in lines[0] and len(lines[2].split(" | ")) == len(lines[0].split(" | "))
+    record = json.loads(lines[-1])
+    model = mechrefusal.load(checkpoint, device="cpu")
+    saved = model.directions
+    found = script.fresh_direction(model, checkpoint, "dim", saved)
+    assert len(saved) == 2 and max_cosine(found, saved) < 1e-4  # the next round's search: orthogonal to the saved
+    assert (record["next_direction"]["layer"], record["next_direction"]["position"]) == (found.layer, found.position)
+    expected = refusal_rate(
+        model,
+        data.load("harmful", "test")[:4],
+        intervention=Ablate(DirectionSet([*saved, found])),
+        max_new_tokens=2,
+        dtype="auto",
+    )
+    assert record["rates"]["harmful, all saved + next ablated"] == expected
+    assert record["fresh_direction"]["layer"] == script.fresh_direction(model, checkpoint, "dim").layer
 
 
 def test_existing_rounds_need_resume(trained, toy_dir, device):
