@@ -32,7 +32,7 @@ from mechrefusal.train.parallel import distributed_rank_and_size, init_distribut
 from mechrefusal.train.recovery import recovery
 from mechrefusal.train.search import SCORES, max_cosine, trainer_search
 from mechrefusal.train.settings import AFTER_ROUND_ZERO, EXECUTION, TrainSettings, saved_settings
-from mechrefusal.train.targets import training_data
+from mechrefusal.train.targets import training_data, with_edgy_share
 
 N_VAL_EXAMPLES = 16  # per set, for the loss evaluated during a round
 
@@ -72,6 +72,7 @@ def run(settings: TrainSettings, *, progress: bool = True) -> list[Path]:
         started = time.perf_counter()
         generator = torch.Generator().manual_seed(settings.seed * 1000 + round_index + 500)
         adversary = turn = None
+        harmless = train.harmless
         if round_index == 0:  # plain safety fine-tuning for every method
             plan, harmless_plan, held_out = ablate_all(None), None, None
         else:
@@ -82,11 +83,12 @@ def run(settings: TrainSettings, *, progress: bool = True) -> list[Path]:
             plan = method.safety_plan(model, directions, round_index=round_index, generator=generator)
             harmless_plan = method.utility_plan(directions, round_index=round_index, generator=generator)
             held_out = method.val_intervention(directions, round_index=round_index)
+            harmless = with_edgy_share(train.harmless, settings.edgy_share)
         history = train_round(
             model,
             reference,
             train.harmful,
-            train.harmless,
+            harmless,
             val_examples,
             settings,
             plan=plan,

@@ -32,6 +32,7 @@ AFTER_ROUND_ZERO = (
     "latent",
     "recovery_share",
     "recovery_tokens",
+    "edgy_share",
 )
 # Settings that change where and how a round is computed, not what: a run may resume or start under others.
 EXECUTION = ("parallel", "activation_checkpointing", "device")
@@ -193,6 +194,10 @@ class TrainSettings:
     defence against prefilling)."""
     recovery_tokens: int = 24
     """With recovery_share: the longest compliant opening of a recovery example, in tokens."""
+    edgy_share: float = 0.0
+    """Every method, rounds after round 0: the share of the utility examples that are safe-but-edgy
+    (over-refusal) prompts with the reference model's answers, reached by repeating them (0: their share in
+    the train split, about a fifth). A guard against over-refusal."""
     latent: LatentTrainingSettings = field(default_factory=LatentTrainingSettings)
     """Latent adversarial training (--latent-epsilon, --latent-steps, ...; epsilon 0: off)."""
     refat_every: int = 4
@@ -234,6 +239,8 @@ class TrainSettings:
                 f"recovery_share must lie in [0, 1] and recovery_tokens be 1 or more; got {self.recovery_share} "
                 f"and {self.recovery_tokens}."
             )
+        if not 0 <= self.edgy_share < 1:
+            raise SettingError(f"edgy_share must lie in [0, 1), got {self.edgy_share}.")
         if self.public_harmful and self.public_harmful not in PUBLIC_SETS:
             raise SettingError(
                 f"Unknown public harmful set {self.public_harmful!r}; choose one of {', '.join(PUBLIC_SETS)} "

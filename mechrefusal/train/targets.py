@@ -119,6 +119,19 @@ def training_data(
     return result
 
 
+def with_edgy_share(harmless: list[Example], share: float) -> list[Example]:
+    """``harmless`` with its over-refusal (safe-but-edgy) examples repeated a whole number of times so that
+    they make up as close to ``share`` of the list as repeats can; unchanged when ``share`` is at or below
+    their own share or the list has none of them or nothing else."""
+    edgy_prompts = {normalise(prompt) for split in data.SPLITS for prompt in data.load("overrefusal", split)}
+    edgy = [example for example in harmless if normalise(example.instruction) in edgy_prompts]
+    other = [example for example in harmless if normalise(example.instruction) not in edgy_prompts]
+    if not edgy or not other or share <= len(edgy) / len(harmless):
+        return harmless
+    repeats = max(1, round(share * len(other) / ((1 - share) * len(edgy))))
+    return other + edgy * repeats
+
+
 def _public_prompts(name: str) -> list[str]:
     """The public set's prompts that are in no bundled split (by normalised text), in its order."""
     bundled = seen_prompts(data.SPLITS)
