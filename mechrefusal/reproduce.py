@@ -11,8 +11,8 @@ last complete round, attacks from their last finished behaviour), and a damaged 
 
 Presets:
 
-* ``quick`` (the README's main job; 19-23 minutes on 2 CPU cores with fast bf16): round 0 and two fail-closed
-  rounds of the README's configuration, the human-template, prefilling and saved-direction attacks on 5
+* ``quick`` (the README's main job; 19-27 minutes on 2 CPU cores with fast bf16, by host): round 0 and two
+  fail-closed rounds of the README's configuration, the human-template, prefilling and saved-direction attacks on 5
   HarmBench behaviours, utility and over-refusal on 32 items per set, the analysis and the figures; no
   baselines.
 * ``cpu``: the CPU-scale reproduction in docs/results.md (hours): three rounds of fail-closed, ReFAT and
@@ -64,7 +64,7 @@ class ReproduceSettings:
     """Settings of the reproduce job (the CLI flags have the same names)."""
 
     preset: str = choice("quick", PRESETS)
-    """quick (README, ~20 min on 2 CPU cores), cpu (the CPU-scale reproduction, hours) or paper (GPU budgets)."""
+    """quick (README, 19-27 min on 2 CPU cores), cpu (the CPU-scale reproduction, hours) or paper (GPU budgets)."""
     model: str | None = None
     """Chat model spec for `mechrefusal.load` (default: the embedded SmolLM2-135M-Instruct)."""
     out: str = "reports/reproduce"
