@@ -22,6 +22,18 @@ import sys
 import time
 from pathlib import Path
 
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import common  # noqa: E402
+
+import mechrefusal  # noqa: E402
+from mechrefusal import data  # noqa: E402
+from mechrefusal.measure.generation import generate  # noqa: E402
+from mechrefusal.models import autocast  # noqa: E402
+from mechrefusal.train import TrainSettings  # noqa: E402
+from mechrefusal.train.loop import _loss, ablate_all, trainable_parameters  # noqa: E402
+
 CONFIGURATIONS = {
     "default": {},
     "huge pages": {"THP_MEM_ALLOC_ENABLE": "1"},
@@ -62,26 +74,12 @@ def main() -> None:
             f"{result['step_s'] / default['step_s']:.2f}x default)   generation {result['generation_s']:.2f} s "
             f"({result['generation_faults']:>8} faults, {result['generation_s'] / default['generation_s']:.2f}x)"
         )
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
-    import common
-
     config = vars(args) | {"model": "embedded", "configurations": CONFIGURATIONS}
     print(common.record("allocator", {k: v for k, v in config.items() if k != "child"}, results))
 
 
 def measure(args: argparse.Namespace) -> dict[str, float]:
     """This process's step and generation: best seconds of 3 after a warm-up, and minor faults per call."""
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
-    import common
-    import torch
-
-    import mechrefusal
-    from mechrefusal import data
-    from mechrefusal.measure.generation import generate
-    from mechrefusal.models import autocast
-    from mechrefusal.train import TrainSettings
-    from mechrefusal.train.loop import _loss, ablate_all, trainable_parameters
-
     model, reference = mechrefusal.load(), mechrefusal.load()
     harmful, harmless = common.training_examples(args.batch // 2)
     settings = TrainSettings(batch_size=args.batch, train_layers=args.train_layers, dtype=args.dtype)
