@@ -29,23 +29,24 @@ import common  # noqa: E402
 
 import mechrefusal  # noqa: E402
 from mechrefusal import data  # noqa: E402
+from mechrefusal.core.memory import MMAP_THRESHOLD, TRIM_THRESHOLD, keep_freed_memory  # noqa: E402
 from mechrefusal.measure.generation import generate  # noqa: E402
 from mechrefusal.models import autocast  # noqa: E402
 from mechrefusal.train import TrainSettings  # noqa: E402
 from mechrefusal.train.loop import _loss, ablate_all, trainable_parameters  # noqa: E402
 
-CONFIGURATIONS = {
-    "default": {},
-    "huge pages": {"THP_MEM_ALLOC_ENABLE": "1"},
-    "huge pages + glibc keeps freed memory": {
-        "THP_MEM_ALLOC_ENABLE": "1",
-        "MALLOC_MMAP_THRESHOLD_": str(32 * 2**20),
-        "MALLOC_TRIM_THRESHOLD_": str(2**30),
-    },
+GLIBC_KEEPS = {"MALLOC_MMAP_THRESHOLD_": str(MMAP_THRESHOLD), "MALLOC_TRIM_THRESHOLD_": str(TRIM_THRESHOLD)}
+CONFIGURATIONS: dict[str, tuple[dict[str, str], bool]] = {
+    "default": ({}, False),
+    "huge pages": ({"THP_MEM_ALLOC_ENABLE": "1"}, False),
+    "glibc keeps freed memory": (GLIBC_KEEPS, False),
+    "huge pages + glibc keeps freed memory": ({"THP_MEM_ALLOC_ENABLE": "1", **GLIBC_KEEPS}, False),
+    "keep_freed_memory() (the package's)": ({}, True),
 }
-"""Environment settings of each configuration (all of these variables are cleared first). THP_MEM_ALLOC_ENABLE
-asks PyTorch for 2 MiB pages on allocations of 2 MiB or more; the MALLOC_ ones keep glibc from handing freed
-memory back to the system (the mmap threshold at its 32 MiB maximum)."""
+"""Environment settings of each configuration (all of these variables are cleared first), and whether the
+child calls `mechrefusal.core.memory.keep_freed_memory` (what the package does when it loads a model).
+THP_MEM_ALLOC_ENABLE asks PyTorch for 2 MiB pages on allocations of 2 MiB or more; the MALLOC_ ones keep glibc
+from handing freed memory back to the system (the mmap threshold at its 32 MiB maximum)."""
 
 
 def main() -> None:
@@ -53,19 +54,18 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--train-layers", default="10:20")
     parser.add_argument("--dtype", default="auto", choices=("auto", "float32", "bfloat16"))
-    parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--child", choices=("plain", "keep"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
         print(json.dumps(measure(args)))
         return
-    names = {name for env in CONFIGURATIONS.values() for name in env}
+    names = {name for env, _ in CONFIGURATIONS.values() for name in env}
     base = {key: value for key, value in os.environ.items() if key not in names}
     flags = ["--batch", str(args.batch), "--train-layers", args.train_layers, "--dtype", args.dtype, "--child"]
     results = {}
-    for name, env in CONFIGURATIONS.items():
-        done = subprocess.run(
-            [sys.executable, __file__, *flags], env={**base, **env}, capture_output=True, text=True, check=True
-        )
+    for name, (env, keep) in CONFIGURATIONS.items():
+        child = [sys.executable, __file__, *flags, "keep" if keep else "plain"]
+        done = subprocess.run(child, env={**base, **env}, capture_output=True, text=True, check=True)
         results[name] = json.loads(done.stdout.strip().splitlines()[-1])
     default = results["default"]
     for name, result in results.items():
@@ -74,12 +74,14 @@ def main() -> None:
             f"{result['step_s'] / default['step_s']:.2f}x default)   generation {result['generation_s']:.2f} s "
             f"({result['generation_faults']:>8} faults, {result['generation_s'] / default['generation_s']:.2f}x)"
         )
-    config = vars(args) | {"model": "embedded", "configurations": CONFIGURATIONS}
+    config = vars(args) | {"model": "embedded", "configurations": {k: v[0] for k, v in CONFIGURATIONS.items()}}
     print(common.record("allocator", {k: v for k, v in config.items() if k != "child"}, results))
 
 
 def measure(args: argparse.Namespace) -> dict[str, float]:
     """This process's step and generation: best seconds of 3 after a warm-up, and minor faults per call."""
+    if args.child == "keep":
+        keep_freed_memory()
     model, reference = mechrefusal.load(), mechrefusal.load()
     harmful, harmless = common.training_examples(args.batch // 2)
     settings = TrainSettings(batch_size=args.batch, train_layers=args.train_layers, dtype=args.dtype)

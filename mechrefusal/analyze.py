@@ -39,6 +39,7 @@ from mechrefusal.core.cli import (
 )
 from mechrefusal.core.devices import resolve_device
 from mechrefusal.core.errors import MechrefusalError, MissingFileError, SettingError
+from mechrefusal.core.memory import keep_freed_memory
 from mechrefusal.core.precision import DTYPES, check_dtype, hardware, resolve
 from mechrefusal.core.provenance import versions
 from mechrefusal.directions import FINDERS, DIMSettings, DirectionSet, RDOSettings, SelectionFilters, find_direction
@@ -231,6 +232,7 @@ def analyse_model(
 def run(settings: AnalyzeSettings, *, progress: bool = True) -> Report:
     """Run the analysis, write the report directory, and return the report."""
     started = time.perf_counter()
+    keep_freed_memory()
     out = Path(settings.out)
     jobs = [("model", settings.model, settings.directions)]
     if settings.compare is not None:

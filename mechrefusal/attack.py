@@ -34,6 +34,7 @@ from mechrefusal.core.cli import (
 )
 from mechrefusal.core.devices import resolve_device
 from mechrefusal.core.errors import MechrefusalError, SettingError
+from mechrefusal.core.memory import keep_freed_memory
 from mechrefusal.core.precision import DTYPES, check_dtype, hardware, resolve
 from mechrefusal.core.provenance import versions
 from mechrefusal.interventions import Ablate
@@ -153,6 +154,7 @@ def ablation(model: Model, labels: str) -> Ablate | None:
 def run(settings: AttackSettings, *, progress: bool = True) -> Report:
     """Run the campaign, write the report directory, and return the report."""
     started = time.perf_counter()
+    keep_freed_memory()
     model = load(settings.model, device=settings.device)
     behaviours = load_behaviours(
         settings.behaviours, settings.n, split=None if settings.split == "all" else settings.split

@@ -48,6 +48,7 @@ from mechrefusal.analysis.scoreboard import scoreboard
 from mechrefusal.core.cli import SettingsParser, add_settings_arguments, aliased, choice, parse_settings
 from mechrefusal.core.devices import resolve_device
 from mechrefusal.core.errors import MechrefusalError, MissingFileError, SettingError
+from mechrefusal.core.memory import keep_freed_memory
 from mechrefusal.core.precision import DTYPES, check_dtype
 from mechrefusal.core.stages import Stage, StageContext, StageRecord, run_stages
 from mechrefusal.measure.utility import measure_utility
@@ -388,6 +389,7 @@ def _relative(context: StageContext, path: Path) -> str:
 
 def run(settings: ReproduceSettings, *, announce: Callable[[str], None] = print) -> list[StageRecord]:
     """Run (or reuse) every stage of the preset, write ``summary.json`` and return the stages' records."""
+    keep_freed_memory()
     records = run_stages(plan(settings), settings.out, only=settings.only, start=settings.start, announce=announce)
     summary = {"preset": settings.preset, "settings": asdict(settings), "stages": [asdict(r) for r in records]}
     (Path(settings.out) / "summary.json").write_text(json.dumps(summary, indent=1, default=str))

@@ -26,6 +26,7 @@ import torch
 
 from mechrefusal.core.cache import atomic_write_bytes, home
 from mechrefusal.core.errors import SettingError
+from mechrefusal.core.memory import freed_memory_kept
 
 DTYPES = ("auto", "float32", "bfloat16")
 TORCH_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
@@ -126,7 +127,8 @@ def cpu_has_bf16_isa() -> bool:
 
 
 def hardware() -> dict[str, object]:
-    """The CPU, its ISA as torch uses it, threads and CUDA device: recorded beside every timing."""
+    """The CPU, its ISA as torch uses it, threads, whether freed memory is kept (`keep_freed_memory`) and
+    the CUDA device: recorded beside every timing."""
     return {
         "cpu": _cpu_model(),
         "cpu_capability": torch.backends.cpu.get_cpu_capability(),
@@ -134,6 +136,7 @@ def hardware() -> dict[str, object]:
         "onednn_max_cpu_isa": os.environ.get("ONEDNN_MAX_CPU_ISA"),
         "cpu_count": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
+        "keeps_freed_memory": freed_memory_kept(),
         "cuda": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
     }
 

@@ -18,6 +18,7 @@ from mechrefusal.core.cache import atomic_directory
 from mechrefusal.core.cli import SETTINGS_FILE, flat_settings, write_settings
 from mechrefusal.core.devices import resolve_device
 from mechrefusal.core.errors import CheckpointError, SettingError
+from mechrefusal.core.memory import keep_freed_memory
 from mechrefusal.core.precision import hardware, resolve
 from mechrefusal.core.provenance import versions
 from mechrefusal.directions import Direction, DirectionSet
@@ -39,6 +40,7 @@ N_VAL_EXAMPLES = 16  # per set, for the loss evaluated during a round
 
 def run(settings: TrainSettings, *, progress: bool = True) -> list[Path]:
     """Train and checkpoint every round; return the round directories written by this call."""
+    keep_freed_memory()
     torch.manual_seed(settings.seed)
     init_distributed(resolve_device(settings.device))
     is_writer = distributed_rank_and_size()[0] == 0
