@@ -11,6 +11,7 @@ import torch
 
 import mechrefusal
 from mechrefusal import Ablate, Direction, DirectionSet
+from mechrefusal.measure.generation import generate_ids
 from mechrefusal.models.tiny import build_tiny_model
 from mechrefusal.train import TrainSettings
 from mechrefusal.train.checkpoint import save_checkpoint
@@ -81,6 +82,28 @@ def test_a_system_message_reaches_the_prompt_with_or_without_a_system_role(case,
 
 def test_padded_batch_equals_single_prompts(model):
     assert_batch_parity(model, PROMPTS)
+
+
+def test_generation_equals_the_bridges_own_decoding_under_ablation(model):
+    """Transformers' decoding loop over the bridged modules (what `generate_ids` runs) gives the bridge's own
+    greedy replies token for token, on a left-padded batch, with the ablation hooks firing at every step."""
+    intervention = Ablate(random_directions(model.d_model))
+    ours = generate_ids(model, PROMPTS, max_new_tokens=8, intervention=intervention)
+    batch = model.tokenize(PROMPTS)
+    eos = model.tokenizer.eos_token_id
+    with torch.no_grad(), model.intervene(intervention):
+        tokens = model.bridge.generate(
+            batch.input_ids,
+            attention_mask=batch.attention_mask,
+            max_new_tokens=8,
+            do_sample=False,
+            eos_token_id=eos,
+            use_past_kv_cache=True,
+            return_type="tokens",
+            verbose=False,
+        )
+    bridge = [row[: row.index(eos)] if eos in row else row for row in tokens[:, batch.input_ids.shape[1] :].tolist()]
+    assert ours == bridge  # that the hooks change replies is tested on Llama (test_interventions.py)
 
 
 def test_ablation_removes_the_directions_from_the_residual_stream(model):

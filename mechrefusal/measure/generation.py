@@ -1,4 +1,7 @@
-"""Batched generation through the bridge, interventions active at every step (KV cache on)."""
+"""Batched generation, interventions active at every step (KV cache on). Transformers' own decoding loop runs
+the bridged model (its modules are the bridge's components, so every hook fires): greedy replies equal those
+of the bridge's own `generate` loop token for token, in 0.76x its time on the embedded model
+(`benchmarks/generation_loop.py`, docs/results.md session 16)."""
 
 from __future__ import annotations
 
@@ -8,6 +11,7 @@ from typing import cast
 import torch
 from torch import Tensor
 from tqdm.auto import tqdm
+from transformers import GenerationConfig
 
 from mechrefusal.interventions import Interventions
 from mechrefusal.models import Model
@@ -63,21 +67,21 @@ def generate_ids(
 ) -> list[list[int]]:
     """The reply token ids of :func:`generate` (up to, not including, the end-of-sequence token)."""
     eos = model.tokenizer.eos_token_id
+    config = GenerationConfig(
+        max_new_tokens=max_new_tokens,
+        do_sample=do_sample,
+        temperature=temperature if do_sample else None,
+        top_k=0 if do_sample else None,  # plain sampling from the tempered distribution, as the bridge samples
+        top_p=1.0 if do_sample else None,
+        eos_token_id=eos,
+        pad_token_id=eos,
+    )
     replies: list[list[int] | None] = [None] * len(instructions)
     batches = list(model.batches(instructions, batch_size, rendered=rendered))
     with torch.no_grad(), model.intervene(intervention):
         for indices, batch in tqdm(batches, desc="generate", disable=not progress, leave=False):
-            tokens = model.bridge.generate(
-                batch.input_ids,
-                attention_mask=batch.attention_mask,
-                max_new_tokens=max_new_tokens,
-                do_sample=do_sample,
-                temperature=temperature,
-                stop_at_eos=True,
-                eos_token_id=eos,
-                use_past_kv_cache=True,
-                return_type="tokens",
-                verbose=False,
+            tokens = model.hf_model.generate(  # type: ignore[operator]  # mypy sees nn.Module's __getattr__
+                input_ids=batch.input_ids, attention_mask=batch.attention_mask, generation_config=config
             )
             for index, row in zip(indices, cast(Tensor, tokens)[:, batch.input_ids.shape[1] :].tolist()):
                 replies[index] = row[: row.index(eos)] if eos in row else row
