@@ -1,14 +1,16 @@
 """Page faults of PyTorch's CPU allocations: a training step and a greedy generation on the embedded model
-under the default allocation and under two environment settings that cut the faults, side by side, each
-configuration in a fresh process (torch and glibc read the settings once, at start-up).
+under the default allocation, under environment settings that cut the faults and under the package's own
+`keep_freed_memory`, side by side, each configuration in a fresh process (torch and glibc read the
+environment once, at start-up).
 
-    python benchmarks/allocator.py [--batch 16] [--train-layers 10:20] [--dtype auto]
+    python benchmarks/allocator.py [--batch 16] [--train-layers 10:20] [--dtype auto] [--repeats 8]
 
 Prints per configuration: seconds per training step (the README configuration's step: safety and utility
-losses on one batch, backward, AdamW; best of 3 after a warm-up) and per generation (32 harmful test prompts,
-32 new tokens), the minor page faults of each, and the times over the default's. A minor fault maps one
-fresh page: glibc returns every allocation above its mmap threshold to the system when it is freed, so a
-step's large tensors (the logits over a 49k vocabulary, the MLP activations) fault in again, 4 KiB at a time.
+losses on one batch, backward, AdamW) and per generation (32 harmful test prompts, 32 new tokens), each the
+median of --repeats calls after a warm-up, the minor page faults of each, and the times over the default's.
+A minor fault maps one fresh page: glibc returns every allocation above its mmap threshold to the system
+when it is freed, so a step's large tensors (the logits over a 49k vocabulary, the MLP activations) fault
+in again, 4 KiB at a time.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import argparse
 import json
 import os
 import resource
+import statistics
 import subprocess
 import sys
 import time
@@ -54,6 +57,7 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--train-layers", default="10:20")
     parser.add_argument("--dtype", default="auto", choices=("auto", "float32", "bfloat16"))
+    parser.add_argument("--repeats", type=int, default=8, help="timed calls per measurement (default: 8)")
     parser.add_argument("--child", choices=("plain", "keep"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -61,7 +65,10 @@ def main() -> None:
         return
     names = {name for env, _ in CONFIGURATIONS.values() for name in env}
     base = {key: value for key, value in os.environ.items() if key not in names}
-    flags = ["--batch", str(args.batch), "--train-layers", args.train_layers, "--dtype", args.dtype, "--child"]
+    flags = [
+        *("--batch", str(args.batch), "--train-layers", args.train_layers, "--dtype", args.dtype),
+        *("--repeats", str(args.repeats), "--child"),
+    ]
     results = {}
     for name, (env, keep) in CONFIGURATIONS.items():
         child = [sys.executable, __file__, *flags, "keep" if keep else "plain"]
@@ -99,9 +106,9 @@ def measure(args: argparse.Namespace) -> dict[str, float]:
         with autocast(model, args.dtype):
             generate(model, prompts, max_new_tokens=32)
 
-    step_s, step_faults = timed(step)
+    step_s, step_faults = timed(step, args.repeats)
     model.hf_model.eval()
-    generation_s, generation_faults = timed(generation)
+    generation_s, generation_faults = timed(generation, args.repeats)
     return {
         "step_s": round(step_s, 3),
         "step_faults": step_faults,
@@ -110,8 +117,10 @@ def measure(args: argparse.Namespace) -> dict[str, float]:
     }
 
 
-def timed(fn, repeats: int = 3) -> tuple[float, int]:
-    """Best wall time of ``repeats`` calls after a warm-up, and the minor page faults of one call (mean)."""
+def timed(fn, repeats: int) -> tuple[float, int]:
+    """Median wall time of ``repeats`` calls after a warm-up, and the minor page faults of one call (mean).
+    The median, not the best: on a busy host the best of a few picks whichever call the host ran fast
+    (session 16: steps of 2.2-9.1 s in one process)."""
     fn()
     times = []
     faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
@@ -119,7 +128,7 @@ def timed(fn, repeats: int = 3) -> tuple[float, int]:
         started = time.perf_counter()
         fn()
         times.append(time.perf_counter() - started)
-    return min(times), (resource.getrusage(resource.RUSAGE_SELF).ru_minflt - faults) // repeats
+    return statistics.median(times), (resource.getrusage(resource.RUSAGE_SELF).ru_minflt - faults) // repeats
 
 
 if __name__ == "__main__":
