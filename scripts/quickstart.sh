@@ -2,8 +2,10 @@
 # Set up an isolated environment (.venv) and run the main job or the test suite.
 #
 #   bash scripts/quickstart.sh main [ARGS...]   # python -m mechrefusal.reproduce --preset quick ARGS (embedded model)
-#   bash scripts/quickstart.sh test [ARGS...]   # the whole test suite (fast and slow tiers); installs
-#                                               # Debian's chromium (browser test) and wordnet-base (AutoDAN) when missing (root)
+#   bash scripts/quickstart.sh test [ARGS...]   # the whole test suite (fast and slow tiers)
+#
+# Both jobs install Debian's chromium (PNG figures, the browser test) and wordnet-base (AutoDAN) when
+# missing and run as root.
 #
 # MECHREFUSAL_TORCH overrides the torch requirement (default: the CPU build torch==2.13.0; use e.g.
 # MECHREFUSAL_TORCH=torch for a CUDA build). PYTHON picks the interpreter (default python3.11).
@@ -33,11 +35,11 @@ if [ ! -x "$venv/bin/python" ] || [ "$(cat "$venv/.mechrefusal-installed" 2>/dev
     printf '%s' "$want" > "$venv/.mechrefusal-installed"
 fi
 
-# Debian packages, installed when missing and apt-get is usable (root): chromium, which the report's
-# browser test drives and kaleido uses for PNG figures (test job), and wordnet-base, the WordNet files
-# AutoDAN's offline rephraser reads (both jobs).
+# Debian packages, installed when missing and apt-get is usable (root): chromium, which kaleido uses for
+# the PNG figures (without it the main job draws only the HTML ones) and the report's browser test
+# drives, and wordnet-base, the WordNet files AutoDAN's offline rephraser reads.
 debian=()
-[ "$job" = test ] && ! command -v chromium >/dev/null && debian+=(chromium)
+! command -v chromium >/dev/null && debian+=(chromium)
 [ ! -f /usr/share/wordnet/index.noun ] && debian+=(wordnet-base)
 if [ ${#debian[@]} -gt 0 ] && command -v apt-get >/dev/null && [ "$(id -u)" = 0 ]; then
     echo "installing Debian's ${debian[*]} ..." >&2
