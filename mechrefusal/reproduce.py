@@ -43,7 +43,7 @@ from mechrefusal import analyze as analyze_job
 from mechrefusal import attack as attack_job
 from mechrefusal.analysis.paper.inputs import read_attacks
 from mechrefusal.analysis.paper.output import one_png_session
-from mechrefusal.analysis.report import ModelResult, Report
+from mechrefusal.analysis.report import ModelResult, Report, chromium_path
 from mechrefusal.analysis.scoreboard import scoreboard
 from mechrefusal.core.cli import SettingsParser, add_settings_arguments, aliased, choice, parse_settings
 from mechrefusal.core.devices import resolve_device
@@ -338,10 +338,13 @@ def _figures_stage(settings: ReproduceSettings, methods: list[str]) -> Stage:
 
     return Stage(
         "figures",
-        {"device": settings.device},
+        # whether PNGs can be rendered is part of the key: figures drawn without a Chromium are drawn again,
+        # PNGs included, once one is installed
+        {"device": settings.device, "png": chromium_path() is not None},
         body,
         needs=("round-0", "fail-closed", "attacks", "utility", "analysis"),
         describe="the paper's figures from the stages above",
+        defaults={"png": True},
     )
 
 

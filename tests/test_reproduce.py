@@ -104,6 +104,18 @@ def test_the_pipeline_runs_every_stage_then_reuses_them(toy_preset, toy_dir, tmp
     assert [r.status for r in again] == ["cached"] * 8 and len(lines) == 8
     tail = run(ReproduceSettings(**{**vars(settings), "start": "attacks"}), announce=lines.append)
     assert [r.status for r in tail] == ["cached", "cached", "cached", "cached", "done", "done", "done", "done"]
+    from mechrefusal.analysis import report
+
+    with monkeypatch.context() as no_chromium:  # no Chromium: the figures are drawn without PNGs ...
+        for module in (reproduce, report):
+            no_chromium.setattr(module, "chromium_path", lambda: None)
+        without = run(settings, announce=lines.append)
+    assert [r.status for r in without] == ["cached"] * 7 + ["done"]
+    assert not (tmp_path / "figures" / "robustness.png").exists()
+    # ... and drawn again, PNGs included, once one is found (the README's commands install it)
+    redrawn = run(settings, announce=lines.append)
+    assert [r.status for r in redrawn] == ["cached"] * 7 + ["done"]
+    assert (tmp_path / "figures" / "robustness.png").is_file()
 
     told = story(again, tmp_path)
     assert told[0].startswith("round-0      cached")
