@@ -1,0 +1,114 @@
+"""Linear weights cast once (`mechrefusal.models.autocast`) against torch.autocast casting them at every
+call, side by side in one run: the README configuration's training step (its frozen layers and the
+reference model cast at every forward pass otherwise) and a greedy generation of the trained model frozen
+after its round.
+
+    python benchmarks/cast_once.py [--batch 16] [--train-layers 10:20] [--repeats 8]
+
+Prints the median seconds of each way (after a warm-up, the two ways alternating so that a host's drift
+hits both), the ratio kept / every call (below 1: keeping the casts is faster) and whether the losses and
+replies are identical (they must be). Only where auto resolves to bf16: in float32 nothing is cast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from contextlib import nullcontext
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import common  # noqa: E402
+
+import mechrefusal  # noqa: E402
+from mechrefusal import data  # noqa: E402
+from mechrefusal.core.memory import keep_freed_memory  # noqa: E402
+from mechrefusal.core.precision import resolve  # noqa: E402
+from mechrefusal.measure.generation import generate  # noqa: E402
+from mechrefusal.models import autocast  # noqa: E402
+from mechrefusal.train import TrainSettings  # noqa: E402
+from mechrefusal.train.loop import _loss, ablate_all, trainable_parameters  # noqa: E402
+
+CASTING = sys.modules["mechrefusal.models.autocast"]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--batch", type=int, default=16)
+    parser.add_argument("--train-layers", default="10:20")
+    parser.add_argument("--repeats", type=int, default=8, help="timed calls per way (default: 8)")
+    args = parser.parse_args()
+    if resolve("auto", "cpu").dtype != "bfloat16":
+        sys.exit("auto resolves to float32 on this CPU: nothing is cast, nothing to compare.")
+    keep_freed_memory()
+    model, reference = mechrefusal.load(), mechrefusal.load()
+    harmful, harmless = common.training_examples(args.batch // 2)
+    settings = TrainSettings(batch_size=args.batch, train_layers=args.train_layers, dtype="auto")
+    parameters = trainable_parameters(model, settings)
+    start = [parameter.detach().clone() for parameter in parameters]
+
+    def step() -> float:
+        """One optimiser step from the same weights (restored first), its loss."""
+        with torch.no_grad():
+            for parameter, value in zip(parameters, start):
+                parameter.copy_(value)
+        optimizer = torch.optim.SGD(parameters, lr=1e-3)
+        loss = _loss(model, reference, harmful, harmless, settings, ablate_all(None)(0, args.batch // 2))
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        return loss.item()
+
+    prompts = data.load("harmful", "test")[:32]
+
+    def generation() -> list[str]:
+        with autocast(model, "auto"):
+            return generate(model, prompts, max_new_tokens=32)
+
+    model.hf_model.train()
+    step_s, step_out = side_by_side(step, args.repeats)
+    model.hf_model.eval()
+    for parameter in parameters:
+        parameter.requires_grad_(False)  # as the trainer leaves a model after its round
+    generation_s, generation_out = side_by_side(generation, args.repeats)
+    results = {}
+    for name, seconds, outputs in (("step", step_s, step_out), ("generation", generation_s, generation_out)):
+        results[name] = {
+            "kept_s": round(seconds["kept"], 3),
+            "every_call_s": round(seconds["every call"], 3),
+            "ratio": round(seconds["kept"] / seconds["every call"], 3),
+            "identical": outputs["kept"] == outputs["every call"],
+        }
+        print(
+            f"{name:<11} kept {seconds['kept']:.3f} s, every call {seconds['every call']:.3f} s: "
+            f"{results[name]['ratio']:.2f}x, identical: {results[name]['identical']}"
+        )
+    print(common.record("cast_once", vars(args) | {"dtype": "auto", "model": "embedded"}, results))
+
+
+def side_by_side(fn: Callable[[], object], repeats: int) -> tuple[dict[str, float], dict[str, object]]:
+    """Median seconds and the output of ``fn`` each way, the ways alternating after one warm-up each."""
+    kept_casts = CASTING._cast_once
+    ways = {"kept": kept_casts, "every call": lambda root: nullcontext()}
+    times: dict[str, list[float]] = {way: [] for way in ways}
+    outputs = {}
+    try:
+        for round_index in range(repeats + 1):
+            for way, cast_once in ways.items():
+                CASTING._cast_once = cast_once
+                started = time.perf_counter()
+                outputs[way] = fn()
+                if round_index:  # the first round warms up
+                    times[way].append(time.perf_counter() - started)
+    finally:
+        CASTING._cast_once = kept_casts
+    return {way: statistics.median(seconds) for way, seconds in times.items()}, outputs
+
+
+if __name__ == "__main__":
+    main()
