@@ -8,10 +8,13 @@ import tomllib
 import pytest
 
 from mechrefusal import reproduce
+from mechrefusal.analysis import report
 from mechrefusal.analyze import AnalyzeSettings
+from mechrefusal.measure import judges
 from mechrefusal.reproduce import Preset, ReproduceSettings, main, run, story
 from mechrefusal.train.settings import SearchSettings
 from tests.conftest import TOY_ANALYSIS
+from tests.test_campaign import EveryNonRefusalHarmful
 
 TOY_PRESET = Preset(
     rounds=1,
@@ -35,9 +38,6 @@ TOY_PRESET = Preset(
 
 @pytest.fixture
 def toy_preset(monkeypatch):
-    from mechrefusal.measure import judges
-    from tests.test_campaign import EveryNonRefusalHarmful
-
     monkeypatch.setitem(judges.JUDGES._entries, "test-harm", EveryNonRefusalHarmful)
     monkeypatch.setitem(reproduce.PRESET_PLANS, "quick", TOY_PRESET)
 
@@ -104,8 +104,6 @@ def test_the_pipeline_runs_every_stage_then_reuses_them(toy_preset, toy_dir, tmp
     assert [r.status for r in again] == ["cached"] * 8 and len(lines) == 8
     tail = run(ReproduceSettings(**{**vars(settings), "start": "attacks"}), announce=lines.append)
     assert [r.status for r in tail] == ["cached", "cached", "cached", "cached", "done", "done", "done", "done"]
-    from mechrefusal.analysis import report
-
     with monkeypatch.context() as no_chromium:  # no Chromium: the figures are drawn without PNGs ...
         for module in (reproduce, report):
             no_chromium.setattr(module, "chromium_path", lambda: None)
