@@ -1,13 +1,15 @@
-"""Linear weights cast once (`mechrefusal.models.autocast`) against torch.autocast casting them at every
-call, side by side in one run: the README configuration's training step (its frozen layers and the
-reference model cast at every forward pass otherwise) and a greedy generation of the trained model frozen
-after its round.
+"""Frozen linear weights cast once per context (`mechrefusal.models.autocast.cast_once`) against
+torch.autocast casting them at every call, side by side in one run: the README configuration's training
+step, inside the context the trainer holds for a round (its frozen layers and the reference model are
+otherwise cast at every forward pass), and a greedy generation of the trained model, frozen as the trainer
+leaves it after its round.
 
-    python benchmarks/cast_once.py [--batch 16] [--train-layers 10:20] [--repeats 8]
+    python benchmarks/cast_once.py [--batch 16] [--train-layers 10:20] [--repeats 6] [--blocks 3]
 
-Prints the median seconds of each way (after a warm-up, the two ways alternating so that a host's drift
-hits both), the ratio kept / every call (below 1: keeping the casts is faster) and whether the losses and
-replies are identical (they must be). Only where auto resolves to bf16: in float32 nothing is cast.
+Prints the median seconds of each way (blocks of calls after a warm-up, the two ways alternating block by
+block so that a host's drift hits both), the ratio kept / every call (below 1: keeping the casts is faster)
+and whether the losses and replies are identical (they must be). Only where auto resolves to bf16: in
+float32 nothing is cast.
 """
 
 from __future__ import annotations
@@ -16,8 +18,8 @@ import argparse
 import statistics
 import sys
 import time
-from collections.abc import Callable
-from contextlib import nullcontext
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from pathlib import Path
 
 import torch
@@ -41,12 +43,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--train-layers", default="10:20")
-    parser.add_argument("--repeats", type=int, default=8, help="timed calls per way (default: 8)")
+    parser.add_argument("--repeats", type=int, default=6, help="timed calls per block (default: 6)")
+    parser.add_argument("--blocks", type=int, default=3, help="blocks per way, the ways alternating (default: 3)")
     args = parser.parse_args()
     if resolve("auto", "cpu").dtype != "bfloat16":
         sys.exit("auto resolves to float32 on this CPU: nothing is cast, nothing to compare.")
     keep_freed_memory()
     model, reference = mechrefusal.load(), mechrefusal.load()
+    reference.bridge.requires_grad_(False)  # as the trainer holds it
     harmful, harmless = common.training_examples(args.batch // 2)
     settings = TrainSettings(batch_size=args.batch, train_layers=args.train_layers, dtype="auto")
     parameters = trainable_parameters(model, settings)
@@ -70,12 +74,17 @@ def main() -> None:
         with autocast(model, "auto"):
             return generate(model, prompts, max_new_tokens=32)
 
+    @contextmanager
+    def round_scope() -> Iterator[None]:
+        with CASTING.cast_once(model), CASTING.cast_once(reference):  # as `train_round` holds them
+            yield
+
     model.hf_model.train()
-    step_s, step_out = side_by_side(step, args.repeats)
+    step_s, step_out = side_by_side(step, round_scope, args)
     model.hf_model.eval()
     for parameter in parameters:
         parameter.requires_grad_(False)  # as the trainer leaves a model after its round
-    generation_s, generation_out = side_by_side(generation, args.repeats)
+    generation_s, generation_out = side_by_side(generation, nullcontext, args)  # autocast's own context
     results = {}
     for name, seconds, outputs in (("step", step_s, step_out), ("generation", generation_s, generation_out)):
         results[name] = {
@@ -91,22 +100,27 @@ def main() -> None:
     print(common.record("cast_once", vars(args) | {"dtype": "auto", "model": "embedded"}, results))
 
 
-def side_by_side(fn: Callable[[], object], repeats: int) -> tuple[dict[str, float], dict[str, object]]:
-    """Median seconds and the output of ``fn`` each way, the ways alternating after one warm-up each."""
-    kept_casts = CASTING._cast_once
-    ways = {"kept": kept_casts, "every call": lambda root: nullcontext()}
-    times: dict[str, list[float]] = {way: [] for way in ways}
+def side_by_side(
+    fn: Callable[[], object], scope: Callable[[], AbstractContextManager], args: argparse.Namespace
+) -> tuple[dict[str, float], dict[str, object]]:
+    """Median seconds and the last output of ``fn`` each way: blocks of a warm-up and ``args.repeats``
+    calls, the ways alternating block by block; the kept way's block runs inside ``scope()``, the other
+    with `cast_once` switched off."""
+    kept_casts = CASTING.cast_once
+    times: dict[str, list[float]] = {"kept": [], "every call": []}
     outputs = {}
     try:
-        for round_index in range(repeats + 1):
-            for way, cast_once in ways.items():
-                CASTING._cast_once = cast_once
-                started = time.perf_counter()
-                outputs[way] = fn()
-                if round_index:  # the first round warms up
-                    times[way].append(time.perf_counter() - started)
+        for _ in range(args.blocks):
+            for way in times:
+                CASTING.cast_once = kept_casts if way == "kept" else lambda model: nullcontext()
+                with scope() if way == "kept" else nullcontext():
+                    outputs[way] = fn()  # warm-up
+                    for _ in range(args.repeats):
+                        started = time.perf_counter()
+                        outputs[way] = fn()
+                        times[way].append(time.perf_counter() - started)
     finally:
-        CASTING._cast_once = kept_casts
+        CASTING.cast_once = kept_casts
     return {way: statistics.median(seconds) for way, seconds in times.items()}, outputs
 
 

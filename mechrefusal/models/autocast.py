@@ -1,5 +1,5 @@
-"""`autocast`: run a model in the compute dtype the precision policy chose (`core.precision`), each linear
-layer's weight cast once rather than at every call on a CPU."""
+"""`autocast`: run a model in the compute dtype the precision policy chose (`core.precision`); `cast_once`:
+on a CPU, each frozen linear layer's weight cast once for a whole context rather than at every call."""
 
 from __future__ import annotations
 
@@ -16,15 +16,13 @@ from torch import Tensor
 from mechrefusal.core.precision import TORCH_DTYPES, resolve
 from mechrefusal.models.model import Model
 
-_KEPT: weakref.WeakKeyDictionary[torch.nn.Linear, _Kept] = weakref.WeakKeyDictionary()
-"""Each linear layer's kept low-precision weight and bias."""
-_DEPTH: weakref.WeakKeyDictionary[torch.nn.Module, int] = weakref.WeakKeyDictionary()
-"""How many `autocast` contexts are open on each model (the outermost one installs and removes `_cast_once`)."""
+_SCOPES: weakref.WeakKeyDictionary[torch.nn.Module, dict[torch.nn.Linear, _Cast]] = weakref.WeakKeyDictionary()
+"""The casts of each model inside its outermost open `cast_once` context."""
 
 
 @contextmanager
 def autocast(model: Model, dtype: str = "auto") -> Iterator[None]:
-    """Run ``model`` under ``torch.autocast`` to the resolved ``dtype`` (float32: unchanged)."""
+    """Run ``model`` under ``torch.autocast`` to the resolved ``dtype`` (float32: unchanged), inside `cast_once`."""
     chosen = resolve(dtype, model.device).dtype
     if chosen == "float32":
         yield
@@ -34,7 +32,7 @@ def autocast(model: Model, dtype: str = "auto") -> Iterator[None]:
     with (
         torch.autocast(device_type=model.device.type, dtype=TORCH_DTYPES[chosen]),
         model.bridge.hooks(fwd_hooks=hooks),
-        _cast_once(model.hf_model) if model.device.type == "cpu" else _nothing(),
+        cast_once(model),
     ):
         yield
 
@@ -44,46 +42,49 @@ def _zero_nan(pattern: torch.Tensor, hook) -> torch.Tensor:
 
 
 @contextmanager
-def _cast_once(root: torch.nn.Module) -> Iterator[None]:
-    """Inside: ``root``'s linear layers run on a kept low-precision copy of their weights wherever the weight
-    needs no gradient (frozen, or under ``torch.no_grad``). torch.autocast casts such a weight at every call
-    (it keeps only casts of weights that require grad, and only until its context ends): on a CPU that is a
-    tenth of a training step, and a frozen model's every forward pass. The copy is kept while its weight is
-    unchanged (same tensor and version counter) and the model lives; results are bit-identical."""
-    depth = _DEPTH.get(root, 0)
-    _DEPTH[root] = depth + 1
-    patched = [] if depth else [m for m in root.modules() if type(m) is torch.nn.Linear and "forward" not in vars(m)]
+def cast_once(model: Model) -> Iterator[None]:
+    """Inside (on a CPU), each frozen linear layer of ``model`` (its weight does not require grad) runs under
+    autocast on one cast of its weight, made at its first call and dropped when the outermost context ends;
+    results are bit-identical. torch.autocast keeps casts only of weights that require grad, so a frozen
+    weight is cast at every call: a frozen model's every forward pass and generated token, and in training
+    the reference model and the frozen layers, three times a step (the trainer holds this context for a
+    round). Change no frozen weight inside except in place (an in-place change is seen and recast, a
+    ``.data`` assignment is not)."""
+    root = model.hf_model
+    if model.device.type != "cpu" or root in _SCOPES:
+        yield
+        return
+    casts: dict[torch.nn.Linear, _Cast] = {}
+    _SCOPES[root] = casts
+    patched = [m for m in root.modules() if type(m) is torch.nn.Linear and "forward" not in vars(m)]
     for linear in patched:
-        linear.forward = partial(_linear_cast_once, linear)  # type: ignore[method-assign]
+        linear.forward = partial(_linear_cast_once, linear, casts)  # type: ignore[method-assign]
     try:
         yield
     finally:
-        _DEPTH[root] = depth
         for linear in patched:
             del linear.forward
+        del _SCOPES[root]
 
 
-@contextmanager
-def _nothing() -> Iterator[None]:
-    yield
-
-
-def _linear_cast_once(linear: torch.nn.Linear, x: Float[Tensor, "... d_in"]) -> Float[Tensor, "... d_out"]:
-    """``linear(x)``, on the kept cast of its weight and bias where autocast is on and no gradient flows to them."""
+def _linear_cast_once(
+    linear: torch.nn.Linear, casts: dict[torch.nn.Linear, _Cast], x: Float[Tensor, "... d_in"]
+) -> Float[Tensor, "... d_out"]:
+    """``linear(x)``, on the context's cast of its weight and bias where autocast is on and the weight is frozen."""
     device = x.device.type
-    if not torch.is_autocast_enabled(device) or (torch.is_grad_enabled() and linear.weight.requires_grad):
+    if not torch.is_autocast_enabled(device) or linear.weight.requires_grad:
         return torch.nn.Linear.forward(linear, x)
     dtype = torch.get_autocast_dtype(device)
-    kept = _KEPT.get(linear)
-    if kept is None or not kept.cast_from(linear, dtype):
-        kept = _KEPT[linear] = _Kept.of(linear, dtype)
-    return torch.nn.functional.linear(x, kept.weight, kept.bias)
+    cast = casts.get(linear)
+    if cast is None or not cast.made_from(linear, dtype):
+        cast = casts[linear] = _Cast.of(linear, dtype)
+    return torch.nn.functional.linear(x, cast.weight, cast.bias)
 
 
 @dataclass(frozen=True, eq=False)
-class _Kept:
+class _Cast:
     """A linear layer's weight and bias cast to ``dtype``, and the tensors and versions they were cast from
-    (a version is bumped by every in-place change: optimiser steps, ``copy_``, loading)."""
+    (a version is bumped by every in-place change: ``copy_``, ``load_state_dict``, optimiser steps)."""
 
     sources: tuple[Tensor, ...]
     versions: tuple[int, ...]
@@ -92,12 +93,12 @@ class _Kept:
     bias: Tensor | None
 
     @classmethod
-    def of(cls, linear: torch.nn.Linear, dtype: torch.dtype) -> _Kept:
+    def of(cls, linear: torch.nn.Linear, dtype: torch.dtype) -> _Cast:
         sources = _sources(linear)
         cast = [source.detach().to(dtype) for source in sources]
         return cls(sources, tuple(s._version for s in sources), dtype, cast[0], cast[1] if len(cast) > 1 else None)
 
-    def cast_from(self, linear: torch.nn.Linear, dtype: torch.dtype) -> bool:
+    def made_from(self, linear: torch.nn.Linear, dtype: torch.dtype) -> bool:
         sources = _sources(linear)
         return (
             dtype == self.dtype

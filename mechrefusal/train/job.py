@@ -45,6 +45,7 @@ def run(settings: TrainSettings, *, progress: bool = True) -> list[Path]:
     init_distributed(resolve_device(settings.device))
     is_writer = distributed_rank_and_size()[0] == 0
     reference = load(settings.model, device=settings.device)
+    reference.bridge.requires_grad_(False)  # never trained: its casts are kept (`cast_once`)
     model, directions, first_round = _start(settings)
     method = METHODS.get(settings.method)(settings)
     train = training_data(

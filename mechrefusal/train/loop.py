@@ -18,7 +18,7 @@ from mechrefusal.core.errors import SettingError
 from mechrefusal.interventions import Interventions, per_row
 from mechrefusal.measure.losses import reply_cross_entropy, reply_kl
 from mechrefusal.models import Model, ReplyBatch
-from mechrefusal.models.autocast import autocast
+from mechrefusal.models.autocast import autocast, cast_once
 from mechrefusal.train.lora import add_lora, merge_lora
 from mechrefusal.train.parallel import Parallel, activation_checkpointing, distributed_rank_and_size
 from mechrefusal.train.recovery import Recovery
@@ -124,7 +124,8 @@ def train_round(
     result, best_state, stale = RoundResult(steps=0), None, 0
     model.hf_model.train()
     bar = tqdm(range(1, settings.steps + 1), desc=f"round {round_index}", disable=not progress, leave=False)
-    with activation_checkpointing(model, settings.activation_checkpointing):
+    # the frozen layers and the reference model are cast to the compute dtype once for the round, not per call
+    with activation_checkpointing(model, settings.activation_checkpointing), cast_once(model), cast_once(reference):
         for step in bar:
             optimizer.zero_grad(set_to_none=True)
             total = 0.0
