@@ -60,6 +60,8 @@ def test_a_frozen_model_runs_on_one_cast_per_context_with_autocasts_numbers(mode
         assert set(made) == set(linears(model)) and all(w.dtype == torch.bfloat16 for w in made.values())
         second = model.bridge(tokens).float()
         assert all(casts[linear].weight is weight for linear, weight in made.items())  # not cast again
+        x = torch.randn(3, linears(model)[0].in_features)
+        assert torch.equal(linears(model)[0](input=x), linears(model)[0](x))  # called as nn.Linear is
     torch.testing.assert_close(first, every_call(model, tokens), atol=0, rtol=0)
     torch.testing.assert_close(second, first, atol=0, rtol=0)
     assert model.hf_model not in CASTING._SCOPES  # the casts are dropped with the context

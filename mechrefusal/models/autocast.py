@@ -68,17 +68,19 @@ def cast_once(model: Model) -> Iterator[None]:
 
 
 def _linear_cast_once(
-    linear: torch.nn.Linear, casts: dict[torch.nn.Linear, _Cast], x: Float[Tensor, "... d_in"]
+    linear: torch.nn.Linear,
+    casts: dict[torch.nn.Linear, _Cast],
+    input: Float[Tensor, "... d_in"],  # noqa: A002 (the name `nn.Linear.forward` gives it)
 ) -> Float[Tensor, "... d_out"]:
-    """``linear(x)``, on the context's cast of its weight and bias where autocast is on and the weight is frozen."""
-    device = x.device.type
+    """``linear(input)``, on the context's cast of its weight and bias where autocast is on and the weight is frozen."""
+    device = input.device.type
     if not torch.is_autocast_enabled(device) or linear.weight.requires_grad:
-        return torch.nn.Linear.forward(linear, x)
+        return torch.nn.Linear.forward(linear, input)
     dtype = torch.get_autocast_dtype(device)
     cast = casts.get(linear)
     if cast is None or not cast.made_from(linear, dtype):
         cast = casts[linear] = _Cast.of(linear, dtype)
-    return torch.nn.functional.linear(x, cast.weight, cast.bias)
+    return torch.nn.functional.linear(input, cast.weight, cast.bias)
 
 
 @dataclass(frozen=True, eq=False)
