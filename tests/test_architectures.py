@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import pytest
 import torch
+from transformers import DynamicCache
 
 import mechrefusal
 from mechrefusal import Ablate, Direction, DirectionSet
-from mechrefusal.measure.generation import generate_ids
+from mechrefusal.measure.generation import ComputeDtypeCache, generate_ids
+from mechrefusal.models import autocast
 from mechrefusal.models.tiny import build_tiny_model
 from mechrefusal.train import TrainSettings
 from mechrefusal.train.checkpoint import save_checkpoint
@@ -104,6 +106,31 @@ def test_generation_equals_the_bridges_own_decoding_under_ablation(model):
         )
     bridge = [row[: row.index(eos)] if eos in row else row for row in tokens[:, batch.input_ids.shape[1] :].tolist()]
     assert ours == bridge  # that the hooks change replies is tested on Llama (test_interventions.py)
+
+
+@pytest.mark.filterwarnings("ignore:.*bf16:UserWarning")  # asked bf16 on a CPU where it is slow
+def test_bf16_decoding_scores_are_the_same_with_keys_and_values_cached_in_bf16(model):
+    """`ComputeDtypeCache` keeps keys and values in bf16 under bf16 autocast (RoPE leaves keys in float32):
+    every decoding step's logits are the same to the last bit as with transformers' own cache."""
+    batch = model.tokenize(PROMPTS)
+    eos = model.tokenizer.eos_token_id
+    scores = []
+    for cache in (ComputeDtypeCache, DynamicCache):
+        with torch.no_grad(), autocast(model, "bfloat16"):
+            out = model.hf_model.generate(
+                input_ids=batch.input_ids,
+                attention_mask=batch.attention_mask,
+                max_new_tokens=6,
+                do_sample=False,
+                eos_token_id=eos,
+                pad_token_id=eos,
+                past_key_values=cache(config=model.hf_model.config),
+                output_logits=True,
+                return_dict_in_generate=True,
+            )
+        scores.append(torch.stack(out.logits))
+    assert scores[0].shape[0] == 6
+    torch.testing.assert_close(scores[0], scores[1], atol=0, rtol=0)
 
 
 def test_ablation_removes_the_directions_from_the_residual_stream(model):
