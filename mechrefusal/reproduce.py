@@ -11,7 +11,7 @@ last complete round, attacks from their last finished behaviour), and a damaged 
 
 Presets:
 
-* ``quick`` (the README's main job; 19-27 minutes on 2 CPU cores with fast bf16 by host, 33 in fp32): round 0 and two
+* ``quick`` (the README's main job; 19-29 minutes on 2 CPU cores with fast bf16 by host, 33 in fp32): round 0 and two
   fail-closed rounds of the README's configuration, the human-template, prefilling and saved-direction attacks on 5
   HarmBench behaviours, utility and over-refusal on 32 items per set, the analysis and the figures; no
   baselines.
