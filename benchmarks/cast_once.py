@@ -30,7 +30,6 @@ import common  # noqa: E402
 import mechrefusal  # noqa: E402
 from mechrefusal import data  # noqa: E402
 from mechrefusal.core.memory import keep_freed_memory  # noqa: E402
-from mechrefusal.core.precision import resolve  # noqa: E402
 from mechrefusal.measure.generation import generate  # noqa: E402
 from mechrefusal.models import autocast  # noqa: E402
 from mechrefusal.train import TrainSettings  # noqa: E402
@@ -46,8 +45,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=6, help="timed calls per block (default: 6)")
     parser.add_argument("--blocks", type=int, default=3, help="blocks per way, the ways alternating (default: 3)")
     args = parser.parse_args()
-    if resolve("auto", "cpu").dtype != "bfloat16":
-        sys.exit("auto resolves to float32 on this CPU: nothing is cast, nothing to compare.")
+    common.require_bf16("nothing is cast, nothing to compare.")
     keep_freed_memory()
     model, reference = mechrefusal.load(), mechrefusal.load()
     reference.bridge.requires_grad_(False)  # as the trainer holds it

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 import time
 from collections.abc import Callable
 
@@ -21,6 +22,12 @@ def best_time(fn: Callable[[], object], repeats: int = 3) -> float:
         fn()
         times.append(time.perf_counter() - start)
     return min(times)
+
+
+def require_bf16(why: str) -> None:
+    """Exit with ``why`` unless ``auto`` resolves to bf16 on this CPU (benchmarks that compare bf16 paths)."""
+    if resolve("auto", "cpu").dtype != "bfloat16":
+        sys.exit(f"auto resolves to float32 on this CPU: {why}")
 
 
 def reset_peak_memory() -> None:

@@ -25,7 +25,6 @@ import common  # noqa: E402
 import mechrefusal  # noqa: E402
 from mechrefusal import data  # noqa: E402
 from mechrefusal.core.memory import keep_freed_memory  # noqa: E402
-from mechrefusal.core.precision import resolve  # noqa: E402
 from mechrefusal.measure.generation import ComputeDtypeCache  # noqa: E402
 from mechrefusal.models import autocast  # noqa: E402
 
@@ -36,8 +35,7 @@ def main() -> None:
     parser.add_argument("--tokens", type=int, default=32, help="new tokens (default: 32)")
     parser.add_argument("--repeats", type=int, default=4, help="timed generations per cache (default: 4)")
     args = parser.parse_args()
-    if resolve("auto", "cpu").dtype != "bfloat16":
-        sys.exit("auto resolves to float32 on this CPU: the two caches are the same.")
+    common.require_bf16("the two caches are the same.")
     keep_freed_memory()
     model = mechrefusal.load()
     batch = model.tokenize(data.load("harmful", "test")[: args.n])
