@@ -86,9 +86,10 @@ def test_stored_keeps_six_significant_digits():
 @pytest.mark.parametrize(
     ("options", "message"),
     [
-        (dict(steps=0), "The embedding attack's steps must be positive, got 0."),
-        (dict(step_size=-0.5), "The embedding attack's step_size must be positive, got -0.5."),
-        (dict(suffix_length=0), "The embedding attack's suffix_length must be positive, got 0."),
+        (dict(steps=0), "The embedding attack's steps must be positive and finite, got 0."),
+        (dict(step_size=-0.5), "The embedding attack's step_size must be positive and finite, got -0.5."),
+        (dict(step_size=float("inf")), "The embedding attack's step_size must be positive and finite, got inf."),
+        (dict(suffix_length=0), "The embedding attack's suffix_length must be positive and finite, got 0."),
         (dict(optimiser="sgd"), "Unknown optimiser 'sgd'; choose one of sign, adam."),
     ],
 )

@@ -121,9 +121,12 @@ def test_deterministic_settings_and_caveat(toy, behaviour):
 @pytest.mark.parametrize(
     ("options", "message"),
     [
-        (dict(epsilon=0.0), "The latent attack's epsilon must be positive, got 0.0."),
-        (dict(epsilon=-1.0), "The latent attack's epsilon must be positive, got -1.0."),
-        (dict(steps=0), "The latent attack's steps must be positive, got 0."),
+        (dict(epsilon=0.0), "The latent attack's epsilon must be positive and finite, got 0.0."),
+        (dict(epsilon=-1.0), "The latent attack's epsilon must be positive and finite, got -1.0."),
+        (dict(epsilon=float("nan")), "The latent attack's epsilon must be positive and finite, got nan."),
+        (dict(epsilon=float("inf")), "The latent attack's epsilon must be positive and finite, got inf."),
+        (dict(step_size=float("nan")), "The latent attack's step_size must be positive and finite, got nan."),
+        (dict(steps=0), "The latent attack's steps must be positive and finite, got 0."),
         (dict(layers=()), "The latent attack needs at least one layer to perturb (or None: the middle one)."),
     ],
 )

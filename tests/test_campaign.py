@@ -353,3 +353,21 @@ def test_white_box_test_cases_are_prefilled_and_answered_under_their_own_interve
     assert outcome.completions[1] == generate(toy, [behaviours[0].text], max_new_tokens=6)[0]
     saved = json.loads(next((tmp_path / "cases" / "wb").glob("*.json")).read_text())
     assert saved["cases"][0]["prefill"] == "Sure, here" and "prefill" not in saved["cases"][1]
+
+
+def test_an_attack_that_cannot_run_fails_before_any_attack_starts(toy, behaviours, tmp_path, monkeypatch):
+    from mechrefusal.attacks.cone import ConeAttack
+    from mechrefusal.attacks.directions import DirectionsAttack
+    from mechrefusal.attacks.latent import LatentAttack
+
+    first = SwapAttack()
+    cases = [
+        ({"directions": DirectionsAttack()}, r"^This model has no saved directions; the directions attack needs"),
+        ({"cone": ConeAttack(k=toy.d_model + 1)}, "^A cone of dimension 65 does not fit in this model's width"),
+        ({"latent": LatentAttack(layers=(9,))}, r"^Latent attack layers \[9\] are outside this model's blocks"),
+    ]
+    monkeypatch.setattr(toy, "directions", None)
+    for late, message in cases:
+        with pytest.raises(SettingError, match=message):
+            run_campaign(toy, {"swap": first, **late}, behaviours, out=tmp_path, progress=False)
+    assert first.calls == [] and not any(tmp_path.iterdir())  # nothing attacked, nothing written

@@ -65,11 +65,15 @@ class AwareGCG(GCG):
             raise SettingError(f"Direction-aware GCG's weight must be positive and finite, got {self.weight}.")
         self.caveat = "; ".join(filter(None, [self.caveat, "white-box: steers off the defence's saved directions"]))
 
+    def check(self, model: Model) -> None:
+        """One sentence if ``model`` has no saved directions to penalise."""
+        saved_directions(model, NAME)
+
     def optimise(
         self, model: Model, behaviours: Sequence[Behaviour], *, intervention: Interventions = None, seed: int = 0
     ) -> GCGResult:
         """GCG's search with the penalised loss; the model must have saved directions."""
-        saved_directions(model, NAME)
+        self.check(model)
         return super().optimise(model, behaviours, intervention=intervention, seed=seed)
 
     def run(

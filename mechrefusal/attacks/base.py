@@ -7,7 +7,8 @@ its own options, the budget among them; its `run` takes the model, the behaviour
 seed, and is deterministic given them (a resumed campaign gives the same result).
 To add one, write the class in one file and register it (``ATTACKS.register("name")``) or name it as
 ``"package.module:Class"``. White-box attacks may also open the assistant's reply (``TestCase.prefill``)
-and act on the model while it answers (an optional ``generation_intervention(model, case)`` method).
+and act on the model while it answers (an optional ``generation_intervention(model, case)`` method); one that
+cannot run on every model says so before a campaign starts (an optional ``check(model)`` method).
 One whose intervention is a fixed edit of the model (the same for every prompt: an ablation) says so with
 a class attribute ``fixed_edit = True``, and the campaign measures what the edit costs on harmless prompts;
 one that makes several test cases of a behaviour under different edits names the ``info`` key that tells
@@ -79,6 +80,15 @@ class Attack(Protocol):
     def settings(self) -> dict[str, Any]:
         """The options that change its test cases (budget included), for the campaign's cache key."""
         ...
+
+
+def check_attack(attack: Attack, model: Model) -> None:
+    """One sentence now if ``attack`` cannot run on ``model`` (no saved directions where it needs them, a cone
+    wider than the model, layers outside it), rather than when its turn comes in a long campaign. An attack
+    supplies it with an optional method ``check(model)``."""
+    method = getattr(attack, "check", None)
+    if method is not None:
+        method(model)
 
 
 def generation_intervention(attack: Attack, model: Model, case: TestCase) -> Interventions:

@@ -42,7 +42,15 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
-from mechrefusal.attacks.base import MODEL_EDIT, Attack, Behaviour, TestCase, generation_intervention, intervention_kind
+from mechrefusal.attacks.base import (
+    MODEL_EDIT,
+    Attack,
+    Behaviour,
+    TestCase,
+    check_attack,
+    generation_intervention,
+    intervention_kind,
+)
 from mechrefusal.attacks.harmless_kl import harmless_kl, harmless_prompts
 from mechrefusal.core.cache import atomic_write_bytes
 from mechrefusal.core.directions import Direction
@@ -167,6 +175,8 @@ def run_campaign(
         raise SettingError("A campaign needs at least one attack.")
     if not behaviours:
         raise SettingError("A campaign needs at least one behaviour.")
+    for attack in attacks.values():  # an attack that cannot run here fails now, not after the others ran
+        check_attack(attack, model)
     kl_prompts = harmless_prompts(harmless_kl_prompts)
     judge_objects = {name: JUDGES.get(name)() for name in judges}
     about = {name: describe_judge(name, judge) for name, judge in judge_objects.items()}

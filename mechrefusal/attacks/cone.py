@@ -77,12 +77,16 @@ class ConeAttack:
     def settings(self) -> dict[str, Any]:
         return cache_settings(self)
 
-    def search(self, model: Model, intervention: Interventions = None) -> DirectionSet:
-        """The cone's basis on ``model`` (under ``intervention``), searched once per process."""
+    def check(self, model: Model) -> None:
+        """One sentence if the cone is wider than ``model``."""
         if self.k > model.d_model:
             raise SettingError(
                 f"A cone of dimension {self.k} does not fit in this model's width d_model={model.d_model}."
             )
+
+    def search(self, model: Model, intervention: Interventions = None) -> DirectionSet:
+        """The cone's basis on ``model`` (under ``intervention``), searched once per process."""
+        self.check(model)
         return cached(search_key(model, intervention, self.settings()), lambda: self._search(model, intervention))
 
     def _search(self, model: Model, intervention: Interventions) -> DirectionSet:

@@ -53,18 +53,22 @@ class DirectionsAttack:
     def settings(self) -> dict[str, Any]:
         return cache_settings(self)
 
+    def check(self, model: Model) -> None:
+        """One sentence if ``model`` has no saved directions, or only one where only ``all`` is asked for."""
+        if len(saved_directions(model, NAME)) < 2 and not self.single:
+            raise SettingError(
+                "The directions attack with single=False needs two or more saved directions; this model has one."
+            )
+
     def run(
         self, model: Model, behaviour: Behaviour, *, intervention: Interventions = None, seed: int = 0
     ) -> list[TestCase]:
         """The behaviour's text once per ablation: ``d0``, ``d1``, ... and ``all``."""
+        self.check(model)
         saved = saved_directions(model, NAME)
         which = [f"d{i}" for i in range(len(saved))] if self.single else []
         if self.together and len(saved) > 1:
             which.append("all")
-        if not which:
-            raise SettingError(
-                "The directions attack with single=False needs two or more saved directions; this model has one."
-            )
         return [TestCase(behaviour.text, {"which": name}) for name in which]
 
     def generation_intervention(self, model: Model, case: TestCase) -> Interventions:

@@ -17,6 +17,7 @@ loss of exactly those rounded vectors.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, cast
@@ -127,8 +128,10 @@ class EmbeddingAttack:
 
     def __post_init__(self) -> None:
         for name in ("steps", "suffix_length", "step_size"):
-            if getattr(self, name) <= 0:
-                raise SettingError(f"The embedding attack's {name} must be positive, got {getattr(self, name)}.")
+            if not (math.isfinite(getattr(self, name)) and getattr(self, name) > 0):
+                raise SettingError(
+                    f"The embedding attack's {name} must be positive and finite, got {getattr(self, name)}."
+                )
         if self.optimiser not in OPTIMISERS:
             raise SettingError(f"Unknown optimiser {self.optimiser!r}; choose one of {', '.join(OPTIMISERS)}.")
         check_dtype(self.dtype)

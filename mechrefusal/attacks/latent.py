@@ -18,6 +18,7 @@ stored vectors, so results are reported against epsilon.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -42,6 +43,13 @@ CAVEAT = (
 )
 
 
+def check_layers(layers: tuple[int, ...], model: Model) -> None:
+    """One sentence if any of ``layers`` is not one of ``model``'s blocks."""
+    outside = [layer for layer in layers if not 0 <= layer < model.n_layers]
+    if outside:
+        raise SettingError(f"Latent attack layers {outside} are outside this model's blocks 0..{model.n_layers - 1}.")
+
+
 @dataclass(frozen=True)
 class PerturbResidual:
     """Add ``deltas[i]`` to the block input of ``layers[i]`` at the positions of ``prompt_ids``, in every row
@@ -52,11 +60,7 @@ class PerturbResidual:
     deltas: Float[Tensor, "layers prompt d_model"]
 
     def hooks(self, model: Model) -> list[Hook]:
-        outside = [layer for layer in self.layers if not 0 <= layer < model.n_layers]
-        if outside:
-            raise SettingError(
-                f"Latent attack layers {outside} are outside this model's blocks 0..{model.n_layers - 1}."
-            )
+        check_layers(self.layers, model)
         locate, found = prompt_locator(self.prompt_ids)
         offsets = torch.arange(len(self.prompt_ids))
         order = sorted(range(len(self.layers)), key=lambda i: self.layers[i])
@@ -117,8 +121,10 @@ class LatentAttack:
 
     def __post_init__(self) -> None:
         for name in ("epsilon", "steps", "step_size"):
-            if getattr(self, name) <= 0:
-                raise SettingError(f"The latent attack's {name} must be positive, got {getattr(self, name)}.")
+            if not (math.isfinite(getattr(self, name)) and getattr(self, name) > 0):
+                raise SettingError(
+                    f"The latent attack's {name} must be positive and finite, got {getattr(self, name)}."
+                )
         if self.layers is not None and not self.layers:
             raise SettingError("The latent attack needs at least one layer to perturb (or None: the middle one).")
         check_dtype(self.dtype)
@@ -133,12 +139,19 @@ class LatentAttack:
         """The options that change the test cases (everything but ``progress`` and ``caveat``)."""
         return cache_settings(self)
 
+    def check(self, model: Model) -> None:
+        """One sentence if a perturbed layer is outside ``model``."""
+        check_layers(self._layers(model), model)
+
+    def _layers(self, model: Model) -> tuple[int, ...]:
+        return (model.n_layers // 2,) if self.layers is None else tuple(self.layers)
+
     def run(
         self, model: Model, behaviour: Behaviour, *, intervention: Interventions = None, seed: int = 0
     ) -> list[TestCase]:
         """One test case: the behaviour's text, ``info`` holding the perturbation and its bound."""
         check_target(behaviour, "the latent attack")
-        layers = (model.n_layers // 2,) if self.layers is None else tuple(self.layers)
+        layers = self._layers(model)
         prompt_ids = _prompt_ids(model, behaviour.text)
         batch = model.tokenize_replies([behaviour.text], [behaviour.target], end_of_turn=False)
         deltas = torch.zeros(len(layers), len(prompt_ids), model.d_model, device=model.device, requires_grad=True)
