@@ -44,7 +44,7 @@ from mechrefusal import attack as attack_job
 from mechrefusal.analysis.paper.inputs import read_attacks
 from mechrefusal.analysis.paper.output import one_png_session
 from mechrefusal.analysis.report import ModelResult, Report, chromium_path
-from mechrefusal.analysis.scoreboard import scoreboard
+from mechrefusal.analysis.scoreboard import Scoreboard, scoreboard
 from mechrefusal.core.cli import SettingsParser, add_settings_arguments, aliased, choice, parse_settings
 from mechrefusal.core.devices import resolve_device
 from mechrefusal.core.errors import MechrefusalError, MissingFileError, SettingError
@@ -416,18 +416,12 @@ def story(records: list[StageRecord], out: str | Path) -> list[str]:
             average = entry["rates"]["average"]
             rates = ", ".join(f"{key} {value:.0%}" for key, value in average.items())
             lines.append(f"attacks on {METHOD_TITLES.get(method, method)}: average {rates}")
-    adaptive = results.get("adaptive")
+    adaptive, board = results.get("adaptive"), results.get("scoreboard")
     if adaptive is not None and adaptive.result:
+        scored = board is not None and bool(board.result)  # the scoreboard of this run's white-box campaigns
         for method, entry in adaptive.result.items():
-            rates = ", ".join(
-                f"{attack} {key} {value:.0%}"
-                for attack, measured in entry["rates"].items()
-                if attack != "average"
-                for key, value in measured.items()
-                if key.startswith("asr/")
-            )
+            rates = _white_box(out, method, entry, scored)
             lines.append(f"white-box attacks on {METHOD_TITLES.get(method, method)}: {rates}")
-    board = results.get("scoreboard")
     if board is not None and board.result:
         for method, weakest in board.result.items():
             asr = "no harm judge" if weakest["asr"] is None else f"ASR {weakest['asr']:.0%}"
@@ -458,6 +452,33 @@ def story(records: list[StageRecord], out: str | Path) -> list[str]:
         f"{Path(out) / 'scoreboard' / 'scoreboard.md'}"
     )
     return lines
+
+
+def _white_box(out: str | Path, method: str, entry: dict[str, Any], scored: bool) -> str:
+    """The white-box attacks' ASR on one checkpoint, a rate per variant (``directions d0`` ... ``directions
+    all``) from the scoreboard stage's rows when it is ``scored``; else each attack's rate pooled over its
+    variants (HarmBench's per-behaviour mean), said so."""
+    names = [attack for attack in entry["rates"] if attack != "average"]
+    path = Path(out) / "scoreboard" / f"{method}.json"
+    if scored and path.is_file():
+        board = Scoreboard.from_dict(json.loads(path.read_text()))
+        rows = [
+            row
+            for row in board.rows
+            if any(row.attack.startswith((f"{n} ", f"{n},")) or row.attack == n for n in names)
+        ]
+        rates = ", ".join(f"{row.attack} {_percent(row.asr)}" for row in rows)
+        return f"ASR ({board.harm_judge} judge) {rates}"
+    return (
+        ", ".join(
+            f"{attack} {key} {value:.0%}"
+            for attack, measured in entry["rates"].items()
+            if attack != "average"
+            for key, value in measured.items()
+            if key.startswith("asr/")
+        )
+        + " (each attack's variants pooled)"
+    )
 
 
 def _ablation_story(model: ModelResult) -> str:

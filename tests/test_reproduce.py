@@ -126,7 +126,11 @@ def test_the_pipeline_runs_every_stage_then_reuses_them(toy_preset, toy_dir, tmp
     assert any(line.startswith("attacks on fail-closed: average asr/test-harm") for line in told), told
     assert any(line.startswith("utility of fail-closed: local_commonsense ") for line in told), told
     white_box = next(line for line in told if line.startswith("white-box attacks on fail-closed: "))
-    assert "prefilling asr/test-harm " in white_box and "directions asr/test-harm " in white_box
+    assert white_box.startswith("white-box attacks on fail-closed: ASR (test-harm judge) prefilling ")
+    assert ", directions d0 " in white_box and ", directions all " in white_box  # a rate per ablation
+    (tmp_path / "scoreboard" / "fail-closed.json").unlink()  # before the scoreboard: pooled, and said so
+    pooled = next(line for line in story(again, tmp_path) if line.startswith("white-box attacks on fail-closed: "))
+    assert "directions asr/test-harm " in pooled and pooled.endswith("(each attack's variants pooled)")
     assert any(line.startswith("weakest attack on fail-closed: ") and "refusal " in line for line in told), told
     assert any(line.startswith("figures: 9 of 10 in") and "not drawn: fail_open" in line for line in told), told
 
