@@ -45,7 +45,7 @@ from mechrefusal.core.provenance import versions
 from mechrefusal.directions import FINDERS, DIMSettings, DirectionSet, RDOSettings, SelectionFilters, find_direction
 from mechrefusal.interventions import Ablate
 from mechrefusal.measure.evaluation import judged_completions
-from mechrefusal.measure.judges import JUDGES
+from mechrefusal.measure.judges import JUDGES, refusal_judge
 from mechrefusal.measure.metrics import first_token_kl, refusal_score
 from mechrefusal.models import load
 
@@ -76,7 +76,8 @@ class AnalyzeSettings:
     max_new_tokens: int = 32
     """Tokens generated per prompt for the judged refusal rates."""
     judge: str = registered("substring", JUDGES)
-    """Judge of the refusal rates: a registered name (mechrefusal.JUDGES) or 'package.module:Class'."""
+    """Judge of the refusal rates: a registered refusal judge (substring, prefix; mechrefusal.JUDGES) or
+    'package.module:Class'."""
     max_kl: float | None = None
     """Selection filter of the fresh direction: largest first-token KL on harmless prompts when the candidate
     is ablated (default: the loosest the model's saved directions were found with, else 0.1)."""
@@ -106,7 +107,7 @@ class AnalyzeSettings:
             raise SettingError(f"--out {self.out} is a file; pass a directory.")
         check_dtype(self.dtype)
         resolve_device(self.device)
-        JUDGES.get(self.judge)
+        refusal_judge(self.judge)
         if self.n_test < 2:
             raise SettingError(
                 f"n_test must be at least 2 (a standard deviation needs two prompts), got {self.n_test}."
@@ -126,7 +127,7 @@ def analyse_model(
     model = load(spec, device=settings.device)
     given = DirectionSet.load(directions_file, d_model=model.d_model) if directions_file else model.directions
     source = "file" if directions_file else "saved"
-    judge = JUDGES.get(settings.judge)()
+    judge = refusal_judge(settings.judge)()
     harmful_train, harmless_train = (
         data.load("harmful", "train")[: settings.n_train],
         data.load("harmless", "train")[: settings.n_train],

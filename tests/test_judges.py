@@ -20,6 +20,7 @@ from mechrefusal.measure.judges import (
     SubstringJudge,
     Verdict,
     measures_of,
+    refusal_judge,
 )
 from mechrefusal.measure.judges.agreement import (
     Agreement,
@@ -305,3 +306,22 @@ def test_llm_judge_parsing_and_settings():
     with pytest.raises(SettingError, match="Unknown judge rubric 'likert'"):
         LLMJudge(ScriptedChat([]), "likert")
     assert Verdict(False).harmful is None
+
+
+def test_refusal_rates_refuse_a_harm_judge(toy):
+    from mechrefusal.analyze import AnalyzeSettings
+    from mechrefusal.measure.evaluation import judged_completions
+    from mechrefusal.train import TrainSettings
+
+    message = (
+        r"^The judge 'harm' decides harm, not refusal; refusal rates need a refusal judge \(substring, prefix\)\.$"
+    )
+    with pytest.raises(SettingError, match=message):
+        refusal_judge("harm")
+    with pytest.raises(SettingError, match=message):
+        AnalyzeSettings(judge="harm")
+    with pytest.raises(SettingError, match=message):
+        TrainSettings(judge="harm")
+    with pytest.raises(SettingError, match="^The judge 'HarmJudge' decides harm, not refusal"):
+        judged_completions(toy, ["How do magnets work?"], judge=HarmJudge())
+    assert refusal_judge("prefix") is PrefixJudge and refusal_judge("substring") is SubstringJudge

@@ -14,7 +14,7 @@ from mechrefusal import data
 from mechrefusal.core.directions import DirectionSet
 from mechrefusal.interventions import Ablate, Interventions
 from mechrefusal.measure.generation import GENERATION_BATCH_SIZE, generate
-from mechrefusal.measure.judges import Judge, SubstringJudge, Verdict
+from mechrefusal.measure.judges import Judge, SubstringJudge, Verdict, check_refusal_judge
 from mechrefusal.measure.metrics import first_token_kl
 from mechrefusal.models import Model, check_instructions
 from mechrefusal.models.autocast import autocast
@@ -56,7 +56,10 @@ def judged_completions(
     batch_size: int = GENERATION_BATCH_SIZE,
     progress: bool = False,
 ) -> JudgedCompletions:
-    """Generate greedy completions under ``intervention`` in ``dtype`` and judge them."""
+    """Generate greedy completions under ``intervention`` in ``dtype`` and judge them (``judge`` decides
+    refusal; default: the substring judge)."""
+    judge = judge or SubstringJudge()
+    check_refusal_judge(judge)
     check_instructions(prompts, "prompts")
     with autocast(model, dtype):
         completions = generate(
@@ -67,7 +70,7 @@ def judged_completions(
             batch_size=batch_size,
             progress=progress,
         )
-    return JudgedCompletions(list(prompts), completions, (judge or SubstringJudge()).judge(prompts, completions))
+    return JudgedCompletions(list(prompts), completions, judge.judge(prompts, completions))
 
 
 def refusal_rate(

@@ -22,7 +22,7 @@ from mechrefusal.data.splits import normalise
 from mechrefusal.interventions import Ablate, Interventions
 from mechrefusal.measure.evaluation import judged_completions
 from mechrefusal.measure.generation import GENERATION_BATCH_SIZE
-from mechrefusal.measure.judges import JUDGES, Judge
+from mechrefusal.measure.judges import Judge, refusal_judge
 from mechrefusal.models import Model
 
 TEAM_SET = "harmful"
@@ -152,7 +152,7 @@ def public_refusal(
     seen = seen_prompts()
     samples = {name: held_out_sample(name, n=n, seed=seed, seen=seen) for name in sets}
     judge_name, judge_instance = (
-        (judge, JUDGES.get(judge)()) if isinstance(judge, str) else (type(judge).__name__, judge)
+        (judge, refusal_judge(judge)()) if isinstance(judge, str) else (type(judge).__name__, judge)
     )
     named = conditions(model.directions if ablations else None, extra)
     rates = {

@@ -10,7 +10,7 @@ from mechrefusal.core.errors import SettingError
 from mechrefusal.core.precision import DTYPES, check_dtype
 from mechrefusal.data import PUBLIC_SETS
 from mechrefusal.directions import FINDERS, DIMSettings, RDOSettings
-from mechrefusal.measure.judges import JUDGES
+from mechrefusal.measure.judges import JUDGES, refusal_judge
 from mechrefusal.train.methods import METHODS
 from mechrefusal.train.search import N_SCORE, N_SEARCH
 
@@ -158,8 +158,8 @@ class TrainSettings:
     """Direction search: the finder, rdo (Refusal Direction Optimisation anchored at the DIM direction,
     as in the paper), dim (difference in means + selection; cheaper) or 'package.module:Class'."""
     judge: str = registered("substring", JUDGES)
-    """Judge of the model's own training targets: a registered name (mechrefusal.JUDGES) or
-    'package.module:Class'."""
+    """Judge of the model's own training targets: a registered refusal judge (substring, prefix;
+    mechrefusal.JUDGES) or 'package.module:Class'."""
     search: SearchSettings = field(default_factory=SearchSettings)
     """The direction search's prompts and filters (--search-max-kl, ...)."""
     dim: DIMSettings = field(default_factory=DIMSettings)
@@ -221,7 +221,7 @@ class TrainSettings:
     def __post_init__(self) -> None:
         METHODS.get(self.method)(self)  # a method checks the settings it depends on
         FINDERS.get(self.finder)
-        JUDGES.get(self.judge)
+        refusal_judge(self.judge)
         if not 0 <= self.plain_share < 1:
             raise SettingError(f"plain_share must lie in [0, 1), got {self.plain_share}.")
         if not 0 <= self.ablated_utility_share <= 1 or not 0 <= self.ablation_probability <= 1:

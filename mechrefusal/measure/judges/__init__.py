@@ -5,7 +5,15 @@ Add a judge: a class with ``measures`` and ``judge(instructions, completions) ->
 here, registered with ``@JUDGES.register(name)`` and imported below; build it without arguments.
 """
 
-from mechrefusal.measure.judges.base import JUDGES, MEASURES, Judge, Verdict, measures_of
+from mechrefusal.measure.judges.base import (
+    JUDGES,
+    MEASURES,
+    Judge,
+    Verdict,
+    check_refusal_judge,
+    measures_of,
+    refusal_judge,
+)
 from mechrefusal.measure.judges.harm import HarmJudge
 from mechrefusal.measure.judges.llm import HarmBenchLLMJudge, LLMJudge, StrongRejectLLMJudge
 from mechrefusal.measure.judges.prefix import REFUSAL_OPENERS, PrefixJudge
@@ -24,5 +32,7 @@ __all__ = [
     "Judge",
     "SubstringJudge",
     "Verdict",
+    "check_refusal_judge",
     "measures_of",
+    "refusal_judge",
 ]

@@ -51,3 +51,21 @@ def measures_of(judge: object) -> str:
 
 JUDGES: Registry[type[Judge]] = Registry("judge")
 """The judges by name (a job's ``judge`` setting); each is built without arguments."""
+
+
+def check_refusal_judge(judge: object, name: str | None = None) -> None:
+    """One sentence unless ``judge`` (class or instance; ``name`` as the user wrote it) decides refusal: a
+    harm judge's ``refused`` only repeats a refusal-phrase rule, so a refusal rate under its name would be
+    mislabelled."""
+    if measures_of(judge) != "refusal":
+        label = name or type(judge).__name__
+        raise SettingError(
+            f"The judge {label!r} decides harm, not refusal; refusal rates need a refusal judge (substring, prefix)."
+        )
+
+
+def refusal_judge(spec: str) -> type[Judge]:
+    """The registered judge ``spec`` names (`JUDGES`), checked to decide refusal (`check_refusal_judge`)."""
+    cls = JUDGES.get(spec)
+    check_refusal_judge(cls, spec)
+    return cls
