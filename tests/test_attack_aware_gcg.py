@@ -1,6 +1,7 @@
 """Direction-aware GCG on the toy refuser with its DIM direction saved: the penalty equals the squared
 projections computed by hand from the model's hidden states (with and without the prefix cache), the
-search lowers them below plain GCG's, and a model without saved directions is one sentence."""
+search lowers them from the initial suffix's, a vanishing weight is plain GCG step for step, and a model
+without saved directions is one sentence."""
 
 from __future__ import annotations
 
@@ -49,19 +50,25 @@ def test_the_penalty_equals_a_hand_computation(checkpoint, behaviour, cached):  
     assert float(total - plain) == pytest.approx(0.5 * hand, rel=1e-4)
 
 
-def test_the_search_lowers_the_projections_below_plain_gcg(checkpoint, behaviour):  # noqa: F811
+def test_the_search_lowers_the_projections(checkpoint, behaviour):  # noqa: F811
     budget = SMALL | dict(steps=8, early_stop=False, dtype="float32")
     [aware] = AwareGCG(**budget, weight=1.0).run(checkpoint, behaviour, seed=0)
-    [plain] = GCG(**budget).run(checkpoint, behaviour, seed=0)
     initial = behaviour.text + " " + " ".join(["!"] * SMALL["suffix_length"])
     [prompt], _ = GCG(**SMALL).tokenise(checkpoint, [behaviour])
     projections = {}
-    for name, text in (("aware", aware.prompt), ("plain", plain.prompt), ("initial", initial)):
+    for name, text in (("aware", aware.prompt), ("initial", initial)):
         ids = checkpoint.chat.encode(checkpoint.chat.prompt(text))
         projections[name] = by_hand(checkpoint, ids, len(ids) - len(prompt.after), len(ids))
     assert aware.info["projections"] == pytest.approx(projections["aware"], rel=1e-4)
-    assert projections["aware"] < projections["plain"] - 0.05 and projections["aware"] < projections["initial"] - 0.05
-    assert aware.info["loss"] - aware.info["projections"] < 0.1  # the target is still forced
+    assert projections["aware"] < 0.8 * projections["initial"]
+    assert aware.info["loss"] < aware.info["initial_loss"] - 1.0
+
+
+def test_a_vanishing_weight_is_plain_gcg(checkpoint, behaviour):  # noqa: F811
+    budget = SMALL | dict(steps=4, early_stop=False, dtype="float32")
+    aware = AwareGCG(**budget, weight=1e-9).optimise(checkpoint, [behaviour], seed=0)
+    plain = GCG(**budget).optimise(checkpoint, [behaviour], seed=0)
+    assert aware.suffix == plain.suffix and aware.losses == pytest.approx(plain.losses, abs=1e-6)
 
 
 def test_bad_input_is_one_sentence(toy, behaviour, monkeypatch):  # noqa: F811

