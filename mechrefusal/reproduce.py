@@ -41,6 +41,7 @@ from typing import Any
 
 from mechrefusal import analyze as analyze_job
 from mechrefusal import attack as attack_job
+from mechrefusal import data
 from mechrefusal.analysis.paper.inputs import read_attacks
 from mechrefusal.analysis.paper.output import one_png_session
 from mechrefusal.analysis.report import ModelResult, Report, chromium_path
@@ -189,7 +190,9 @@ def _train_stage(name: str, settings: TrainSettings, start: str | None) -> Stage
     what = "round 0, standard safety fine-tuning" if start is None else f"{settings.rounds} {name} rounds from round 0"
     return Stage(
         name,
-        _training_config(settings),
+        # the bundled data's digest too: new data or a new order retrains (not in the defaults, so a stage
+        # cached before the digest was recorded is retrained), and every later stage's key follows
+        {**_training_config(settings), "data": data.digest()},
         body,
         needs=() if start is None else (start,),
         describe=what,

@@ -134,3 +134,10 @@ def test_categories_are_taken_in_turn_so_a_leading_slice_covers_them_all():
     by_label = [r for r in test if r.label == test[0].label]
     assert by_label == [r for r in data.records("harmful") if r in by_label]  # each category keeps its order
     assert data.interleaved([]) == []
+
+
+def test_the_digest_follows_the_order_the_sets_are_read_in(monkeypatch):
+    digest = data.digest()
+    assert digest == data.digest() and len(digest) == 16
+    monkeypatch.setattr(data, "interleaved", lambda items: list(reversed(items)))
+    assert data.digest() != digest

@@ -11,7 +11,7 @@ from mechrefusal import reproduce
 from mechrefusal.analysis import report
 from mechrefusal.analyze import AnalyzeSettings
 from mechrefusal.measure import judges
-from mechrefusal.reproduce import Preset, ReproduceSettings, main, run, story
+from mechrefusal.reproduce import Preset, ReproduceSettings, main, plan, run, story
 from mechrefusal.train.settings import SearchSettings
 from tests.conftest import TOY_ANALYSIS
 from tests.test_campaign import EveryNonRefusalHarmful
@@ -145,3 +145,16 @@ def test_bad_input_is_one_line(tmp_path, capsys):
     with pytest.raises(SystemExit):
         main(["--out", str(tmp_path / "file")])
     assert "is a file; pass a directory" in capsys.readouterr().err
+
+
+def test_training_stages_are_keyed_by_the_bundled_data(monkeypatch):
+    from mechrefusal import data
+    from mechrefusal.core.stages import _predates, stage_key
+
+    before = plan(ReproduceSettings())[0]
+    assert before.name == "round-0" and before.config["data"] == data.digest()
+    monkeypatch.setattr(data, "digest", lambda: "other data")
+    after = plan(ReproduceSettings())[0]
+    assert stage_key(after, {}) != stage_key(before, {})
+    recorded = {key: value for key, value in before.config.items() if key != "data"}  # cached before the digest
+    assert not _predates(after, {"config": recorded, "key": stage_key(after, {}, recorded)}, {})

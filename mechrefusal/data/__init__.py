@@ -11,6 +11,7 @@ read by a function in ``public.py`` and named in ``PUBLIC_SETS``; then add its s
 
 from __future__ import annotations
 
+import hashlib
 import json
 from functools import cache
 from importlib import resources
@@ -25,7 +26,7 @@ from mechrefusal.data.splits import SPLITS, normalise, split_of
 BUNDLED_SETS = ("harmful", "harmless", "overrefusal")
 NAMES = BUNDLED_SETS + tuple(PUBLIC_SETS)
 
-__all__ = ["NAMES", "SPLITS", "Record", "load", "load_file", "records", "refusal_replies"]
+__all__ = ["NAMES", "SPLITS", "Record", "digest", "load", "load_file", "records", "refusal_replies"]
 
 
 def records(name: str, split: str | None = None) -> list[Record]:
@@ -58,6 +59,14 @@ def load(name: str, split: str | None = None) -> list[str]:
 def load_file(path: str | Path) -> list[str]:
     """Instructions from a user's own ``.jsonl``, ``.csv`` or ``.txt`` file."""
     return [item.instruction for item in read_records(path)]
+
+
+def digest() -> str:
+    """A hash of the bundled sets as the toolkit reads them (every split's prompts, in order, and the refusal
+    replies): what a cached result computed from them depends on besides its settings."""
+    bundled = {name: {split: load(name, split) for split in SPLITS} for name in BUNDLED_SETS}
+    text = json.dumps([bundled, refusal_replies()], sort_keys=True)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
 
 
 def refusal_replies() -> list[str]:
