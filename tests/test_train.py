@@ -476,3 +476,12 @@ def test_an_rdo_direction_that_fails_the_filters_gives_way_to_its_dim_anchor(tin
     assert unguarded.method == "rdo" and not unguarded.provenance["passed_filters"]
     monkeypatch.setattr(rdo_finder, "rdo", fake(kl=0.2))
     assert next_direction().method == "rdo"
+
+
+def test_targets_are_cached_per_chat_format(toy, monkeypatch):
+    from mechrefusal.models.chat import ChatFormat
+    from mechrefusal.train.targets import _cache_key
+
+    key = _cache_key(toy, ["How do magnets work?"], 6, "float32", 0, "substring")
+    monkeypatch.setattr(toy, "chat", ChatFormat(toy.tokenizer, system="Answer in one word."))
+    assert _cache_key(toy, ["How do magnets work?"], 6, "float32", 0, "substring") != key

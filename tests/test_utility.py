@@ -21,6 +21,7 @@ from mechrefusal.measure.utility import (
     task_scores,
 )
 from mechrefusal.models import Batch
+from mechrefusal.models.chat import ChatFormat
 
 # Each item: a one-word choice and a long one. An untrained language model gives a 30-token continuation far
 # less likelihood than a one-token one, so the short choice wins each time: gold short twice, long once.
@@ -104,6 +105,10 @@ def test_ce_and_kl_against_the_reference(toy, ablation, empty_home):
     answers = reference_answers(toy, prompts, max_new_tokens=6, dtype="float32", progress=False)
     assert len(list((empty_home / "answers").glob("*.json"))) == 1
     assert reference_answers(toy, prompts, max_new_tokens=6, dtype="float32") == answers  # from the cache
+    with pytest.MonkeyPatch.context() as system:  # a system message is another chat format: answered afresh
+        system.setattr(toy, "chat", ChatFormat(toy.tokenizer, system="Answer in one word."))
+        reference_answers(toy, prompts, max_new_tokens=6, dtype="float32")
+    assert len(list((empty_home / "answers").glob("*.json"))) == 2
     same = answer_divergence(toy, toy, prompts, answers, dtype="float32")
     assert same.kl == pytest.approx(0.0, abs=1e-6) and same.cross_entropy == pytest.approx(same.reference_cross_entropy)
     assert same.answers == 4 and same.tokens > 4

@@ -370,9 +370,11 @@ def reference_answers(
     reference: Model, prompts: Sequence[str], *, max_new_tokens: int = 32, dtype: str = "auto", progress: bool = False
 ) -> list[str]:
     """The reference model's greedy answers to ``prompts``, cached under ``$MECHREFUSAL_HOME/answers`` by a
-    fingerprint of its weights (as the trainer's targets are) and the settings."""
+    fingerprint of its weights (as the trainer's targets are), its chat format (a system message changes the
+    answers) and the settings."""
     digest = weights_digest(reference)
-    digest.update(json.dumps([list(prompts), max_new_tokens, dtype, torch.__version__]).encode())
+    chat = reference.format(["{instruction}"])[0]
+    digest.update(json.dumps([list(prompts), max_new_tokens, dtype, torch.__version__, chat]).encode())
     path = home() / "answers" / f"{digest.hexdigest()[:24]}.json"
     if path.exists():
         return json.loads(path.read_text())

@@ -5,7 +5,7 @@ call them refusals; harmful prompts get the model's own refusals, kept when the 
 refusals. A model that does not refuse (the embedded default) gets replies from the team's refusal
 set instead, drawn with a fixed seed. The harmful prompts' replies that are not refusals are kept as
 well: they open recovery examples (`mechrefusal.train.recovery`). Results are cached under
-``$MECHREFUSAL_HOME/targets`` by a key of the model's weights, the prompts and the settings.
+``$MECHREFUSAL_HOME/targets`` by a key of the model's weights, its chat format, the prompts and the settings.
 """
 
 from __future__ import annotations
@@ -164,7 +164,8 @@ def _own_refusals(
 
 def _cache_key(model: Model, prompts: list[str], max_new_tokens: int, dtype: str, seed: int, judge: str) -> str:
     digest = weights_digest(model)
-    digest.update(json.dumps([prompts, max_new_tokens, dtype, seed, torch.__version__]).encode())
+    chat = model.format(["{instruction}"])[0]  # a system message changes the model's own replies
+    digest.update(json.dumps([prompts, max_new_tokens, dtype, seed, torch.__version__, chat]).encode())
     if judge != "substring":  # the default judge keeps the keys of targets cached before judges were settings
         digest.update(judge.encode())
     return digest.hexdigest()[:24]
