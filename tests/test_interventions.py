@@ -133,6 +133,13 @@ def test_kv_cached_generation_equals_greedy_decoding_by_full_forwards(tiny_model
         ]
 
 
+def test_greedy_generation_ignores_the_models_own_decoding_defaults(tiny_model, monkeypatch):
+    plain = mechrefusal.generate(tiny_model, PROMPTS, max_new_tokens=10)
+    monkeypatch.setattr(tiny_model.hf_model.generation_config, "repetition_penalty", 5.0)
+    monkeypatch.setattr(tiny_model.hf_model.generation_config, "no_repeat_ngram_size", 1)
+    assert mechrefusal.generate(tiny_model, PROMPTS, max_new_tokens=10) == plain
+
+
 def test_a_layer_outside_the_model_is_a_clear_error(tiny_model, directions):
     deep = Direction(directions[0].vector, tiny_model.n_layers + 7, -1, "dim")
     outside = rf"Layers \[{tiny_model.n_layers + 7}\] are outside this model's blocks 0..{tiny_model.n_layers - 1}"

@@ -89,6 +89,10 @@ def generate_ids(
         top_p=1.0 if do_sample else None,
         eos_token_id=eos,
         pad_token_id=eos,
+        # transformers fills every unset field from the model's own generation_config (Qwen2.5's sets a
+        # repetition penalty of 1.05-1.1): greedy here means the plain argmax, whatever the model suggests
+        repetition_penalty=1.0,
+        no_repeat_ngram_size=0,
     )
     replies: list[list[int] | None] = [None] * len(instructions)
     batches = list(model.batches(instructions, batch_size, rendered=rendered))
