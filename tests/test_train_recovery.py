@@ -13,7 +13,7 @@ from mechrefusal.measure.judges import JUDGES
 from mechrefusal.train import TrainSettings, run
 from mechrefusal.train import job as train_job
 from mechrefusal.train.recovery import recovery
-from mechrefusal.train.settings import AFTER_ROUND_ZERO
+from mechrefusal.train.settings import AFTER_ROUND_ZERO, LatentTrainingSettings
 from mechrefusal.train.targets import Example, TrainingData, training_data
 from tests.test_train import toy_settings
 
@@ -100,3 +100,6 @@ def test_bad_recovery_settings_are_one_sentence():
         TrainSettings(recovery_share=1.5)
     with pytest.raises(SettingError, match="recovery_tokens be 1 or more"):
         TrainSettings(recovery_tokens=0)
+    with pytest.raises(SettingError, match="^Latent adversarial training with the compliance objective does not take"):
+        TrainSettings(recovery_share=0.5, latent=LatentTrainingSettings(epsilon=0.1))
+    TrainSettings(recovery_share=0.5, latent=LatentTrainingSettings(epsilon=0.1, objective="refusal"))  # fine

@@ -239,6 +239,12 @@ class TrainSettings:
                 f"recovery_share must lie in [0, 1] and recovery_tokens be 1 or more; got {self.recovery_share} "
                 f"and {self.recovery_tokens}."
             )
+        if self.recovery_share and self.latent.epsilon and self.latent.objective == "compliance":
+            raise SettingError(
+                "Latent adversarial training with the compliance objective does not take recovery examples (their "
+                "compliant opening sits where the compliance target is aimed); use --latent-objective refusal or "
+                "--recovery-share 0."
+            )
         if not 0 <= self.edgy_share < 1:
             raise SettingError(f"edgy_share must lie in [0, 1), got {self.edgy_share}.")
         if self.public_harmful and self.public_harmful not in PUBLIC_SETS:
