@@ -12,7 +12,6 @@ unweighted sum of squares of the best suffix.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -21,10 +20,9 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
-from mechrefusal.attacks.base import ATTACKS, Behaviour, TestCase
+from mechrefusal.attacks.base import ATTACKS, Behaviour, TestCase, check_positive
 from mechrefusal.attacks.found import saved_directions
 from mechrefusal.attacks.gcg import GCG, KV, GCGResult, SuffixPrompt
-from mechrefusal.core.errors import SettingError
 from mechrefusal.interventions import Interventions
 from mechrefusal.models import Model
 from mechrefusal.models.autocast import autocast
@@ -61,8 +59,7 @@ class AwareGCG(GCG):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if not (math.isfinite(self.weight) and self.weight > 0):
-            raise SettingError(f"Direction-aware GCG's weight must be positive and finite, got {self.weight}.")
+        check_positive("Direction-aware GCG's", {"weight": self.weight})
         self.caveat = "; ".join(filter(None, [self.caveat, "white-box: steers off the defence's saved directions"]))
 
     def check(self, model: Model) -> None:

@@ -18,6 +18,7 @@ them apart with a class attribute ``variant`` (the scoreboard gives each its own
 from __future__ import annotations
 
 import hashlib
+import math
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any, Protocol, runtime_checkable
@@ -128,6 +129,14 @@ def preset_fields(
 def cache_settings(attack: Any) -> dict[str, Any]:
     """A dataclass attack's fields that change its test cases: all but ``progress`` and ``caveat``."""
     return {key: value for key, value in asdict(attack).items() if key not in ("progress", "caveat")}
+
+
+def check_positive(owner: str, values: Mapping[str, int | float]) -> None:
+    """One sentence, ``"{owner} {name} must be positive and finite, got {value}."``, for the first of
+    ``values`` that is zero, negative, infinite or NaN (an infinite or NaN budget passes a ``> 0`` check)."""
+    for name, value in values.items():
+        if not (math.isfinite(value) and value > 0):
+            raise SettingError(f"{owner} {name} must be positive and finite, got {value}.")
 
 
 def check_target(behaviour: Behaviour, attack: str) -> None:

@@ -17,7 +17,6 @@ loss of exactly those rounded vectors.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, cast
@@ -27,7 +26,15 @@ from jaxtyping import Float, Int
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from mechrefusal.attacks.base import ATTACKS, Behaviour, TestCase, cache_settings, check_target, preset_fields
+from mechrefusal.attacks.base import (
+    ATTACKS,
+    Behaviour,
+    TestCase,
+    cache_settings,
+    check_positive,
+    check_target,
+    preset_fields,
+)
 from mechrefusal.attacks.gcg import GCG
 from mechrefusal.attacks.loss import reply_losses
 from mechrefusal.core.errors import SettingError
@@ -127,11 +134,9 @@ class EmbeddingAttack:
     caveat: str = field(init=False, default="")
 
     def __post_init__(self) -> None:
-        for name in ("steps", "suffix_length", "step_size"):
-            if not (math.isfinite(getattr(self, name)) and getattr(self, name) > 0):
-                raise SettingError(
-                    f"The embedding attack's {name} must be positive and finite, got {getattr(self, name)}."
-                )
+        check_positive(
+            "The embedding attack's", {name: getattr(self, name) for name in ("steps", "suffix_length", "step_size")}
+        )
         if self.optimiser not in OPTIMISERS:
             raise SettingError(f"Unknown optimiser {self.optimiser!r}; choose one of {', '.join(OPTIMISERS)}.")
         check_dtype(self.dtype)

@@ -18,7 +18,6 @@ stored vectors, so results are reported against epsilon.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -27,7 +26,15 @@ from jaxtyping import Float
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from mechrefusal.attacks.base import ATTACKS, Behaviour, TestCase, cache_settings, check_target, preset_fields
+from mechrefusal.attacks.base import (
+    ATTACKS,
+    Behaviour,
+    TestCase,
+    cache_settings,
+    check_positive,
+    check_target,
+    preset_fields,
+)
 from mechrefusal.attacks.embedding import prompt_locator, stored
 from mechrefusal.attacks.loss import reply_losses
 from mechrefusal.core.errors import SettingError
@@ -120,11 +127,7 @@ class LatentAttack:
     caveat: str = field(init=False, default=CAVEAT)
 
     def __post_init__(self) -> None:
-        for name in ("epsilon", "steps", "step_size"):
-            if not (math.isfinite(getattr(self, name)) and getattr(self, name) > 0):
-                raise SettingError(
-                    f"The latent attack's {name} must be positive and finite, got {getattr(self, name)}."
-                )
+        check_positive("The latent attack's", {name: getattr(self, name) for name in ("epsilon", "steps", "step_size")})
         if self.layers is not None and not self.layers:
             raise SettingError("The latent attack needs at least one layer to perturb (or None: the middle one).")
         check_dtype(self.dtype)
