@@ -21,7 +21,7 @@ from mechrefusal.core.directions import DirectionSet
 from mechrefusal.measure.evaluation import refusal_rate
 from mechrefusal.models.export import hf_state_dict
 from mechrefusal.train import TrainSettings, run
-from mechrefusal.train.checkpoint import complete_rounds
+from mechrefusal.train.checkpoint import METADATA, complete_rounds
 from mechrefusal.train.search import max_cosine
 from mechrefusal.train.settings import SearchSettings
 from mechrefusal.train.targets import training_data
@@ -210,6 +210,27 @@ def test_a_finished_run_resumed_with_more_rounds_trains_only_the_new_ones(traine
     more = run(toy_settings(toy_dir, longer, rounds=len(written), resume=True, device=device), progress=False)
     assert [path.name for path in more] == [f"round-{len(written)}"]
     assert complete_rounds(longer)[: len(written)] == complete_rounds(out)
+
+
+def test_a_run_that_ended_for_want_of_a_direction_resumes_to_nothing(toy_dir, tmp_path):
+    settings = toy_settings(toy_dir, tmp_path / "none", rounds=2, search=SearchSettings(max_kl=1.0, min_induce=1e9))
+    with pytest.warns(UserWarning, match="stops here"):
+        assert [path.name for path in run(settings, progress=False)] == ["round-0"]
+    with pytest.warns(UserWarning, match="ended after round 0"):  # before: round 1 failed, nothing to ablate
+        assert run(replace(settings, resume=True), progress=False) == []
+    assert complete_rounds(settings.out) == [0]
+
+
+def test_a_fail_closed_run_whose_last_search_found_nothing_is_not_trained_further(trained, toy_dir, tmp_path):
+    out, written = trained
+    ended = tmp_path / "ended"
+    shutil.copytree(out, ended)
+    metadata = ended / written[-1].name / METADATA
+    saved = json.loads(metadata.read_text())
+    saved["metrics"]["direction_found"] = False  # as if the last round's search had found no new direction
+    metadata.write_text(json.dumps(saved))
+    with pytest.warns(UserWarning, match=f"ended after round {len(written) - 1}"):
+        assert run(toy_settings(toy_dir, ended, rounds=len(written), resume=True, device="cpu"), progress=False) == []
 
 
 def test_resume_after_a_kill_gives_the_uninterrupted_result(trained, toy_dir, tmp_path, device):

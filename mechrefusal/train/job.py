@@ -28,7 +28,7 @@ from mechrefusal.models import Model, load
 from mechrefusal.train.adversary import latent_adversary
 from mechrefusal.train.checkpoint import METADATA, complete_rounds, read_metadata, round_directory, save_checkpoint
 from mechrefusal.train.loop import ablate_all, train_round
-from mechrefusal.train.methods import METHODS
+from mechrefusal.train.methods import METHODS, TrainingMethod
 from mechrefusal.train.parallel import distributed_rank_and_size, init_distributed
 from mechrefusal.train.recovery import recovery
 from mechrefusal.train.search import SCORES, max_cosine, trainer_search
@@ -46,8 +46,16 @@ def run(settings: TrainSettings, *, progress: bool = True) -> list[Path]:
     is_writer = distributed_rank_and_size()[0] == 0
     reference = load(settings.model, device=settings.device)
     reference.bridge.requires_grad_(False)  # never trained: its casts are kept (`cast_once`)
-    model, directions, first_round = _start(settings)
     method = METHODS.get(settings.method)(settings)
+    model, directions, first_round = _start(settings)
+    last = first_round - 1
+    if first_round and _ended(method, last, directions, _found_in(settings.out, last, directions)):
+        warnings.warn(
+            f"{settings.out} ended after round {last} (its search left no direction to train against); "
+            "resuming trains nothing. Start another --out to train again.",
+            stacklevel=2,
+        )
+        return []
     train = training_data(
         reference,
         "train",
@@ -147,10 +155,25 @@ def run(settings: TrainSettings, *, progress: bool = True) -> list[Path]:
                 "in the round's mechrefusal.json; the filters are --search-max-kl and --search-min-induce.",
                 stacklevel=2,
             )
-            break
-        if round_index > 0 and method.stops_after(round_index, found):
+        if _ended(method, round_index, directions, found):
             break
     return written
+
+
+def _ended(method: TrainingMethod, round_index: int, directions: DirectionSet, found: Direction | None) -> bool:
+    """Whether training ends after this round: the method needs a direction and none is saved, or it stops
+    given the direction the round found (``found``)."""
+    if not len(directions) and method.needs_direction:
+        return True
+    return round_index > 0 and method.stops_after(round_index, found)
+
+
+def _found_in(out: str, round_index: int, directions: DirectionSet) -> Direction | None:
+    """The direction a saved round added (the last of its ``directions``), else ``None``: what that round's
+    ``found`` was, for a resumed run."""
+    metrics = read_metadata(round_directory(out, round_index))["metrics"]
+    added = metrics["direction_found"] or metrics.get("unconditioned_search", {}).get("added", False)
+    return directions[-1] if added else None
 
 
 def _start(settings: TrainSettings) -> tuple[Model, DirectionSet, int]:
