@@ -24,7 +24,7 @@ from mechrefusal.train import TrainSettings, run
 from mechrefusal.train.checkpoint import METADATA, complete_rounds
 from mechrefusal.train.search import max_cosine
 from mechrefusal.train.settings import SearchSettings
-from mechrefusal.train.targets import training_data
+from mechrefusal.train.targets import leading_shares, training_data
 
 
 def toy_settings(toy_dir, out, **overrides) -> TrainSettings:
@@ -117,6 +117,20 @@ def test_a_non_refusing_model_is_recognised_after_half_its_harmful_prompts(tiny_
     assert not result.own_refusals and len(result.harmful) == 20
     # harmless (20), then harmful 4 at a time: with none refused, 12 prompts leave 8 < 10 that could refuse
     assert generated == [20, 4, 4, 4]
+
+
+def test_a_cap_on_the_examples_keeps_each_parts_share(tiny_model, empty_home, monkeypatch):
+    from mechrefusal.train import targets as targets_module
+
+    assert leading_shares([list("abcdef"), list("xyz")], 4) == list("abcx")  # 2.67 and 1.33: the larger remainder
+    assert leading_shares([list("ab"), []], 5) == leading_shares([list("ab"), []], 0) == list("ab")
+    asked: list[list[str]] = []
+    real = targets_module.generate
+    monkeypatch.setattr(targets_module, "generate", lambda m, p, **k: asked.append(p) or real(m, p, **k))
+    training_data(tiny_model, "train", limit=48, max_new_tokens=2, dtype="float32", progress=False)
+    edgy = set(data.load("overrefusal", "train"))
+    # 338 harmless then 104 edgy prompts: a plain [:48] of the two joined had no edgy prompt
+    assert len(asked[0]) == 48 and sum(prompt in edgy for prompt in asked[0]) == round(48 * 104 / 442)
 
 
 def test_targets_are_cached(toy, monkeypatch):

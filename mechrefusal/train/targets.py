@@ -70,13 +70,12 @@ def training_data(
     progress: bool = True,
 ) -> TrainingData:
     """The model's own targets for one split of the bundled sets (cached); ``limit`` caps the prompts
-    per set (harmful; harmless and over-refusal together), 0 for all; ``judge`` names the judge (`JUDGES`).
-    ``public`` names a public harmful set whose prompts join the train split's harmful ones, after them and
-    without those in any bundled split."""
-    harmful = data.load("harmful", split) + (_public_prompts(public) if public and split == "train" else [])
-    harmless = data.load("harmless", split) + data.load("overrefusal", split)
-    if limit:
-        harmful, harmless = harmful[:limit], harmless[:limit]
+    per side (harmful; harmless and over-refusal together), each part keeping its share (`leading_shares`), 0 for
+    all; ``judge`` names the judge (`JUDGES`). ``public`` names a public harmful set whose prompts join the
+    train split's harmful ones, after them and without those in any bundled split."""
+    public_harmful = _public_prompts(public) if public and split == "train" else []
+    harmful = leading_shares([data.load("harmful", split), public_harmful], limit)
+    harmless = leading_shares([data.load("harmless", split), data.load("overrefusal", split)], limit)
     key = _cache_key(model, harmful + harmless, max_new_tokens, dtype, seed, judge)
     path = home() / "targets" / f"{key}.json"
     stored = json.loads(path.read_text()) if path.exists() else {}
@@ -117,6 +116,21 @@ def training_data(
         ).encode(),
     )
     return result
+
+
+def leading_shares(parts: list[list[str]], limit: int) -> list[str]:
+    """The leading prompts of each part, joined in order: all of them for ``limit`` 0, else ``limit`` in
+    all, each part's count in proportion to its size (largest remainders), so a cap never drops a part
+    that a plain ``[:limit]`` of the joined list would (the over-refusal prompts after 338 harmless ones)."""
+    total = sum(len(part) for part in parts)
+    if not limit or limit >= total:
+        return [prompt for part in parts for prompt in part]
+    exact = [limit * len(part) / total for part in parts]
+    counts = [int(share) for share in exact]
+    by_remainder = sorted(range(len(parts)), key=lambda i: counts[i] - exact[i])
+    for i in by_remainder[: limit - sum(counts)]:
+        counts[i] += 1
+    return [prompt for part, count in zip(parts, counts) for prompt in part[:count]]
 
 
 def with_edgy_share(harmless: list[Example], share: float) -> list[Example]:
