@@ -7,7 +7,7 @@ import torch
 
 import mechrefusal
 from mechrefusal import Ablate, Add, Direction, DirectionSet
-from mechrefusal.measure.generation import generate_ids
+from mechrefusal.measure.generation import generate_ids, stop_ids
 
 PROMPTS = ["Hi", "Write a short poem about the sea", "What is 2 + 2?"]
 
@@ -138,6 +138,17 @@ def test_greedy_generation_ignores_the_models_own_decoding_defaults(tiny_model, 
     monkeypatch.setattr(tiny_model.hf_model.generation_config, "repetition_penalty", 5.0)
     monkeypatch.setattr(tiny_model.hf_model.generation_config, "no_repeat_ngram_size", 1)
     assert mechrefusal.generate(tiny_model, PROMPTS, max_new_tokens=10) == plain
+
+
+def test_a_reply_ends_at_the_models_own_end_of_turn_token(tiny_model, monkeypatch):
+    """Gemma-2 ends a turn with <end_of_turn>, listed in its generation config beside <eos>."""
+    plain = generate_ids(tiny_model, PROMPTS[:1], max_new_tokens=10)[0]
+    assert len(plain) > 3
+    end_of_turn = plain[3]
+    eos = tiny_model.tokenizer.eos_token_id
+    monkeypatch.setattr(tiny_model.hf_model.generation_config, "eos_token_id", [eos, end_of_turn])
+    assert stop_ids(tiny_model) == [eos, end_of_turn]
+    assert generate_ids(tiny_model, PROMPTS[:1], max_new_tokens=10)[0] == plain[: plain.index(end_of_turn)]
 
 
 def test_a_layer_outside_the_model_is_a_clear_error(tiny_model, directions):

@@ -50,7 +50,7 @@ def generate(
 ) -> list[str]:
     """Replies to chat instructions, greedy by default, in the order given.
 
-    Generation stops at the tokenizer's end-of-sequence token; the reply text excludes it.
+    Generation stops at an end token (`stop_ids`); the reply text excludes it.
     ``rendered=True`` takes prompts already rendered with the chat template (whole conversations).
     """
     replies = generate_ids(
@@ -79,7 +79,8 @@ def generate_ids(
     progress: bool = False,
     rendered: bool = False,
 ) -> list[list[int]]:
-    """The reply token ids of :func:`generate` (up to, not including, the end-of-sequence token)."""
+    """The reply token ids of :func:`generate` (up to, not including, the first end token, `stop_ids`)."""
+    stops = stop_ids(model)
     eos = model.tokenizer.eos_token_id
     config = GenerationConfig(
         max_new_tokens=max_new_tokens,
@@ -87,7 +88,7 @@ def generate_ids(
         temperature=temperature if do_sample else None,
         top_k=0 if do_sample else None,  # plain sampling from the tempered distribution, as the bridge samples
         top_p=1.0 if do_sample else None,
-        eos_token_id=eos,
+        eos_token_id=stops,
         pad_token_id=eos,
         # transformers fills every unset field from the model's own generation_config (Qwen2.5's sets a
         # repetition penalty of 1.05-1.1): greedy here means the plain argmax, whatever the model suggests
@@ -105,5 +106,14 @@ def generate_ids(
                 past_key_values=ComputeDtypeCache(config=model.hf_model.config),
             )
             for index, row in zip(indices, cast(Tensor, tokens)[:, batch.input_ids.shape[1] :].tolist()):
-                replies[index] = row[: row.index(eos)] if eos in row else row
+                replies[index] = row[: min((row.index(i) for i in stops if i in row), default=len(row))]
     return cast(list[list[int]], replies)  # every row was filled
+
+
+def stop_ids(model: Model) -> list[int]:
+    """The tokens that end a reply: the tokenizer's end of sequence, then those of the model's own generation
+    config (Gemma-2 ends its turns with ``<end_of_turn>``, not ``<eos>``; without it a reply runs on into
+    text the chat template never showed the model)."""
+    configured = model.hf_model.generation_config.eos_token_id
+    listed = configured if isinstance(configured, list) else [] if configured is None else [configured]
+    return list(dict.fromkeys([model.tokenizer.eos_token_id, *listed]))
