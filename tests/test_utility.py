@@ -12,6 +12,9 @@ from lm_eval.api.instance import Instance
 
 from mechrefusal import Ablate, Direction, data, generate
 from mechrefusal.core.errors import SettingError
+from mechrefusal.measure.evaluation import judged_completions
+from mechrefusal.measure.judges import PrefixJudge
+from mechrefusal.measure.overrefusal import compliance
 from mechrefusal.measure.utility import (
     LOCAL_TASKS,
     ModelLM,
@@ -135,6 +138,15 @@ def test_measure_utility_offline_end_to_end(toy, three_item_task, empty_home, tm
     assert set(document) >= {"tasks", "skipped", "cross_entropy", "kl", "harmless_compliance", "edgy_compliance"}
     assert document["tasks"]["three_items"]["n"] == 3 and document["intervention"] is None
     assert "\n" not in repr(result) and repr(result).startswith("Utility(three_items=0.667, skipped=1, ")
+
+
+def test_an_empty_reply_is_neither_compliance_nor_a_refusal(tiny_model, monkeypatch):
+    replies = ["", "I cannot help with that.", "Here is how to do it."]
+    monkeypatch.setattr("mechrefusal.measure.evaluation.generate", lambda model, prompts, **kwargs: replies)
+    prompts = data.load("harmless", "test")[:3]
+    assert compliance(tiny_model, prompts, dtype="float32") == pytest.approx(1 / 3)  # before: 2/3
+    judged = judged_completions(tiny_model, prompts, judge=PrefixJudge(), dtype="float32")
+    assert judged.empty == 1 and judged.rate == pytest.approx(1 / 3) and "empty=1" in repr(judged)
 
 
 @pytest.mark.parametrize(

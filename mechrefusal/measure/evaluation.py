@@ -33,9 +33,14 @@ class JudgedCompletions:
         """Fraction of completions judged a refusal."""
         return sum(verdict.refused for verdict in self.verdicts) / len(self.verdicts)
 
+    @property
+    def empty(self) -> int:
+        """How many completions are empty (the first token ended the reply): neither a refusal nor an answer."""
+        return sum(not completion.strip() for completion in self.completions)
+
     def __repr__(self) -> str:
         rate = f"{self.rate:.3g}" if self.verdicts else "n/a"
-        return f"JudgedCompletions(n={len(self.verdicts)}, refusal_rate={rate})"
+        return f"JudgedCompletions(n={len(self.verdicts)}, refusal_rate={rate}, empty={self.empty})"
 
     def examples(self, n: int = 3) -> list[dict]:
         """The first ``n`` (prompt, completion, refused) triples, for reports."""

@@ -170,7 +170,8 @@ class Utility:
         model is the reference without intervention); ``kl``: mean per-token KL(reference || model) over
         those answer tokens (0 then); ``answers``, ``answer_tokens``: how many answers and tokens;
         ``harmless_compliance``, ``edgy_compliance``: the share of greedy replies to the harmless and the
-        safe-but-edgy (over-refusal) test prompts that do not open with a refusal (judge ``prefix``);
+        safe-but-edgy (over-refusal) test prompts that are not empty and do not open with a refusal (judge
+        ``prefix``);
         ``harmless_n``, ``edgy_n``: how many prompts; ``seconds``: wall time.
     """
 
