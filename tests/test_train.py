@@ -295,6 +295,9 @@ def test_two_processes_reach_the_weights_of_one(toy_dir, tmp_path):
     for name in a:
         torch.testing.assert_close(b[name], a[name], atol=1e-5, rtol=1e-4)
     assert any((a[name] - changed[name]).abs().max() > 1e-4 for name in a)  # training did move the weights
+    one_meta = json.loads((tmp_path / "one" / "round-0" / "mechrefusal.json").read_text())
+    losses = [meta["metrics"]["training"]["train_loss"], one_meta["metrics"]["training"]["train_loss"]]
+    assert losses[0] == pytest.approx(losses[1], rel=1e-4)  # both processes' examples, not rank 0's half
 
 
 def test_ddp_and_fsdp_reach_the_weights_of_one_process_under_an_ablation(toy_dir, tmp_path):

@@ -150,6 +150,8 @@ def train_round(
                     )
                     (loss / settings.grad_accumulation).backward()
                 total += loss.item() / settings.grad_accumulation
+            if world > 1:  # each process's loss is the mean over its equal share: the mean of means is the step's
+                total = _mean_over_processes(total, model.device)
             optimizer.step()
             result.steps, result.train_loss = step, result.train_loss + [total]
             bar.set_postfix(loss=f"{total:.3f}")
@@ -178,6 +180,13 @@ def train_round(
         parameter.requires_grad_(False)
     result.wall_time_s = round(time.perf_counter() - started, 1)
     return result
+
+
+def _mean_over_processes(value: float, device: torch.device) -> float:
+    """The mean of ``value`` over the torchrun processes."""
+    tensor = torch.tensor([value], device=device)
+    torch.distributed.all_reduce(tensor)
+    return tensor.item() / torch.distributed.get_world_size()
 
 
 def _loss(
