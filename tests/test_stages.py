@@ -56,6 +56,33 @@ def test_a_damaged_output_is_recomputed_not_reused(tmp_path):
     assert [r.status for r in run_stages(pipeline(calls), tmp_path, announce=lambda line: None)] == ["cached", "done"]
 
 
+def test_a_stage_computed_from_an_earlier_output_of_its_input_is_recomputed(tmp_path):
+    """A damaged input recomputed to other files (a retrained checkpoint is not bit-exact) redoes what needs it,
+    in the same run or, after ``--only``, in the next."""
+    calls: list[str] = []
+
+    def counted(context):
+        calls.append("counted")
+        (context.directory / "count.json").write_text(json.dumps(len(calls)))
+        return {}
+
+    def copied(context):
+        return {"count": json.loads((context.directory.parent / "counted" / "count.json").read_text())}
+
+    stages = [Stage("counted", {}, counted), Stage("copied", {}, copied, needs=("counted",))]
+    assert run_stages(stages, tmp_path, announce=lambda line: None)[1].result == {"count": 1}
+    (tmp_path / "counted" / "count.json").write_text("7")
+    records = run_stages(stages, tmp_path, announce=lambda line: None)
+    assert [r.status for r in records] == ["done", "done"] and records[1].result == {"count": 2}  # before: 1, cached
+    (tmp_path / "counted" / "count.json").write_text("7")
+    assert [r.status for r in run_stages(stages, tmp_path, only="counted", announce=lambda line: None)] == [
+        "done",
+        "skipped",  # stale now (counted's output is not copied's input), left for the next run
+    ]
+    records = run_stages(stages, tmp_path, announce=lambda line: None)
+    assert [r.status for r in records] == ["cached", "done"] and records[1].result == {"count": 3}
+
+
 def test_an_interrupted_stage_resumes_and_finished_ones_are_kept(tmp_path):
     calls: list[str] = []
     with pytest.raises(KeyboardInterrupt):

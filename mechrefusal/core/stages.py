@@ -5,12 +5,14 @@ A stage's key is a hash of its configuration and of the keys of the stages it ne
 redoes that stage and everything downstream, nothing else. When a stage finishes, ``stage.json`` records
 its key, its result (a small JSON dict), its wall time and a digest of every file it wrote. A later run
 reuses the stage when the key matches and the files still hash to that digest; a damaged or edited output
-is recomputed, never silently reused. A setting newer than a cached stage does not redo it while it is at
-its default (``Stage.defaults``): the stage's recorded configuration must still hash to its recorded key
-with the keys its inputs had then, and it is then re-keyed (``rekeyed_from``), as the trainer counts a
-setting a checkpoint predates as its default. A stage that was interrupted leaves ``stage.json`` with ``finished``
-false and its key: a rerun with the same key is told to resume (the trainer continues from its last
-complete round), with another key the directory is cleared first.
+is recomputed, never silently reused, and so is every stage computed from other outputs of the stages it
+needs than theirs now (``stage.json`` records their digests). A setting newer than a cached stage does not
+redo it while it is at its default (``Stage.defaults``): the stage's recorded configuration must still hash
+to its recorded key with the keys its inputs had then, and it is then re-keyed (``rekeyed_from``), as the
+trainer counts a setting a checkpoint predates as its default. A stage that was interrupted leaves
+``stage.json`` with ``finished`` false, its key and its inputs' digests: a rerun with the same key and inputs
+is told to resume (the trainer continues from its last complete round), otherwise the directory is cleared
+first.
 """
 
 from __future__ import annotations
@@ -106,6 +108,7 @@ def run_stages(
     forced = set(names[names.index(start) :]) if start else set()
     keys: dict[str, str] = {}
     recorded: dict[str, str] = {}  # each stage's key as its cached outputs record it (a re-keyed one's old key)
+    digests: dict[str, str] = {}  # each valid or computed stage's output digest
     results: dict[str, dict[str, Any]] = {}
     records = []
     for stage in stages:
@@ -116,7 +119,8 @@ def run_stages(
             recorded[stage.name] = saved["key"]
             saved = {**saved, "key": key, "config": stage.config, "rekeyed_from": saved["key"]}
             _write(directory, saved)
-        valid = _valid(saved, key, directory) and stage.name not in forced
+        inputs = {name: digests.get(name) for name in stage.needs}
+        valid = _valid(saved, key, directory) and _same_inputs(saved, inputs) and stage.name not in forced
         if only is not None and stage.name != only:
             if not valid:
                 records.append(StageRecord(stage.name, "skipped", key, why="not asked for (--only)"))
@@ -128,10 +132,12 @@ def run_stages(
                     f"Stage {stage.name} needs {', '.join(missing)}, which has no valid cached output in {out}; "
                     f"run without --only first."
                 )
-            records.append(_compute(stage, key, directory, saved, results, announce))
+            records.append(_compute(stage, key, directory, saved, inputs, results, announce))
             results[stage.name] = records[-1].result
+            digests[stage.name] = _read(directory)["digest"]
             continue
         results[stage.name] = saved["result"]
+        digests[stage.name] = saved["digest"]
         records.append(StageRecord(stage.name, "cached", key, saved["result"], saved.get("seconds", 0.0)))
     return records
 
@@ -141,14 +147,15 @@ def _compute(
     key: str,
     directory: Path,
     saved: dict[str, Any],
+    inputs: dict[str, str | None],
     results: dict[str, dict[str, Any]],
     announce: Callable[[str], None],
 ) -> StageRecord:
-    resume = saved.get("key") == key and not saved.get("finished", False)
+    resume = saved.get("key") == key and not saved.get("finished", False) and _same_inputs(saved, inputs)
     if not resume and directory.exists():
         shutil.rmtree(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    _write(directory, {"key": key, "finished": False, "config": stage.config})
+    _write(directory, {"key": key, "finished": False, "config": stage.config, "inputs": inputs})
     announce(f"stage {stage.name}: {'resuming' if resume else 'running'} ({stage.describe})")
     started = time.perf_counter()
     result = stage.body(StageContext(directory, resume, {name: results[name] for name in stage.needs}))
@@ -159,6 +166,7 @@ def _compute(
             "key": key,
             "finished": True,
             "config": stage.config,
+            "inputs": inputs,
             "result": result,
             "seconds": seconds,
             "digest": output_digest(directory),
@@ -182,6 +190,12 @@ def _valid(saved: dict[str, Any], key: str, directory: Path) -> bool:
         and "result" in saved
         and saved.get("digest") == output_digest(directory)
     )
+
+
+def _same_inputs(saved: dict[str, Any], inputs: dict[str, str | None]) -> bool:
+    """Whether the cached stage was computed from the outputs its inputs have now (a stage recorded before
+    input digests were kept counts as such)."""
+    return saved.get("inputs", inputs) == inputs
 
 
 def _predates(stage: Stage, saved: dict[str, Any], recorded: dict[str, str]) -> bool:
