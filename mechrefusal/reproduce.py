@@ -52,7 +52,7 @@ from mechrefusal.core.errors import MechrefusalError, MissingFileError, SettingE
 from mechrefusal.core.memory import keep_freed_memory
 from mechrefusal.core.precision import DTYPES, check_dtype
 from mechrefusal.core.stages import Stage, StageContext, StageRecord, run_stages
-from mechrefusal.measure.utility import measure_utility
+from mechrefusal.measure.utility import local_tasks_digest, measure_utility
 from mechrefusal.models import load
 from mechrefusal.train import TrainSettings
 from mechrefusal.train import run as train
@@ -266,7 +266,8 @@ def _utility_stage(settings: ReproduceSettings, preset: Preset, methods: list[st
             results[method] = {"file": _relative(context, path), **{k: measured[k] for k in UTILITY_SUMMARY}}
         return results
 
-    config = {"dtype": settings.dtype, "device": settings.device, **preset.utility}
+    # the local tasks' files too: an edited question or answer key re-measures (nothing else would)
+    config = {"dtype": settings.dtype, "device": settings.device, **preset.utility, "local_tasks": local_tasks_digest()}
     what = "zero-shot accuracy, CE and KL against the original model, harmless and edgy compliance"
     return Stage("utility", config, body, needs=tuple(methods), describe=what)
 

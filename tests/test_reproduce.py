@@ -158,3 +158,12 @@ def test_training_stages_are_keyed_by_the_bundled_data(monkeypatch):
     assert stage_key(after, {}) != stage_key(before, {})
     recorded = {key: value for key, value in before.config.items() if key != "data"}  # cached before the digest
     assert not _predates(after, {"config": recorded, "key": stage_key(after, {}, recorded)}, {})
+
+
+def test_the_utility_stage_is_keyed_by_the_local_tasks_files(monkeypatch):
+    from mechrefusal import reproduce
+
+    [before] = [stage for stage in plan(ReproduceSettings()) if stage.name == "utility"]
+    monkeypatch.setattr(reproduce, "local_tasks_digest", lambda: "an edited answer key")
+    [after] = [stage for stage in plan(ReproduceSettings()) if stage.name == "utility"]
+    assert before.config["local_tasks"] != after.config["local_tasks"] == "an edited answer key"

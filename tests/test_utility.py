@@ -170,3 +170,16 @@ def test_unsupported_request_types_are_named(toy):
         lm.generate_until(requests(("Hi", "!")))
     with pytest.raises(SettingError, match="asks for loglikelihood_rolling"):
         lm.loglikelihood_rolling(requests(("Hi", "!")))
+
+
+def test_the_local_tasks_digest_follows_their_files(tmp_path, monkeypatch):
+    import shutil
+
+    from mechrefusal.measure import utility
+
+    shutil.copytree(utility.LOCAL_DIR, tmp_path / "utility")
+    monkeypatch.setattr(utility, "LOCAL_DIR", tmp_path / "utility")
+    before = utility.local_tasks_digest()
+    questions = tmp_path / "utility" / "science.jsonl"
+    questions.write_text(questions.read_text().replace('"answer": 0', '"answer": 1', 1))
+    assert utility.local_tasks_digest() != before

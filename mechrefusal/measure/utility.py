@@ -9,6 +9,7 @@ requests through `Model.reply_logits`, so the model's TransformerLens hooks (and
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import math
@@ -55,6 +56,15 @@ LOCAL_TASKS = ("local_commonsense", "local_science")
 """Multiple-choice tasks written for this project and shipped with it (``data/bundled/utility/*.yaml``)."""
 
 DEFAULT_TASKS = (*PAPER_TASKS, *LOCAL_TASKS)
+
+
+def local_tasks_digest() -> str:
+    """A hash of the local tasks' files (configs, questions and answers): what a cached accuracy on them
+    depends on besides its settings."""
+    digest = hashlib.sha256()
+    for path in sorted(LOCAL_DIR.iterdir()):
+        digest.update(path.name.encode() + b"\0" + path.read_bytes())
+    return digest.hexdigest()[:16]
 
 
 class ModelLM(LM):
