@@ -316,7 +316,7 @@ def _figures_stage(settings: ReproduceSettings, methods: list[str]) -> Stage:
         commands = {
             "fail_open": [str(analysis), str(attacks["round-0"]), "--role", "compare", "--device", settings.device],
             "robustness": [*named, "--judge", harm],
-            "training_cost": [f"{METHOD_TITLES.get(m, m)}={runs[m]}" for m in methods if m != "round-0"],
+            "training_cost": [f"{METHOD_TITLES.get(m, m)}={runs[m]}" for m in methods],  # round 0's own bar too
             "cosines": [str(runs["fail-closed"])],
             "ablations": [str(analysis)],
             "independence": [str(analysis), "--role", "model"],

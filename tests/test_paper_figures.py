@@ -196,6 +196,9 @@ def test_training_cost_splits_search_from_fine_tuning(run):
     assert axis_titles(built.figure) == {"wall time (s)", "method"}
     copied = [{**rounds[0], "copied_from": "elsewhere"}, *rounds[1:]]
     assert list(training_cost({"refat": copied}).numbers["methods"]) == ["refat"]  # a copied round 0 is not counted
+    # reproduce's runs: round 0 alone (its bar) and a method whose round 0 is a copy of it
+    shared = training_cost({"standard": rounds[:1], "refat": copied}).numbers["methods"]
+    assert list(shared) == ["round 0 (standard alignment)", "refat"]
     hours = training_cost({"big": [{**rounds[1], "wall_time_s": 9000.0}]})
     assert "wall time (h)" in axis_titles(hours.figure) and hours.figure.data[1].x[0] == pytest.approx(20 / 3600)
 
@@ -301,7 +304,11 @@ def test_rounds_summary_reads_each_source_per_round(toy_report):
     )
     asr, refusal, utility = built.figure.data
     assert (list(asr.x), list(asr.y)) == ([0, 2], [1.0, 0.5])
-    assert list(refusal.y) == [entry["independence"]["summary"]["min_single_rate"]]
+    summary = entry["independence"]["summary"]
+    assert list(refusal.y) == [summary["min_single_rate"]]
+    assert f"strongest single ablation round 2 {summary['min_single_rate']:.0%} ({summary['weakest']})" in (
+        built.caption
+    )
     assert (list(utility.x), list(utility.y)) == ([0], [pytest.approx(0.55)])  # round 1 measured no task
     assert axis_titles(built.figure) == {"round", "rate"}
     with pytest.raises(SettingError, match="no harm judge 'llm'"):

@@ -41,7 +41,8 @@ def round_cost(meta: dict[str, Any]) -> dict[str, float]:
 def training_cost(runs: dict[str, list[dict[str, Any]]]) -> PaperFigure:
     """Wall time per method (``runs``: method name -> its rounds' metadata, as `read_rounds` returns), split
     into direction search and fine-tuning: round 0 (standard alignment, shared by the methods) as its own
-    bar, from the first run that trained it, then each method's rounds from 1 on."""
+    bar, from the first run that trained it, then each method's rounds from 1 on (a run of round 0 alone
+    gives no bar of its own)."""
     if not runs:
         raise SettingError("The training-cost figure needs at least one training run.")
     rows: dict[str, dict[str, Any]] = {}
@@ -50,6 +51,8 @@ def training_cost(runs: dict[str, list[dict[str, Any]]]) -> PaperFigure:
         rows["round 0 (standard alignment)"] = {**round_cost(trained_zero[0]), "rounds": [0]}
     for name, rounds in runs.items():
         own = [meta for meta in rounds if meta["round"] > 0]
+        if not own:
+            continue
         costs = [round_cost(meta) for meta in own]
         rows[name] = {
             "fine_tuning_s": sum(c["fine_tuning_s"] for c in costs),
@@ -218,13 +221,13 @@ def rounds_summary(
     for index, campaign in attacks.items():
         if key not in campaign["rates"]["average"]:
             raise SettingError(f"Round {index}'s attack results have no harm judge {judge!r}.")
+    strongest = "refusal, strongest single ablation"
     series = {
         "average ASR": {r: campaign["rates"]["average"][key] for r, campaign in attacks.items()},
-        "refusal, strongest single ablation": {
-            r: entry["independence"]["summary"]["min_single_rate"] for r, entry in reports.items()
-        },
+        strongest: {r: entry["independence"]["summary"]["min_single_rate"] for r, entry in reports.items()},
         "utility (mean accuracy)": {r: mean_accuracy(u) for r, u in utilities.items()},
     }
+    named = {r: f" ({entry['independence']['summary']['weakest']})" for r, entry in reports.items()}
     figure = go.Figure()
     for (name, values), colour in zip(series.items(), (SEARCH_COLOUR, plots.HARMFUL, UTILITY_COLOUR)):
         ordered = sorted((r, v) for r, v in values.items() if v is not None)
@@ -238,9 +241,14 @@ def rounds_summary(
     plots.layout(figure, "What each round buys", legend=dict(orientation="h", y=-0.25))
     caption = (
         f"Per round: average attack success rate (judge {judge}), judged harmful refusal with the strongest single "
-        "direction ablated, and mean zero-shot accuracy: "
+        "direction ablated (a saved one or the one the analysis found anew, named), and mean zero-shot accuracy: "
         + "; ".join(
-            f"{name} " + ", ".join(f"round {r} {v:.0%}" for r, v in sorted(values.items()) if v is not None)
+            f"{name} "
+            + ", ".join(
+                f"round {r} {v:.0%}{named[r] if name == strongest else ''}"
+                for r, v in sorted(values.items())
+                if v is not None
+            )
             for name, values in series.items()
             if values
         )
