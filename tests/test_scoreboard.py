@@ -173,6 +173,8 @@ def test_campaigns_of_one_checkpoint_join_and_bad_input_is_one_sentence():
         Scoreboard.from_entries([prompt], ["a"], harm_judge="llm")
     with pytest.raises(SettingError, match="'substring' measures refusal, not harm; name a harm judge"):
         Scoreboard.from_entries([prompt], harm_judge="substring")
+    with pytest.raises(SettingError, match="'harm' measures harm, not refusal; name a refusal judge"):
+        Scoreboard.from_entries([prompt], refusal_judge="harm")  # before: the substring verdicts under its name
     with pytest.raises(SettingError, match="at least one attack directory"):
         scoreboard([])
 

@@ -102,6 +102,11 @@ class Scoreboard:
                 raise SettingError(
                     f"The judge {harm_judge!r} measures refusal, not harm; name a harm judge for the ASR."
                 )
+            if refusal_judge is not None and entry["judges"][refusal_judge]["measures"] != "refusal":
+                raise SettingError(
+                    f"The judge {refusal_judge!r} measures harm, not refusal; name a refusal judge for the "
+                    "refusal column."
+                )
             for row in _rows(entry, harm_judge, refusal_judge):
                 if row.attack in rows:
                     raise DataError(
