@@ -370,7 +370,8 @@ def draw_figures(commands: dict[str, list[str]], out: Path) -> dict[str, str]:
 
 
 def _draw(scripts: Path, name: str, arguments: list[str]) -> str:
-    """Run ``analyses/fig_NAME.py ARGUMENTS`` in this process: "written", or the script's one-sentence error."""
+    """Run ``analyses/fig_NAME.py ARGUMENTS`` in this process: "written", or the script's one-sentence error
+    (or, for a failure the script did not foresee, its type and message: the other figures are still drawn)."""
     spec = importlib.util.spec_from_file_location(f"analyses_fig_{name}", scripts / f"fig_{name}.py")
     if spec is None or spec.loader is None:
         raise MissingFileError(f"No script {scripts / f'fig_{name}.py'}.")
@@ -383,6 +384,8 @@ def _draw(scripts: Path, name: str, arguments: list[str]) -> str:
     except SystemExit:
         said = errors.getvalue().strip().splitlines()
         return said[-1].split(" error: ", 1)[-1] if said else "failed"
+    except Exception as error:  # a bug in one figure's builder; KeyboardInterrupt still stops the stage
+        return f"failed: {type(error).__name__}: {error}"
     return "written"
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 import subprocess
 import sys
@@ -261,3 +262,10 @@ def test_cli_rejects_a_missing_model_and_a_file_as_out(tmp_path, capsys):
     with pytest.raises(SystemExit):
         main(["--out", str(tmp_path / "file")])
     assert "is a file; pass a directory" in capsys.readouterr().err
+
+
+def test_a_non_finite_kl_reads_as_a_dash_in_the_page(toy_report):
+    data = copy.deepcopy(toy_report.data)
+    data["models"][0]["harmless"]["kl_all_ablated"] = float("nan")  # stored as null (strict JSON)
+    page = Report(data).html()  # before: TypeError from the KL cell's format, after report.json was written
+    assert "first-token KL on harmless, all ablated" in page and "–" in page

@@ -202,3 +202,14 @@ def test_the_story_gives_a_verdict_only_on_a_model_that_refuses():
     )
     broken = replace(refusing, directions=(replace(saved, single_refusal=0.2), fresh))
     assert "20% with the weakest of its 1 saved direction(s) (d0) ablated: fail-open;" in _ablation_story(broken)
+
+
+def test_a_figure_script_that_fails_unforeseen_is_reported_not_raised(tmp_path):
+    from mechrefusal.reproduce import _draw
+
+    (tmp_path / "fig_broken.py").write_text("def main(argv):\n    return {}['round']\n")
+    (tmp_path / "fig_refused.py").write_text(
+        "import argparse\n\ndef main(argv):\n    argparse.ArgumentParser(prog='fig').error('no such run')\n"
+    )
+    assert _draw(tmp_path, "broken", []) == "failed: KeyError: 'round'"  # before: the KeyError ended the stage
+    assert _draw(tmp_path, "refused", []) == "no such run"

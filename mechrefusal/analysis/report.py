@@ -72,7 +72,7 @@ SUMMARY_ROWS: list[tuple[str, str, Callable]] = [
     ("fail-closed (every single ablation leaves refusal)", "independence.summary.fail_closed", _plain),
     ("harmless refusal, nothing ablated", "harmless.baseline_rate", _percent),
     ("harmless refusal, all ablated", "harmless.all_ablated_rate", _percent),
-    ("first-token KL on harmless, all ablated", "harmless.kl_all_ablated", lambda v: f"{v:.3f}"),
+    ("first-token KL on harmless, all ablated", "harmless.kl_all_ablated", lambda v: "–" if v is None else f"{v:.3f}"),
     ("mean refusal score, harmful", "independence.baseline_score", _number),
     ("mean refusal score, harmful, all ablated", "independence.all_score", _number),
     ("mean refusal score, harmless", "independence.harmless_score", _number),
