@@ -7,6 +7,7 @@ import importlib.util
 import json
 import math
 import re
+import sys
 from pathlib import Path
 
 import pytest
@@ -164,6 +165,27 @@ def test_robustness_table_orders_attacks_and_reads_the_judge():
         robustness(campaigns, judge="substring")
     with pytest.raises(SettingError, match="lack human"):
         robustness({**campaigns, "other": campaign({"gcg": [True, True]})})
+    extra = campaign({"human": [False, False], "gcg": [False, True], "prefilling": [True, True]})
+    assert robustness({**campaigns, "more": extra}).numbers["asr"]["more"]["average"] == 0.25  # its own: 0.5
+    with pytest.raises(SettingError, match="Method fewer was attacked on 1 behaviours, the first on 2"):
+        robustness({**campaigns, "fewer": campaign({"human": [False], "gcg": [False]})})
+
+
+def test_the_robustness_table_script_prints_the_figures_table(tmp_path, monkeypatch, capsys):
+    for name, hits in (("r0", [True, True]), ("fc", [False, True])):
+        (tmp_path / name).mkdir()
+        entry = {**campaign({"human": hits, "gcg": hits, "prefilling": [True, True]}), "seed": 0}
+        (tmp_path / name / "report.json").write_text(json.dumps({"attacks": entry}))
+    runs = [f"round 0={tmp_path / 'r0'}", f"fail-closed={tmp_path / 'fc'}"]
+    monkeypatch.setattr(sys, "argv", ["robustness_table.py", *runs])
+    script("robustness_table").main()
+    printed = capsys.readouterr().out
+    assert "| method | gcg | human | prefilling | average ASR | average refusal |" in printed
+    assert "| fail-closed | 50% | 50% | 100% | 66.7% | 33% |" in printed
+    monkeypatch.setattr(sys, "argv", ["robustness_table.py", *runs, "--refusal-judge", "harm"])
+    with pytest.raises(SystemExit):
+        script("robustness_table").main()
+    assert "No refusal judge 'harm' in the attack results." in capsys.readouterr().err
 
 
 def test_overrefusal_utility_table_averages_the_measured_tasks():

@@ -17,7 +17,8 @@ ATTACK_ORDER = ("gcg", "autodan", "pair", "human")
 
 def robustness(campaigns: dict[str, dict[str, Any]], *, judge: str = "harm") -> PaperFigure:
     """Attack success rate per method (rows, ``campaigns``' keys: each an attack job's ``"attacks"`` entry)
-    and attack (columns, then their average), under the harm judge ``judge``."""
+    and attack (columns: the first campaign's attacks, then their mean), under the harm judge ``judge``; every
+    campaign must have attacked as many behaviours."""
     if not campaigns:
         raise SettingError("The robustness table needs at least one method's attack results.")
     key = f"asr/{judge}"
@@ -27,14 +28,18 @@ def robustness(campaigns: dict[str, dict[str, Any]], *, judge: str = "harm") -> 
         raise SettingError(f"No harm judge {judge!r} in the attack results; they have {harm or 'none'}.")
     present = [attack for attack in first["rates"] if attack != "average"]
     attacks = [a for a in ATTACK_ORDER if a in present] + [a for a in present if a not in ATTACK_ORDER]
+    if not attacks:
+        raise SettingError("The first method's attack results hold no attack.")
     for name, campaign in campaigns.items():
         missing = [a for a in attacks if a not in campaign["rates"] or key not in campaign["rates"][a]]
         if missing:
             raise SettingError(f"Method {name}'s attack results lack {', '.join(missing)} under judge {judge}.")
-    table = {
-        name: {**{a: campaign["rates"][a][key] for a in attacks}, "average": campaign["rates"]["average"][key]}
-        for name, campaign in campaigns.items()
-    }
+        if campaign["behaviours"] != first["behaviours"]:
+            raise SettingError(
+                f"Method {name} was attacked on {campaign['behaviours']} behaviours, the first on "
+                f"{first['behaviours']}; a table compares like with like."
+            )
+    table = {name: shown_rates(campaign, attacks, key) for name, campaign in campaigns.items()}
     columns = [*attacks, "average"]
     label = judge_label(judge, first["judges"][judge])
     figure = plots.heatmap(
@@ -58,6 +63,13 @@ def robustness(campaigns: dict[str, dict[str, Any]], *, judge: str = "harm") -> 
         + "."
     )
     return PaperFigure(figure, caption, numbers)
+
+
+def shown_rates(campaign: dict[str, Any], attacks: list[str], key: str) -> dict[str, float]:
+    """The campaign's rate ``key`` (``asr/harm``, ``refusal/substring``) per attack of ``attacks`` and their
+    mean (``"average"``), not the campaign's own average over every attack it ran."""
+    rates = {attack: campaign["rates"][attack][key] for attack in attacks}
+    return {**rates, "average": sum(rates.values()) / len(rates)}
 
 
 UTILITY_COLUMNS = {
