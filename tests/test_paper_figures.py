@@ -237,6 +237,10 @@ def test_training_curves_put_the_rounds_on_one_step_axis(run):
     assert scores["harmful"] == [2.0, 1.0, 0.0] and scores["harmful, all ablated"] == [-1.0, 0.0, 1.0]
     assert [row["best_val_loss"] for row in built.numbers["rounds"]] == [1.8, 1.2, 0.9]
     assert {"optimiser step (all rounds)", "loss (nats per token)", "round"} <= axis_titles(built.figure)
+    short = round_meta(0, tuning=1.0, total=2.0, found=True, losses=[1.0, 0.9, 0.8], val=[1.0, 0.9, 0.8])
+    short["settings"]["evals_per_round"] = 5  # 3 steps: the trainer evaluates after steps 1, 2 and 3
+    [val] = [t for t in training_curves([short]).figure.data if t.legendgroup == "val_loss"]
+    assert list(val.x) == [1, 2, 3]  # before: 1, 1, 2
 
 
 def test_direction_cosines_label_each_direction_with_its_round(run):
@@ -315,6 +319,8 @@ def test_attack_projections_compare_each_attack_with_the_plain_prompts(toy, toy_
     assert built.numbers["relative_to_plain"]["human"]["d0"] == pytest.approx(human[0] / plain[0], rel=1e-4)
     with pytest.raises(SettingError, match="plain harmful prompts"):
         attack_projections(toy, directions, {"plain": prompts["plain"]})
+    many = {"plain": prompts["plain"], **{f"attack {k}": prompts["gcg"] for k in range(8)}}
+    assert len(attack_projections(toy, directions, many).figure.data) == 9  # before: the palette's 7 drew 7
 
 
 def test_rounds_summary_reads_each_source_per_round(toy_report):

@@ -4,6 +4,7 @@ directions each attack's prompts suppress."""
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Sequence
 from typing import Any
 
@@ -290,7 +291,7 @@ def attack_projections(
         for name, texts in prompts.items()
     }
     figure = go.Figure()
-    for (name, columns), colour in zip(values.items(), (plots.HARMFUL, *PALETTE)):
+    for (name, columns), colour in zip(values.items(), itertools.chain([plots.HARMFUL], itertools.cycle(PALETTE))):
         figure.add_trace(
             go.Box(
                 x=[label for label, column in zip(labels, columns) for _ in column],

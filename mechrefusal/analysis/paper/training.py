@@ -113,7 +113,9 @@ def training_curves(rounds: list[dict[str, Any]]) -> PaperFigure:
         history, settings = meta["metrics"]["training"], meta["settings"]
         steps = list(range(offset + 1, offset + len(history["train_loss"]) + 1))
         evals = settings["evals_per_round"]
-        eval_steps = [offset + round(settings["steps"] * (i + 1) / evals) for i in range(len(history["val_loss"]))]
+        # the trainer's own evaluation steps (a set: with fewer steps than evaluations some coincide)
+        planned = sorted({round(settings["steps"] * (i + 1) / evals) for i in range(evals)})
+        eval_steps = [offset + step for step in planned[: len(history["val_loss"])]]
         first = meta is rounds[0]
         figure.add_trace(
             go.Scatter(
