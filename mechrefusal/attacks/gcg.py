@@ -83,6 +83,16 @@ class GCGResult:
     steps: int
     stopped_early: bool
 
+    def info(self) -> dict[str, Any]:
+        """What a test case records of the search (`GCG.run`)."""
+        return {
+            "suffix": self.suffix,
+            "loss": self.loss,
+            "initial_loss": self.initial_loss,
+            "steps": self.steps,
+            "stopped_early": self.stopped_early,
+        }
+
 
 @ATTACKS.register("gcg")
 @dataclass
@@ -142,14 +152,7 @@ class GCG:
     ) -> list[TestCase]:
         """One test case: the behaviour's text with the best suffix found."""
         result = self.optimise(model, [behaviour], intervention=intervention, seed=seed)
-        info = {
-            "suffix": result.suffix,
-            "loss": result.loss,
-            "initial_loss": result.initial_loss,
-            "steps": result.steps,
-            "stopped_early": result.stopped_early,
-        }
-        return [TestCase(behaviour.text + result.suffix, info)]
+        return [TestCase(behaviour.text + result.suffix, result.info())]
 
     def optimise(
         self, model: Model, behaviours: Sequence[Behaviour], *, intervention: Interventions = None, seed: int = 0
@@ -186,7 +189,8 @@ class GCG:
                 if len(candidates):
                     scores = self.candidate_losses(model, prompts, caches, candidates)
                     chosen = int(scores.argmin())
-                    suffix, loss = candidates[chosen], float(scores[chosen])
+                    if self.moves(loss, float(scores[chosen])):
+                        suffix, loss = candidates[chosen], float(scores[chosen])
                 losses.append(loss)
                 if loss < best_loss:
                     best_loss, best_suffix = loss, suffix
@@ -206,6 +210,11 @@ class GCG:
             len(losses),
             stopped_early,
         )
+
+    def moves(self, current: float, candidate: float) -> bool:
+        """Whether a step leaves the suffix of loss ``current`` for the best candidate's: always, even for a
+        worse one, in GCG; a subclass may keep the suffix instead (`AwareGCG`)."""
+        return True
 
     def tokenise(self, model: Model, behaviours: Sequence[Behaviour]) -> tuple[list[SuffixPrompt], Int[Tensor, " n"]]:
         """Split each rendered prompt into the ids before the suffix, the suffix's and the template tail's."""
