@@ -347,7 +347,10 @@ def test_write_figure_writes_files_and_regenerates_the_readme(tmp_path, monkeypa
     monkeypatch.setattr("mechrefusal.analysis.paper.output.render_pngs", lambda figures, page: "no Chromium here")
     built = overrefusal_utility(UTILITY)
     out = tmp_path / "figures"
+    out.mkdir()
+    (out / "utility.png").write_bytes(b"an earlier run's figure")
     written = write_figure(built.figure, "utility", out, built.caption, built.numbers, "python analyses/x.py A=B")
+    assert not (out / "utility.png").exists()  # before: kept beside the new caption and numbers
     assert written.files == [out / "utility.html"] and written.note == "no Chromium here"
     assert '<script charset="utf-8" src="plotly.min.js">' in (out / "utility.html").read_text()
     assert (out / "plotly.min.js").stat().st_size > 1_000_000  # one shared copy, not one per page
@@ -378,9 +381,10 @@ def test_one_png_session_renders_every_queued_png_at_once_and_drops_them_when_it
         assert calls == []
     assert calls == [["a.png", "b.png"]] and notes == []
     assert json.loads((tmp_path / "b.json").read_text())["files"] == ["b.html", "b.png"]
+    (tmp_path / "c.png").write_bytes(b"an earlier run's figure")
     with one_png_session() as notes:
         write_figure(built.figure, "c", tmp_path, built.caption, built.numbers, "cmd c")
-    assert notes == ["kaleido failed (no Chromium)"]
+    assert notes == ["kaleido failed (no Chromium)"] and not (tmp_path / "c.png").exists()
     assert json.loads((tmp_path / "c.json").read_text())["files"] == ["c.html"]
     readme = (tmp_path / "README.md").read_text()
     assert "![b](b.png)" in readme and "## c\n\n(PNG not written" in readme

@@ -59,8 +59,8 @@ class Written:
 def write_figure(
     fig: go.Figure, name: str, out_dir: str | Path, caption: str, numbers: dict[str, Any], command: str
 ) -> Written:
-    """Write ``NAME.html`` (plotly.min.js beside it), ``NAME.png`` (where kaleido finds a Chromium), ``NAME.json``
-    (caption, numbers, command) and regenerate ``README.md`` in ``out_dir``."""
+    """Write ``NAME.html`` (plotly.min.js beside it), ``NAME.png`` (where kaleido finds a Chromium; else an old
+    one is removed), ``NAME.json`` (caption, numbers, command) and regenerate ``README.md`` in ``out_dir``."""
     if not re.fullmatch(r"[a-z0-9][a-z0-9_-]*", name):
         raise SettingError(f"Figure name {name!r} must be lower-case letters, digits, '-' or '_'.")
     out = Path(out_dir)
@@ -73,6 +73,8 @@ def write_figure(
         note = render_pngs({out / f"{name}.png": fig}, page=f"{name}.html")
     else:
         queued[out / f"{name}.png"], note = fig, None
+    if note:  # a PNG of an earlier run would sit beside this caption and numbers
+        (out / f"{name}.png").unlink(missing_ok=True)
     files = [out / f"{name}.html"] + ([] if note else [out / f"{name}.png"])
     entry = {"caption": caption, "numbers": finite(numbers), "command": command, "files": [f.name for f in files]}
     (out / f"{name}.json").write_text(json.dumps(entry, indent=2, allow_nan=False) + "\n")
@@ -96,6 +98,7 @@ def one_png_session() -> Iterator[list[str]]:
         return
     notes.append(note)
     for path in queued:
+        path.unlink(missing_ok=True)  # an earlier run's PNG of this figure
         entry_path = path.with_suffix(".json")
         entry = json.loads(entry_path.read_text())
         entry["files"] = [name for name in entry["files"] if name != path.name]
