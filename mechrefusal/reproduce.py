@@ -74,7 +74,8 @@ class ReproduceSettings:
     only: str | None = None
     """Run only this stage (its inputs must already be in --out)."""
     start: str | None = aliased(None, "--from")
-    """Recompute this stage and every later one (--from)."""
+    """Recompute this stage and every later one (--from). A stage that was interrupted is resumed, not begun
+    again, so that rerunning a killed command continues it; clear its directory to begin it anew."""
     seed: int = 0
     """Seed of training and attacks."""
     dtype: str = choice("auto", DTYPES)
