@@ -4,6 +4,8 @@ test cases rebuild their ablation from their info."""
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
 
@@ -38,7 +40,7 @@ def test_refusal_falls_with_the_number_of_found_directions_ablated(checkpoint):
     attack = ReSearch(m=2, **TOY)
     found = attack.search(checkpoint)
     assert found[1].vector @ found[0].vector == pytest.approx(0, abs=1e-4)  # searched in the complement
-    assert attack.search(checkpoint) is found  # once per model and settings
+    assert [d.vector for d in attack.search(checkpoint)] == [d.vector for d in found]  # once per model and settings
     harmful = data.load("harmful", "val")
     saved = list(checkpoint.directions)
     scores = [
@@ -55,6 +57,25 @@ def test_refusal_falls_with_the_number_of_found_directions_ablated(checkpoint):
     assert [row["k"] for row in curve] == [0, 1, 2] and [row["ablated"] for row in curve] == [1, 2, 3]
     assert curve[0]["refusal"] > 0.6 and curve[1]["refusal"] < 0.4
     assert curve[1]["found"]["layer"] == found[0].layer and curve[2]["harmless_kl"] > 0
+
+
+def test_a_search_is_kept_on_disk_for_a_resumed_campaign(toy, empty_home, monkeypatch):
+    from mechrefusal.attacks import found as found_module
+
+    attack = ReSearch(m=1, n_prompts=32, **TOY)
+    [first] = attack.search(toy)
+    monkeypatch.setattr(found_module, "_FOUND", {})  # a new process, as a resumed campaign is
+    monkeypatch.setattr(ReSearch, "_search", lambda *args: pytest.fail("searched again"))
+    [again] = attack.search(toy)
+    assert torch.equal(again.vector, first.vector)
+    assert json.dumps(again.provenance, sort_keys=True) == json.dumps(first.provenance, sort_keys=True)  # NaN scores
+    [stored] = (empty_home / "searches").iterdir()
+    stored.write_bytes(b"damaged")
+    monkeypatch.setattr(found_module, "_FOUND", {})
+    monkeypatch.undo()  # the real search again, for the damaged file
+    monkeypatch.setenv("MECHREFUSAL_HOME", str(empty_home))
+    [remade] = attack.search(toy)
+    assert torch.equal(remade.vector, first.vector)
 
 
 def test_unconditioned_search_ignores_the_saved_directions(checkpoint, dim):

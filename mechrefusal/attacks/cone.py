@@ -85,7 +85,7 @@ class ConeAttack:
             )
 
     def search(self, model: Model, intervention: Interventions = None) -> DirectionSet:
-        """The cone's basis on ``model`` (under ``intervention``), searched once per process."""
+        """The cone's basis on ``model`` (under ``intervention``), searched once (`cached`)."""
         self.check(model)
         return cached(search_key(model, intervention, self.settings()), lambda: self._search(model, intervention))
 

@@ -1,26 +1,26 @@
 """What the direction attacks share: the model's saved directions, directions carried in a test case's
-JSON ``info``, and the in-memory cache that keeps a campaign from searching once per behaviour."""
+JSON ``info``, and the search cache (in memory and under ``$MECHREFUSAL_HOME/searches``) that keeps a
+campaign from searching once per behaviour, and a resumed one from searching again."""
 
 from __future__ import annotations
 
 import hashlib
 import json
 from collections.abc import Callable, Sequence
-from typing import Any, TypeVar
+from typing import Any
 
 import torch
 
 from mechrefusal.attacks.campaign import fingerprint
+from mechrefusal.core.cache import home
 from mechrefusal.core.directions import Direction, DirectionSet
-from mechrefusal.core.errors import SettingError
+from mechrefusal.core.errors import MechrefusalError, SettingError
 from mechrefusal.core.provenance import weights_fingerprint
 from mechrefusal.directions import SelectionFilters
 from mechrefusal.interventions import Interventions
 from mechrefusal.models import Model
 
-T = TypeVar("T")
-
-_FOUND: dict[str, Any] = {}
+_FOUND: dict[str, DirectionSet] = {}
 """Search key -> what a search found, for the life of the process."""
 
 
@@ -69,8 +69,14 @@ def search_key(model: Model, intervention: Interventions, settings: dict[str, An
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()
 
 
-def cached(key: str, compute: Callable[[], T]) -> T:
-    """``compute()``, once per ``key`` in this process."""
+def cached(key: str, compute: Callable[[], DirectionSet]) -> DirectionSet:
+    """``compute()``, once per ``key``: kept for the process and on disk, where a damaged file is searched
+    again."""
     if key not in _FOUND:
-        _FOUND[key] = compute()
+        path = home() / "searches" / f"{key[:32]}.safetensors"
+        try:
+            _FOUND[key] = DirectionSet.load(path)
+        except MechrefusalError:  # not searched yet, or damaged
+            _FOUND[key] = compute()
+            _FOUND[key].save(path)
     return _FOUND[key]

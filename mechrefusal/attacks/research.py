@@ -9,8 +9,8 @@ of what is ablated, the trainer's round search. It repeats ``m`` times (the budg
 (k = 1..m) is the behaviour's text answered with the saved directions and the first ``k`` found ones
 ablated; its ``info`` carries ``k`` and the found directions (layer, position, vector), from which
 `generation_intervention` rebuilds the ablation. The search depends on the model, its saved directions,
-the campaign's intervention and the settings, not on the behaviour, so it runs once per campaign (an
-in-memory cache) and uses its own ``seed`` setting (RDO's example order).
+the campaign's intervention and the settings, not on the behaviour, so it runs once (cached in memory and
+on disk, so a resumed campaign does not search again) and uses its own ``seed`` setting (RDO's example order).
 
 `research_curve` reports what the attack costs and buys: judged refusal on the harmful test split and
 first-token KL on the harmless one against the number of found directions ablated.
@@ -89,10 +89,10 @@ class ReSearch:
         return cache_settings(self)
 
     def search(self, model: Model, intervention: Interventions = None) -> list[Direction]:
-        """The ``m`` directions found on ``model`` (under ``intervention``), searched once per process."""
-        return cached(search_key(model, intervention, self.settings()), lambda: self._search(model, intervention))
+        """The ``m`` directions found on ``model`` (under ``intervention``), searched once (`cached`)."""
+        return list(cached(search_key(model, intervention, self.settings()), lambda: self._search(model, intervention)))
 
-    def _search(self, model: Model, intervention: Interventions) -> list[Direction]:
+    def _search(self, model: Model, intervention: Interventions) -> DirectionSet:
         saved = list(model.directions or [])
         harmful, harmless = data.load("harmful", "train"), data.load("harmless", "train")
         if self.n_prompts > min(len(harmful), len(harmless)):
@@ -122,7 +122,7 @@ class ReSearch:
                     progress=False,
                 )
             found.append(direction)
-        return found
+        return DirectionSet(found)
 
     def run(
         self, model: Model, behaviour: Behaviour, *, intervention: Interventions = None, seed: int = 0
