@@ -17,7 +17,9 @@ Presets:
   baselines.
 * ``cpu``: the CPU-scale reproduction in docs/results.md (hours): three rounds of fail-closed, ReFAT and
   DeepRefusal, all four prompt attacks and six white-box attacks on 10 behaviours at CPU budgets.
-* ``paper``: HarmBench's attack budgets and 512-token completions for a GPU, on 50 behaviours.
+* ``paper``: HarmBench's attack budgets for a GPU, on 50 behaviours (completions are 512 tokens on a CUDA
+  device, 64 elsewhere). Every preset trains with the README's small-model configuration (layers 10:20, DIM
+  search, KL <= 0.6), whatever ``--model``.
 
 The end of the output tells the story in one screen: whether round 0 refuses and fails open when its
 direction is ablated, whether the fail-closed model keeps refusing under every single ablation and under

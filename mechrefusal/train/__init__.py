@@ -2,8 +2,9 @@
 training and its baselines, with round checkpoints that `mechrefusal.load` reads back. The method is in
 docs/method.md §3-4.
 
-Add a training method: its name in ``settings.METHODS``, its ablation plan for harmful (and, if any,
-harmless) examples in ``plans.py``, and a test in ``tests/test_plans.py``; the job and loop stay as they are.
+Add a training method: a `Method` subclass in ``train/methods/`` with its ablation plans for harmful (and,
+if any, harmless) examples, registered in ``METHODS`` (``train/methods/__init__.py``), and a test in
+``tests/test_plans.py``; the job and loop stay as they are.
 """
 
 from mechrefusal.train.job import run

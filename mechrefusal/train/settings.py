@@ -122,7 +122,7 @@ class TrainSettings:
     team's harmful train split, from round 0 on ('': the team's prompts only). The other public set stays
     held out for evaluation (analyses/public_refusal.py refuses to score a set a checkpoint trained on)."""
     rounds: int = 3
-    """Progressive rounds after round 0 (fail-closed only)."""
+    """Rounds after round 0 (fail-closed, refat and deeprefusal; sft trains round 0 only)."""
     steps: int = 50
     """Optimiser steps per round (at most; rounds stop early on a plateau)."""
     batch_size: int = 16
