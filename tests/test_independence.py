@@ -153,3 +153,13 @@ def test_bad_inputs_are_clear_errors(tiny_model):
         measure_independence(tiny_model, DirectionSet([]), PROMPTS, PROMPTS, progress=False)
     with pytest.raises(ValueError, match="held-out harmful and harmless"):
         measure_independence(tiny_model, directions, [], PROMPTS, progress=False)
+
+
+def test_the_weakest_of_tied_singles_is_the_lower_scoring_one(tiny_model):
+    """The tiny model never refuses: every single ablation ties at 0%, and the weakest is the one whose
+    refusal score falls most, as the breaking search breaks ties (before: the first direction, always)."""
+    directions = random_set(tiny_model.d_model, 3)
+    result = measure_independence(tiny_model, directions, PROMPTS, PROMPTS, max_new_tokens=2, progress=False)
+    assert {result.judged[(i,)].rate for i in range(3)} == {0.0}
+    scores = [result.score((i,)) for i in range(3)]
+    assert result.summary.weakest == f"d{scores.index(min(scores))}"

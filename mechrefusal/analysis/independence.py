@@ -281,7 +281,8 @@ def measure_independence(
         rate(subset)
     breaking, _ = breaking_search(k, rate, rank, threshold)
     single_rates = [judged[(i,)].rate for i in range(k)]
-    weakest = min(range(k), key=single_rates.__getitem__)
+    single_scores = rank([(i,) for i in range(k)])  # ties broken as breaking_search breaks them
+    weakest = min(range(k), key=lambda i: (single_rates[i], single_scores[i]))
     summary = FailClosedSummary(
         threshold,
         judged[()].rate,
