@@ -22,15 +22,20 @@ from mechrefusal import data
 from mechrefusal.analysis.fresh_direction import diagnose_report, fresh_parts
 from mechrefusal.analysis.report import Report
 from mechrefusal.core.directions import DirectionSet
-from mechrefusal.core.errors import MechrefusalError
+from mechrefusal.core.errors import MechrefusalError, SettingError
 from mechrefusal.interventions import Ablate
 from mechrefusal.measure.evaluation import judged_completions
 from mechrefusal.measure.judges import JUDGES
 
 
 def part_refusals(out: str, role: str, spec: str, n: int) -> dict[str, float]:
-    """Judged refusal on the first ``n`` harmful test prompts with each part of the fresh direction ablated."""
+    """Judged refusal on the first ``n`` harmful test prompts (the analysis's own: at most its ``n_test``) with
+    each part of the fresh direction ablated."""
     settings = Report.load(out).data["settings"]
+    if n > settings["n_test"]:
+        raise SettingError(
+            f"--ablate-parts {n} exceeds the {settings['n_test']} test prompts the analysis judged; pass at most that."
+        )
     model = mechrefusal.load(spec)
     parts = fresh_parts(DirectionSet.load(f"{out}/{role}_directions.safetensors", d_model=model.d_model))
     judge = JUDGES.get(settings["judge"])()

@@ -88,7 +88,8 @@ def write_report(out: Path, labels: list[str], vectors: list[torch.Tensor], mode
             node = node.setdefault(part, {})
         node.setdefault(name, None)
     out.mkdir()
-    settings = {"judge": "tests.test_fresh_direction:AlwaysRefuses", "max_new_tokens": 2, "dtype": "float32"}
+    judge = "tests.test_fresh_direction:AlwaysRefuses"
+    settings = {"judge": judge, "max_new_tokens": 2, "dtype": "float32", "n_test": 4}
     (out / "report.json").write_text(json.dumps({"models": [entry], "settings": settings}))
     DirectionSet([Direction(v, 2 + i, -1, "dim") for i, v in enumerate(vectors)]).save(
         out / "model_directions.safetensors"
@@ -142,6 +143,10 @@ def test_the_script_judges_each_part_of_the_fresh_direction_ablated(toy, toy_dir
     assert "first 2 harmful test prompts with the fresh direction's part inside span ablated: 100%" in out
     record = json.loads(out.strip().splitlines()[-1])
     assert record["models"][0]["part_refusals"] == {"inside span": 1.0, "outside span": 1.0}
+    monkeypatch.setattr(sys, "argv", ["fresh_direction.py", str(tmp_path / "analysis"), "--ablate-parts", "5"])
+    with pytest.raises(SystemExit):  # before: judged a fifth prompt the analysis never used
+        script().main()
+    assert "--ablate-parts 5 exceeds the 4 test prompts the analysis judged" in capsys.readouterr().err
 
 
 def test_the_fresh_direction_of_a_checkpoint_is_read_from_the_report(tmp_path):
