@@ -35,10 +35,11 @@ def test_edgy_examples_are_repeated_to_reach_the_share():
 
 def test_rounds_after_round_zero_train_with_the_edgy_share(toy_dir, tmp_path, monkeypatch):
     original, train_round = train_job.training_data, train_job.train_round
-    seen = []
+    seen, own = [], []
 
     def with_edgy(model, split, **kwargs) -> TrainingData:
         found = original(model, split, **kwargs)
+        own.append(edgy_count(found.harmless))  # the capped split's own edgy prompts the toy answered
         harmless = found.harmless + [Example(prompt, "Here is a safe answer.") for prompt in EDGY[:4]]
         return TrainingData(found.harmful, harmless, found.own_refusals, found.compliant)
 
@@ -50,7 +51,7 @@ def test_rounds_after_round_zero_train_with_the_edgy_share(toy_dir, tmp_path, mo
     monkeypatch.setattr(train_job, "train_round", recording)
     written = run(toy_settings(toy_dir, tmp_path / "run", finder="dim", steps=2, edgy_share=0.5), progress=False)
     assert [path.name for path in written] == ["round-0", "round-1"]
-    assert edgy_count(seen[0]) == 4  # round 0 as published: the split's own share
+    assert edgy_count(seen[0]) == own[0] + 4  # round 0 as published: the split's own share
     assert edgy_count(seen[1]) / len(seen[1]) == pytest.approx(0.5, abs=0.05) and len(seen[1]) > len(seen[0])
     assert json.loads((written[1] / "mechrefusal.json").read_text())["settings"]["edgy_share"] == 0.5
     assert "edgy_share" in AFTER_ROUND_ZERO
