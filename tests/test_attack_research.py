@@ -23,6 +23,15 @@ from tests.test_toy_refusal import TOY_FILTERS, random_like
 TOY = dict(max_kl=TOY_FILTERS.max_kl, n_val=16)
 
 
+@pytest.fixture(scope="module", autouse=True)
+def home(tmp_path_factory):
+    """A cache of this module's own: the searches are kept on disk, and one stored by an earlier run (of older
+    code, on the same toy weights) would otherwise answer for the search under test."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("MECHREFUSAL_HOME", str(tmp_path_factory.mktemp("research-attack-home")))
+        yield
+
+
 @pytest.fixture
 def checkpoint(toy, dim, monkeypatch):
     """The toy with one saved direction that does not mediate its refusal (a random one)."""

@@ -15,6 +15,7 @@ import mechrefusal
 from mechrefusal import data
 from mechrefusal.core.directions import Direction, DirectionSet
 from mechrefusal.core.errors import DataError, SettingError
+from mechrefusal.measure.evaluation import refusal_rate
 from mechrefusal.measure.generalisation import held_out_sample, public_refusal, seen_prompts
 from mechrefusal.measure.judges import Verdict
 
@@ -80,7 +81,8 @@ def test_each_saved_direction_gets_a_row_and_the_judge_decides(toy, checkpoint):
 def test_a_model_without_saved_directions_gets_the_plain_row(toy):
     result = public_refusal(toy, sets=["harmbench"], n=2, judge="substring", max_new_tokens=2, dtype="float32")
     assert list(result.rates) == ["plain"] and list(result.samples) == ["harmbench"]
-    assert result.judge == "substring" and 0.0 <= result.rates["plain"]["harmbench"] <= 1.0
+    plain = refusal_rate(toy, result.samples["harmbench"].prompts, max_new_tokens=2, dtype="float32")
+    assert result.judge == "substring" and result.rates["plain"]["harmbench"] == plain
 
 
 @pytest.mark.parametrize(
