@@ -139,7 +139,7 @@ def test_another_intervention_or_seed_is_not_reused(toy, behaviours, tmp_path):
     assert behaviour_seed(0, "swap", behaviours[0]) != behaviour_seed(1, "swap", behaviours[0])
 
 
-def test_attack_job_writes_report_and_replays(toy_dir, tmp_path, capsys):
+def test_attack_job_writes_report_and_replays(toy_dir, tmp_path, capsys, monkeypatch):
     out = tmp_path / "attack"
     settings = AttackSettings(
         model=str(toy_dir),
@@ -156,8 +156,11 @@ def test_attack_job_writes_report_and_replays(toy_dir, tmp_path, capsys):
     page = (out / "report.html").read_text()
     assert "Attacks" in page and "judge substring, κ" in page
     assert "refusal" in report.summary()
-    main(["--config", str(out / "settings.toml")])  # replays from the cache
+    monkeypatch.setattr(SwapAttack, "run", lambda *args, **kwargs: pytest.fail("attacked again"))
+    monkeypatch.setattr("mechrefusal.attacks.campaign.generate", lambda *args, **kwargs: pytest.fail("generated"))
+    main(["--config", str(out / "settings.toml")])  # replays from the cache: nothing attacked or generated
     assert "report:" in capsys.readouterr().out
+    assert json.loads((out / "report.json").read_text())["attacks"]["rates"] == data["attacks"]["rates"]
 
 
 def test_attack_results_join_the_analysis_report(toy_report, tmp_path):

@@ -167,7 +167,7 @@ def test_the_checkpoint_table_rates_are_the_judged_rates_of_each_condition(toy, 
     from mechrefusal.measure.evaluation import refusal_rates
 
     directions = DirectionSet([direction, random_like(direction, seed=2)])
-    rates = refusal_rates(toy, directions, n=12, max_new_tokens=8)
+    rates = refusal_rates(toy, directions, n=12, max_new_tokens=8, dtype="float32")  # "auto" varies by host
     assert set(rates) == {
         "harmful",
         "harmless",
@@ -181,6 +181,6 @@ def test_the_checkpoint_table_rates_are_the_judged_rates_of_each_condition(toy, 
     judged = {"harmful": None, "harmful, d0 ablated": Ablate(direction), "harmful, all ablated": Ablate(directions)}
     for key, intervention in judged.items():
         assert rates[key] == mechrefusal.refusal_rate(
-            toy, harmful, intervention=intervention, max_new_tokens=8, dtype="bfloat16"
+            toy, harmful, intervention=intervention, max_new_tokens=8, dtype="float32"
         )
     assert rates["harmful"] >= rates["harmful, d0 ablated"] + 0.3 and rates["kl_harmless_all_ablated"] > 0
