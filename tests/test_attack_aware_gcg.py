@@ -79,11 +79,20 @@ def test_it_forces_the_target_as_gcg_does_with_lower_projections(checkpoint, beh
 
 
 def test_it_never_leaves_a_forced_suffix(checkpoint, behaviour):  # noqa: F811
-    """With 2 candidates a step, seed 0 has steps where none is forced (GCG would move to one anyway)."""
-    budget = SMALL | dict(search_width=2, early_stop=False, dtype="float32")
-    result = AwareGCG(**budget, weight=1.0).optimise(checkpoint, [behaviour], seed=0)
-    assert result.steering_from is not None
-    assert all(loss < 0.1 for loss in result.losses[result.steering_from :])
+    """A step may not trade a forced suffix (target loss below force_below) for an unforced one; GCG's loop
+    keeps the current suffix when ``moves`` says no."""
+    aware = AwareGCG(force_below=0.1)
+    assert not aware.moves(0.05, 0.2) and aware.moves(0.05, 0.08) and aware.moves(0.3, 0.5)
+    assert GCG().moves(0.05, 0.2)  # GCG always moves, even to a worse suffix
+
+    class Stays(AwareGCG):
+        def moves(self, current: float, best: float) -> bool:
+            return False
+
+    budget = SMALL | dict(steps=3, early_stop=False, dtype="float32")
+    kept = Stays(**budget, weight=1.0).optimise(checkpoint, [behaviour], seed=0)
+    initial = " " + " ".join(["!"] * budget["suffix_length"])
+    assert kept.suffix == initial and len(set(kept.losses)) == 1  # before the hook: GCG always moved
 
 
 def test_a_vanishing_weight_is_plain_gcg(checkpoint, behaviour):  # noqa: F811

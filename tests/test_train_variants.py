@@ -173,6 +173,7 @@ def test_the_latent_perturbation_stays_within_epsilon_and_raises_the_safety_loss
     adversary = LatentAdversary(settings.latent, (1,))
     groups = [([0, 1, 2, 3], None)]
     batch, interventions = _grouped(toy, harmful, groups)
+    trainable = [parameter.requires_grad for parameter in toy.hf_model.parameters()]  # the session's toy, as found
     for parameter in toy.hf_model.parameters():
         parameter.requires_grad_(True)
         parameter.grad = None  # the toy's own training left its last gradients
@@ -183,8 +184,8 @@ def test_the_latent_perturbation_stays_within_epsilon_and_raises_the_safety_loss
             plain, _ = _loss_terms(toy, toy, harmful, harmless, settings, groups)
             attacked, _ = _loss_terms(toy, toy, harmful, harmless, settings, groups, adversary=adversary)
     finally:
-        for parameter in toy.hf_model.parameters():
-            parameter.requires_grad_(False)
+        for parameter, was in zip(toy.hf_model.parameters(), trainable):
+            parameter.requires_grad_(was)
     assert isinstance(shift, ResidualShift) and shift.layers == (1,)
     norms = block_input_norms(toy, batch, 1)
     lengths = batch.reply_mask.int().argmax(dim=1)
