@@ -6,6 +6,7 @@ import pytest
 import torch
 
 import mechrefusal
+from mechrefusal.core.cache import home
 from mechrefusal.models.export import save_hf_directory
 from mechrefusal.models.tiny import build_tiny_model
 from tests.toy import train_toy_refuser
@@ -13,6 +14,25 @@ from tests.toy import train_toy_refuser
 # Small analysis settings for the toy model; tiny models shift first-token distributions by a few
 # tenths of a nat whatever is ablated, hence the looser KL filter.
 TOY_ANALYSIS = dict(n_train=64, n_val=16, n_test=24, max_new_tokens=8, max_kl=1.0)
+
+
+PINNED = ("wheels", "assets")
+"""The cache's downloads, pinned by version and hash (the embedded model's wheel, the public sets): shared
+with the user's cache. Everything else the toolkit caches (targets, reference answers, the harm classifier,
+searches, converted models) is computed from inputs and settings, not from the code, so a test session makes
+its own: a result cached by older code never answers for the code under test."""
+
+
+@pytest.fixture(scope="session", autouse=True)
+def session_home(tmp_path_factory):
+    """A ``MECHREFUSAL_HOME`` of the session's own, with the pinned downloads of the user's cache linked in."""
+    user, own = home(), tmp_path_factory.mktemp("mechrefusal-home")
+    for name in PINNED:
+        (user / name).mkdir(exist_ok=True)
+        (own / name).symlink_to(user / name, target_is_directory=True)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("MECHREFUSAL_HOME", str(own))
+        yield own
 
 
 @pytest.fixture(scope="session")
