@@ -183,7 +183,7 @@ def run_campaign(
     precision = resolve(dtype, model.device).dtype
     common = {
         "model": weights_fingerprint(model.hf_model),
-        "chat": model.format(["{instruction}"])[0],
+        "chat": model.chat_format,
         "intervention": fingerprint(intervention),
         "saved_directions": fingerprint(model.directions),
         "dtype": precision,

@@ -384,8 +384,7 @@ def reference_answers(
     fingerprint of its weights (as the trainer's targets are), its chat format (a system message changes the
     answers) and the settings."""
     digest = weights_digest(reference)
-    chat = reference.format(["{instruction}"])[0]
-    digest.update(json.dumps([list(prompts), max_new_tokens, dtype, torch.__version__, chat]).encode())
+    digest.update(json.dumps([list(prompts), max_new_tokens, dtype, torch.__version__, reference.chat_format]).encode())
     path = home() / "answers" / f"{digest.hexdigest()[:24]}.json"
     if path.exists():
         return json.loads(path.read_text())

@@ -125,6 +125,12 @@ class Model:
         """Post-instruction positions counted from the end of the prompt, e.g. ``[-5, ..., -1]``."""
         return self.chat.post_instruction_positions
 
+    @property
+    def chat_format(self) -> str:
+        """The chat template rendered around the placeholder ``{instruction}``: what a cached reply of this model
+        depends on besides its weights (a system message, say)."""
+        return self.chat.prompt("{instruction}")
+
     def format(self, instructions: Sequence[str]) -> list[str]:
         """Chat prompts for plain instructions, rendered with the tokenizer's own template."""
         return [self.chat.prompt(text) for text in instructions]

@@ -178,8 +178,7 @@ def _own_refusals(
 
 def _cache_key(model: Model, prompts: list[str], max_new_tokens: int, dtype: str, seed: int, judge: str) -> str:
     digest = weights_digest(model)
-    chat = model.format(["{instruction}"])[0]  # a system message changes the model's own replies
-    digest.update(json.dumps([prompts, max_new_tokens, dtype, seed, torch.__version__, chat]).encode())
+    digest.update(json.dumps([prompts, max_new_tokens, dtype, seed, torch.__version__, model.chat_format]).encode())
     if judge != "substring":  # the default judge keeps the keys of targets cached before judges were settings
         digest.update(judge.encode())
     return digest.hexdigest()[:24]
