@@ -7,7 +7,7 @@ import torch
 
 import mechrefusal
 from mechrefusal import ModelLoadError
-from mechrefusal.models.chat import ChatFormat
+from mechrefusal.models.chat import TEMPLATE_DATE, ChatFormat
 from tests.parity import assert_batch_parity
 
 PROMPTS = ["Hi", "Write a short poem about the sea and the wind at night", "What is 2 + 2?"]
@@ -82,6 +82,31 @@ def test_tokenizer_without_chat_template_is_a_clear_error(tiny_model):
     tokenizer.chat_template = None
     with pytest.raises(ModelLoadError, match="has no chat template"):
         ChatFormat(tokenizer)
+
+
+DATED = (
+    "{%- if not date_string is defined %}{%- set date_string = strftime_now('%d %b %Y') %}{%- endif %}"
+    "Today Date: {{ date_string }}\n{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}"
+    "<|im_end|>\n{% endfor %}<|im_start|>assistant\n"
+)
+
+
+def _with_template(tiny_model, template):
+    tokenizer = type(tiny_model.tokenizer).from_pretrained(tiny_model.tokenizer.name_or_path)
+    tokenizer.chat_template = template
+    return tokenizer
+
+
+def test_a_template_that_dates_its_prompts_gets_a_fixed_date(tiny_model):
+    chat = ChatFormat(_with_template(tiny_model, DATED))
+    assert chat.prompt("Hi").startswith(f"Today Date: {TEMPLATE_DATE}\n<|im_start|>user\nHi")
+    assert chat.render([{"role": "user", "content": "Hi"}]) == chat.prompt("Hi")
+
+
+def test_a_template_that_reads_the_clock_itself_is_warned_of(tiny_model):
+    clock = DATED.replace("{{ date_string }}", "{{ strftime_now('%Y-%m-%d') }}").replace("date_string", "day")
+    with pytest.warns(UserWarning, match="writes today's date into every prompt"):
+        ChatFormat(_with_template(tiny_model, clock))
 
 
 def test_load_from_a_local_directory(tiny_model):

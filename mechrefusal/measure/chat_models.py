@@ -93,7 +93,7 @@ class LocalChatModel:
             messages = [{**first, "content": f"{system['content']}\n\n{first['content']}"}, *messages[2:]]
         elif messages[0]["role"] == "system" and not self._system_role:
             messages = [{"role": "user", "content": messages[0]["content"]}]
-        return str(self.model.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False))
+        return self.model.chat.render(messages)
 
     def chat(
         self,

@@ -7,10 +7,14 @@ hard-coded per model family.
 
 A system message goes in the template's system role; a template without one (Gemma's raises an error
 on it) gets the system text at the start of the user's message instead, as Gemma 3's own template does.
+
+Templates that write today's date into the prompt (Llama 3.x's "Today Date: ...") get a fixed one,
+`TEMPLATE_DATE`: otherwise every prompt, reply, refusal rate and cache key would change from one day to the next.
 """
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass, field
 
 from transformers import PreTrainedTokenizerBase
@@ -19,6 +23,9 @@ from mechrefusal.core.errors import ModelLoadError
 
 # Two probe messages whose last tokens differ in any tokenizer.
 _PROBES = ("Name three colours", "Is 7 a prime number?")
+TEMPLATE_DATE = "26 Jul 2024"
+"""The date a template's ``date_string`` is given (Llama 3.x's own default where no date is passed), so that
+prompts are the same whatever day they are rendered."""
 
 
 @dataclass(frozen=True)
@@ -36,6 +43,12 @@ class ChatFormat:
             raise ModelLoadError(
                 f"The tokenizer of {self.tokenizer.name_or_path!r} has no chat template; mechrefusal "
                 "studies chat models, so give it one (tokenizer.chat_template = ...) or load a chat model."
+            )
+        if _dates_itself(self.tokenizer.chat_template):
+            warnings.warn(
+                f"The chat template of {self.tokenizer.name_or_path!r} writes today's date into every prompt, "
+                "so its replies, rates and cached results may change from one day to the next.",
+                stacklevel=3,
             )
         object.__setattr__(self, "system_role", self.system is None or _renders_system(self.tokenizer))
         probes = [self.encode(self.prompt(text)) for text in _PROBES]
@@ -55,7 +68,14 @@ class ChatFormat:
             messages = [{"role": "system", "content": self.system}, {"role": "user", "content": instruction}]
         else:
             messages = [{"role": "user", "content": f"{self.system}\n\n{instruction}"}]
-        return str(self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True))
+        return self.render(messages)
+
+    def render(self, messages: list[dict[str, str]]) -> str:
+        """Render a conversation with the template, ending where the assistant's next message starts."""
+        rendered = self.tokenizer.apply_chat_template(
+            messages, tokenize=False, add_generation_prompt=True, date_string=TEMPLATE_DATE
+        )
+        return str(rendered)
 
     def encode(self, prompt: str) -> list[int]:
         """Token ids of a rendered prompt (the template already holds any special tokens)."""
@@ -79,6 +99,12 @@ def _renders_system(tokenizer: PreTrainedTokenizerBase) -> bool:
     except TemplateError:
         return False
     return True
+
+
+def _dates_itself(template: str | dict) -> bool:
+    """Whether a template reads the clock other than as the fallback of a ``date_string`` it is given."""
+    text = str(template)
+    return "strftime_now" in text and "date_string" not in text
 
 
 def _common_suffix(*sequences: list[int]) -> list[int]:
