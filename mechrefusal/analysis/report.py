@@ -61,33 +61,6 @@ def _plain(value) -> str:
     return str(value)
 
 
-# (row title, path inside one model's entry, formatter)
-SUMMARY_ROWS: list[tuple[str, str, Callable]] = [
-    ("harmful refusal, nothing ablated", "independence.baseline_rate", _percent),
-    ("harmful refusal, weakest single ablated", "independence.summary.min_single_rate", _percent),
-    ("weakest direction", "independence.summary.weakest", _plain),
-    ("harmful refusal, all ablated", "independence.all_rate", _percent),
-    ("directions to break refusal", "independence.summary.directions_to_break", _plain),
-    ("breaking set", "independence.summary.breaking_set", _plain),
-    ("fail-closed (every single ablation leaves refusal)", "independence.summary.fail_closed", _plain),
-    ("harmless refusal, nothing ablated", "harmless.baseline_rate", _percent),
-    ("harmless refusal, all ablated", "harmless.all_ablated_rate", _percent),
-    ("first-token KL on harmless, all ablated", "harmless.kl_all_ablated", lambda v: "–" if v is None else f"{v:.3f}"),
-    ("mean refusal score, harmful", "independence.baseline_score", _number),
-    ("mean refusal score, harmful, all ablated", "independence.all_score", _number),
-    ("mean refusal score, harmless", "independence.harmless_score", _number),
-    ("mean refusal score, harmless, all ablated", "harmless.all_ablated_score", _number),
-]
-DIRECTION_COLUMNS = ("label", "source", "method", "layer", "position", "norm")
-
-
-def lookup(entry: dict, path: str):
-    """The value at a dotted path (``"a.0.b"``) of a JSON-like dict."""
-    for part in path.split("."):
-        entry = entry[int(part)] if isinstance(entry, list) else entry[part]
-    return entry
-
-
 SUMMARY_FIELDS = {
     "harmful_refusal": "independence.baseline_rate",
     "weakest_single_refusal": "independence.summary.min_single_rate",
@@ -105,7 +78,35 @@ SUMMARY_FIELDS = {
     "harmless_score": "independence.harmless_score",
     "harmless_all_ablated_score": "harmless.all_ablated_score",
 }
-"""`Summary`'s fields and where each lives in a model's entry (every path of ``SUMMARY_ROWS`` among them)."""
+"""`Summary`'s fields and where each lives in a model's entry."""
+# (row title, path inside one model's entry, formatter) of the summary table, by `Summary` field
+SUMMARY_ROWS: list[tuple[str, str, Callable]] = [
+    (title, SUMMARY_FIELDS[name], fmt)
+    for title, name, fmt in [
+        ("harmful refusal, nothing ablated", "harmful_refusal", _percent),
+        ("harmful refusal, weakest single ablated", "weakest_single_refusal", _percent),
+        ("weakest direction", "weakest", _plain),
+        ("harmful refusal, all ablated", "all_ablated_refusal", _percent),
+        ("directions to break refusal", "directions_to_break", _plain),
+        ("breaking set", "breaking_set", _plain),
+        ("fail-closed (every single ablation leaves refusal)", "fail_closed", _plain),
+        ("harmless refusal, nothing ablated", "harmless_refusal", _percent),
+        ("harmless refusal, all ablated", "harmless_all_ablated_refusal", _percent),
+        ("first-token KL on harmless, all ablated", "kl_all_ablated", lambda v: "–" if v is None else f"{v:.3f}"),
+        ("mean refusal score, harmful", "harmful_score", _number),
+        ("mean refusal score, harmful, all ablated", "harmful_all_ablated_score", _number),
+        ("mean refusal score, harmless", "harmless_score", _number),
+        ("mean refusal score, harmless, all ablated", "harmless_all_ablated_score", _number),
+    ]
+]
+DIRECTION_COLUMNS = ("label", "source", "method", "layer", "position", "norm")
+
+
+def lookup(entry: dict, path: str):
+    """The value at a dotted path (``"a.0.b"``) of a JSON-like dict."""
+    for part in path.split("."):
+        entry = entry[int(part)] if isinstance(entry, list) else entry[part]
+    return entry
 
 
 @dataclass(frozen=True)
