@@ -14,7 +14,7 @@ import torch
 from mechrefusal import DirectionSet, generate
 from mechrefusal.attacks import target_losses
 from mechrefusal.attacks.aware_gcg import AwareGCG
-from mechrefusal.attacks.gcg import GCG, _keep
+from mechrefusal.attacks.gcg import GCG, target_positions
 from mechrefusal.core.errors import SettingError
 from tests.test_attack_gcg import SMALL, behaviour  # noqa: F401  the fixture
 from tests.test_toy_refusal import random_like
@@ -42,7 +42,7 @@ def test_the_penalty_equals_a_hand_computation(checkpoint, behaviour, cached):  
     [prompt], suffix = attack.tokenise(checkpoint, [behaviour])
     cache = attack.encode_prefix(checkpoint, prompt)
     inputs = torch.tensor([suffix.tolist() + prompt.after + prompt.target])
-    keep = _keep(len(suffix), prompt, checkpoint)
+    keep = target_positions(len(suffix), prompt, checkpoint)
     with torch.no_grad():
         target, penalty = attack.terms(checkpoint, prompt, cache, inputs, keep)
         plain = GCG.loss(attack, checkpoint, prompt, cache, inputs, keep)

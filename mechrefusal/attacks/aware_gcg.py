@@ -27,7 +27,7 @@ from torch import Tensor
 
 from mechrefusal.attacks.base import ATTACKS, Behaviour, check_positive
 from mechrefusal.attacks.found import saved_directions
-from mechrefusal.attacks.gcg import GCG, KV, GCGResult, SuffixPrompt, _keep
+from mechrefusal.attacks.gcg import GCG, KV, GCGResult, SuffixPrompt, target_positions
 from mechrefusal.interventions import Interventions
 from mechrefusal.models import Model
 from mechrefusal.models.autocast import autocast
@@ -104,7 +104,7 @@ class AwareGCG(GCG):
         with torch.no_grad(), model.intervene(intervention), autocast(model, self.dtype):
             for prompt in prompts:
                 ids = torch.tensor([result.suffix_ids + prompt.after + prompt.target], device=model.device)
-                keep = _keep(len(result.suffix_ids), prompt, model)
+                keep = target_positions(len(result.suffix_ids), prompt, model)
                 totals += torch.cat(self.terms(model, prompt, None, ids, keep)).cpu()
         target, projections = totals.tolist()
         forced = [step for step, loss in enumerate(result.losses) if loss < self.force_below]

@@ -288,7 +288,7 @@ class GCG:
             embedded = _embed(model, suffix[None].to(model.device)).detach().requires_grad_(True)
             rest = _embed(model, torch.tensor([prompt.after + prompt.target], device=model.device)).detach()
             inputs = torch.cat([embedded, rest.to(embedded.dtype)], dim=1)
-            loss = self.loss(model, prompt, cache, inputs, _keep(len(suffix), prompt, model))[0]
+            loss = self.loss(model, prompt, cache, inputs, target_positions(len(suffix), prompt, model))[0]
             (grad,) = torch.autograd.grad(loss, embedded)
             gradient += grad[0].float() @ weight.detach().float().T
             total += loss.detach()
@@ -305,7 +305,7 @@ class GCG:
         total = torch.zeros(len(candidates))
         with torch.no_grad():
             for prompt, cache in zip(prompts, caches):
-                keep = _keep(candidates.shape[1], prompt, model)
+                keep = target_positions(candidates.shape[1], prompt, model)
                 tail = torch.tensor(prompt.after + prompt.target)
                 for start in range(0, len(candidates), self.eval_batch_size):
                     chunk = candidates[start : start + self.eval_batch_size]
@@ -373,7 +373,7 @@ def _embed(model: Model, ids: Int[Tensor, "batch seq"]) -> Float[Tensor, "batch 
     return model.hf_model.get_input_embeddings()(ids)
 
 
-def _keep(n_suffix: int, prompt: SuffixPrompt, model: Model) -> Int[Tensor, " target"]:
+def target_positions(n_suffix: int, prompt: SuffixPrompt, model: Model) -> Int[Tensor, " target"]:
     """Positions, within suffix + tail + target, whose logits predict the target tokens."""
     first = n_suffix + len(prompt.after) - 1
     return torch.arange(first, first + len(prompt.target), device=model.device)
