@@ -21,10 +21,10 @@ import time
 
 import mechrefusal
 from mechrefusal import Ablate, data
+from mechrefusal.core.checkpoint_record import read_metadata
 from mechrefusal.core.provenance import versions
 from mechrefusal.directions import DirectionSet, RDOSettings, SelectionFilters
 from mechrefusal.measure.evaluation import refusal_rate
-from mechrefusal.train.checkpoint import read_metadata
 from mechrefusal.train.search import N_SCORE, N_SEARCH, next_direction
 from mechrefusal.train.settings import saved_settings
 

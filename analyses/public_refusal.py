@@ -23,11 +23,11 @@ import json
 import mechrefusal
 from mechrefusal import data
 from mechrefusal.analysis.fresh_direction import fresh_of
+from mechrefusal.core.checkpoint_record import public_training_set
 from mechrefusal.core.precision import hardware
 from mechrefusal.core.provenance import versions
 from mechrefusal.measure.generalisation import TEAM_SET, public_refusal
 from mechrefusal.measure.judges import JUDGES
-from mechrefusal.train.checkpoint import read_metadata
 
 
 def named_checkpoint(text: str) -> tuple[str, str]:
@@ -36,14 +36,6 @@ def named_checkpoint(text: str) -> tuple[str, str]:
     if not name or not path:
         raise argparse.ArgumentTypeError(f"{text!r} is not NAME=CKPT (a short name, '=', a checkpoint directory).")
     return name, path
-
-
-def public_training_set(checkpoint: str) -> str:
-    """The public harmful set a trainer checkpoint was trained on ('' for none or another kind of model)."""
-    try:
-        return str(read_metadata(checkpoint)["settings"].get("public_harmful", ""))
-    except (OSError, ValueError, KeyError):
-        return ""
 
 
 def main() -> None:

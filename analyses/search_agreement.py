@@ -27,13 +27,13 @@ import torch
 
 import mechrefusal
 from mechrefusal import Ablate, data
+from mechrefusal.core.checkpoint_record import read_metadata
 from mechrefusal.core.provenance import versions
 from mechrefusal.directions import SelectionFilters, as_direction_set
 from mechrefusal.directions.attribution import SITES, estimate_candidates
 from mechrefusal.directions.dim import dim_candidates
 from mechrefusal.directions.selection import score_direction
 from mechrefusal.models import autocast
-from mechrefusal.train.checkpoint import read_metadata
 from mechrefusal.train.search import N_SCORE, N_SEARCH
 from mechrefusal.train.settings import saved_settings
 

@@ -17,10 +17,10 @@ import json
 
 import mechrefusal
 from mechrefusal import Ablate, data
+from mechrefusal.core.checkpoint_record import read_metadata
 from mechrefusal.core.provenance import versions
 from mechrefusal.directions import FINDERS, Direction, DirectionSet, SelectionFilters
 from mechrefusal.measure.evaluation import refusal_rate, refusal_rates
-from mechrefusal.train.checkpoint import read_metadata
 from mechrefusal.train.search import next_direction
 from mechrefusal.train.settings import saved_settings
 

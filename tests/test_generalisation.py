@@ -107,6 +107,16 @@ def test_no_sets_is_one_sentence(toy):
         public_refusal(toy, sets=[])
 
 
+def test_a_set_the_checkpoint_was_trained_on_is_refused(checkpoint, tmp_path):
+    trained = tmp_path / "round-1"
+    shutil.copytree(checkpoint, trained)
+    (trained / "mechrefusal.json").write_text(json.dumps({"settings": {"public_harmful": "advbench"}}))
+    model = mechrefusal.load(str(trained))
+    with pytest.raises(SettingError, match=r"was trained on advbench; score only sets it never saw \(sets=harmful\)"):
+        public_refusal(model, sets=["advbench", "harmful"])
+    assert list(public_refusal(model, sets=["harmbench"], n=1, max_new_tokens=1, ablations=False).rates) == ["plain"]
+
+
 def test_the_script_prints_a_row_per_checkpoint_and_condition(toy, checkpoint, monkeypatch, capsys):
     spec = importlib.util.spec_from_file_location("public_refusal", ROOT / "analyses" / "public_refusal.py")
     module = importlib.util.module_from_spec(spec)

@@ -15,6 +15,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from mechrefusal import data
+from mechrefusal.core.checkpoint_record import public_training_set
 from mechrefusal.core.directions import Direction, DirectionSet
 from mechrefusal.core.errors import DataError, SettingError
 from mechrefusal.core.precision import resolve
@@ -146,9 +147,13 @@ def public_refusal(
 ) -> Generalisation:
     """Judged refusal of ``model`` on held-out samples of ``sets``, plain and (``ablations``) under each of
     its saved directions ablated and all of them, and with each of the ``extra`` directions ablated (a fresh
-    one, say); a model without saved directions gets the plain row."""
+    one, say); a model without saved directions gets the plain row. A set the model (a trainer checkpoint) was
+    trained on is refused: its prompts are not held out."""
     if not sets:
         raise SettingError("sets is empty; name at least one of " + ", ".join((*data.PUBLIC_SETS, TEAM_SET)) + ".")
+    if (trained_on := public_training_set(model.spec)) in sets:
+        others = ",".join(name for name in sets if name != trained_on) or TEAM_SET
+        raise SettingError(f"{model.spec} was trained on {trained_on}; score only sets it never saw (sets={others}).")
     seen = seen_prompts()
     samples = {name: held_out_sample(name, n=n, seed=seed, seen=seen) for name in sets}
     judge_name, judge_instance = (

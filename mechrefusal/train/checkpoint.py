@@ -14,12 +14,12 @@ import re
 from pathlib import Path
 
 from mechrefusal.core.cache import atomic_directory
+from mechrefusal.core.checkpoint_record import METADATA
 from mechrefusal.core.cli import SETTINGS_FILE, write_settings
 from mechrefusal.core.directions import DirectionSet
 from mechrefusal.models import Model
 from mechrefusal.models.export import save_hf_directory
 
-METADATA = "mechrefusal.json"
 DIRECTIONS = "directions.safetensors"
 
 
@@ -48,7 +48,3 @@ def complete_rounds(out: str | Path) -> list[int]:
         if match and (path / METADATA).exists():
             rounds.append(int(match.group(1)))
     return sorted(rounds)
-
-
-def read_metadata(directory: str | Path) -> dict:
-    return json.loads((Path(directory) / METADATA).read_text())

@@ -15,6 +15,7 @@ import torch
 
 from mechrefusal import data
 from mechrefusal.core.cache import atomic_directory
+from mechrefusal.core.checkpoint_record import METADATA, read_metadata
 from mechrefusal.core.cli import SETTINGS_FILE, flat_settings, write_settings
 from mechrefusal.core.devices import resolve_device
 from mechrefusal.core.errors import CheckpointError, SettingError
@@ -26,7 +27,7 @@ from mechrefusal.interventions import Ablate
 from mechrefusal.measure.metrics import refusal_score
 from mechrefusal.models import Model, load
 from mechrefusal.train.adversary import latent_adversary
-from mechrefusal.train.checkpoint import METADATA, complete_rounds, read_metadata, round_directory, save_checkpoint
+from mechrefusal.train.checkpoint import complete_rounds, round_directory, save_checkpoint
 from mechrefusal.train.loop import ablate_all, train_round
 from mechrefusal.train.methods import METHODS, TrainingMethod
 from mechrefusal.train.parallel import distributed_rank_and_size, init_distributed

@@ -10,10 +10,11 @@ import re
 from pathlib import Path
 from typing import Any
 
+from mechrefusal.core.checkpoint_record import METADATA
 from mechrefusal.core.directions import DirectionSet
 from mechrefusal.core.errors import CheckpointError, DataError, MissingFileError, SettingError
 
-METADATA, DIRECTIONS = "mechrefusal.json", "directions.safetensors"  # a round directory's files (train.checkpoint)
+DIRECTIONS = "directions.safetensors"  # a round directory's directions (train.checkpoint)
 UTILITY_KEYS = ("tasks", "harmless_compliance", "edgy_compliance")
 
 
