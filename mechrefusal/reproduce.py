@@ -112,7 +112,7 @@ class Preset:
 
 ALL_ATTACKS = "human,autodan,pair,gcg"
 """The prompt attacks, cheapest first (tables order them GCG, AutoDAN, PAIR, human)."""
-CPU_ADAPTIVE = "prefilling,directions,research,cone,embedding,latent"
+CPU_ADAPTIVE = "prefilling,directions,research,research-plain,cone,embedding,latent"
 """The white-box attacks of the cpu preset; direction-aware GCG (a GCG run per behaviour, minutes each on a
 CPU) joins them in the paper preset."""
 PRESET_PLANS = {

@@ -92,6 +92,23 @@ def test_unconditioned_search_ignores_the_saved_directions(checkpoint, dim):
     assert torch.equal(found.vector, dim.vector)
 
 
+def test_research_plain_searches_the_plain_model_and_has_rows_of_its_own(checkpoint, dim):
+    plain, conditioned = ATTACKS.get("research-plain")(m=1, **TOY), ATTACKS.get("research")(m=1, **TOY)
+    assert isinstance(plain, ReSearch) and not plain.conditioned and plain.caveat != conditioned.caveat
+    assert plain.settings() != conditioned.settings()  # its own cached search and cases
+    [found], [orthogonal] = plain.search(checkpoint), conditioned.search(checkpoint)
+    assert torch.equal(found.vector, dim.vector)  # the toy's own direction, not orthogonal to the random saved one
+    saved = checkpoint.directions[0].unit
+    assert abs(float(found.unit @ saved)) > 1e-2 and float(orthogonal.unit @ saved) == pytest.approx(0, abs=1e-4)
+    behaviour = load_behaviours("harmful", 1, split="train")[0]
+    [case] = plain.run(checkpoint, behaviour)
+    rebuilt = plain.generation_intervention(checkpoint, case)
+    assert torch.allclose(
+        DirectionSet(rebuilt.directions).matrix, DirectionSet([checkpoint.directions[0], found]).matrix
+    )
+    assert type(plain).preset("harmbench").m == 4 and not type(plain).preset("cpu").conditioned
+
+
 def test_rdo_refines_the_dim_direction_at_its_layer(toy, dim, tmp_path, monkeypatch):
     monkeypatch.setenv("MECHREFUSAL_HOME", str(tmp_path))  # RDO's targets cache
     [found] = ReSearch(m=1, finder="rdo", **TOY).search(toy)

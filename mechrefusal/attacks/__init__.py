@@ -14,6 +14,6 @@ from mechrefusal.attacks.targets import target_for
 # The built-in attacks register themselves on import.
 from mechrefusal.attacks import autodan, gcg, human, pair  # noqa: E402, F401  isort: skip
 from mechrefusal.attacks import embedding, latent, prefilling  # noqa: E402, F401  isort: skip
-from mechrefusal.attacks import aware_gcg, cone, directions, research  # noqa: E402, F401  isort: skip
+from mechrefusal.attacks import aware_gcg, cone, directions, research, research_plain  # noqa: E402, F401  isort: skip
 
 __all__ = ["ATTACKS", "Attack", "Behaviour", "TestCase", "target_for", "target_losses"]
