@@ -13,7 +13,7 @@ from mechrefusal import Ablate, Direction
 from mechrefusal.attack import AttackSettings, main, run
 from mechrefusal.attacks import Behaviour, TestCase, target_for
 from mechrefusal.attacks.behaviours import load_behaviours
-from mechrefusal.attacks.campaign import behaviour_seed, fingerprint, run_campaign
+from mechrefusal.attacks.campaign import Outcome, behaviour_seed, fingerprint, run_campaign
 from mechrefusal.core.errors import DataError, MissingFileError, SettingError
 from mechrefusal.measure.judges import Verdict
 
@@ -374,3 +374,20 @@ def test_an_attack_that_cannot_run_fails_before_any_attack_starts(toy, behaviour
         with pytest.raises(SettingError, match=message):
             run_campaign(toy, {"swap": first, **late}, behaviours, out=tmp_path, progress=False)
     assert first.calls == [] and not any(tmp_path.iterdir())  # nothing attacked, nothing written
+
+
+def test_a_report_summarises_long_arrays_in_case_info_and_the_case_keeps_them():
+    info = {
+        "k": 1,
+        "found": [{"layer": 3, "vector": [0.5] * 100}],
+        "embedding": [[0.25] * 10] * 10,
+        "square": [[1.0] * 8] * 8,
+        "mixed": [1, "a"] * 40,
+    }
+    case = TestCase("Do harm", info)
+    outcome = Outcome("white", Behaviour("Do harm", "Sure"), [case], ["No."], {}, 0.0, [None])
+    reported = outcome.to_dict()["cases"][0]["info"]
+    assert reported["found"] == [{"layer": 3, "vector": "100 numbers, in the case file"}]
+    assert reported["embedding"] == "100 numbers, in the case file"
+    assert reported["square"] == info["square"] and reported["mixed"] == info["mixed"] and reported["k"] == 1
+    assert case.to_dict()["info"] is info and len(info["found"][0]["vector"]) == 100  # what the case file holds

@@ -66,6 +66,11 @@ from mechrefusal.measure.judges.base import measures_of
 from mechrefusal.models import Model
 from mechrefusal.models.autocast import autocast
 
+LONGEST_REPORTED = 64
+"""Numbers a case's info may hold in a report; a longer array (a white-box attack's directions, embeddings or
+perturbation: tens of MB in a 7B model's campaign) is summarised there and kept whole in its case file,
+``OUT/cases/<attack>/<behaviour id>.json``, from which a campaign replays."""
+
 
 @dataclass(frozen=True)
 class Outcome:
@@ -94,7 +99,7 @@ class Outcome:
         return {
             "attack": self.attack,
             "behaviour": {"id": self.behaviour.id, "text": self.behaviour.text, "target": self.behaviour.target},
-            "cases": [case.to_dict() for case in self.cases],
+            "cases": [{**case.to_dict(), "info": _summarised(case.info)} for case in self.cases],
             "completions": self.completions,
             "verdicts": self.verdicts,
             "seconds": self.seconds,
@@ -150,6 +155,33 @@ class Campaign:
             "behaviours": len({o.behaviour.id for o in self.outcomes}),
             "outcomes": [o.to_dict() for o in self.outcomes],
         }
+
+
+def _summarised(value: Any) -> Any:
+    """``value`` with every array of more than `LONGEST_REPORTED` numbers replaced by a note of its size."""
+    if isinstance(value, dict):
+        return {key: _summarised(item) for key, item in value.items()}
+    if isinstance(value, list):
+        count = _numbers(value)
+        if count is not None and count > LONGEST_REPORTED:
+            return f"{count} numbers, in the case file"
+        return [_summarised(item) for item in value]
+    return value
+
+
+def _numbers(value: Any) -> int | None:
+    """How many numbers a (nested) list of numbers holds; None when it holds anything else."""
+    if isinstance(value, bool) or not isinstance(value, (int, float, list)):
+        return None
+    if not isinstance(value, list):
+        return 1
+    total = 0
+    for item in value:
+        count = _numbers(item)
+        if count is None:
+            return None
+        total += count
+    return total
 
 
 def run_campaign(
