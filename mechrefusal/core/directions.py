@@ -17,6 +17,10 @@ from mechrefusal.core.cache import atomic_write_bytes
 from mechrefusal.core.errors import ArgumentTypeError, DataError, MissingFileError, SettingError
 from mechrefusal.core.reprs import short_list
 
+SAVED_FILE = "directions.safetensors"
+"""The file beside a model's weights holding its saved directions (a trainer checkpoint's, an orthogonalised
+model's), which `mechrefusal.load` reads."""
+
 
 @dataclass
 class Direction:

@@ -12,7 +12,7 @@ import copy
 from collections.abc import Sequence
 from pathlib import Path
 
-from mechrefusal.core.directions import Direction, DirectionSet, as_direction_set
+from mechrefusal.core.directions import SAVED_FILE, Direction, DirectionSet, as_direction_set
 from mechrefusal.core.errors import SettingError
 from mechrefusal.interventions.residual import POST_NORM_SITES, ablation_sites
 from mechrefusal.models.export import hf_state_dict, residual_writer_names, save_hf_directory, unembed_name
@@ -56,7 +56,7 @@ def orthogonalize(
                 state[key] = (tensor - q @ (q.T @ tensor)).to(state[key].dtype)
     out_dir = Path(out_dir)
     save_hf_directory(model, out_dir, state_dict=state, config=config)
-    directions.save(out_dir / "directions.safetensors")
+    directions.save(out_dir / SAVED_FILE)
     return out_dir
 
 

@@ -14,7 +14,7 @@ import torch
 
 from mechrefusal.core.assets import SMOLLM2, extract_member
 from mechrefusal.core.devices import check_fits, resolve_device
-from mechrefusal.core.directions import DirectionSet
+from mechrefusal.core.directions import SAVED_FILE, DirectionSet
 from mechrefusal.core.errors import FetchError, MissingFileError, ModelLoadError
 from mechrefusal.models.gguf import gguf_to_hf_directory
 from mechrefusal.models.model import Model
@@ -52,7 +52,7 @@ def load(
     if Path(directory).is_dir() and device_map is None:
         check_fits(_weights_bytes(Path(directory), dtype), device, what=f"The model {label!r}")
     model = _load_directory(directory, label=label, device=device, dtype=dtype, system=system, device_map=device_map)
-    directions_file = Path(directory) / "directions.safetensors"
+    directions_file = Path(directory) / SAVED_FILE
     if directions_file.exists():  # a mechrefusal checkpoint or orthogonalised model
         model.directions = DirectionSet.load(directions_file, d_model=model.d_model)
     return model
@@ -65,7 +65,7 @@ def _weights_bytes(directory: Path, dtype: torch.dtype) -> int:
 
     total = 0
     for file in directory.glob("*.safetensors"):
-        if file.name == "directions.safetensors":
+        if file.name == SAVED_FILE:
             continue
         try:
             with safe_open(file, "pt") as handle:

@@ -16,11 +16,9 @@ from pathlib import Path
 from mechrefusal.core.cache import atomic_directory
 from mechrefusal.core.checkpoint_record import METADATA
 from mechrefusal.core.cli import SETTINGS_FILE, write_settings
-from mechrefusal.core.directions import DirectionSet
+from mechrefusal.core.directions import SAVED_FILE, DirectionSet
 from mechrefusal.models import Model
 from mechrefusal.models.export import save_hf_directory
-
-DIRECTIONS = "directions.safetensors"
 
 
 def round_directory(out: str | Path, round_index: int) -> Path:
@@ -33,7 +31,7 @@ def save_checkpoint(model: Model, directions: DirectionSet, out: str | Path, rou
     target = round_directory(out, round_index)
     with atomic_directory(target) as scratch:
         save_hf_directory(model, scratch)
-        directions.save(scratch / DIRECTIONS)
+        directions.save(scratch / SAVED_FILE)
         (scratch / METADATA).write_text(json.dumps({**metadata, "round": round_index}, indent=2))
         if "settings" in metadata:
             write_settings(metadata["settings"], scratch / SETTINGS_FILE)

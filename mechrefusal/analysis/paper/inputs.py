@@ -11,10 +11,9 @@ from pathlib import Path
 from typing import Any
 
 from mechrefusal.core.checkpoint_record import METADATA
-from mechrefusal.core.directions import DirectionSet
+from mechrefusal.core.directions import SAVED_FILE, DirectionSet
 from mechrefusal.core.errors import CheckpointError, DataError, MissingFileError, SettingError
 
-DIRECTIONS = "directions.safetensors"  # a round directory's directions (train.checkpoint)
 UTILITY_KEYS = ("tasks", "harmless_compliance", "edgy_compliance")
 
 
@@ -49,7 +48,7 @@ def read_rounds(run: str | Path) -> list[dict[str, Any]]:
 
 def read_directions(run: str | Path) -> DirectionSet:
     """The directions of a training run's last round (every direction found so far, in order)."""
-    path = round_directories(run)[-1] / DIRECTIONS
+    path = round_directories(run)[-1] / SAVED_FILE
     if not path.is_file():
         raise MissingFileError(f"No direction file at {path}.")
     return DirectionSet.load(path)
