@@ -7,7 +7,8 @@ and white-box (adaptive) attacks on every method's last checkpoint, each checkpo
 (`mechrefusal.analysis.scoreboard`), and the paper's figures (the ``analyses/fig_*.py`` scripts). Each stage writes
 into ``DIR/<stage>/`` and is cached by a hash of its settings and of the stages it needs
 (`mechrefusal.core.stages`): a rerun redoes only what changed, a killed run resumes (training from its
-last complete round, attacks from their last finished behaviour), and a damaged output is recomputed.
+last complete round, attacks from their last finished behaviour), an attack stage re-keyed by a new attack
+list keeps its cases still valid, and a damaged output is recomputed.
 
 Presets:
 
@@ -235,7 +236,8 @@ def _attack_stage(name: str, settings: ReproduceSettings, attack: dict[str, Any]
 
     config = {"seed": settings.seed, "dtype": settings.dtype, "device": settings.device, **attack}
     what = f"{config.get('attacks', 'every attack')} on {config.get('n', 'the default number of')} behaviours"
-    return Stage(name, config, body, needs=tuple(methods), describe=what)
+    # each case file carries its own key (`mechrefusal.attacks.campaign`): another attack list or n keeps them
+    return Stage(name, config, body, needs=tuple(methods), describe=what, keeps_pieces=True)
 
 
 def _scoreboard_stage(methods: list[str]) -> Stage:

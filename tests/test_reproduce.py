@@ -161,6 +161,14 @@ def test_training_stages_are_keyed_by_the_bundled_data(monkeypatch):
     assert not _predates(after, {"config": recorded, "key": stage_key(after, {}, recorded)}, {})
 
 
+def test_only_the_attack_stages_keep_their_cached_cases_under_a_new_key():
+    """Each case file carries its own key: the cpu preset's white-box stage, re-keyed when an attack joined,
+    threw away hours of embedding-attack cases before (session 22)."""
+    for preset in ("quick", "cpu"):
+        kept = [stage.name for stage in plan(ReproduceSettings(preset=preset)) if stage.keeps_pieces]
+        assert kept == ["attacks", "adaptive"]
+
+
 def test_the_utility_stage_is_keyed_by_the_local_tasks_files(monkeypatch):
     from mechrefusal import reproduce
 

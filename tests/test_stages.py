@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import pytest
 
@@ -152,3 +153,45 @@ def test_other_differences_still_redo_the_stage_and_later_ones(tmp_path, new):
     defaults = {"steps": 1, "search": {"kl": 0.1, "induce": 0.0}, "share": 0.0}
     records = run_stages(configured(calls, new, defaults), tmp_path, announce=lambda line: None)
     assert [r.status for r in records] == ["done", "done"]
+
+
+def pieces(calls: list[str], attacks: str) -> list[Stage]:
+    """One stage that keeps its pieces: a file per attack, made only when missing (the piece's own check)."""
+
+    def attacked(context):
+        for name in attacks.split(","):
+            piece = context.directory / f"{name}.json"
+            if not piece.exists():
+                calls.append(name)
+                piece.write_text(json.dumps(name))
+        return {}
+
+    return [Stage("attacks", {"attacks": attacks}, attacked, keeps_pieces=True)]
+
+
+def test_a_stage_that_keeps_its_pieces_reuses_them_under_a_new_key(tmp_path):
+    calls: list[str] = []
+    lines: list[str] = []
+    run_stages(pieces(calls, "human,gcg"), tmp_path, announce=lambda line: None)
+    records = run_stages(pieces(calls, "human,gcg,cone"), tmp_path, announce=lines.append)
+    assert [r.status for r in records] == ["done"] and calls == ["human", "gcg", "cone"]
+    assert lines == ["stage attacks: running, reusing the pieces still valid ()"]
+
+
+def test_a_stage_that_keeps_its_pieces_is_still_cleared_when_damaged_or_forced(tmp_path):
+    calls: list[str] = []
+    run_stages(pieces(calls, "human"), tmp_path, announce=lambda line: None)
+    (tmp_path / "attacks" / "human.json").write_text('"edited"')
+    run_stages(pieces(calls, "human,gcg"), tmp_path, announce=lambda line: None)
+    assert calls == ["human", "human", "gcg"]
+    assert json.loads((tmp_path / "attacks" / "human.json").read_text()) == "human"
+    run_stages(pieces(calls, "human,gcg"), tmp_path, start="attacks", announce=lambda line: None)
+    assert calls == ["human", "human", "gcg", "human", "gcg"]
+
+
+def test_an_ordinary_stage_is_cleared_under_a_new_key(tmp_path):
+    calls: list[str] = []
+    first = pieces(calls, "human")[0]
+    run_stages([replace(first, keeps_pieces=False)], tmp_path, announce=lambda line: None)
+    run_stages([replace(pieces(calls, "human,gcg")[0], keeps_pieces=False)], tmp_path, announce=lambda line: None)
+    assert calls == ["human", "human", "gcg"]

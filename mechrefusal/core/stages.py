@@ -12,7 +12,8 @@ to its recorded key with the keys its inputs had then, and it is then re-keyed (
 trainer counts a setting a checkpoint predates as its default. A stage that was interrupted leaves
 ``stage.json`` with ``finished`` false, its key and its inputs' digests: a rerun with the same key and inputs
 is told to resume (the trainer continues from its last complete round), otherwise the directory is cleared
-first.
+first, unless the stage keeps its pieces (``Stage.keeps_pieces``: each file carries its own key, as the attack
+campaigns' case files do) and they are not known to be damaged.
 """
 
 from __future__ import annotations
@@ -55,6 +56,10 @@ class Stage:
     defaults: dict[str, Any] = field(default_factory=dict)
     """``config``'s settings at their defaults (nested like it): a cached stage whose recorded configuration
     lacks some of them (it predates them) is reused while they are at these values."""
+    keeps_pieces: bool = False
+    """The body checks every file it finds in its directory against that file's own key and redoes only the
+    stale ones, so a stage redone for another key keeps its directory: an attack added to a campaign does not
+    throw away hours of cached test cases. Damaged outputs and ``--from`` still clear it."""
 
 
 @dataclass
@@ -132,7 +137,8 @@ def run_stages(
                     f"Stage {stage.name} needs {', '.join(missing)}, which has no valid cached output in {out}; "
                     f"run without --only first."
                 )
-            records.append(_compute(stage, key, directory, saved, inputs, results, announce))
+            keep = stage.keeps_pieces and stage.name not in forced and not _damaged(saved, directory)
+            records.append(_compute(stage, key, directory, saved, inputs, results, announce, keep=keep))
             results[stage.name] = records[-1].result
             digests[stage.name] = _read(directory)["digest"]
             continue
@@ -150,13 +156,17 @@ def _compute(
     inputs: dict[str, str | None],
     results: dict[str, dict[str, Any]],
     announce: Callable[[str], None],
+    *,
+    keep: bool = False,
 ) -> StageRecord:
     resume = saved.get("key") == key and not saved.get("finished", False) and _same_inputs(saved, inputs)
-    if not resume and directory.exists():
+    if not resume and not keep and directory.exists():
         shutil.rmtree(directory)
     directory.mkdir(parents=True, exist_ok=True)
     _write(directory, {"key": key, "finished": False, "config": stage.config, "inputs": inputs})
-    announce(f"stage {stage.name}: {'resuming' if resume else 'running'} ({stage.describe})")
+    kept = keep and any(path.name != STAGE_FILE for path in directory.iterdir())
+    doing = "resuming" if resume else "running, reusing the pieces still valid" if kept else "running"
+    announce(f"stage {stage.name}: {doing} ({stage.describe})")
     started = time.perf_counter()
     result = stage.body(StageContext(directory, resume, {name: results[name] for name in stage.needs}))
     seconds = round(time.perf_counter() - started, 1)
@@ -190,6 +200,11 @@ def _valid(saved: dict[str, Any], key: str, directory: Path) -> bool:
         and "result" in saved
         and saved.get("digest") == output_digest(directory)
     )
+
+
+def _damaged(saved: dict[str, Any], directory: Path) -> bool:
+    """Whether the stage finished and its files no longer hash to the digest it recorded then."""
+    return saved.get("finished") is True and saved.get("digest") != output_digest(directory)
 
 
 def _same_inputs(saved: dict[str, Any], inputs: dict[str, str | None]) -> bool:
