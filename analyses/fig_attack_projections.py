@@ -15,6 +15,7 @@ from mechrefusal.analysis.paper import attack_projections
 from mechrefusal.analysis.paper.inputs import attack_prompts, read_attacks
 from mechrefusal.analysis.paper.output import figure_main
 from mechrefusal.core.errors import SettingError
+from mechrefusal.core.precision import DTYPES
 from mechrefusal.models import load
 
 
@@ -23,7 +24,7 @@ def build(args: argparse.Namespace):
     model = load(args.checkpoint, device=args.device)
     if not model.directions:
         raise SettingError(f"{args.checkpoint} holds no saved directions; pass a training round directory.")
-    return attack_projections(model, model.directions, prompts)
+    return attack_projections(model, model.directions, prompts, dtype=args.dtype)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -31,6 +32,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("checkpoint", help="a training round directory (RUN/round-K)")
     parser.add_argument("attacks", help="a python -m mechrefusal.attack --out directory")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    parser.add_argument(
+        "--dtype", choices=DTYPES, default="auto", help="compute dtype of the forward passes (auto: bf16 where fast)"
+    )
     figure_main("attack_projections", parser, build, argv)
 
 

@@ -22,6 +22,7 @@ from mechrefusal.analysis.paper.inputs import attack_prompts, model_entry, read_
 from mechrefusal.analysis.paper.output import figure_main
 from mechrefusal.core.directions import DirectionSet
 from mechrefusal.core.errors import MissingFileError, SettingError
+from mechrefusal.core.precision import DTYPES
 from mechrefusal.models import load
 
 
@@ -47,6 +48,7 @@ def build(args: argparse.Namespace):
         prompts["human"],
         data.load("harmless", "test")[: args.n_harmless],
         {"none": rates["baseline_rate"], "ablated": rates["single_rates"][index]},
+        dtype=args.dtype,
     )
 
 
@@ -58,6 +60,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--direction", default=None, help="the direction's label in the report (default: the first)")
     parser.add_argument("--n-harmless", type=int, default=32, help="harmless test prompts")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    parser.add_argument(
+        "--dtype", choices=DTYPES, default="auto", help="compute dtype of the forward passes (auto: bf16 where fast)"
+    )
     figure_main("fail_open", parser, build, argv)
 
 

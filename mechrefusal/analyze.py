@@ -85,8 +85,8 @@ class AnalyzeSettings:
     """Selection filter of the fresh direction: smallest refusal score the candidate induces on harmless
     prompts when added (default: the loosest the model's saved directions were found with, else 0)."""
     dtype: str = choice("auto", DTYPES)
-    """Compute dtype of sweeps and generation: auto (bfloat16 autocast where bf16 is fast on this machine,
-    else float32), bfloat16 or float32."""
+    """Compute dtype of sweeps, generation, projections and layer profiles: auto (bfloat16 autocast where bf16
+    is fast on this machine, else float32), bfloat16 or float32."""
     batch_size: int = 16
     """Prompts per forward pass of the sweeps (generation batches its own way, `GENERATION_BATCH_SIZE`)."""
     device: str = "auto"
@@ -199,6 +199,7 @@ def analyse_model(
         harmless_test,
         position=fresh.position,
         batch_size=settings.batch_size,
+        dtype=settings.dtype,
     )
     entry = {
         "role": role,
@@ -219,7 +220,9 @@ def analyse_model(
         "harmless": harmless,
         "layer_profile": profile.to_dict(),
         "projections": {
-            name: projections(model, prompts, directions, batch_size=settings.batch_size).T.tolist()
+            name: projections(
+                model, prompts, directions, batch_size=settings.batch_size, dtype=settings.dtype
+            ).T.tolist()
             for name, prompts in (("harmful", harmful_test), ("harmless", harmless_test))
         },
         "fresh_selection": {

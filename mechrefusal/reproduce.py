@@ -14,8 +14,8 @@ Presets:
 
 * ``quick`` (the README's main job; 19-29 minutes on 2 CPU cores with fast bf16 by host, 33 in fp32): round 0 and two
   fail-closed rounds of the README's configuration, the human-template, prefilling and saved-direction attacks on 5
-  HarmBench behaviours, utility and over-refusal on 32 items per set, the analysis and the figures; no
-  baselines.
+  HarmBench behaviours, utility and over-refusal on 32 items per set, the analysis (refusal judged on 16-token
+  completions) and the figures; no baselines.
 * ``cpu``: the CPU-scale reproduction in docs/results.md (hours): three rounds of fail-closed, ReFAT and
   DeepRefusal, all four prompt attacks and six white-box attacks on 10 behaviours at CPU budgets.
 * ``paper``: HarmBench's attack budgets for a GPU, on 50 behaviours (completions are 512 tokens on a CUDA
@@ -121,7 +121,7 @@ PRESET_PLANS = {
         rounds=2,
         attack={"attacks": "human", "n": 5, "budget": "cpu"},
         adaptive={"attacks": "prefilling,directions", "n": 5, "budget": "cpu"},
-        analysis={"n_test": 32},
+        analysis={"n_test": 32, "max_new_tokens": 16},
         utility={"limit": 32},
     ),
     "cpu": Preset(
@@ -319,16 +319,17 @@ def _figures_stage(settings: ReproduceSettings, methods: list[str]) -> Stage:
         last_round = int(Path(last).name.split("-")[1])
         utility = {method: out / context.inputs["utility"][method]["file"] for method in methods}
         named = [f"{METHOD_TITLES.get(m, m)}={attacks[m]}" for m in methods]
+        device = ["--device", settings.device, "--dtype", settings.dtype]  # of the figures with forward passes
         judges = read_attacks(attacks["round-0"])["judges"]
         harm = next((name for name, about in judges.items() if about["measures"] == "harm"), "harm")
         commands = {
-            "fail_open": [str(analysis), str(attacks["round-0"]), "--role", "compare", "--device", settings.device],
+            "fail_open": [str(analysis), str(attacks["round-0"]), "--role", "compare", *device],
             "robustness": [*named, "--judge", harm],
             "training_cost": [f"{METHOD_TITLES.get(m, m)}={runs[m]}" for m in methods],  # round 0's own bar too
             "cosines": [str(runs["fail-closed"])],
             "ablations": [str(analysis)],
             "independence": [str(analysis), "--role", "model"],
-            "attack_projections": [last, str(attacks["fail-closed"]), "--device", settings.device],
+            "attack_projections": [last, str(attacks["fail-closed"]), *device],
             "rounds": [
                 "--attacks",
                 f"0={attacks['round-0']}",
@@ -352,7 +353,7 @@ def _figures_stage(settings: ReproduceSettings, methods: list[str]) -> Stage:
         "figures",
         # whether PNGs can be rendered is part of the key: figures drawn without a Chromium are drawn again,
         # PNGs included, once one is installed
-        {"device": settings.device, "png": chromium_path() is not None},
+        {"device": settings.device, "dtype": settings.dtype, "png": chromium_path() is not None},
         body,
         needs=("round-0", "fail-closed", "attacks", "utility", "analysis"),
         describe="the paper's figures from the stages above",

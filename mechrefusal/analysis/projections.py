@@ -18,13 +18,20 @@ from mechrefusal.core.directions import Direction, DirectionSet
 from mechrefusal.core.errors import SettingError
 from mechrefusal.directions.dim import dim_candidates
 from mechrefusal.models import Model
+from mechrefusal.models.autocast import autocast
 
 
 def projections(
-    model: Model, prompts: Sequence[str], directions: DirectionSet | Sequence[Direction], *, batch_size: int = 16
+    model: Model,
+    prompts: Sequence[str],
+    directions: DirectionSet | Sequence[Direction],
+    *,
+    batch_size: int = 16,
+    dtype: str = "float32",
 ) -> Float[Tensor, "prompt k"]:
     """``x . d / |d|`` for every prompt and direction, with ``x`` the residual stream entering the
-    direction's layer at its position (no intervention)."""
+    direction's layer at its position (no intervention), the forward passes computed in ``dtype`` (`autocast`:
+    auto, bfloat16 or float32) and the projections in float32."""
     if not prompts or not len(directions):
         raise SettingError("projections needs at least one prompt and one direction.")
     layers = sorted({direction.layer for direction in directions})
@@ -39,13 +46,13 @@ def projections(
 
     out = torch.zeros(len(prompts), len(directions))
     hooks = [(f"blocks.{layer}.hook_in", store(layer)) for layer in layers]
-    with torch.no_grad(), model.bridge.hooks(fwd_hooks=hooks):
+    with torch.no_grad(), autocast(model, dtype), model.bridge.hooks(fwd_hooks=hooks):
         for indices, batch in model.batches(prompts, batch_size):
             model.bridge(batch.input_ids, attention_mask=batch.attention_mask, stop_at_layer=layers[-1])
             for k, direction in enumerate(directions):
                 x = read[direction.layer][:, direction.position].float()
                 unit = direction.vector.float() / direction.vector.float().norm().clamp_min(1e-12)
-                out[indices, k] = (x @ unit.to(x.device)).cpu()
+                out[indices, k] = (x * unit.to(x.device)).sum(dim=-1).cpu()  # float32: autocast casts a matmul
     return out
 
 
@@ -83,10 +90,12 @@ def layer_profile(
     *,
     position: int = -1,
     batch_size: int = 16,
+    dtype: str = "float32",
     progress: bool = False,
 ) -> LayerProfile:
     """DIM vector of every layer at ``position`` from ``harmful``/``harmless`` (massive dimensions zeroed,
-    as the finder does), its norm, and Cohen's d of the held-out prompts' projections on it."""
+    as the finder does), its norm, and Cohen's d of the held-out prompts' projections on it (computed in
+    ``dtype``, as `projections`)."""
     if len(harmful_test) < 2 or len(harmless_test) < 2:
         raise SettingError("layer_profile needs at least two held-out prompts per set for a standard deviation.")
     slot = model.post_instruction_positions.index(position)
@@ -94,8 +103,8 @@ def layer_profile(
     per_layer = DirectionSet(
         [Direction(candidates[layer, slot], layer, position, "dim") for layer in range(model.n_layers)]
     )
-    bad = projections(model, harmful_test, per_layer, batch_size=batch_size)
-    good = projections(model, harmless_test, per_layer, batch_size=batch_size)
+    bad = projections(model, harmful_test, per_layer, batch_size=batch_size, dtype=dtype)
+    good = projections(model, harmless_test, per_layer, batch_size=batch_size, dtype=dtype)
     norms = candidates[:, slot].norm(dim=-1).tolist()
     return LayerProfile(
         position,

@@ -42,11 +42,12 @@ def fail_open(
     refusal: dict[str, float],
     *,
     batch_size: int = 16,
+    dtype: str = "float32",
 ) -> PaperFigure:
     """Per-layer mean projection of plain harmful, jailbreak-wrapped harmful and harmless prompts on the unit
     ``direction`` (the residual stream entering each layer at the direction's position), beside the judged
     harmful refusal rate with nothing and with the direction ablated (``refusal``: ``{"none": rate,
-    "ablated": rate}``, e.g. from an analysis report)."""
+    "ablated": rate}``, e.g. from an analysis report); forward passes in ``dtype`` (`projections`)."""
     if set(refusal) != {"none", "ablated"}:
         raise SettingError(f"refusal needs the rates 'none' and 'ablated', got {sorted(refusal)}.")
     per_layer = DirectionSet(
@@ -54,7 +55,7 @@ def fail_open(
     )
     groups = {"harmful": harmful, "jailbreak (human template)": jailbreak, "harmless": harmless}
     means = {
-        name: projections(model, prompts, per_layer, batch_size=batch_size).mean(dim=0).tolist()
+        name: projections(model, prompts, per_layer, batch_size=batch_size, dtype=dtype).mean(dim=0).tolist()
         for name, prompts in groups.items()
     }
     figure = make_subplots(
@@ -278,16 +279,18 @@ def attack_projections(
     labels: Sequence[str] | None = None,
     *,
     batch_size: int = 16,
+    dtype: str = "float32",
 ) -> PaperFigure:
     """Projections of each attack's prompts on each direction (at its own layer and position) against the
-    plain harmful prompts (``prompts["plain"]``; the other keys are attacks, as from `attack_prompts`)."""
+    plain harmful prompts (``prompts["plain"]``; the other keys are attacks, as from `attack_prompts`);
+    forward passes in ``dtype`` (`projections`)."""
     if "plain" not in prompts or len(prompts) < 2:
         raise SettingError("attack_projections needs the plain harmful prompts ('plain') and at least one attack's.")
     if not len(directions):
         raise SettingError("attack_projections needs at least one direction.")
     labels = list(labels) if labels is not None else [f"d{k}" for k in range(len(directions))]
     values = {
-        name: projections(model, list(texts), directions, batch_size=batch_size).T.tolist()
+        name: projections(model, list(texts), directions, batch_size=batch_size, dtype=dtype).T.tolist()
         for name, texts in prompts.items()
     }
     figure = go.Figure()
