@@ -319,17 +319,17 @@ def _figures_stage(settings: ReproduceSettings, methods: list[str]) -> Stage:
         last_round = int(Path(last).name.split("-")[1])
         utility = {method: out / context.inputs["utility"][method]["file"] for method in methods}
         named = [f"{METHOD_TITLES.get(m, m)}={attacks[m]}" for m in methods]
-        device = ["--device", settings.device, "--dtype", settings.dtype]  # of the figures with forward passes
+        compute = ["--device", settings.device, "--dtype", settings.dtype]  # of the figures with forward passes
         judges = read_attacks(attacks["round-0"])["judges"]
         harm = next((name for name, about in judges.items() if about["measures"] == "harm"), "harm")
         commands = {
-            "fail_open": [str(analysis), str(attacks["round-0"]), "--role", "compare", *device],
+            "fail_open": [str(analysis), str(attacks["round-0"]), "--role", "compare", *compute],
             "robustness": [*named, "--judge", harm],
             "training_cost": [f"{METHOD_TITLES.get(m, m)}={runs[m]}" for m in methods],  # round 0's own bar too
             "cosines": [str(runs["fail-closed"])],
             "ablations": [str(analysis)],
             "independence": [str(analysis), "--role", "model"],
-            "attack_projections": [last, str(attacks["fail-closed"]), *device],
+            "attack_projections": [last, str(attacks["fail-closed"]), *compute],
             "rounds": [
                 "--attacks",
                 f"0={attacks['round-0']}",
