@@ -13,9 +13,8 @@ import argparse
 
 from mechrefusal.analysis.paper import attack_projections
 from mechrefusal.analysis.paper.inputs import attack_prompts, read_attacks
-from mechrefusal.analysis.paper.output import figure_main
+from mechrefusal.analysis.paper.output import add_compute_arguments, figure_main
 from mechrefusal.core.errors import SettingError
-from mechrefusal.core.precision import DTYPES
 from mechrefusal.models import load
 
 
@@ -31,10 +30,7 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("checkpoint", help="a training round directory (RUN/round-K)")
     parser.add_argument("attacks", help="a python -m mechrefusal.attack --out directory")
-    parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
-    parser.add_argument(
-        "--dtype", choices=DTYPES, default="auto", help="compute dtype of the forward passes (auto: bf16 where fast)"
-    )
+    add_compute_arguments(parser)
     figure_main("attack_projections", parser, build, argv)
 
 

@@ -19,10 +19,9 @@ from pathlib import Path
 from mechrefusal import data
 from mechrefusal.analysis.paper import fail_open
 from mechrefusal.analysis.paper.inputs import attack_prompts, model_entry, read_attacks, read_report
-from mechrefusal.analysis.paper.output import figure_main
+from mechrefusal.analysis.paper.output import add_compute_arguments, figure_main
 from mechrefusal.core.directions import DirectionSet
 from mechrefusal.core.errors import MissingFileError, SettingError
-from mechrefusal.core.precision import DTYPES
 from mechrefusal.models import load
 
 
@@ -59,10 +58,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--role", choices=("model", "compare"), default="model", help="which analysed model")
     parser.add_argument("--direction", default=None, help="the direction's label in the report (default: the first)")
     parser.add_argument("--n-harmless", type=int, default=32, help="harmless test prompts")
-    parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
-    parser.add_argument(
-        "--dtype", choices=DTYPES, default="auto", help="compute dtype of the forward passes (auto: bf16 where fast)"
-    )
+    add_compute_arguments(parser)
     figure_main("fail_open", parser, build, argv)
 
 

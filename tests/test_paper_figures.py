@@ -466,6 +466,8 @@ def test_script_report_figures_from_an_analysis(toy_report, tmp_path, monkeypatc
         ("fig_overrefusal_utility", ["m={tmp}/bad.json"], "lacks tasks, harmless_compliance"),
         ("fig_rounds", ["--utility", "x={tmp}/bad.json"], "round index before '='"),
         ("fig_rounds", [], "needs attack results, analysis reports or utility files"),
+        ("fig_fail_open", ["{tmp}/empty", "{tmp}/empty", "--dtype", "half"], "--dtype: invalid choice: 'half'"),
+        ("fig_attack_projections", ["{tmp}/empty", "{tmp}/empty", "--dtype", "half"], "--dtype: invalid choice"),
     ],
 )
 def test_bad_inputs_give_one_sentence(name, argv, message, tmp_path, capsys):

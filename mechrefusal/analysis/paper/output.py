@@ -22,6 +22,7 @@ import plotly.graph_objects as go
 
 from mechrefusal.analysis.report import finite, render_pngs
 from mechrefusal.core.errors import MechrefusalError, SettingError
+from mechrefusal.core.precision import DTYPES
 
 README_HEAD = (
     "# figures\n\nOutput of the `analyses/fig_*.py` scripts: each figure as PNG and interactive HTML, its caption, "
@@ -127,6 +128,14 @@ def write_readme(out: Path) -> Path:
     readme = out / "README.md"
     readme.write_text("\n".join(sections))
     return readme
+
+
+def add_compute_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--device`` and ``--dtype`` of a figure script that runs a model's forward passes."""
+    parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    parser.add_argument(
+        "--dtype", choices=DTYPES, default="auto", help="compute dtype of the forward passes (auto: bf16 where fast)"
+    )
 
 
 def figure_main(
