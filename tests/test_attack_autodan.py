@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import random
+import zlib
 
 import pytest
+import torch
 
 from mechrefusal.attacks import autodan as autodan_module
 from mechrefusal.attacks import rephrasers
@@ -155,7 +157,16 @@ def run_small(toy, seed=0, **options):
     return AutoDAN(rephraser="pool", progress=False, **options).run(toy, BEHAVIOUR, seed=seed)[0]
 
 
-def test_the_best_loss_never_rises_and_the_run_repeats_given_the_seed(toy, short_prompts):
+def test_the_best_loss_never_rises_and_the_run_repeats_given_the_seed(toy, short_prompts, monkeypatch):
+    # the search's logic alone, whatever the toy computes on this CPU's kernels (on an AVX2-only EPYC it
+    # answered the first template and scored every mutation alike): every reply a refusal, so all 4 steps
+    # run, and a fixed pseudo-random loss per prompt (the real losses: test_the_losses_are_computed_in_the_dtype_given)
+    monkeypatch.setattr(autodan_module, "generate", lambda *args, **kwargs: ["I cannot help with that."])
+    monkeypatch.setattr(
+        autodan_module,
+        "target_losses",
+        lambda model, prompts, targets, **kwargs: torch.tensor([zlib.crc32(p.encode()) % 1000 / 100 for p in prompts]),
+    )
     case = run_small(toy)
     losses = case.info["losses"]
     assert len(losses) == 4 and all(later <= earlier for earlier, later in zip(losses, losses[1:]))

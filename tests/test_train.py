@@ -293,8 +293,7 @@ def test_two_processes_reach_the_weights_of_one(toy_dir, tmp_path):
     a = hf_state_dict(mechrefusal.load(tmp_path / "one" / "round-0", device="cpu"))
     b = hf_state_dict(mechrefusal.load(tmp_path / "two" / "round-0", device="cpu"))
     changed = hf_state_dict(mechrefusal.load(toy_dir, device="cpu"))
-    for name in a:
-        torch.testing.assert_close(b[name], a[name], atol=1e-5, rtol=1e-4)
+    assert_same_updates(b, a, changed)
     assert any((a[name] - changed[name]).abs().max() > 1e-4 for name in a)  # training did move the weights
     one_meta = json.loads((tmp_path / "one" / "round-0" / "mechrefusal.json").read_text())
     losses = [meta["metrics"]["training"]["train_loss"], one_meta["metrics"]["training"]["train_loss"]]
@@ -314,9 +313,18 @@ def test_ddp_and_fsdp_reach_the_weights_of_one_process_under_an_ablation(toy_dir
         two = torchrun("tests.distributed_round", str(toy_dir), str(tmp_path / f"{parallel}.pt"), parallel)
         assert two.returncode == 0, two.stderr[-2000:]
         weights = torch.load(tmp_path / f"{parallel}.pt")["weights"]
-        for name in one:  # measured up to 1.2e-5: a process's batch of 1 is not padded like the batch of 2,
-            # and AdamW's normalised step turns that float noise in a near-zero gradient into a step
-            torch.testing.assert_close(weights[name], one[name], atol=3e-5, rtol=1e-4)
+        assert_same_updates(weights, one, original)
+
+
+def assert_same_updates(got: dict, want: dict, original: dict, rel: float = 1e-2) -> None:
+    """Two trainings from ``original`` ended at the same weights: each tensor differs by at most ``rel`` of
+    its update. Not elementwise: AdamW's normalised step turns float noise in a near-zero gradient (another
+    batching, another CPU's kernels) into a visible step on single elements (2.7e-5 of a 3e-3 step on an
+    AVX2-only EPYC), while a wrong effective batch changes whole updates."""
+    for name in want:
+        update = (want[name] - original[name]).norm().item()
+        difference = (got[name] - want[name]).norm().item()
+        assert difference <= rel * update + 1e-6, f"{name}: {difference:.3g} apart, update {update:.3g}"
 
 
 def test_activation_checkpointing_gives_the_same_loss_and_gradients(toy, toy_dir):
