@@ -32,6 +32,7 @@ from mechrefusal.train.loop import ablate_all, train_round
 from mechrefusal.train.methods import METHODS, TrainingMethod
 from mechrefusal.train.parallel import distributed_rank_and_size, init_distributed
 from mechrefusal.train.recovery import recovery
+from mechrefusal.train.reference import ReferenceLogits
 from mechrefusal.train.search import SCORES, max_cosine, trainer_search
 from mechrefusal.train.settings import AFTER_ROUND_ZERO, EXECUTION, TrainSettings, saved_settings
 from mechrefusal.train.targets import training_data, with_edgy_share
@@ -79,6 +80,7 @@ def run(settings: TrainSettings, *, progress: bool = True) -> list[Path]:
         progress=progress,
     )
     val_examples = (val.harmful[:N_VAL_EXAMPLES], val.harmless[:N_VAL_EXAMPLES])
+    original = ReferenceLogits(reference)  # the utility loss's reference logits, kept from round to round
     written = []
     for round_index in range(first_round, method.last_round() + 1):
         started = time.perf_counter()
@@ -98,7 +100,7 @@ def run(settings: TrainSettings, *, progress: bool = True) -> list[Path]:
             harmless = with_edgy_share(train.harmless, settings.edgy_share)
         history = train_round(
             model,
-            reference,
+            original,
             train.harmful,
             harmless,
             val_examples,

@@ -22,6 +22,7 @@ from mechrefusal.models.autocast import autocast, cast_once
 from mechrefusal.train.lora import add_lora, merge_lora
 from mechrefusal.train.parallel import Parallel, activation_checkpointing, distributed_rank_and_size
 from mechrefusal.train.recovery import Recovery
+from mechrefusal.train.reference import ReferenceLogits, reference_logits
 from mechrefusal.train.settings import TrainSettings
 from mechrefusal.train.targets import Example
 
@@ -84,7 +85,7 @@ def trainable_parameters(model: Model, settings: TrainSettings, round_index: int
 
 def train_round(
     model: Model,
-    reference: Model,
+    reference: Model | ReferenceLogits,
     harmful: Sequence[Example],
     harmless: Sequence[Example],
     val: tuple[Sequence[Example], Sequence[Example]],
@@ -102,8 +103,10 @@ def train_round(
     """Fine-tune ``model`` in place for one round and return its loss history. ``plan`` says which harmful
     examples of a step are trained under which intervention, ``utility_plan`` the same for harmless ones;
     ``adversary`` adds a perturbation to each micro-batch's harmful examples (latent adversarial training),
-    ``recovery`` turns some of them into recovery examples."""
+    ``recovery`` turns some of them into recovery examples. ``reference`` is the original model, or its
+    `ReferenceLogits` to keep its logits from round to round (else they are kept for this round)."""
     started = time.perf_counter()
+    original = reference_logits(reference)
     generator = torch.Generator().manual_seed(settings.seed * 1000 + round_index)
     micro = settings.batch_size // settings.grad_accumulation // 2
     rank, world = distributed_rank_and_size()
@@ -125,7 +128,8 @@ def train_round(
     model.hf_model.train()
     bar = tqdm(range(1, settings.steps + 1), desc=f"round {round_index}", disable=not progress, leave=False)
     # the frozen layers and the reference model are cast to the compute dtype once for the round, not per call
-    with activation_checkpointing(model, settings.activation_checkpointing), cast_once(model), cast_once(reference):
+    checkpointing = activation_checkpointing(model, settings.activation_checkpointing)
+    with checkpointing, cast_once(model), cast_once(original.model):
         for step in bar:
             optimizer.zero_grad(set_to_none=True)
             total = 0.0
@@ -139,7 +143,7 @@ def train_round(
                 with parallel.micro_batch(last=k == settings.grad_accumulation - 1):
                     loss = _loss(
                         model,
-                        reference,
+                        original,
                         [h[i] for i in mine],
                         [b[i] for i in mine],
                         settings,
@@ -158,7 +162,7 @@ def train_round(
             if on_step is not None:
                 on_step(step)
             if step in eval_steps:
-                val_loss, safety, utility = evaluate_loss(model, reference, *val, settings, val_intervention)
+                val_loss, safety, utility = evaluate_loss(model, original, *val, settings, val_intervention)
                 result.val_loss.append(val_loss)
                 result.val_safety_loss.append(safety)
                 result.val_utility_loss.append(utility)
@@ -191,7 +195,7 @@ def _mean_over_processes(value: float, device: torch.device) -> float:
 
 def _loss(
     model: Model,
-    reference: Model,
+    reference: ReferenceLogits,
     harmful: list[Example],
     harmless: list[Example],
     settings: TrainSettings,
@@ -208,7 +212,7 @@ def _loss(
 
 def _loss_terms(
     model: Model,
-    reference: Model,
+    reference: Model | ReferenceLogits,
     harmful: list[Example],
     harmless: list[Example],
     settings: TrainSettings,
@@ -223,20 +227,21 @@ def _loss_terms(
     its bridge; in training, `Parallel.forward`) without a KV cache, which activation checkpointing's
     recomputation would fill a second time."""
     safety = utility = None
+    original_logits = reference_logits(reference)
     with autocast(model, settings.dtype):
         batch, interventions = _grouped(model, harmful, groups)
         if batch is not None:
-            ordered = [harmful[i].instruction for indices, _ in groups for i in indices]
+            ordered = [example.instruction for example in _in_group_order(harmful, groups)]
             perturbation = None if adversary is None else adversary(model, ordered, batch, interventions)
             with model.intervene(interventions, perturbation):
                 safety = reply_cross_entropy(model.reply_logits(batch, forward), batch)
-        batch, interventions = _grouped(model, harmless, utility_groups or [(list(range(len(harmless))), None)])
+        utility_groups = utility_groups or [(list(range(len(harmless))), None)]
+        batch, interventions = _grouped(model, harmless, utility_groups)
         if batch is not None:
-            with torch.no_grad(), autocast(reference, settings.dtype):
-                reference_logits = reference.reply_logits(batch)
+            original = original_logits(_in_group_order(harmless, utility_groups), batch, settings.dtype)
             with model.intervene(interventions):
                 logits = model.reply_logits(batch, forward)
-            utility = settings.utility_weight * reply_kl(logits, reference_logits, batch)
+            utility = settings.utility_weight * reply_kl(logits, original, batch)
     return safety, utility
 
 
@@ -246,8 +251,12 @@ def _grouped(model: Model, examples: list[Example], groups: Groups) -> tuple[Rep
     groups = [(indices, intervention) for indices, intervention in groups if indices]
     if not groups:
         return None, []
-    batch = _replies(model, [examples[i] for indices, _ in groups for i in indices])
-    return batch, per_row(groups)
+    return _replies(model, _in_group_order(examples, groups)), per_row(groups)
+
+
+def _in_group_order(examples: Sequence[Example], groups: Groups) -> list[Example]:
+    """The groups' examples, group after group: the rows of their batch."""
+    return [examples[i] for indices, _ in groups for i in indices]
 
 
 def _replies(model: Model, examples: list[Example]) -> ReplyBatch:
@@ -259,7 +268,7 @@ def _replies(model: Model, examples: list[Example]) -> ReplyBatch:
 
 def evaluate_loss(
     model: Model,
-    reference: Model,
+    reference: Model | ReferenceLogits,
     harmful: Sequence[Example],
     harmless: Sequence[Example],
     settings: TrainSettings,

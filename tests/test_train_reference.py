@@ -1,0 +1,67 @@
+"""`ReferenceLogits`: the reference's reply logits kept per example equal a fresh forward pass, in any batch."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from mechrefusal.measure.losses import reply_kl, reply_targets
+from mechrefusal.train.loop import _replies
+from mechrefusal.train.reference import ReferenceLogits
+from mechrefusal.train.targets import Example, training_data
+
+
+@pytest.fixture(scope="module")
+def harmless(toy) -> list[Example]:
+    found = training_data(toy, "train", limit=12, max_new_tokens=6, dtype="float32", progress=False)
+    examples = found.harmless[:6]
+    assert len({len(toy.tokenize_replies([e.instruction], [e.reply]).input_ids[0]) for e in examples}) > 1
+    return examples
+
+
+@pytest.fixture
+def forward_rows(toy, monkeypatch) -> list[int]:
+    """The rows of every reference forward pass."""
+    rows: list[int] = []
+    plain = toy.reply_logits
+
+    def counted(batch, forward=None):
+        rows.append(batch.input_ids.shape[0])
+        return plain(batch, forward)
+
+    monkeypatch.setattr(toy, "reply_logits", counted)
+    return rows
+
+
+def fresh(toy, examples: list[Example]) -> tuple[torch.Tensor, object]:
+    batch = _replies(toy, examples)
+    with torch.no_grad():
+        return toy.reply_logits(batch), batch
+
+
+@pytest.mark.parametrize("budget", [None, 0])
+def test_kept_logits_equal_a_fresh_forward_in_another_batch(toy, harmless, forward_rows, budget):
+    kept = ReferenceLogits(toy, budget_bytes=budget)
+    first = [harmless[i] for i in (0, 1, 2, 3)]
+    again = [harmless[i] for i in (3, 5, 0, 4, 1)]  # other rows, other padding, two examples new
+    for examples in (first, again):
+        want, batch = fresh(toy, examples)
+        got = kept(examples, batch, "float32")
+        _, predicted = reply_targets(batch)
+        assert got.shape == want.shape
+        torch.testing.assert_close(got[predicted], want[predicted], rtol=1e-5, atol=1e-5)
+        assert not got[~predicted].any()  # positions no loss reads
+        torch.testing.assert_close(reply_kl(want, got, batch), torch.zeros(len(examples)), rtol=0, atol=1e-6)
+    assert forward_rows[0::2] == [4, 5]  # the fresh passes of the check
+    assert forward_rows[1::2] == ([4, 2] if budget is None else [4, 5])  # kept: only the two new examples run
+
+
+def test_the_budget_bounds_what_is_kept(toy, harmless):
+    alone = ReferenceLogits(toy)
+    alone(harmless[:1], _replies(toy, harmless[:1]), "float32")
+    replies = reply_targets(_replies(toy, harmless[:1]))[1].sum().item()
+    assert alone.kept_bytes == replies * toy.bridge.cfg.d_vocab * 4  # float32 logits of its reply positions
+    small = ReferenceLogits(toy, budget_bytes=alone.kept_bytes)
+    small(harmless[:4], _replies(toy, harmless[:4]), "float32")
+    assert small.kept_bytes == alone.kept_bytes
+    assert repr(small) == f"ReferenceLogits(examples=1, kept_bytes={alone.kept_bytes}, budget={alone.kept_bytes})"
