@@ -195,7 +195,7 @@ def _mean_over_processes(value: float, device: torch.device) -> float:
 
 def _loss(
     model: Model,
-    reference: ReferenceLogits,
+    reference: Model | ReferenceLogits,
     harmful: list[Example],
     harmless: list[Example],
     settings: TrainSettings,
