@@ -82,9 +82,9 @@ class ReferenceLogits:
         _, predicted = reply_targets(batch)
         computed = {}
         for row, key in enumerate(keys):
-            computed[key] = reply = logits[row, predicted[row]]
+            computed[key] = reply = logits[row, predicted[row]]  # a mask index copies: no view of the batch
             size = reply.numel() * reply.element_size()
             if self.kept_bytes + size <= self.budget_bytes:
-                self._kept[key] = reply.to("cpu", copy=True)
+                self._kept[key] = reply.to("cpu")
                 self.kept_bytes += size
         return computed
