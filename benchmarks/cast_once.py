@@ -22,49 +22,27 @@ from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from pathlib import Path
 
-import torch
-
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import common  # noqa: E402
 
-import mechrefusal  # noqa: E402
 from mechrefusal import data  # noqa: E402
-from mechrefusal.core.memory import keep_freed_memory  # noqa: E402
 from mechrefusal.measure.generation import generate  # noqa: E402
 from mechrefusal.models import autocast  # noqa: E402
-from mechrefusal.train import TrainSettings  # noqa: E402
-from mechrefusal.train.loop import _loss, ablate_all, trainable_parameters  # noqa: E402
+from mechrefusal.train.loop import _loss, ablate_all  # noqa: E402
 
 CASTING = sys.modules["mechrefusal.models.autocast"]
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--batch", type=int, default=16)
-    parser.add_argument("--train-layers", default="10:20")
-    parser.add_argument("--repeats", type=int, default=6, help="timed calls per block (default: 6)")
-    parser.add_argument("--blocks", type=int, default=3, help="blocks per way, the ways alternating (default: 3)")
-    args = parser.parse_args()
+    args = common.step_arguments(__doc__, repeats=6)
     common.require_bf16("nothing is cast, nothing to compare.")
-    keep_freed_memory()
-    model, reference = mechrefusal.load(), mechrefusal.load()
-    reference.bridge.requires_grad_(False)  # as the trainer holds it
-    harmful, harmless = common.training_examples(args.batch // 2)
-    settings = TrainSettings(batch_size=args.batch, train_layers=args.train_layers, dtype="auto")
-    parameters = trainable_parameters(model, settings)
-    start = [parameter.detach().clone() for parameter in parameters]
-
-    def step() -> float:
-        """One optimiser step from the same weights (restored first), its loss."""
-        with torch.no_grad():
-            for parameter, value in zip(parameters, start):
-                parameter.copy_(value)
-        optimizer = torch.optim.SGD(parameters, lr=1e-3)
-        loss = _loss(model, reference, harmful, harmless, settings, ablate_all(None)(0, args.batch // 2))
-        loss.backward()
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-        return loss.item()
+    bench = common.step_setup(args)
+    model, reference, parameters = bench.model, bench.reference, bench.parameters
+    step = bench.step(
+        lambda: _loss(
+            model, reference, bench.harmful, bench.harmless, bench.settings, ablate_all(None)(0, args.batch // 2)
+        )
+    )
 
     prompts = data.load("harmful", "test")[:32]
 
@@ -77,7 +55,6 @@ def main() -> None:
         with CASTING.cast_once(model), CASTING.cast_once(reference):  # as `train_round` holds them
             yield
 
-    model.hf_model.train()
     step_s, step_out = side_by_side(step, round_scope, args)
     model.hf_model.eval()
     for parameter in parameters:

@@ -2,14 +2,23 @@
 
 from __future__ import annotations
 
+import argparse
 import json
+import statistics
 import sys
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 
+import torch
+
+import mechrefusal
 from mechrefusal import data
+from mechrefusal.core.memory import keep_freed_memory
 from mechrefusal.core.precision import hardware, resolve
 from mechrefusal.core.provenance import versions
+from mechrefusal.train import TrainSettings
+from mechrefusal.train.loop import trainable_parameters
 from mechrefusal.train.targets import Example
 
 
@@ -64,3 +73,72 @@ def record(name: str, config: dict, results: dict, device: str = "cpu") -> str:
     if "dtype" in config:
         line["precision"] = resolve(config["dtype"], device).to_dict()
     return json.dumps(line)
+
+
+def step_arguments(doc: str, repeats: int) -> argparse.Namespace:
+    """The training-step benchmarks' flags: --batch, --train-layers, --repeats, --blocks."""
+    parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--batch", type=int, default=16)
+    parser.add_argument("--train-layers", default="10:20")
+    parser.add_argument("--repeats", type=int, default=repeats, help=f"timed steps per block (default: {repeats})")
+    parser.add_argument("--blocks", type=int, default=3, help="blocks per way, the ways alternating (default: 3)")
+    return parser.parse_args()
+
+
+@dataclass
+class StepSetup:
+    """The README configuration's training step on the embedded model: the model with its trainable layers,
+    the frozen reference, a batch of stock examples (`training_examples`) and the settings."""
+
+    model: mechrefusal.Model
+    reference: mechrefusal.Model
+    harmful: list[Example]
+    harmless: list[Example]
+    settings: TrainSettings
+    parameters: list[torch.nn.Parameter]
+
+    def step(self, loss: Callable[[], torch.Tensor]) -> Callable[[], float]:
+        """One SGD step of ``loss`` from the same weights each call (restored first), returning the loss."""
+        start = [parameter.detach().clone() for parameter in self.parameters]
+
+        def run() -> float:
+            with torch.no_grad():
+                for parameter, value in zip(self.parameters, start):
+                    parameter.copy_(value)
+            optimizer = torch.optim.SGD(self.parameters, lr=1e-3)
+            value = loss()
+            value.backward()
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+            return value.item()
+
+        return run
+
+
+def step_setup(args: argparse.Namespace) -> StepSetup:
+    """`StepSetup` for ``--batch`` and ``--train-layers``, the model in training mode."""
+    keep_freed_memory()
+    model, reference = mechrefusal.load(), mechrefusal.load()
+    reference.bridge.requires_grad_(False)  # as the trainer holds it
+    harmful, harmless = training_examples(args.batch // 2)
+    settings = TrainSettings(batch_size=args.batch, train_layers=args.train_layers, dtype="auto")
+    parameters = trainable_parameters(model, settings)
+    model.hf_model.train()
+    return StepSetup(model, reference, harmful, harmless, settings, parameters)
+
+
+def alternating(
+    ways: dict[str, Callable[[], float]], blocks: int, repeats: int
+) -> tuple[dict[str, float], dict[str, list[float]]]:
+    """Median seconds of each way's calls and their values: ``blocks`` blocks per way, each a warm-up call
+    and ``repeats`` timed ones, the ways alternating block by block so that a host's drift hits all."""
+    times: dict[str, list[float]] = {way: [] for way in ways}
+    values: dict[str, list[float]] = {way: [] for way in ways}
+    for _ in range(blocks):
+        for way, call in ways.items():
+            call()
+            for _ in range(repeats):
+                started = time.perf_counter()
+                values[way].append(call())
+                times[way].append(time.perf_counter() - started)
+    return {way: statistics.median(seconds) for way, seconds in times.items()}, values

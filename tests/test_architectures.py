@@ -17,8 +17,9 @@ from mechrefusal.models import autocast
 from mechrefusal.models.tiny import build_tiny_model
 from mechrefusal.train import TrainSettings
 from mechrefusal.train.checkpoint import save_checkpoint
-from mechrefusal.train.loop import _loss
+from mechrefusal.train.loop import _loss, _loss_terms, _replies
 from mechrefusal.train.lora import add_lora, merge_lora
+from mechrefusal.train.prefix import shared_prefix_length
 from mechrefusal.train.targets import Example
 from tests.parity import assert_batch_parity
 
@@ -198,6 +199,19 @@ def stepped(case):
     optimizer.step()
     model.hf_model.eval()
     return model, before, loss.detach()
+
+
+def test_a_shared_prompt_prefix_gives_the_whole_batch_losses(model):
+    harmful = [Example(prompt, "I can't help with that.") for prompt in PROMPTS]
+    harmless = [Example(PROMPTS[0], "Hello! How can I help?"), Example("Name a colour", "Blue.")]
+    groups = [([0, 2], Ablate(random_directions(model.d_model))), ([1], None)]
+    assert shared_prefix_length(model, [(_replies(model, harmful), groups)]) > 0  # the template's common start
+    settings = TrainSettings(dtype="float32", device="cpu")
+    with torch.no_grad():
+        whole = _loss_terms(model, model, harmful, harmless, settings, groups, share_prefix=False)
+        shared = _loss_terms(model, model, harmful, harmless, settings, groups, share_prefix=True)
+    for got, want in zip(shared, whole):
+        torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
 
 
 def test_one_training_step_changes_the_weights(stepped):

@@ -349,6 +349,7 @@ def test_activation_checkpointing_gives_the_same_loss_and_gradients(toy, toy_dir
                 examples.harmless[:4],
                 toy_settings(toy_dir, "unused"),
                 [([0, 1, 2, 3], ablate)],
+                share_prefix=False,  # as `train_round` does under checkpointing
             )
             loss.backward()
         return loss.detach(), {name: p.grad.clone() for name, p in model.hf_model.named_parameters()}

@@ -18,6 +18,7 @@ from mechrefusal.core.cli import (
     read_settings_file,
     settings_from_dict,
 )
+from mechrefusal.interventions import per_row
 from mechrefusal.train import TrainSettings, run
 from mechrefusal.train import job as train_job
 from mechrefusal.train.adversary import LatentAdversary, ResidualShift
@@ -172,7 +173,8 @@ def test_the_latent_perturbation_stays_within_epsilon_and_raises_the_safety_loss
     settings = toy_settings(toy_dir, "unused", latent=LatentTrainingSettings(epsilon=0.5, objective=objective))
     adversary = LatentAdversary(settings.latent, (1,))
     groups = [([0, 1, 2, 3], None)]
-    batch, interventions = _grouped(toy, harmful, groups)
+    batch, groups = _grouped(toy, harmful, groups)
+    interventions = per_row(groups)
     trainable = [parameter.requires_grad for parameter in toy.hf_model.parameters()]  # the session's toy, as found
     for parameter in toy.hf_model.parameters():
         parameter.requires_grad_(True)

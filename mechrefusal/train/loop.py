@@ -21,6 +21,7 @@ from mechrefusal.models import Model, ReplyBatch
 from mechrefusal.models.autocast import autocast, cast_once
 from mechrefusal.train.lora import add_lora, merge_lora
 from mechrefusal.train.parallel import Parallel, activation_checkpointing, distributed_rank_and_size
+from mechrefusal.train.prefix import grouped_reply_logits
 from mechrefusal.train.recovery import Recovery
 from mechrefusal.train.reference import ReferenceLogits, reference_logits
 from mechrefusal.train.settings import TrainSettings
@@ -129,6 +130,9 @@ def train_round(
     bar = tqdm(range(1, settings.steps + 1), desc=f"round {round_index}", disable=not progress, leave=False)
     # the frozen layers and the reference model are cast to the compute dtype once for the round, not per call
     checkpointing = activation_checkpointing(model, settings.activation_checkpointing)
+    # a shared prefix's cache would be filled twice by checkpointing's recomputation, and DDP and FSDP
+    # expect one forward pass per backward
+    share_prefix = parallel.mode == "single" and not settings.activation_checkpointing
     with checkpointing, cast_once(model), cast_once(original.model):
         for step in bar:
             optimizer.zero_grad(set_to_none=True)
@@ -151,6 +155,7 @@ def train_round(
                         utility_groups,
                         forward=parallel.forward,
                         adversary=adversary,
+                        share_prefix=share_prefix,
                     )
                     (loss / settings.grad_accumulation).backward()
                 total += loss.item() / settings.grad_accumulation
@@ -203,10 +208,13 @@ def _loss(
     utility_groups: Groups | None = None,
     forward: Callable | None = None,
     adversary: Adversary | None = None,
+    share_prefix: bool = True,
 ) -> torch.Tensor:
     """Mean over the micro-batch's examples of safety CE (harmful, under ``groups``' interventions) and
     weighted utility KL (harmless, under ``utility_groups``'; default: none); see `_loss_terms`."""
-    terms = _loss_terms(model, reference, harmful, harmless, settings, groups, utility_groups, forward, adversary)
+    terms = _loss_terms(
+        model, reference, harmful, harmless, settings, groups, utility_groups, forward, adversary, share_prefix
+    )
     return torch.cat([term for term in terms if term is not None]).mean()
 
 
@@ -220,38 +228,44 @@ def _loss_terms(
     utility_groups: Groups | None = None,
     forward: Callable | None = None,
     adversary: Adversary | None = None,
+    share_prefix: bool = True,
 ) -> tuple[Float[Tensor, " harmful"] | None, Float[Tensor, " harmless"] | None]:
     """Per-example safety CE and weighted utility KL (``None`` where a set has no example). Each set is one
     forward pass, every row under its group's intervention (and the harmful rows under ``adversary``'s
-    perturbation), with logits only where the replies are predicted. ``forward`` runs the model (default:
-    its bridge; in training, `Parallel.forward`) without a KV cache, which activation checkpointing's
-    recomputation would fill a second time."""
+    perturbation), with logits only where the replies are predicted and, with ``share_prefix``, the rows'
+    common prompt prefix run once per distinct intervention (`grouped_reply_logits`). ``forward`` runs the
+    model (default: its bridge; in training, `Parallel.forward`)."""
     safety = utility = None
     original_logits = reference_logits(reference)
     with autocast(model, settings.dtype):
-        batch, interventions = _grouped(model, harmful, groups)
-        if batch is not None:
+        harmful_batch, groups = _grouped(model, harmful, groups)
+        harmless_batch, utility_groups = _grouped(
+            model, harmless, utility_groups or [(list(range(len(harmless))), None)]
+        )
+        perturbed = adversary is not None and harmful_batch is not None
+        if adversary is not None and harmful_batch is not None:  # a perturbation per position: whole rows
             ordered = [example.instruction for example in _in_group_order(harmful, groups)]
-            perturbation = None if adversary is None else adversary(model, ordered, batch, interventions)
-            with model.intervene(interventions, perturbation):
-                safety = reply_cross_entropy(model.reply_logits(batch, forward), batch)
-        utility_groups = utility_groups or [(list(range(len(harmless))), None)]
-        batch, interventions = _grouped(model, harmless, utility_groups)
-        if batch is not None:
-            original = original_logits(_in_group_order(harmless, utility_groups), batch, settings.dtype)
-            with model.intervene(interventions):
-                logits = model.reply_logits(batch, forward)
-            utility = settings.utility_weight * reply_kl(logits, original, batch)
+            interventions = per_row(groups)
+            with model.intervene(interventions, adversary(model, ordered, harmful_batch, interventions)):
+                safety = reply_cross_entropy(model.reply_logits(harmful_batch, forward), harmful_batch)
+        runs = [] if harmful_batch is None or perturbed else [(harmful_batch, groups)]
+        runs += [] if harmless_batch is None else [(harmless_batch, utility_groups)]
+        logits = iter(grouped_reply_logits(model, runs, forward, share=share_prefix))
+        if harmful_batch is not None and not perturbed:
+            safety = reply_cross_entropy(next(logits), harmful_batch)
+        if harmless_batch is not None:
+            original = original_logits(_in_group_order(harmless, utility_groups), harmless_batch, settings.dtype)
+            utility = settings.utility_weight * reply_kl(next(logits), original, harmless_batch)
     return safety, utility
 
 
-def _grouped(model: Model, examples: list[Example], groups: Groups) -> tuple[ReplyBatch | None, list]:
-    """The groups' examples as one reply batch, in group order, and the per-row interventions that put
-    each row under its group's (``None`` batch when the groups hold no example)."""
+def _grouped(model: Model, examples: list[Example], groups: Groups) -> tuple[ReplyBatch | None, Groups]:
+    """The groups' examples as one reply batch, in group order, and the groups that hold any example
+    (``None`` batch when none does)."""
     groups = [(indices, intervention) for indices, intervention in groups if indices]
     if not groups:
         return None, []
-    return _replies(model, _in_group_order(examples, groups)), per_row(groups)
+    return _replies(model, _in_group_order(examples, groups)), groups
 
 
 def _in_group_order(examples: Sequence[Example], groups: Groups) -> list[Example]:
