@@ -114,6 +114,28 @@ def test_batched_generation_equals_one_at_a_time(tiny_model):
     assert batched == single
 
 
+def test_generation_prefills_the_prompts_shared_prefix_once(tiny_model, directions):
+    """The chat template's common start runs once for the batch, then the rest of each prompt (the replies are
+    those of one prompt at a time, above); under hooks from outside `generate`, which may act per row, whole
+    prompts run, with the same replies."""
+    width = tiny_model.tokenize(PROMPTS).input_ids.shape[1]
+    shapes = []
+    embedding = tiny_model.hf_model.get_input_embeddings()
+    handle = embedding.register_forward_hook(lambda module, args, output: shapes.append(tuple(args[0].shape)))
+    try:
+        shared = generate_ids(tiny_model, PROMPTS, max_new_tokens=3, intervention=Ablate(directions))
+        first = shapes[:2]
+        shapes.clear()
+        with tiny_model.intervene(Add(directions[0], 0.0)):  # an outside hook (one that changes nothing)
+            whole = generate_ids(tiny_model, PROMPTS, max_new_tokens=3, intervention=Ablate(directions))
+    finally:
+        handle.remove()
+    prefix = first[0][1]
+    assert first == [(1, prefix), (3, width - prefix)] and prefix > 0
+    assert shapes[0] == (3, width)
+    assert shared == whole
+
+
 def test_kv_cached_generation_equals_greedy_decoding_by_full_forwards(tiny_model, directions):
     """Guards the KV cache: transformers 5.24 renamed the cache output, and TransformerLens 4.3's bridge
     then silently decoded every step from the newest token alone."""

@@ -14,6 +14,7 @@ from mechrefusal.interventions.residual import (
     RandomAblate,
     ablation_sites,
     per_row,
+    uniform,
 )
 from mechrefusal.models.hooks import Intervention, Interventions
 
@@ -28,4 +29,5 @@ __all__ = [
     "RandomAblate",
     "orthogonalize",
     "per_row",
+    "uniform",
 ]

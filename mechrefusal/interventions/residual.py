@@ -142,6 +142,13 @@ class OnRows:
         return [(name, on_rows(apply)) for name, apply in self.intervention.hooks(model)]
 
 
+def uniform(*interventions: Interventions) -> bool:
+    """Whether the interventions act alike in every row and at every position (`Ablate`, `Add`; none at
+    all): rows that begin with the same tokens then have the same activations there, which a shared prompt
+    prefix run once relies on."""
+    return all(isinstance(item, (Ablate, Add)) for item in flatten(*interventions))
+
+
 def per_row(groups: Sequence[tuple[Sequence[int], Interventions]]) -> list[Intervention]:
     """The interventions of a batch whose rows are the groups' examples in order, each group under its
     own interventions; a group that holds every row needs no mask (and draws RandomAblate's positions

@@ -1,7 +1,8 @@
 """Batched generation, interventions active at every step (KV cache on). Transformers' own decoding loop runs
 the bridged model (its modules are the bridge's components, so every hook fires): greedy replies equal those
 of the bridge's own `generate` loop token for token, in 0.76x its time on the embedded model
-(`benchmarks/generation_loop.py`, docs/results.md session 16)."""
+(`benchmarks/generation_loop.py`, docs/results.md session 16). The prompts' shared first tokens are prefilled
+once per batch (`_prefill_shared_prefix`; docs/design.md)."""
 
 from __future__ import annotations
 
@@ -9,12 +10,13 @@ from collections.abc import Sequence
 from typing import cast
 
 import torch
+from jaxtyping import Int
 from torch import Tensor
 from tqdm.auto import tqdm
 from transformers import DynamicCache, GenerationConfig
 
-from mechrefusal.interventions import Interventions
-from mechrefusal.models import Model
+from mechrefusal.interventions import Interventions, uniform
+from mechrefusal.models import Batch, Model
 
 GENERATION_BATCH_SIZE = 64
 """Prompts per generation batch by default: one decoding step costs little more for 64 rows than for 16
@@ -97,17 +99,55 @@ def generate_ids(
     )
     replies: list[list[int] | None] = [None] * len(instructions)
     batches = list(model.batches(instructions, batch_size, rendered=rendered))
+    # hooks from outside (an attack's own) may act per row or position, where a shared prefix would be wrong
+    hooked = any(point.has_hooks() for point in model.bridge.hook_dict.values())
+    share = uniform(intervention) and not hooked and not _windowed(model)
     with torch.no_grad(), model.intervene(intervention):
         for indices, batch in tqdm(batches, desc="generate", disable=not progress, leave=False):
+            cache = ComputeDtypeCache(config=model.hf_model.config)
+            input_ids, attention_mask = batch.input_ids, batch.attention_mask
+            if share:
+                input_ids, attention_mask = _prefill_shared_prefix(model, batch, cache)
             tokens = model.hf_model.generate(  # type: ignore[operator]  # mypy sees nn.Module's __getattr__
-                input_ids=batch.input_ids,
-                attention_mask=batch.attention_mask,
-                generation_config=config,
-                past_key_values=ComputeDtypeCache(config=model.hf_model.config),
+                input_ids=input_ids, attention_mask=attention_mask, generation_config=config, past_key_values=cache
             )
-            for index, row in zip(indices, cast(Tensor, tokens)[:, batch.input_ids.shape[1] :].tolist()):
+            for index, row in zip(indices, cast(Tensor, tokens)[:, input_ids.shape[1] :].tolist()):
                 replies[index] = row[: min((row.index(i) for i in stops if i in row), default=len(row))]
     return cast(list[list[int]], replies)  # every row was filled
+
+
+def _windowed(model: Model) -> bool:
+    """Whether some attention layer sees a window of the latest cache entries only (Gemma-2's sliding layers):
+    padding moved between the shared prefix and the rest of a prompt would shift what that window holds."""
+    config = model.hf_model.config
+    types = getattr(config, "layer_types", None)
+    return "sliding_attention" in types if types else getattr(config, "sliding_window", None) is not None
+
+
+def _prefill_shared_prefix(
+    model: Model, batch: Batch, cache: DynamicCache
+) -> tuple[Int[Tensor, "batch seq"], Int[Tensor, "batch seq"]]:
+    """Run the first tokens every prompt of a left-padded batch has in common (the chat template's system turn)
+    once into ``cache``, for every row, and return the batch with its padding moved after them (positions
+    follow the attention mask, so each prompt keeps its own). Prefilling is a third to a half of a generation's
+    time, and the shared tokens half of a prompt on the embedded model."""
+    rows, width = batch.input_ids.shape
+    real = batch.attention_mask.sum(dim=1).tolist()
+    prompts = [row[width - n :] for row, n in zip(batch.input_ids.tolist(), real)]
+    length = 0
+    while length < min(real) - 1 and all(prompt[length] == prompts[0][length] for prompt in prompts):
+        length += 1  # at least one token of each prompt is left for `generate` to prefill
+    if rows == 1 or not length:
+        return batch.input_ids, batch.attention_mask
+    first = batch.input_ids[:1, width - real[0] :][:, :length]
+    model.hf_model(input_ids=first, past_key_values=cache, use_cache=True, logits_to_keep=1)
+    cache.batch_repeat_interleave(rows)
+    input_ids, attention_mask = batch.input_ids.clone(), torch.zeros_like(batch.attention_mask)
+    for i, n in enumerate(real):
+        input_ids[i, :length] = batch.input_ids[i, width - n : width - n + length]
+        input_ids[i, length : width - n + length] = batch.input_ids[i, : width - n]  # the padding
+        attention_mask[i, :length] = attention_mask[i, width - n + length :] = 1
+    return input_ids, attention_mask
 
 
 def stop_ids(model: Model) -> list[int]:

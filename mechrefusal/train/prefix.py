@@ -7,8 +7,8 @@ groups of a step's batches (its harmful and its harmless examples), keeps its ke
 gradient, as the KV cache of every row under that intervention, and runs only the rest of each row: the
 same logits and gradients as whole rows, in less time (`benchmarks/shared_prefix.py`).
 
-Sharing needs activations that do not depend on the row beyond its intervention: interventions that act
-alike at every position (`Ablate`, `Add`) and no dropout. Anything else (`RandomAblate`, dropout in
+Sharing needs activations that do not depend on the row beyond its intervention: `uniform` interventions
+(`Ablate`, `Add`) and no dropout. Anything else (`RandomAblate`, dropout in
 training mode) runs whole rows as before.
 """
 
@@ -22,12 +22,9 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
-from mechrefusal.interventions import Ablate, Add, Interventions, per_row
+from mechrefusal.interventions import Interventions, per_row, uniform
 from mechrefusal.models import Model, ReplyBatch
 from mechrefusal.models.hooks import flatten
-
-SHAREABLE = (Ablate, Add)
-"""Interventions that act alike at every position of every row, so the prefix is the same in each row."""
 
 Groups = Sequence[tuple[Sequence[int], Interventions]]
 """A batch's rows in groups, in order, each group under its interventions (`mechrefusal.train.loop.Groups`)."""
@@ -81,9 +78,9 @@ def grouped_reply_logits(
 def shared_prefix_length(model: Model, runs: Sequence[tuple[ReplyBatch, Groups]]) -> int:
     """How many leading tokens every row of every batch shares and can run once per distinct intervention:
     0 when sharing saves nothing (no more rows than distinct interventions) or would change the result (an
-    intervention outside `SHAREABLE`, dropout)."""
+    intervention that is not `uniform`, dropout)."""
     groups = [interventions for _, batch_groups in runs for _, interventions in batch_groups]
-    if not all(isinstance(intervention, SHAREABLE) for intervention in flatten(*groups)) or _dropout(model):
+    if not uniform(*groups) or _dropout(model):
         return 0
     if sum(batch.input_ids.shape[0] for batch, _ in runs) <= len({_identity(item) for item in groups}):
         return 0
