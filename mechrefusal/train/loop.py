@@ -21,14 +21,12 @@ from mechrefusal.models import Model, ReplyBatch
 from mechrefusal.models.autocast import autocast, cast_once
 from mechrefusal.train.lora import add_lora, merge_lora
 from mechrefusal.train.parallel import Parallel, activation_checkpointing, distributed_rank_and_size
-from mechrefusal.train.prefix import grouped_reply_logits
+from mechrefusal.train.prefix import Groups, grouped_reply_logits
 from mechrefusal.train.recovery import Recovery
 from mechrefusal.train.reference import ReferenceLogits, reference_logits
 from mechrefusal.train.settings import TrainSettings
 from mechrefusal.train.targets import Example
 
-Groups = list[tuple[list[int], Interventions]]
-"""A micro-batch split into example indices, each group trained under one intervention (or none)."""
 Plan = Callable[[int, int], Groups]
 """(step, n examples) -> that step's groups: which examples are trained under which intervention."""
 Adversary = Callable[[Model, list[str], ReplyBatch, Interventions], Interventions]
@@ -242,16 +240,15 @@ def _loss_terms(
         harmless_batch, utility_groups = _grouped(
             model, harmless, utility_groups or [(list(range(len(harmless))), None)]
         )
-        perturbed = adversary is not None and harmful_batch is not None
         if adversary is not None and harmful_batch is not None:  # a perturbation per position: whole rows
             ordered = [example.instruction for example in _in_group_order(harmful, groups)]
             interventions = per_row(groups)
             with model.intervene(interventions, adversary(model, ordered, harmful_batch, interventions)):
                 safety = reply_cross_entropy(model.reply_logits(harmful_batch, forward), harmful_batch)
-        runs = [] if harmful_batch is None or perturbed else [(harmful_batch, groups)]
+        runs = [] if harmful_batch is None or safety is not None else [(harmful_batch, groups)]
         runs += [] if harmless_batch is None else [(harmless_batch, utility_groups)]
         logits = iter(grouped_reply_logits(model, runs, forward, share=share_prefix))
-        if harmful_batch is not None and not perturbed:
+        if harmful_batch is not None and safety is None:
             safety = reply_cross_entropy(next(logits), harmful_batch)
         if harmless_batch is not None:
             original = original_logits(_in_group_order(harmless, utility_groups), harmless_batch, settings.dtype)

@@ -8,8 +8,9 @@ gradient, as the KV cache of every row under that intervention, and runs only th
 same logits and gradients as whole rows, in less time (`benchmarks/shared_prefix.py`).
 
 Sharing needs activations that do not depend on the row beyond its intervention: `uniform` interventions
-(`Ablate`, `Add`) and no dropout. Anything else (`RandomAblate`, dropout in
-training mode) runs whole rows as before.
+(`Ablate`, `Add`) and no dropout. Anything else (`RandomAblate`, dropout in training mode) runs whole rows
+as before, and so do the trainer's latent adversary (its perturbation is per position), activation
+checkpointing and torchrun (`train_round`'s ``share_prefix``).
 """
 
 from __future__ import annotations
@@ -27,7 +28,8 @@ from mechrefusal.models import Model, ReplyBatch
 from mechrefusal.models.hooks import flatten
 
 Groups = Sequence[tuple[Sequence[int], Interventions]]
-"""A batch's rows in groups, in order, each group under its interventions (`mechrefusal.train.loop.Groups`)."""
+"""A micro-batch split into example indices, each group trained under one intervention (or none); a batch
+of the groups holds their rows in group order."""
 
 
 def grouped_reply_logits(

@@ -6,10 +6,10 @@ import torch
 
 from mechrefusal import data
 from mechrefusal.core.directions import Direction, DirectionSet
-from mechrefusal.interventions import Ablate, Interventions
+from mechrefusal.interventions import Ablate
 from mechrefusal.measure.activations import mean_activations
 from mechrefusal.models import Model
-from mechrefusal.train.loop import Plan, ablate_some
+from mechrefusal.train.loop import Groups, Plan, ablate_some
 from mechrefusal.train.methods.base import Method
 
 
@@ -37,7 +37,7 @@ class ReFATPlan:
         self.ablation: list[Ablate] = []
         self.estimated_at: int | None = None
 
-    def __call__(self, step: int, n: int) -> list[tuple[list[int], Interventions]]:
+    def __call__(self, step: int, n: int) -> Groups:
         if self.estimated_at is None or step - self.estimated_at >= self.every:
             self._estimate()
             self.estimated_at = step
