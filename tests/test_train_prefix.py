@@ -31,7 +31,7 @@ HARMLESS = [
 
 @pytest.fixture
 def model(tiny_model) -> mechrefusal.Model:
-    """A copy of the tiny model with two layers trainable, in training mode."""
+    """A copy of the tiny model (every weight trainable), in training mode."""
     copy = mechrefusal.load(tiny_model.spec, device="cpu")
     copy.hf_model.train()
     return copy
