@@ -46,14 +46,13 @@ def grouped_reply_logits(
                 logits.append(model.reply_logits(batch, forward))
         return logits
     run = forward or model.bridge
-    distinct: dict[Hashable, int] = {}
-    interventions_of: list[Interventions] = []
+    distinct: dict[Hashable, Interventions] = {}  # one prefix row per distinct intervention, in first-seen order
     for _, groups in runs:
         for _, interventions in groups:
-            if distinct.setdefault(_identity(interventions), len(distinct)) == len(interventions_of):
-                interventions_of.append(interventions)
+            distinct.setdefault(_identity(interventions), interventions)
+    row_of = {key: k for k, key in enumerate(distinct)}
     prefix = runs[0][0].input_ids[:1, :length].expand(len(distinct), length)
-    with model.intervene(per_row([([k], interventions) for k, interventions in enumerate(interventions_of)])):
+    with model.intervene(per_row([([k], interventions) for k, interventions in enumerate(distinct.values())])):
         _, prefix_cache = run(
             prefix,
             attention_mask=torch.ones_like(prefix),
@@ -63,7 +62,7 @@ def grouped_reply_logits(
         )
     logits = []
     for batch, groups in runs:
-        rows = [distinct[_identity(interventions)] for indices, interventions in groups for _ in indices]
+        rows = [k for indices, interventions in groups for k in [row_of[_identity(interventions)]] * len(indices)]
         window = batch.predictions
         with model.intervene(per_row(groups)):
             logits.append(
