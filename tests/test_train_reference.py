@@ -1,11 +1,16 @@
-"""`ReferenceLogits`: the reference's reply logits kept per example equal a fresh forward pass, in any batch."""
+"""`ReferenceLogits`: the reference's reply logits kept per example equal a fresh forward pass, in any batch, and
+outlive a job for the same reference only."""
 
 from __future__ import annotations
+
+import warnings
 
 import pytest
 import torch
 
 from mechrefusal.measure.losses import reply_kl, reply_targets
+from mechrefusal.models.export import hf_state_dict
+from mechrefusal.train import reference
 from mechrefusal.train.loop import _replies
 from mechrefusal.train.reference import ReferenceLogits
 from mechrefusal.train.targets import Example, training_data
@@ -65,3 +70,48 @@ def test_the_budget_bounds_what_is_kept(toy, harmless):
     small(harmless[:4], _replies(toy, harmless[:4]), "float32")
     assert small.kept_bytes == alone.kept_bytes
     assert repr(small) == f"ReferenceLogits(examples=1, kept_bytes={alone.kept_bytes}, budget={alone.kept_bytes})"
+
+
+@pytest.fixture
+def empty_process(monkeypatch) -> None:
+    """No logits kept by earlier tests' jobs."""
+    monkeypatch.setattr(reference, "_in_process", None)
+
+
+def test_kept_for_the_process_serves_a_later_job(toy, harmless, forward_rows, empty_process):
+    batch = _replies(toy, harmless[:3])
+    first = ReferenceLogits.for_process(toy)(harmless[:3], batch, "float32")
+    later = ReferenceLogits.for_process(toy)  # a later job, as the pipeline's fail-closed stage after round 0
+    assert torch.equal(later(harmless[:3], batch, "float32"), first)
+    assert forward_rows == [3]  # only the first job ran the reference
+    with warnings.catch_warnings():  # bf16 is slow on some CPUs, and says so
+        warnings.simplefilter("ignore")
+        later(harmless[:3], batch, "bfloat16")  # another compute dtype is another key
+    assert forward_rows == [3, 3]
+    assert ReferenceLogits(toy).kept_bytes == 0  # a plain one keeps for its own job only
+
+
+def test_another_reference_drops_what_the_process_kept(toy, harmless, forward_rows, empty_process, monkeypatch):
+    batch = _replies(toy, harmless[:2])
+    ReferenceLogits.for_process(toy)(harmless[:2], batch, "float32")
+    monkeypatch.setattr(reference, "_owner", lambda model: "other weights")
+    other = ReferenceLogits.for_process(toy)
+    assert other.kept_bytes == 0
+    other(harmless[:2], batch, "float32")
+    assert forward_rows == [2, 2]
+
+
+def test_the_owner_follows_weights_and_chat_format(toy, monkeypatch):
+    before = reference._owner(toy)
+    weight = hf_state_dict(toy)["model.embed_tokens.weight"]
+    kept = weight[0, 0].item()
+    with torch.no_grad():
+        weight[0, 0] = kept + 1.0
+    try:
+        assert reference._owner(toy) != before
+    finally:
+        with torch.no_grad():
+            weight[0, 0] = kept
+    assert reference._owner(toy) == before
+    monkeypatch.setattr(type(toy), "chat_format", property(lambda self: "<|user|>{instruction}"))
+    assert reference._owner(toy) != before

@@ -80,7 +80,7 @@ def run(settings: TrainSettings, *, progress: bool = True) -> list[Path]:
         progress=progress,
     )
     val_examples = (val.harmful[:N_VAL_EXAMPLES], val.harmless[:N_VAL_EXAMPLES])
-    original = ReferenceLogits(reference)  # the utility loss's reference logits, kept from round to round
+    original = ReferenceLogits.for_process(reference)  # the utility loss's reference logits, kept job to job
     written = []
     for round_index in range(first_round, method.last_round() + 1):
         started = time.perf_counter()

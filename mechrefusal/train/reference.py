@@ -6,13 +6,16 @@ evaluation) draws the same examples again: after the first round the reference's
 fifth of a training step, becomes a lookup. Kept logits are the ones a fresh forward pass would give, up to
 float rounding (an example's rows do not depend on what else is in its batch, right padding leaves its
 positions where they are). Entries are kept in CPU memory until they fill ``budget_bytes``; later examples
-are computed each time they are drawn.
+are computed each time they are drawn. `ReferenceLogits.for_process` keeps them for the rest of the process, so
+a later training job on the same reference finds them: the reproduce pipeline's fail-closed and baseline stages
+start where its round 0 left off.
 """
 
 from __future__ import annotations
 
 import os
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 
 import torch
 from jaxtyping import Float
@@ -21,6 +24,7 @@ from torch import Tensor
 from mechrefusal.measure.losses import reply_targets
 from mechrefusal.models import Model, ReplyBatch
 from mechrefusal.models.autocast import autocast
+from mechrefusal.models.export import weights_digest
 from mechrefusal.train.targets import Example
 
 MAX_BUDGET_BYTES = 8 * 2**30
@@ -42,17 +46,52 @@ def reference_logits(reference: Model | ReferenceLogits) -> ReferenceLogits:
     return reference if isinstance(reference, ReferenceLogits) else ReferenceLogits(reference)
 
 
+Key = tuple[str, str, str, str]
+"""What kept logits depend on besides the reference: the compute dtype, the instruction, the reply, the prefill."""
+
+
+@dataclass
+class Kept:
+    """Reply logits of one reference by `Key`; ``owner`` names the reference where they outlive one job (its
+    weights, chat format and device)."""
+
+    owner: str
+    logits: dict[Key, Tensor] = field(default_factory=dict)
+    bytes: int = 0
+
+
+_in_process: Kept | None = None
+"""What `ReferenceLogits.for_process` keeps: one reference's logits at a time."""
+
+
 class ReferenceLogits:
     """The reference model's logits at each example's reply positions, kept per example."""
 
-    def __init__(self, reference: Model, budget_bytes: int | None = None) -> None:
+    def __init__(self, reference: Model, budget_bytes: int | None = None, *, kept: Kept | None = None) -> None:
         self.model = reference
         self.budget_bytes = default_budget_bytes() if budget_bytes is None else budget_bytes
-        self.kept_bytes = 0
-        self._kept: dict[tuple[str, str, str], Tensor] = {}
+        self._kept = Kept(owner="") if kept is None else kept
+
+    @classmethod
+    def for_process(cls, reference: Model, budget_bytes: int | None = None) -> ReferenceLogits:
+        """Logits of ``reference`` kept for the rest of the process: another `for_process` of the same weights,
+        chat format and device starts with them (those of another reference are dropped, so at most one
+        budget's worth stays in memory)."""
+        global _in_process
+        owner = _owner(reference)
+        if _in_process is None or _in_process.owner != owner:
+            _in_process = Kept(owner)
+        return cls(reference, budget_bytes, kept=_in_process)
+
+    @property
+    def kept_bytes(self) -> int:
+        return self._kept.bytes
 
     def __repr__(self) -> str:
-        return f"ReferenceLogits(examples={len(self._kept)}, kept_bytes={self.kept_bytes}, budget={self.budget_bytes})"
+        return (
+            f"ReferenceLogits(examples={len(self._kept.logits)}, kept_bytes={self.kept_bytes}, "
+            f"budget={self.budget_bytes})"
+        )
 
     def __call__(
         self, examples: Sequence[Example], batch: ReplyBatch, dtype: str
@@ -60,12 +99,13 @@ class ReferenceLogits:
         """The reference's logits at ``batch.predictions`` for ``examples``, ``batch``'s rows in order (zero
         where a row has no reply token; the reply losses never read those), computing in ``dtype`` only the
         examples not kept yet."""
-        keys = [(e.instruction, e.reply, e.prefill) for e in examples]
+        keys = [(dtype, e.instruction, e.reply, e.prefill) for e in examples]
         device = batch.input_ids.device
-        rows = {key: self._kept[key].to(device) for key in keys if key in self._kept}
+        kept = self._kept.logits
+        rows = {key: kept[key].to(device) for key in keys if key in kept}
         missing = list(dict.fromkeys(key for key in keys if key not in rows))
         if missing:
-            rows.update(self._compute(missing, dtype))
+            rows.update(self._compute(missing))
         _, predicted = reply_targets(batch)
         first = next(iter(rows.values()))
         logits = first.new_zeros((*predicted.shape, first.shape[-1]))
@@ -73,9 +113,11 @@ class ReferenceLogits:
             logits[row, predicted[row]] = rows[key]
         return logits
 
-    def _compute(self, keys: list[tuple[str, str, str]], dtype: str) -> dict[tuple[str, str, str], Tensor]:
-        """The reply-position logits of the examples ``keys``, in one forward pass; kept while the budget lasts."""
-        instructions, replies, prefills = (list(column) for column in zip(*keys))
+    def _compute(self, keys: list[Key]) -> dict[Key, Tensor]:
+        """The reply-position logits of the examples ``keys`` (one dtype), in one forward pass; kept while the
+        budget lasts."""
+        dtype = keys[0][0]
+        instructions, replies, prefills = (list(column) for column in zip(*(key[1:] for key in keys)))
         batch = self.model.tokenize_replies(instructions, replies, prefills=prefills)
         with torch.no_grad(), autocast(self.model, dtype):
             logits = self.model.reply_logits(batch)
@@ -85,6 +127,13 @@ class ReferenceLogits:
             computed[key] = reply = logits[row, predicted[row]]  # a mask index copies: no view of the batch
             size = reply.numel() * reply.element_size()
             if self.kept_bytes + size <= self.budget_bytes:
-                self._kept[key] = reply.to("cpu")
-                self.kept_bytes += size
+                self._kept.logits[key] = reply.to("cpu")
+                self._kept.bytes += size
         return computed
+
+
+def _owner(reference: Model) -> str:
+    """What a reference's logits depend on besides the examples: its weights, chat format and device."""
+    digest = weights_digest(reference)
+    digest.update(f"{reference.chat_format}|{reference.device}".encode())
+    return digest.hexdigest()
