@@ -12,7 +12,7 @@ list keeps its cases still valid, and a damaged output is recomputed.
 
 Presets:
 
-* ``quick`` (the README's main job; 19-29 minutes on 2 CPU cores with fast bf16 by host, 31 in fp32): round 0 and two
+* ``quick`` (the README's main job; 19-29 minutes on 2 CPU cores with fast bf16 by host, 30 in fp32): round 0 and two
   fail-closed rounds of the README's configuration, the human-template, prefilling and saved-direction attacks on 5
   HarmBench behaviours, utility and over-refusal on 32 items per set, the analysis (refusal judged on 16-token
   completions) and the figures; no baselines.
@@ -69,7 +69,7 @@ class ReproduceSettings:
     """Settings of the reproduce job (the CLI flags have the same names)."""
 
     preset: str = choice("quick", PRESETS)
-    """quick (README, 19-31 min on 2 CPU cores), cpu (the CPU-scale reproduction, hours) or paper (GPU budgets)."""
+    """quick (README, 19-30 min on 2 CPU cores), cpu (the CPU-scale reproduction, hours) or paper (GPU budgets)."""
     model: str | None = None
     """Chat model spec for `mechrefusal.load` (default: the embedded SmolLM2-135M-Instruct)."""
     out: str = "reports/reproduce"
