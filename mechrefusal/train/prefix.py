@@ -62,7 +62,9 @@ def grouped_reply_logits(
         )
     logits = []
     for batch, groups in runs:
-        rows = [k for indices, interventions in groups for k in [row_of[_identity(interventions)]] * len(indices)]
+        rows: list[int] = []  # each row's prefix row, its group's intervention looked up once
+        for indices, interventions in groups:
+            rows += [row_of[_identity(interventions)]] * len(indices)
         window = batch.predictions
         with model.intervene(per_row(groups)):
             logits.append(
