@@ -105,7 +105,7 @@ class ReferenceLogits:
         rows = {key: kept[key].to(device) for key in keys if key in kept}
         missing = list(dict.fromkeys(key for key in keys if key not in rows))
         if missing:
-            rows.update(self._compute(missing))
+            rows.update(self._compute(missing, dtype))
         _, predicted = reply_targets(batch)
         first = next(iter(rows.values()))
         logits = first.new_zeros((*predicted.shape, first.shape[-1]))
@@ -113,10 +113,9 @@ class ReferenceLogits:
             logits[row, predicted[row]] = rows[key]
         return logits
 
-    def _compute(self, keys: list[Key]) -> dict[Key, Tensor]:
-        """The reply-position logits of the examples ``keys`` (one dtype), in one forward pass; kept while the
-        budget lasts."""
-        dtype = keys[0][0]
+    def _compute(self, keys: list[Key], dtype: str) -> dict[Key, Tensor]:
+        """The reply-position logits of the examples ``keys`` (all of ``dtype``), in one forward pass; kept while
+        the budget lasts."""
         instructions, replies, prefills = (list(column) for column in zip(*(key[1:] for key in keys)))
         batch = self.model.tokenize_replies(instructions, replies, prefills=prefills)
         with torch.no_grad(), autocast(self.model, dtype):
