@@ -24,6 +24,7 @@ from mechrefusal.train import job as train_job
 from mechrefusal.train.adversary import LatentAdversary, ResidualShift
 from mechrefusal.train.loop import _grouped, _loss_terms
 from mechrefusal.train.methods.fail_closed import FailClosed
+from mechrefusal.train.refresh import RefreshPlan
 from mechrefusal.train.settings import AFTER_ROUND_ZERO, EXECUTION, LatentTrainingSettings
 from mechrefusal.train.subspace import SubspacePlan
 from mechrefusal.train.targets import training_data
@@ -271,3 +272,88 @@ def test_fresh_candidates_are_the_best_passing_cells_of_a_search_with_nothing_ab
     torch.testing.assert_close(best.vector, chosen.vector)
     assert [c.provenance["bypass"] for c in candidates] == sorted(c.provenance["bypass"] for c in candidates)
     assert len({(c.layer, c.position) for c in candidates}) == len(candidates)
+
+
+def found_direction(vector: torch.Tensor, passed: bool) -> Direction:
+    scores = {"bypass": -1.0, "induce": 1.0, "kl": 0.1, "passed_filters": passed}
+    return Direction(vector, 2, -1, "dim", scores)
+
+
+def test_the_refresh_plan_ablates_the_latest_passing_search_with_the_saved_directions(tiny_model):
+    saved = directions_of(tiny_model.d_model, 2)
+    vectors = torch.randn(3, tiny_model.d_model, generator=torch.Generator().manual_seed(3))
+    results = iter(
+        [found_direction(vectors[0], False), found_direction(vectors[1], True), found_direction(vectors[2], False)]
+    )
+    modes = []
+
+    def search(model):
+        modes.append(model.hf_model.training)
+        return next(results)
+
+    tiny_model.hf_model.train()
+    plan = RefreshPlan(
+        tiny_model, saved, search, every=3, share=1.0, plain_share=0.0, generator=torch.Generator().manual_seed(0)
+    )
+    (kept, only_saved), (plain, _), (fresh, _) = plan(1, 4)  # the first search fails: no fresh direction yet
+    assert kept == [0, 1, 2, 3] and plain == [] and fresh == [] and only_saved.directions is saved
+    assert plan(3, 4)[2][0] == []  # not searched again before `every` steps
+    (kept, _), _, (fresh, with_fresh) = plan(4, 4)  # the second passes: saved + fresh on every ablated example
+    assert kept == [] and fresh == [0, 1, 2, 3]
+    torch.testing.assert_close(with_fresh.directions.matrix, torch.cat([saved.matrix, vectors[1:2]]))
+    _, _, (fresh, kept_fresh) = plan(7, 4)  # the third fails: the second's direction stays
+    assert fresh == [0, 1, 2, 3] and kept_fresh is with_fresh
+    assert [record["step"] for record in plan.found] == [1, 4, 7]
+    assert [record["passed_filters"] for record in plan.found] == [False, True, False]
+    assert modes == [False, False, False] and tiny_model.hf_model.training  # searched in eval mode, restored
+    tiny_model.hf_model.eval()
+    assert len(saved) == 2  # the saved set itself is not grown
+
+    mixed = RefreshPlan(
+        tiny_model,
+        saved,
+        lambda model: found_direction(vectors[1], True),
+        every=100,
+        share=0.5,
+        plain_share=0.25,
+        generator=torch.Generator().manual_seed(1),
+    )
+    counts = torch.zeros(3)
+    for step in range(1, 301):
+        counts += torch.tensor([len(rows) for rows, _ in mixed(step, 8)], dtype=torch.float)
+    torch.testing.assert_close(counts / counts.sum(), torch.tensor([0.375, 0.25, 0.375]), atol=0.03, rtol=0)
+    tiny_model.hf_model.eval()
+
+
+def test_fail_closed_refreshes_only_when_asked_and_the_settings_say_what_is_wrong(tiny_model):
+    directions = directions_of(tiny_model.d_model, 2)
+    generator = torch.Generator().manual_seed(0)
+    settings = TrainSettings(refresh_every=8, refresh_share=0.3)
+    plan = FailClosed(settings).safety_plan(tiny_model, directions, round_index=1, generator=generator)
+    assert isinstance(plan, RefreshPlan) and (plan.every, plan.share) == (8, 0.3)
+    assert not isinstance(
+        FailClosed(TrainSettings()).safety_plan(tiny_model, directions, round_index=1, generator=generator), RefreshPlan
+    )
+    parser = SettingsParser(prog="train")
+    add_settings_arguments(parser, TrainSettings, positional=None)
+    parsed = parse_settings(parser, TrainSettings, ["--refresh-every", "8", "--refresh-share", "0.3"])
+    assert (parsed.refresh_every, parsed.refresh_share) == (8, 0.3) and TrainSettings().refresh_every == 0
+    assert {"refresh_every", "refresh_share"} <= set(AFTER_ROUND_ZERO)
+    for make, message in [
+        (lambda: TrainSettings(refresh_every=-1), r"refresh_every must be 0 \(off\) or a number of steps"),
+        (lambda: TrainSettings(refresh_every=4, refresh_share=1.5), r"refresh_share lie in \[0, 1\]; got 4 and 1.5"),
+        (lambda: TrainSettings(refresh_every=4, subspace_share=0.5), "two plans for the ablated examples; set one"),
+        (lambda: TrainSettings(method="refat", refresh_every=4), "refresh_every are fail-closed settings"),
+    ]:
+        with pytest.raises(ValueError, match=message):
+            make()
+
+
+def test_a_refreshing_round_records_each_search(toy_dir, tmp_path):
+    settings = toy_settings(toy_dir, tmp_path / "run", finder="dim", steps=3, refresh_every=2)
+    written = run(settings, progress=False)
+    zero, one = (json.loads((path / "mechrefusal.json").read_text()) for path in written)
+    assert "refresh" not in zero["metrics"]  # round 0 as published
+    record = one["metrics"]["refresh"]
+    assert [entry["step"] for entry in record] == [1, 3]
+    assert all({"layer", "position", "bypass", "kl", "passed_filters"} <= set(entry) for entry in record)

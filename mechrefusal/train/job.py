@@ -33,6 +33,7 @@ from mechrefusal.train.methods import METHODS, TrainingMethod
 from mechrefusal.train.parallel import distributed_rank_and_size, init_distributed
 from mechrefusal.train.recovery import recovery
 from mechrefusal.train.reference import ReferenceLogits
+from mechrefusal.train.refresh import RefreshPlan
 from mechrefusal.train.search import SCORES, max_cosine, trainer_search
 from mechrefusal.train.settings import AFTER_ROUND_ZERO, EXECUTION, TrainSettings, saved_settings
 from mechrefusal.train.targets import training_data, with_edgy_share
@@ -126,6 +127,8 @@ def run(settings: TrainSettings, *, progress: bool = True) -> list[Path]:
         }
         if adversary is not None:
             metrics["latent"] = adversary.summary()
+        if isinstance(plan, RefreshPlan):
+            metrics["refresh"] = plan.found
         if round_index > 0 and settings.fresh_unconditioned:
             unconditioned, metrics["unconditioned_search"] = _unconditioned(model, directions, settings, progress)
             found = found or unconditioned

@@ -29,6 +29,8 @@ AFTER_ROUND_ZERO = (
     "fresh_max_cosine",
     "subspace_share",
     "subspace_fresh",
+    "refresh_every",
+    "refresh_share",
     "latent",
     "recovery_share",
     "recovery_tokens",
@@ -187,6 +189,13 @@ class TrainSettings:
     subspace_fresh: int = 0
     """With subspace_share: the best DIM candidates of a search with nothing ablated, found at the start
     of each round, whose directions join the span the random subspaces are drawn from."""
+    refresh_every: int = 0
+    """Fail-closed: every this many steps of a round after round 0, search the model as it is with nothing
+    ablated (the re-search attack, with the trainer's finder and filters) and train a share refresh_share of
+    the ablated harmful examples with that direction ablated too (mechrefusal.train.refresh; 0: off)."""
+    refresh_share: float = 0.5
+    """With refresh_every: the probability that an ablated harmful example also has the refreshed direction
+    ablated."""
     recovery_share: float = 0.0
     """Every method, rounds after round 0: probability that a harmful example whose prompt the reference
     model answered (not refused) is trained as a recovery example: its reply opens with 1 to
@@ -252,12 +261,19 @@ class TrainSettings:
                 f"Unknown public harmful set {self.public_harmful!r}; choose one of {', '.join(PUBLIC_SETS)} "
                 "(or '' for none)."
             )
+        if self.refresh_every < 0 or not 0 <= self.refresh_share <= 1:
+            raise SettingError(
+                f"refresh_every must be 0 (off) or a number of steps and refresh_share lie in [0, 1]; got "
+                f"{self.refresh_every} and {self.refresh_share}."
+            )
+        if self.refresh_every and self.subspace_share:
+            raise SettingError("refresh_every and subspace_share are two plans for the ablated examples; set one.")
         if self.subspace_fresh and not self.subspace_share:
             raise SettingError("subspace_fresh adds candidates to random subspaces; set subspace_share above 0 too.")
-        if (self.fresh_unconditioned or self.subspace_share) and self.method != "fail-closed":
+        if (self.fresh_unconditioned or self.subspace_share or self.refresh_every) and self.method != "fail-closed":
             raise SettingError(
-                f"fresh_unconditioned and subspace_share are fail-closed settings; method {self.method!r} "
-                "does not use them."
+                "fresh_unconditioned, subspace_share and refresh_every are fail-closed settings; method "
+                f"{self.method!r} does not use them."
             )
         check_dtype(self.dtype)
         resolve_device(self.device)

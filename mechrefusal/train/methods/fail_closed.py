@@ -9,7 +9,8 @@ from mechrefusal.interventions import Ablate, Interventions
 from mechrefusal.models import Model
 from mechrefusal.train.loop import Plan, ablate_all, ablate_some
 from mechrefusal.train.methods.base import Method
-from mechrefusal.train.search import fresh_candidates
+from mechrefusal.train.refresh import RefreshPlan
+from mechrefusal.train.search import fresh_candidates, trainer_search
 from mechrefusal.train.subspace import SubspacePlan
 
 
@@ -19,7 +20,9 @@ class FailClosed(Method):
     trained without the ablation; ``ablated_utility_share``: that a harmless example's utility KL is taken
     with the directions ablated (so that the ablation itself cannot become a cue to refuse);
     ``subspace_share``: that an ablated one has a random subspace of the span ablated instead
-    (`SubspacePlan`, with ``subspace_fresh`` fresh DIM candidates in the span)."""
+    (`SubspacePlan`, with ``subspace_fresh`` fresh DIM candidates in the span); ``refresh_every``: search the
+    model with nothing ablated every so many steps and ablate that direction with the saved ones on a share
+    ``refresh_share`` of the ablated examples (`RefreshPlan`)."""
 
     needs_direction = True
 
@@ -32,6 +35,16 @@ class FailClosed(Method):
             candidates = fresh_candidates(model, fresh, self.settings, progress=False) if fresh else []
             return SubspacePlan(
                 directions, candidates, share=self.settings.subspace_share, plain_share=plain_share, generator=generator
+            )
+        if self.settings.refresh_every:
+            return RefreshPlan(
+                model,
+                directions,
+                lambda now: trainer_search(now, DirectionSet(), self.settings, progress=False),
+                every=self.settings.refresh_every,
+                share=self.settings.refresh_share,
+                plain_share=plain_share,
+                generator=generator,
             )
         if plain_share:
             return lambda step, n: ablate_some(Ablate(directions), 1 - plain_share, n, generator)
