@@ -8,6 +8,7 @@ import torch
 import mechrefusal
 from mechrefusal import Ablate, Add, Direction, DirectionSet
 from mechrefusal.measure.generation import generate_ids, stop_ids
+from mechrefusal.models.autocast import autocast
 
 PROMPTS = ["Hi", "Write a short poem about the sea", "What is 2 + 2?"]
 
@@ -128,12 +129,20 @@ def test_generation_prefills_the_prompts_shared_prefix_once(tiny_model, directio
         shapes.clear()
         with tiny_model.intervene(Add(directions[0], 0.0)):  # an outside hook (one that changes nothing)
             whole = generate_ids(tiny_model, PROMPTS, max_new_tokens=3, intervention=Ablate(directions))
+        outside = shapes[0]
+        shapes.clear()
+        with autocast(tiny_model, "bfloat16"), autocast(tiny_model, "bfloat16"):  # its NaN guards are no outside hook
+            generate_ids(tiny_model, PROMPTS, max_new_tokens=3, intervention=Ablate(directions))
+            guarded = shapes[:2]
+            shapes.clear()
+            with tiny_model.intervene(Add(directions[0], 0.0)):
+                generate_ids(tiny_model, PROMPTS, max_new_tokens=3)
     finally:
         handle.remove()
     prefix = first[0][1]
     assert first == [(1, prefix), (3, width - prefix)] and prefix > 0
-    assert shapes[0] == (3, width)
-    assert shared == whole
+    assert outside == (3, width) and shared == whole
+    assert guarded == first and shapes[0] == (3, width)  # nested guards counted; an outside hook still seen
 
 
 def test_kv_cached_generation_equals_greedy_decoding_by_full_forwards(tiny_model, directions):

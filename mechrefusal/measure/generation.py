@@ -17,6 +17,7 @@ from transformers import DynamicCache, GenerationConfig
 
 from mechrefusal.interventions import Interventions, uniform
 from mechrefusal.models import Batch, Model
+from mechrefusal.models.autocast import hooked_beyond_autocast
 
 GENERATION_BATCH_SIZE = 64
 """Prompts per generation batch by default: one decoding step costs little more for 64 rows than for 16
@@ -99,9 +100,9 @@ def generate_ids(
     )
     replies: list[list[int] | None] = [None] * len(instructions)
     batches = list(model.batches(instructions, batch_size, rendered=rendered))
-    # hooks from outside (an attack's own) may act per row or position, where a shared prefix would be wrong
-    hooked = any(point.has_hooks() for point in model.bridge.hook_dict.values())
-    share = uniform(intervention) and not hooked and not _windowed(model)
+    # hooks from outside (an attack's own) may act per row or position, where a shared prefix would be wrong;
+    # autocast's NaN guards act elementwise on the attention pattern and are no such hook
+    share = uniform(intervention) and not hooked_beyond_autocast(model) and not _windowed(model)
     with torch.no_grad(), model.intervene(intervention):
         for indices, batch in tqdm(batches, desc="generate", disable=not progress, leave=False):
             cache = ComputeDtypeCache(config=model.hf_model.config)

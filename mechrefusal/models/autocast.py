@@ -4,6 +4,7 @@ on a CPU, each frozen linear layer's weight cast once for a whole context rather
 from __future__ import annotations
 
 import weakref
+from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -16,6 +17,8 @@ from torch import Tensor
 from mechrefusal.core.precision import TORCH_DTYPES, resolve
 from mechrefusal.models.model import Model
 
+_GUARDS: weakref.WeakKeyDictionary[torch.nn.Module, Counter[str]] = weakref.WeakKeyDictionary()
+"""How many of `autocast`'s NaN guards each bridge's hook points carry (contexts may nest)."""
 _SCOPES: weakref.WeakKeyDictionary[torch.nn.Module, dict[torch.nn.Linear, _Cast]] = weakref.WeakKeyDictionary()
 """The casts of each model inside its outermost open `cast_once` context."""
 
@@ -29,12 +32,26 @@ def autocast(model: Model, dtype: str = "auto") -> Iterator[None]:
         return
     names = [f"blocks.{layer}.attn.hook_pattern" for layer in range(model.n_layers)]
     hooks = [(name, _zero_nan) for name in names if name in model.bridge.hook_dict]
-    with (
-        torch.autocast(device_type=model.device.type, dtype=TORCH_DTYPES[chosen]),
-        model.bridge.hooks(fwd_hooks=hooks),
-        cast_once(model),
-    ):
-        yield
+    guards = _GUARDS.setdefault(model.bridge, Counter())
+    guards.update(name for name, _ in hooks)
+    try:
+        with (
+            torch.autocast(device_type=model.device.type, dtype=TORCH_DTYPES[chosen]),
+            model.bridge.hooks(fwd_hooks=hooks),
+            cast_once(model),
+        ):
+            yield
+    finally:
+        guards.subtract(name for name, _ in hooks)
+
+
+def hooked_beyond_autocast(model: Model) -> bool:
+    """Whether a hook point of ``model`` carries a hook other than `autocast`'s NaN guards (an intervention's
+    or an attack's, which may act per row or position)."""
+    guards = _GUARDS.get(model.bridge, Counter())
+    return any(
+        len(point.fwd_hooks) + len(point.bwd_hooks) > guards[name] for name, point in model.bridge.hook_dict.items()
+    )
 
 
 def _zero_nan(pattern: torch.Tensor, hook) -> torch.Tensor:
