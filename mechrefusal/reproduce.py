@@ -59,6 +59,7 @@ from mechrefusal.measure.utility import local_tasks_digest, measure_utility
 from mechrefusal.models import load
 from mechrefusal.train import TrainSettings
 from mechrefusal.train import run as train
+from mechrefusal.train.reference import ReferenceLogits
 from mechrefusal.train.settings import SearchSettings
 
 PRESETS = ("quick", "cpu", "paper")
@@ -170,7 +171,8 @@ def plan(settings: ReproduceSettings) -> list[Stage]:
     methods = ["fail-closed", *preset.baselines]
     for method in methods:
         shares: dict[str, Any] = FAIL_CLOSED_SHARES if method == "fail-closed" else {}
-        stages.append(_train_stage(method, replace(base, method=method, rounds=preset.rounds, **shares), "round-0"))
+        trained = replace(base, method=method, rounds=preset.rounds, **shares)
+        stages.append(_train_stage(method, trained, "round-0", last=method == methods[-1]))
     stages.append(_utility_stage(settings, preset, ["round-0", *methods]))
     stages.append(_analysis_stage(settings, preset, base.search))
     stages.append(_attack_stage("attacks", settings, preset.attack, ["round-0", *methods]))
@@ -183,12 +185,16 @@ def plan(settings: ReproduceSettings) -> list[Stage]:
     return [replace(s, config={**s.config, **computed}, defaults={**s.defaults, **computed}) for s in stages]
 
 
-def _train_stage(name: str, settings: TrainSettings, start: str | None) -> Stage:
+def _train_stage(name: str, settings: TrainSettings, start: str | None, *, last: bool = False) -> Stage:
+    """A training stage; the ``last`` drops the reference logits the training stages kept for each other."""
+
     def body(context: StageContext) -> dict[str, Any]:
         run_directory = context.directory / "run"
         start_from = None if start is None else str(_path(context, context.inputs[start]["last_round"]))
         resume = context.resume and any(run_directory.glob("round-*"))
         train(replace(settings, out=str(run_directory), start_from=start_from, resume=resume))
+        if last:
+            ReferenceLogits.release_process()
         rounds = sorted(run_directory.glob("round-*"), key=lambda path: int(path.name.split("-")[1]))
         if not rounds:
             raise SettingError(f"Stage {name} trained no round; see the warnings above.")

@@ -13,6 +13,7 @@ from mechrefusal.analysis import report
 from mechrefusal.analyze import AnalyzeSettings
 from mechrefusal.measure import judges
 from mechrefusal.reproduce import Preset, ReproduceSettings, main, plan, run, story
+from mechrefusal.train import reference as train_reference
 from mechrefusal.train.settings import SearchSettings
 from tests.conftest import TOY_ANALYSIS
 from tests.test_campaign import EveryNonRefusalHarmful
@@ -72,6 +73,7 @@ def test_the_pipeline_runs_every_stage_then_reuses_them(toy_preset, toy_dir, tmp
         ("figures", "done"),
     ]
     assert lines[0] == "stage round-0: running (round 0, standard safety fine-tuning)"
+    assert train_reference._in_process is None  # the training stages' kept logits dropped after the last one
     assert first[1].result["rounds"] == ["fail-closed/run/round-0", "fail-closed/run/round-1"]
     assert set(first[4].result) == {"round-0", "fail-closed"}
     analysed = tomllib.loads((tmp_path / "analysis" / "settings.toml").read_text())

@@ -89,6 +89,8 @@ def test_kept_for_the_process_serves_a_later_job(toy, harmless, forward_rows, em
         later(harmless[:3], batch, "bfloat16")  # another compute dtype is another key
     assert forward_rows == [3, 3]
     assert ReferenceLogits(toy).kept_bytes == 0  # a plain one keeps for its own job only
+    ReferenceLogits.release_process()  # the pipeline after its last training stage
+    assert ReferenceLogits.for_process(toy).kept_bytes == 0 and later.kept_bytes > 0  # a job's own stay its
 
 
 def test_another_reference_drops_what_the_process_kept(toy, harmless, forward_rows, empty_process, monkeypatch):

@@ -8,7 +8,7 @@ float rounding (an example's rows do not depend on what else is in its batch, ri
 positions where they are). Entries are kept in CPU memory until they fill ``budget_bytes``; later examples
 are computed each time they are drawn. `ReferenceLogits.for_process` keeps them for the rest of the process, so
 a later training job on the same reference finds them: the reproduce pipeline's fail-closed and baseline stages
-start where its round 0 left off.
+start where its round 0 left off, and `ReferenceLogits.release_process` drops them after its last one.
 """
 
 from __future__ import annotations
@@ -82,6 +82,12 @@ class ReferenceLogits:
         if _in_process is None or _in_process.owner != owner:
             _in_process = Kept(owner)
         return cls(reference, budget_bytes, kept=_in_process)
+
+    @staticmethod
+    def release_process() -> None:
+        """Drop what `for_process` keeps (the reproduce pipeline, once its last training stage is done)."""
+        global _in_process
+        _in_process = None
 
     @property
     def kept_bytes(self) -> int:
