@@ -22,7 +22,7 @@ from mechrefusal.interventions import per_row
 from mechrefusal.train import TrainSettings, run
 from mechrefusal.train import job as train_job
 from mechrefusal.train.adversary import LatentAdversary, ResidualShift
-from mechrefusal.train.loop import _grouped, _loss_terms
+from mechrefusal.train.loop import _grouped, _loss_terms, split_rows
 from mechrefusal.train.methods.fail_closed import FailClosed
 from mechrefusal.train.refresh import RefreshPlan
 from mechrefusal.train.settings import AFTER_ROUND_ZERO, EXECUTION, LatentTrainingSettings
@@ -274,6 +274,18 @@ def test_fresh_candidates_are_the_best_passing_cells_of_a_search_with_nothing_ab
     assert len({(c.layer, c.position) for c in candidates}) == len(candidates)
 
 
+def test_split_rows_partitions_each_step_by_two_draws_per_example():
+    counts = torch.zeros(3)
+    for seed in range(200):
+        plain, chosen, rest = split_rows(8, 0.25, 0.5, torch.Generator().manual_seed(seed))
+        assert sorted(plain + chosen + rest) == list(range(8))
+        counts += torch.tensor([len(plain), len(chosen), len(rest)], dtype=torch.float)
+        # the plain rows do not depend on the share: a plan that turns its share off draws the same rows
+        unshared = split_rows(8, 0.25, 0.0, torch.Generator().manual_seed(seed))
+        assert unshared == (plain, [], sorted(chosen + rest))
+    torch.testing.assert_close(counts / counts.sum(), torch.tensor([0.25, 0.375, 0.375]), atol=0.03, rtol=0)
+
+
 def found_direction(vector: torch.Tensor, passed: bool) -> Direction:
     scores = {"bypass": -1.0, "induce": 1.0, "kl": 0.1, "passed_filters": passed}
     return Direction(vector, 2, -1, "dim", scores)
@@ -305,6 +317,16 @@ def test_the_refresh_plan_ablates_the_latest_passing_search_with_the_saved_direc
     assert fresh == [0, 1, 2, 3] and kept_fresh is with_fresh
     assert [record["step"] for record in plan.found] == [1, 4, 7]
     assert [record["passed_filters"] for record in plan.found] == [False, True, False]
+    assert plan.found[1] == {  # the same summary as a round's own search
+        "step": 4,
+        "layer": 2,
+        "position": -1,
+        "method": "dim",
+        "bypass": -1.0,
+        "induce": 1.0,
+        "kl": 0.1,
+        "passed_filters": True,
+    }
     assert modes == [False, False, False] and tiny_model.hf_model.training  # searched in eval mode, restored
     tiny_model.hf_model.eval()
     assert len(saved) == 2  # the saved set itself is not grown

@@ -34,7 +34,7 @@ from mechrefusal.train.parallel import distributed_rank_and_size, init_distribut
 from mechrefusal.train.recovery import recovery
 from mechrefusal.train.reference import ReferenceLogits
 from mechrefusal.train.refresh import RefreshPlan
-from mechrefusal.train.search import SCORES, max_cosine, trainer_search
+from mechrefusal.train.search import max_cosine, search_summary, trainer_search
 from mechrefusal.train.settings import AFTER_ROUND_ZERO, EXECUTION, TrainSettings, saved_settings
 from mechrefusal.train.targets import training_data, with_edgy_share
 
@@ -123,7 +123,7 @@ def run(settings: TrainSettings, *, progress: bool = True) -> list[Path]:
         metrics = {
             "training": asdict(history),
             "direction_found": found is not None,
-            "search": _search_summary(search),
+            "search": None if search is None else search_summary(search),
         }
         if adversary is not None:
             metrics["latent"] = adversary.summary()
@@ -252,22 +252,7 @@ def _unconditioned(
     if added:
         search.provenance["unconditioned"] = True  # told apart from the conditioned ones in the checkpoint
         directions.append(search)
-    return (search if added else None), {**(_search_summary(search) or {}), "max_cosine": cosine, "added": added}
-
-
-def _search_summary(direction: Direction | None) -> dict | None:
-    """The searched direction's cell, finder and scores (kept also when it was rejected)."""
-    if direction is None:
-        return None
-    summary = {
-        "layer": direction.layer,
-        "position": direction.position,
-        "method": direction.method,
-        **{key: direction.provenance[key] for key in SCORES},
-    }
-    if "rdo_rejected" in direction.provenance:
-        summary["rdo_rejected"] = direction.provenance["rdo_rejected"]
-    return summary
+    return (search if added else None), {**search_summary(search), "max_cosine": cosine, "added": added}
 
 
 def _round_metrics(model: Model, directions: DirectionSet, n: int = 32) -> dict:

@@ -46,6 +46,18 @@ def ablate_some(intervention: Interventions, p: float, n: int, generator: torch.
     return [([i for i in range(n) if ablated[i]], intervention), ([i for i in range(n) if not ablated[i]], None)]
 
 
+def split_rows(
+    n: int, plain_share: float, share: float, generator: torch.Generator
+) -> tuple[list[int], list[int], list[int]]:
+    """Two draws per example: ``n`` examples split into plain ones (probability ``plain_share``), chosen
+    ones (probability ``share`` of the rest) and the rest, as index lists."""
+    draws = torch.rand(n, 2, generator=generator)
+    plain = [i for i in range(n) if draws[i, 0] < plain_share]
+    chosen = [i for i in range(n) if draws[i, 0] >= plain_share and draws[i, 1] < share]
+    rest = [i for i in range(n) if i not in plain and i not in chosen]
+    return plain, chosen, rest
+
+
 @dataclass(repr=False)
 class RoundResult:
     steps: int

@@ -17,7 +17,8 @@ import torch
 from mechrefusal.core.directions import Direction, DirectionSet
 from mechrefusal.interventions import Ablate
 from mechrefusal.models import Model
-from mechrefusal.train.loop import Groups
+from mechrefusal.train.loop import Groups, split_rows
+from mechrefusal.train.search import search_summary
 
 Search = Callable[[Model], Direction]
 """model -> the direction a search with nothing ablated finds on it now (accepted if it passed the filters)."""
@@ -51,12 +52,8 @@ class RefreshPlan:
     def __call__(self, step: int, n: int) -> Groups:
         if self.searched_at is None or step - self.searched_at >= self.every:
             self._refresh(step)
-        draws = torch.rand(n, 2, generator=self.generator)
-        plain = [i for i in range(n) if draws[i, 0] < self.plain_share]
-        fresh = [i for i in range(n) if draws[i, 0] >= self.plain_share and draws[i, 1] < self.share]
-        if self.with_fresh is None:
-            fresh = []
-        saved = [i for i in range(n) if i not in plain and i not in fresh]
+        share = 0.0 if self.with_fresh is None else self.share  # no passing search yet: the saved ones only
+        plain, fresh, saved = split_rows(n, self.plain_share, share, self.generator)
         return [(saved, self.saved), (plain, None), (fresh, self.with_fresh)]
 
     def _refresh(self, step: int) -> None:
@@ -67,10 +64,6 @@ class RefreshPlan:
         finally:
             self.model.hf_model.train(training)
         self.searched_at = step
-        passed = bool(direction.provenance["passed_filters"])
-        if passed:
+        if direction.provenance["passed_filters"]:
             self.with_fresh = Ablate(DirectionSet([*self.directions, direction]))
-        scores = {key: direction.provenance[key] for key in ("bypass", "kl")}
-        self.found.append(
-            {"step": step, "layer": direction.layer, "position": direction.position, **scores, "passed_filters": passed}
-        )
+        self.found.append({"step": step, **search_summary(direction)})

@@ -26,6 +26,19 @@ N_SCORE = 16
 SCORES = ("bypass", "induce", "kl", "passed_filters")
 
 
+def search_summary(direction: Direction) -> dict:
+    """A searched direction's cell, finder and scores, for a round's record (kept also when it was rejected)."""
+    summary = {
+        "layer": direction.layer,
+        "position": direction.position,
+        "method": direction.method,
+        **{key: direction.provenance[key] for key in SCORES},
+    }
+    if "rdo_rejected" in direction.provenance:
+        summary["rdo_rejected"] = direction.provenance["rdo_rejected"]
+    return summary
+
+
 def next_direction(
     model: Model,
     directions: DirectionSet,

@@ -18,7 +18,7 @@ from torch import Tensor
 
 from mechrefusal.core.directions import Direction, DirectionSet
 from mechrefusal.interventions import Ablate
-from mechrefusal.train.loop import Groups
+from mechrefusal.train.loop import Groups, split_rows
 
 
 def span_basis(directions: Sequence[Direction]) -> Float[Tensor, "d_model k"]:
@@ -57,9 +57,6 @@ class SubspacePlan:
         self.share, self.plain_share, self.generator = share, plain_share, generator
 
     def __call__(self, step: int, n: int) -> Groups:
-        draws = torch.rand(n, 2, generator=self.generator)
-        plain = [i for i in range(n) if draws[i, 0] < self.plain_share]
-        sub = [i for i in range(n) if draws[i, 0] >= self.plain_share and draws[i, 1] < self.share]
-        whole = [i for i in range(n) if i not in plain and i not in sub]
+        plain, sub, whole = split_rows(n, self.plain_share, self.share, self.generator)
         subspaces = [([i], Ablate(random_subspace(self.basis, self.generator, self.layer))) for i in sub]
         return [(whole, self.whole), (plain, None), *subspaces]
