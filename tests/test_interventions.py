@@ -7,7 +7,8 @@ import torch
 
 import mechrefusal
 from mechrefusal import Ablate, Add, Direction, DirectionSet
-from mechrefusal.measure.generation import generate_ids, stop_ids
+from mechrefusal.interventions import uniform
+from mechrefusal.measure.generation import _full_attention, generate_ids, stop_ids
 from mechrefusal.models.autocast import autocast
 
 PROMPTS = ["Hi", "Write a short poem about the sea", "What is 2 + 2?"]
@@ -143,6 +144,27 @@ def test_generation_prefills_the_prompts_shared_prefix_once(tiny_model, directio
     assert first == [(1, prefix), (3, width - prefix)] and prefix > 0
     assert outside == (3, width) and shared == whole
     assert guarded == first and shapes[0] == (3, width)  # nested guards counted; an outside hook still seen
+
+
+def test_only_uniform_interventions_and_full_attention_layers_share_a_prefix(tiny_model, directions, monkeypatch):
+    class PerPosition(Ablate):  # a subclass may act differently per row or position
+        pass
+
+    assert uniform(None, Ablate(directions), [Add(directions[0], 1.0)]) and not uniform(PerPosition(directions))
+    config = tiny_model.hf_model.config
+    for key in ("layer_types", "sliding_window", "attention_chunk_size"):
+        monkeypatch.setattr(config, key, None, raising=False)
+
+    def full_attention(**settings) -> bool:
+        with monkeypatch.context() as patch:
+            for key, value in settings.items():
+                patch.setattr(config, key, value)
+            return _full_attention(tiny_model)
+
+    assert full_attention() and full_attention(layer_types=["full_attention"] * 2)
+    assert not full_attention(layer_types=["full_attention", "chunked_attention"])
+    assert not full_attention(layer_types=["sliding_attention", "full_attention"])
+    assert not full_attention(sliding_window=4) and not full_attention(attention_chunk_size=8)
 
 
 def test_kv_cached_generation_equals_greedy_decoding_by_full_forwards(tiny_model, directions):

@@ -58,7 +58,8 @@ def test_sharing_the_prefix_gives_the_whole_batch_loss_and_gradients(model, tiny
     assert whole.keys() == shared.keys() and len(whole) > 10
     for name in whole:
         torch.testing.assert_close(shared[name], whole[name], atol=1e-6, rtol=1e-5)
-    # the prefix matters: under the wrong group's intervention the loss moves
+    # the groups matter: with the interventions on other rows the loss moves (an error confined to the prefix
+    # moves the loss less; the gradient comparison above is what catches it)
     wrong = [([0, 2], None), ([1, 3], Ablate(direction(model, 1))), ([4], None)]
     assert abs(loss_and_gradients(model, tiny_model, wrong, utility_groups, share=True)[0] - whole_loss) > 1e-4
 

@@ -3,12 +3,17 @@ outlive a job for the same reference only."""
 
 from __future__ import annotations
 
+import copy
 import warnings
 
 import pytest
 import torch
 
+from mechrefusal.core import memory
+from mechrefusal.core.errors import SettingError
+from mechrefusal.core.precision import resolve
 from mechrefusal.measure.losses import reply_kl, reply_targets
+from mechrefusal.models import Model
 from mechrefusal.models.export import hf_state_dict
 from mechrefusal.train import reference
 from mechrefusal.train.loop import _replies
@@ -88,6 +93,8 @@ def test_kept_for_the_process_serves_a_later_job(toy, harmless, forward_rows, em
         warnings.simplefilter("ignore")
         later(harmless[:3], batch, "bfloat16")  # another compute dtype is another key
     assert forward_rows == [3, 3]
+    later(harmless[:3], batch, "auto")  # the dtype it resolves to is kept already: one key, no third pass
+    assert forward_rows == [3, 3] and resolve("auto", toy.device).dtype in ("float32", "bfloat16")
     assert ReferenceLogits(toy).kept_bytes == 0  # a plain one keeps for its own job only
     ReferenceLogits.release_process()  # the pipeline after its last training stage
     assert ReferenceLogits.for_process(toy).kept_bytes == 0 and later.kept_bytes > 0  # a job's own stay its
@@ -115,5 +122,38 @@ def test_the_owner_follows_weights_and_chat_format(toy, monkeypatch):
         with torch.no_grad():
             weight[0, 0] = kept
     assert reference._owner(toy) == before
+    with torch.no_grad():  # an entry past the few the digest samples one by one
+        weight[-1, -1] += 1e-3
+    try:
+        assert reference._owner(toy) != before
+    finally:
+        with torch.no_grad():
+            weight[-1, -1] -= 1e-3
     monkeypatch.setattr(type(toy), "chat_format", property(lambda self: "<|user|>{instruction}"))
     assert reference._owner(toy) != before
+
+
+def test_a_reference_reading_other_tokens_or_prompts_is_refused(toy):
+    kept = ReferenceLogits(toy, budget_bytes=0)
+    kept.check(Model(toy.bridge, toy.tokenizer, spec="same"))  # the same tokens and chat prompts
+    system = Model(toy.bridge, toy.tokenizer, spec="told to be brief", system="Be brief.")
+    with pytest.raises(SettingError, match=r"'told to be brief' and its reference .* render chat prompts differently"):
+        kept.check(system)
+    tokenizer = copy.deepcopy(toy.tokenizer)
+    tokenizer.add_tokens(["<not-in-the-reference>"])
+    with pytest.raises(SettingError, match=r"The model 'grown' and the reference .* have different tokenizers"):
+        kept.check(Model(toy.bridge, tokenizer, spec="grown"))
+
+
+def test_the_budget_is_a_quarter_of_the_memory_the_container_allows(tmp_path, monkeypatch):
+    unlimited, limited = tmp_path / "memory.max", tmp_path / "memory.limit_in_bytes"
+    unlimited.write_text("max\n")
+    limited.write_text(f"{2**30}\n")
+    machine = memory.memory_limit_bytes(limits=())
+    assert machine is not None and machine > 2**30
+    assert memory.memory_limit_bytes(limits=(str(unlimited), str(tmp_path / "absent"))) == machine
+    assert memory.memory_limit_bytes(limits=(str(unlimited), str(limited))) == 2**30
+    monkeypatch.setattr(reference, "memory_limit_bytes", lambda: 2**30)
+    assert reference.default_budget_bytes() == 2**28
+    monkeypatch.setattr(reference, "memory_limit_bytes", lambda: None)
+    assert reference.default_budget_bytes() == 0

@@ -146,7 +146,7 @@ def uniform(*interventions: Interventions) -> bool:
     """Whether the interventions act alike in every row and at every position (`Ablate`, `Add`; none at
     all): rows that begin with the same tokens then have the same activations there, which a shared prompt
     prefix run once relies on."""
-    return all(isinstance(item, (Ablate, Add)) for item in flatten(*interventions))
+    return all(type(item) in (Ablate, Add) for item in flatten(*interventions))  # a subclass may act per position
 
 
 def per_row(groups: Sequence[tuple[Sequence[int], Interventions]]) -> list[Intervention]:

@@ -102,7 +102,7 @@ def generate_ids(
     batches = list(model.batches(instructions, batch_size, rendered=rendered))
     # hooks from outside (an attack's own) may act per row or position, where a shared prefix would be wrong;
     # autocast's NaN guards act elementwise on the attention pattern and are no such hook
-    share = uniform(intervention) and not hooked_beyond_autocast(model) and not _windowed(model)
+    share = uniform(intervention) and not hooked_beyond_autocast(model) and _full_attention(model)
     with torch.no_grad(), model.intervene(intervention):
         for indices, batch in tqdm(batches, desc="generate", disable=not progress, leave=False):
             cache = ComputeDtypeCache(config=model.hf_model.config)
@@ -117,12 +117,15 @@ def generate_ids(
     return cast(list[list[int]], replies)  # every row was filled
 
 
-def _windowed(model: Model) -> bool:
-    """Whether some attention layer sees a window of the latest cache entries only (Gemma-2's sliding layers):
-    padding moved between the shared prefix and the rest of a prompt would shift what that window holds."""
+def _full_attention(model: Model) -> bool:
+    """Whether every attention layer sees the whole cache: padding moved between the shared prefix and the rest
+    of a prompt would shift what a sliding window (Gemma-2's) or an attention chunk holds, so only layers
+    known to be full attention share it."""
     config = model.hf_model.config
     types = getattr(config, "layer_types", None)
-    return "sliding_attention" in types if types else getattr(config, "sliding_window", None) is not None
+    if types:
+        return set(types) == {"full_attention"}
+    return all(getattr(config, key, None) is None for key in ("sliding_window", "attention_chunk_size"))
 
 
 def _prefill_shared_prefix(

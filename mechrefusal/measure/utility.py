@@ -418,8 +418,7 @@ def answer_divergence(
 ) -> Divergence:
     """Cross-entropy and KL of ``model`` under ``intervention`` against ``reference`` (no intervention) on the
     given answers (chat-formatted prompt, then the answer; empty answers left out), per token."""
-    if model.tokenizer.get_vocab() != reference.tokenizer.get_vocab():
-        raise SettingError(f"The model {model.spec!r} and the reference {reference.spec!r} have different tokenizers.")
+    model.check_same_tokenizer(reference)
     kept = [(prompt, answer) for prompt, answer in zip(prompts, answers) if answer.strip()]
     if not kept:
         raise DataError("The reference model's answers are all empty, so there is nothing to measure CE and KL on.")

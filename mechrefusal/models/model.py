@@ -131,6 +131,14 @@ class Model:
         depends on besides its weights (a system message, say)."""
         return self.chat.prompt("{instruction}")
 
+    def check_same_tokenizer(self, reference: Model) -> None:
+        """One sentence unless ``reference`` splits text into the same tokens (a KL between the two is read per
+        token)."""
+        if self.tokenizer.get_vocab() != reference.tokenizer.get_vocab():
+            raise SettingError(
+                f"The model {self.spec!r} and the reference {reference.spec!r} have different tokenizers."
+            )
+
     def format(self, instructions: Sequence[str]) -> list[str]:
         """Chat prompts for plain instructions, rendered with the tokenizer's own template."""
         return [self.chat.prompt(text) for text in instructions]

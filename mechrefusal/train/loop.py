@@ -118,6 +118,7 @@ def train_round(
     `ReferenceLogits` to keep its logits from round to round (else they are kept for this round)."""
     started = time.perf_counter()
     original = reference_logits(reference)
+    original.check(model)
     generator = torch.Generator().manual_seed(settings.seed * 1000 + round_index)
     micro = settings.batch_size // settings.grad_accumulation // 2
     rank, world = distributed_rank_and_size()

@@ -13,7 +13,6 @@ start where its round 0 left off, and `ReferenceLogits.release_process` drops th
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -21,6 +20,9 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
+from mechrefusal.core.errors import SettingError
+from mechrefusal.core.memory import memory_limit_bytes
+from mechrefusal.core.precision import resolve
 from mechrefusal.measure.losses import reply_targets
 from mechrefusal.models import Model, ReplyBatch
 from mechrefusal.models.autocast import autocast
@@ -33,12 +35,10 @@ MAX_BUDGET_BYTES = 8 * 2**30
 
 
 def default_budget_bytes() -> int:
-    """A quarter of the machine's memory, at most `MAX_BUDGET_BYTES` (nothing kept where it cannot be read)."""
-    try:
-        memory = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-    except (AttributeError, ValueError, OSError):
-        return 0
-    return min(memory // 4, MAX_BUDGET_BYTES)
+    """A quarter of the memory this process may use (the machine's or its container's), at most
+    `MAX_BUDGET_BYTES` (nothing kept where it cannot be read)."""
+    memory = memory_limit_bytes()
+    return 0 if memory is None else min(memory // 4, MAX_BUDGET_BYTES)
 
 
 def reference_logits(reference: Model | ReferenceLogits) -> ReferenceLogits:
@@ -99,12 +99,24 @@ class ReferenceLogits:
             f"budget={self.budget_bytes})"
         )
 
+    def check(self, model: Model) -> None:
+        """One sentence unless the reference reads the trained ``model``'s examples as the same tokens in the same
+        chat prompts (the kept logits are looked up by text and laid on ``model``'s reply positions)."""
+        model.check_same_tokenizer(self.model)
+        if model.chat_format != self.model.chat_format:
+            raise SettingError(
+                f"The model {model.spec!r} and its reference {self.model.spec!r} render chat prompts differently "
+                "(a system message, say), so the utility KL would compare replies to different prompts; "
+                "load both alike."
+            )
+
     def __call__(
         self, examples: Sequence[Example], batch: ReplyBatch, dtype: str
     ) -> Float[Tensor, "batch window vocab"]:
         """The reference's logits at ``batch.predictions`` for ``examples``, ``batch``'s rows in order (zero
         where a row has no reply token; the reply losses never read those), computing in ``dtype`` only the
         examples not kept yet."""
+        dtype = resolve(dtype, self.model.device).dtype  # "auto" and what it resolves to are one key
         keys = [(dtype, e.instruction, e.reply, e.prefill) for e in examples]
         device = batch.input_ids.device
         kept = self._kept.logits
