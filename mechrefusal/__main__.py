@@ -7,7 +7,7 @@ import time
 
 import mechrefusal
 from mechrefusal import data
-from mechrefusal.core.cli import SettingsParser
+from mechrefusal.core.cli import SettingsParser, add_device_argument
 from mechrefusal.core.errors import MechrefusalError
 from mechrefusal.core.provenance import versions
 
@@ -16,7 +16,7 @@ def main(argv: list[str] | None = None) -> None:
     parser = SettingsParser(prog="python -m mechrefusal", description=__doc__)
     parser.add_argument("spec", nargs="?", default=None, help="model spec (default: the embedded SmolLM2)")
     parser.add_argument("--n", type=int, default=32, help="prompts per set from the test splits (default 32)")
-    parser.add_argument("--device", default="auto", help="auto (CUDA when present, else the CPU), cpu, cuda or cuda:N")
+    add_device_argument(parser)
     args = parser.parse_args(argv)
 
     start = time.perf_counter()

@@ -108,6 +108,7 @@ class AnalyzeSettings:
         check_dtype(self.dtype)
         resolve_device(self.device)
         refusal_judge(self.judge)
+        FINDERS.get(self.finder)  # before a model is loaded
         if self.n_test < 2:
             raise SettingError(
                 f"n_test must be at least 2 (a standard deviation needs two prompts), got {self.n_test}."

@@ -24,7 +24,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from threading import Lock
 from typing import Any
 
-from mechrefusal.core.cli import SettingsParser
+from mechrefusal.core.cli import SettingsParser, add_device_argument
 from mechrefusal.core.errors import MechrefusalError, SettingError
 from mechrefusal.measure.chat_models import LocalChatModel, check_conversation
 from mechrefusal.models import DEFAULT_MODEL, load
@@ -191,7 +191,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1, loopback only)")
     parser.add_argument("--port", type=int, default=8000, help="port (default 8000; 0 picks a free one)")
     parser.add_argument("--name", default=None, help="the model name clients send (default: the spec)")
-    parser.add_argument("--device", default="auto", help="auto (CUDA when present, else the CPU), cpu, cuda or cuda:N")
+    add_device_argument(parser)
     args = parser.parse_args(argv)
     if not 0 <= args.port <= 65535:
         parser.error(f"--port must be between 0 and 65535, got {args.port}.")

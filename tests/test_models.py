@@ -7,6 +7,7 @@ import torch
 
 import mechrefusal
 from mechrefusal import ModelLoadError
+from mechrefusal.core.sequences import common_prefix_length
 from mechrefusal.models.chat import TEMPLATE_DATE, ChatFormat
 from tests.parity import assert_batch_parity
 
@@ -150,3 +151,10 @@ def test_reply_logits_are_the_full_logits_where_replies_are_predicted(tiny_model
     assert (window.start, window.stop) == (min(first_reply) - 1, max(last_reply))
     with torch.no_grad():
         torch.testing.assert_close(tiny_model.reply_logits(batch), tiny_model.logits(batch)[:, window])
+
+
+def test_common_prefix_length_counts_the_leading_tokens_all_sequences_share():
+    assert common_prefix_length([[1, 2, 3, 4], [1, 2, 5], [1, 2, 3]]) == 2
+    assert common_prefix_length([[1, 2], [1, 2, 9]]) == 2  # one is the other's start
+    assert common_prefix_length([[7, 1], [1, 7]]) == 0 and common_prefix_length([[3, 4]]) == 2
+    assert common_prefix_length([]) == 0

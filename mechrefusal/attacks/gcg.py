@@ -32,6 +32,7 @@ from transformers import DynamicCache
 from mechrefusal.attacks.base import ATTACKS, Behaviour, TestCase, cache_settings, check_target, preset_fields
 from mechrefusal.core.errors import SettingError
 from mechrefusal.core.precision import check_dtype
+from mechrefusal.core.sequences import common_prefix_length
 from mechrefusal.interventions import Interventions
 from mechrefusal.interventions.generators import draws_at_random
 from mechrefusal.measure.generation import generate
@@ -223,8 +224,8 @@ class GCG:
         for behaviour in behaviours:
             plain = model.chat.encode(model.chat.prompt(behaviour.text))
             attacked = model.chat.encode(model.chat.prompt(behaviour.text + init))
-            start = _common_prefix(plain, attacked)
-            tail = min(_common_prefix(plain[::-1], attacked[::-1]), len(plain) - start)
+            start = common_prefix_length([plain, attacked])
+            tail = min(common_prefix_length([plain[::-1], attacked[::-1]]), len(plain) - start)
             target = model.tokenizer(behaviour.target, add_special_tokens=False)["input_ids"]
             prompts.append(SuffixPrompt(behaviour.text, attacked[:start], attacked[len(attacked) - tail :], target))
             suffixes.append(attacked[start : len(attacked) - tail])
@@ -381,10 +382,3 @@ def target_positions(n_suffix: int, prompt: SuffixPrompt, model: Model) -> Int[T
 
 def _decode(model: Model, ids: Int[Tensor, " n"]) -> str:
     return str(model.tokenizer.decode(ids.tolist(), clean_up_tokenization_spaces=False))
-
-
-def _common_prefix(a: list[int], b: list[int]) -> int:
-    n = 0
-    while n < min(len(a), len(b)) and a[n] == b[n]:
-        n += 1
-    return n

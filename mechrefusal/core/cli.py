@@ -50,6 +50,11 @@ class SettingsParser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {' '.join(str(message).split())}\n")
 
 
+def add_device_argument(parser: argparse.ArgumentParser) -> None:
+    """``--device`` of a command that loads a model."""
+    parser.add_argument("--device", default="auto", help="auto (CUDA when present, else the CPU), cpu, cuda or cuda:N")
+
+
 def add_settings_arguments(
     parser: argparse.ArgumentParser, settings_class: type, positional: str | None = "model"
 ) -> None:

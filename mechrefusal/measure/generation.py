@@ -15,6 +15,7 @@ from torch import Tensor
 from tqdm.auto import tqdm
 from transformers import DynamicCache, GenerationConfig
 
+from mechrefusal.core.sequences import common_prefix_length
 from mechrefusal.interventions import Interventions, uniform
 from mechrefusal.models import Batch, Model
 from mechrefusal.models.autocast import hooked_beyond_autocast
@@ -138,9 +139,7 @@ def _prefill_shared_prefix(
     rows, width = batch.input_ids.shape
     real = batch.attention_mask.sum(dim=1).tolist()
     prompts = [row[width - n :] for row, n in zip(batch.input_ids.tolist(), real)]
-    length = 0
-    while length < min(real) - 1 and all(prompt[length] == prompts[0][length] for prompt in prompts):
-        length += 1  # at least one token of each prompt is left for `generate` to prefill
+    length = min(common_prefix_length(prompts), min(real) - 1)  # a token of each prompt is left for `generate`
     if rows == 1 or not length:
         return batch.input_ids, batch.attention_mask
     first = batch.input_ids[:1, width - real[0] :][:, :length]

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from transformers import PreTrainedTokenizerBase
 
 from mechrefusal.core.errors import ModelLoadError
+from mechrefusal.core.sequences import common_prefix_length
 
 # Two probe messages whose last tokens differ in any tokenizer.
 _PROBES = ("Name three colours", "Is 7 a prime number?")
@@ -52,7 +53,7 @@ class ChatFormat:
             )
         object.__setattr__(self, "system_role", self.system is None or _renders_system(self.tokenizer))
         probes = [self.encode(self.prompt(text)) for text in _PROBES]
-        suffix = _common_suffix(*probes)
+        suffix = probes[0][len(probes[0]) - common_prefix_length([probe[::-1] for probe in probes]) :]
         if not suffix:
             raise ModelLoadError(
                 f"The chat template of {self.tokenizer.name_or_path!r} adds no tokens after the user's "
@@ -105,12 +106,3 @@ def _dates_itself(template: str | dict) -> bool:
     """Whether a template reads the clock other than as the fallback of a ``date_string`` it is given."""
     text = str(template)
     return "strftime_now" in text and "date_string" not in text
-
-
-def _common_suffix(*sequences: list[int]) -> list[int]:
-    suffix: list[int] = []
-    for items in zip(*(reversed(s) for s in sequences)):
-        if any(item != items[0] for item in items):
-            break
-        suffix.append(items[0])
-    return suffix[::-1]

@@ -23,6 +23,7 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
+from mechrefusal.core.sequences import common_prefix_length
 from mechrefusal.interventions import Interventions, per_row, uniform
 from mechrefusal.models import Model, ReplyBatch
 from mechrefusal.models.hooks import flatten
@@ -87,12 +88,8 @@ def shared_prefix_length(model: Model, runs: Sequence[tuple[ReplyBatch, Groups]]
         return 0
     if sum(batch.input_ids.shape[0] for batch, _ in runs) <= len({_identity(item) for item in groups}):
         return 0
-    first = runs[0][0].input_ids[0]
-    length = min(batch.predictions.start for batch, _ in runs)  # the first logit a loss reads comes after it
-    for batch, _ in runs:
-        same = (batch.input_ids[:, :length] == first[:length]).all(dim=0)
-        length = int(same.long().cumprod(dim=0).sum())
-    return length
+    limit = min(batch.predictions.start for batch, _ in runs)  # the first logit a loss reads comes after it
+    return common_prefix_length([row for batch, _ in runs for row in batch.input_ids[:, :limit].tolist()])
 
 
 def _identity(interventions: Interventions) -> Hashable:

@@ -21,6 +21,7 @@ from typing import Any
 import plotly.graph_objects as go
 
 from mechrefusal.analysis.report import finite, render_pngs
+from mechrefusal.core.cli import add_device_argument
 from mechrefusal.core.errors import MechrefusalError, SettingError
 from mechrefusal.core.precision import DTYPES
 
@@ -132,7 +133,7 @@ def write_readme(out: Path) -> Path:
 
 def add_compute_arguments(parser: argparse.ArgumentParser) -> None:
     """``--device`` and ``--dtype`` of a figure script that runs a model's forward passes."""
-    parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    add_device_argument(parser)
     parser.add_argument(
         "--dtype", choices=DTYPES, default="auto", help="compute dtype of the forward passes (auto: bf16 where fast)"
     )
