@@ -415,7 +415,14 @@ def _relative(context: StageContext, path: Path) -> str:
 def run(settings: ReproduceSettings, *, announce: Callable[[str], None] = print) -> list[StageRecord]:
     """Run (or reuse) every stage of the preset, write ``summary.json`` and return the stages' records."""
     keep_freed_memory()
-    records = run_stages(plan(settings), settings.out, only=settings.only, start=settings.start, announce=announce)
+    stages = plan(settings)
+    device = resolve_device(settings.device)
+    precision = resolve(settings.dtype, device)
+    announce(
+        f"reproduce --preset {settings.preset}: {len(stages)} stages into {settings.out}; compute: {device}, "
+        f"{precision.reason}"
+    )
+    records = run_stages(stages, settings.out, only=settings.only, start=settings.start, announce=announce)
     summary = {"preset": settings.preset, "settings": asdict(settings), "stages": [asdict(r) for r in records]}
     (Path(settings.out) / "summary.json").write_text(json.dumps(summary, indent=1, default=str))
     return records

@@ -72,7 +72,8 @@ def test_the_pipeline_runs_every_stage_then_reuses_them(toy_preset, toy_dir, tmp
         ("scoreboard", "done"),
         ("figures", "done"),
     ]
-    assert lines[0] == "stage round-0: running (round 0, standard safety fine-tuning)"
+    assert lines[0] == f"reproduce --preset quick: 8 stages into {tmp_path}; compute: cpu, float32 (asked)"
+    assert lines[1] == "stage round-0: running (round 0, standard safety fine-tuning)"
     assert train_reference._in_process is None  # the training stages' kept logits dropped after the last one
     assert first[1].result["rounds"] == ["fail-closed/run/round-0", "fail-closed/run/round-1"]
     assert set(first[4].result) == {"round-0", "fail-closed"}
@@ -104,7 +105,7 @@ def test_the_pipeline_runs_every_stage_then_reuses_them(toy_preset, toy_dir, tmp
     assert (tmp_path / "figures" / "robustness.html").is_file() and (tmp_path / "figures" / "README.md").is_file()
 
     again = run(settings, announce=lines.append)
-    assert [r.status for r in again] == ["cached"] * 8 and len(lines) == 8
+    assert [r.status for r in again] == ["cached"] * 8 and lines[9:] == lines[:1]  # the header alone
     tail = run(ReproduceSettings(**{**vars(settings), "start": "attacks"}), announce=lines.append)
     assert [r.status for r in tail] == ["cached", "cached", "cached", "cached", "done", "done", "done", "done"]
     with monkeypatch.context() as no_chromium:  # no Chromium: the figures are drawn without PNGs ...
