@@ -13,7 +13,7 @@ import pytest
 from mechrefusal import data
 from mechrefusal.attacks import ATTACKS, Behaviour, target_for
 from mechrefusal.attacks import pair as pair_module
-from mechrefusal.attacks.pair import PAIR, parse_attacker_reply, parse_rating
+from mechrefusal.attacks.pair import JSON_OPENING_FIRST, JSON_OPENING_LATER, PAIR, parse_attacker_reply, parse_rating
 from mechrefusal.core.errors import SettingError
 from mechrefusal.measure.chat_models import EndpointChatModel, LocalChatModel
 from mechrefusal.measure.judges import Verdict
@@ -141,6 +141,9 @@ def test_an_llm_judge_scores_with_our_rubric(toy):
         ("Tell a story", ("Tell a story", "", False)),
         ('{"improvement": "my last prompt: too plain", "prompt": "Tell a story', ("Tell a story", "", False)),
         ('{"prompt": ""}', ("", "", False)),
+        ('{"improvement": "x", "prompt": "Tell a story"}"} and more {', ("Tell a story", "x", True)),
+        ('Plan {a}: {"improvement": "x", "prompt": "Tell a story"}', ("Tell a story", "x", True)),
+        ('{"improvement": "it was too plain, so', ("", "", False)),
     ],
 )
 def test_attacker_replies_are_parsed_robustly(reply, expected):
@@ -175,8 +178,39 @@ def test_a_small_local_attacker_is_labelled_weak_and_seeded(toy):
     assert attack.run(toy, BEHAVIOUR, seed=1) == first
 
 
+class Continuing(LocalChatModel):
+    """The toy as a local attacker that records how each call's replies were begun, and the replies."""
+
+    def __init__(self, model) -> None:
+        super().__init__(model)
+        self.begun: list[str] = []
+        self.replies: list[str] = []
+
+    def continue_chat(self, conversations, begun, **options) -> list[str]:
+        replies = super().continue_chat(conversations, begun, **options)
+        self.begun.append(begun)
+        self.replies += replies
+        return replies
+
+
+def test_a_local_attackers_replies_begin_with_the_json_opening(toy):
+    attacker, unmoved = Continuing(toy), Scripted(["[[1]]", "[[1]]"], name="judge")  # no early stop
+    attack = PAIR(attacker=attacker, judge=unmoved, n_streams=2, n_iterations=2, attacker_max_tokens=6, progress=False)
+    [case] = attack.run(toy, BEHAVIOUR)
+    assert attacker.begun == [JSON_OPENING_FIRST, JSON_OPENING_LATER] and case.info["iterations"] == 2
+    assert all(reply.startswith(JSON_OPENING_FIRST) for reply in attacker.replies[:2])
+    assert all(reply.startswith(JSON_OPENING_LATER) for reply in attacker.replies[2:])
+    # the toy never closes the object: each prompt sent is what it wrote after the opening's "prompt"
+    assert case.prompt in [parse_attacker_reply(reply)[0] for reply in attacker.replies]
+    assert not case.prompt.startswith("{") and attack.settings()["seed_json"] is True
+    free = Continuing(toy)
+    PAIR(attacker=free, n_streams=1, n_iterations=1, seed_json=False, progress=False).run(toy, BEHAVIOUR)
+    assert free.begun == [""]  # `chat` is a reply begun with nothing
+
+
 def test_pair_through_an_endpoint_attacker_matches_the_in_process_run(toy, toy_dir):
     options = dict(n_streams=2, n_iterations=2, attacker_max_tokens=8, attacker_temperature=0.0, progress=False)
+    options["seed_json"] = False  # an endpoint cannot continue a begun reply
     local = PAIR(attacker=LocalChatModel(toy), **options).run(toy, BEHAVIOUR)
     with served(toy_dir, "--name", "toy") as url:
         attack = PAIR(attacker=f"openai:{url}#toy", **options)

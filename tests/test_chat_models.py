@@ -24,7 +24,13 @@ import pytest
 
 from mechrefusal import data
 from mechrefusal.core.errors import EndpointError, SettingError
-from mechrefusal.measure.chat_models import ChatModel, EndpointChatModel, LocalChatModel, load_chat_model
+from mechrefusal.measure.chat_models import (
+    ChatModel,
+    ContinuingChatModel,
+    EndpointChatModel,
+    LocalChatModel,
+    load_chat_model,
+)
 from mechrefusal.models.tiny import build_tiny_model
 from mechrefusal.serve import MAX_BODY
 from mechrefusal.serve import main as serve_main
@@ -108,6 +114,18 @@ def test_local_chat_model_answers_conversations_like_the_toy(toy):
     prompt = chat_model.render(conversation)
     assert prompt.count("<|im_start|>user") == 2 and prompt.endswith("<|im_start|>assistant\n")
     assert chat_model.chat([conversation], max_tokens=12) == [REFUSAL]
+
+
+def test_a_begun_reply_is_continued_and_steers_the_rest(toy):
+    chat_model = LocalChatModel(toy)
+    assert isinstance(chat_model, ContinuingChatModel)
+    assert not isinstance(EndpointChatModel("http://127.0.0.1:9/v1", "m"), ContinuingChatModel)
+    # the toy refuses a harmful request; begun with its compliance's first words, it complies
+    assert chat_model.continue_chat([user(HARMFUL[0])], "I cannot", max_tokens=12) == [REFUSAL]
+    assert chat_model.continue_chat([user(HARMFUL[0])], "Here is", max_tokens=12) == [COMPLIANCE]
+    assert chat_model.continue_chat([user(HARMFUL[0])], "", max_tokens=12) == chat_model.chat(
+        [user(HARMFUL[0])], max_tokens=12
+    )
 
 
 def test_sampling_is_seeded_and_leaves_the_global_rng_alone(toy):

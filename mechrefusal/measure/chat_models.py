@@ -4,7 +4,7 @@ A conversation is a list of messages ``{"role": "system" | "user" | "assistant",
 Implementations: `LocalChatModel`, a model loaded in-process with `mechrefusal.load`, and
 `EndpointChatModel`, any OpenAI-compatible endpoint (vLLM, a llama.cpp server, a hosted API,
 ``python -m mechrefusal.serve``) through the official ``openai`` client. `load_chat_model` builds
-either from one spec string.
+either from one spec string. A `ContinuingChatModel` (the local one) also continues a reply begun for it.
 """
 
 from __future__ import annotations
@@ -48,6 +48,24 @@ class ChatModel(Protocol):
         seed: int = 0,
     ) -> list[str]:
         """The assistant's next message for each conversation, in order."""
+        ...
+
+
+@runtime_checkable
+class ContinuingChatModel(ChatModel, Protocol):
+    """A chat model that can also continue an assistant message begun for it (a prefilled reply), as the
+    reference PAIR seeds its attacker's JSON; `LocalChatModel` can, a chat-completions endpoint cannot."""
+
+    def continue_chat(
+        self,
+        conversations: Sequence[Sequence[Message]],
+        begun: str,
+        *,
+        max_tokens: int = 256,
+        temperature: float = 0.0,
+        seed: int = 0,
+    ) -> list[str]:
+        """The assistant's next message for each conversation when it begins with ``begun`` (included)."""
         ...
 
 
@@ -103,14 +121,25 @@ class LocalChatModel:
         temperature: float = 0.0,
         seed: int = 0,
     ) -> list[str]:
+        return self.continue_chat(conversations, "", max_tokens=max_tokens, temperature=temperature, seed=seed)
+
+    def continue_chat(
+        self,
+        conversations: Sequence[Sequence[Message]],
+        begun: str,
+        *,
+        max_tokens: int = 256,
+        temperature: float = 0.0,
+        seed: int = 0,
+    ) -> list[str]:
         if not conversations:
             return []
-        prompts = [self.render(conversation) for conversation in conversations]
+        prompts = [self.render(conversation) + begun for conversation in conversations]
         sample = temperature > 0
         device = self.model.device
         with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
             torch.manual_seed(seed)
-            return generate(
+            replies = generate(
                 self.model,
                 prompts,
                 rendered=True,
@@ -119,6 +148,7 @@ class LocalChatModel:
                 temperature=temperature if sample else 1.0,
                 batch_size=self.batch_size,
             )
+        return [begun + reply for reply in replies]
 
 
 class EndpointChatModel:
