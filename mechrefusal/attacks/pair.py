@@ -27,7 +27,9 @@ import json
 import logging
 import random
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 from tqdm.auto import tqdm
@@ -256,18 +258,10 @@ class PAIR:
 
     def _ask(self, attacker: ChatModel, conversations: list[list[Message]], iteration: int, seed: int) -> list[str]:
         """The attacker's replies, begun with the JSON opening where it can continue a begun reply."""
+        ask: Callable[..., list[str]] = attacker.chat
         if self.seed_json and isinstance(attacker, ContinuingChatModel):
-            begun = JSON_OPENING_FIRST if iteration == 0 else JSON_OPENING_LATER
-            return attacker.continue_chat(
-                conversations,
-                begun,
-                max_tokens=self.attacker_max_tokens,
-                temperature=self.attacker_temperature,
-                seed=seed,
-            )
-        return attacker.chat(
-            conversations, max_tokens=self.attacker_max_tokens, temperature=self.attacker_temperature, seed=seed
-        )
+            ask = partial(attacker.continue_chat, begun=JSON_OPENING_FIRST if iteration == 0 else JSON_OPENING_LATER)
+        return ask(conversations, max_tokens=self.attacker_max_tokens, temperature=self.attacker_temperature, seed=seed)
 
     def _score(self, behaviour: Behaviour, prompts: list[str], replies: list[str]) -> list[int]:
         if not prompts:
