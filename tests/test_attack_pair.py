@@ -26,14 +26,16 @@ BEHAVIOUR = Behaviour(HARMFUL[0], target_for(HARMFUL[0]))
 
 
 class Scripted:
-    """A chat model that gives its ``script[k]`` to every conversation of its k-th call, and keeps them."""
+    """A chat model that gives its ``script[k]`` to every conversation of its k-th call (a list: one reply per
+    conversation), and keeps the conversations."""
 
     def __init__(self, script: Sequence[str], name: str = "scripted") -> None:
         self.script, self.name, self.seen = list(script), name, []
 
     def chat(self, conversations, *, max_tokens=256, temperature=0.0, seed=0) -> list[str]:
         self.seen.append([list(conversation) for conversation in conversations])
-        return [self.script[len(self.seen) - 1]] * len(conversations)
+        reply = self.script[len(self.seen) - 1]
+        return list(reply) if isinstance(reply, list) else [reply] * len(conversations)
 
 
 def proposal(prompt: str) -> str:
@@ -114,11 +116,27 @@ def test_the_target_replies_in_the_dtype_given(toy, monkeypatch):
 
 def test_malformed_attacker_replies_are_counted_not_fatal(toy):
     attacker = Scripted(["", HARMFUL[1], f"Sure. Prompt: {HARMLESS}"])
-    [case] = PAIR(attacker=attacker, n_streams=1, target_max_tokens=12, progress=False).run(toy, BEHAVIOUR)
+    attack = PAIR(attacker=attacker, n_streams=1, attacker_attempts=1, target_max_tokens=12, progress=False)
+    [case] = attack.run(toy, BEHAVIOUR)
     # nothing to send, then the whole reply as the prompt, then the text after "Prompt:" (which wins)
     assert case.info["scores"] == [[1], [1], [10]] and case.prompt == HARMLESS
     assert case.info["malformed_attacker_replies"] == 3 and case.info["queries"] == 2
     assert "nothing was sent" in attacker.seen[1][0][-1]["content"]
+
+
+def test_a_malformed_attacker_reply_is_asked_for_again_up_to_the_attempts(toy):
+    # stream 1's reply is not the JSON asked for: only its conversation is asked again, and its second reply wins
+    attacker = Scripted([[proposal(HARMFUL[1]), "Let me think."], [proposal(HARMLESS)]])
+    [case] = PAIR(attacker=attacker, n_streams=2, target_max_tokens=12, progress=False).run(toy, BEHAVIOUR)
+    assert [len(call) for call in attacker.seen] == [2, 1] and attacker.seen[1][0] == attacker.seen[0][1]
+    assert case.prompt == HARMLESS and case.info["scores"] == [[1, 10]]
+    assert (case.info["malformed_attacker_replies"], case.info["regenerated_attacker_replies"]) == (0, 1)
+    # never well formed: the last of the attempts is sent as it is, and counted
+    attacker = Scripted(["Let me think.", "Still thinking.", HARMLESS])
+    attack = PAIR(attacker=attacker, n_streams=1, n_iterations=1, attacker_attempts=3, progress=False)
+    [case] = attack.run(toy, BEHAVIOUR)
+    assert len(attacker.seen) == 3 and case.prompt == HARMLESS and case.info["scores"] == [[10]]
+    assert (case.info["malformed_attacker_replies"], case.info["regenerated_attacker_replies"]) == (1, 2)
 
 
 def test_an_llm_judge_scores_with_our_rubric(toy):
@@ -165,6 +183,8 @@ def test_presets_settings_and_bad_budgets():
         PAIR.preset("fast")
     with pytest.raises(SettingError, match="n_streams must be at least 1"):
         PAIR(attacker=Scripted([]), n_streams=0)
+    with pytest.raises(SettingError, match="attacker_attempts must be at least 1"):
+        PAIR(attacker=Scripted([]), attacker_attempts=0)
     with pytest.raises(SettingError, match="Unknown judge 'strict'"):
         PAIR(attacker=Scripted([]), judge="strict")
     embedded = PAIR(n_streams=1)  # the embedded attacker is known weak without loading it
@@ -195,7 +215,8 @@ class Continuing(LocalChatModel):
 
 def test_a_local_attackers_replies_begin_with_the_json_opening(toy):
     attacker, unmoved = Continuing(toy), Scripted(["[[1]]", "[[1]]"], name="judge")  # no early stop
-    attack = PAIR(attacker=attacker, judge=unmoved, n_streams=2, n_iterations=2, attacker_max_tokens=6, progress=False)
+    options = dict(n_streams=2, n_iterations=2, attacker_max_tokens=6, attacker_attempts=1, progress=False)
+    attack = PAIR(attacker=attacker, judge=unmoved, **options)
     [case] = attack.run(toy, BEHAVIOUR)
     assert attacker.begun == [JSON_OPENING_FIRST, JSON_OPENING_LATER] and case.info["iterations"] == 2
     assert all(reply.startswith(JSON_OPENING_FIRST) for reply in attacker.replies[:2])
@@ -204,7 +225,9 @@ def test_a_local_attackers_replies_begin_with_the_json_opening(toy):
     assert case.prompt in [parse_attacker_reply(reply)[0] for reply in attacker.replies]
     assert not case.prompt.startswith("{") and attack.settings()["seed_json"] is True
     free = Continuing(toy)
-    PAIR(attacker=free, n_streams=1, n_iterations=1, seed_json=False, progress=False).run(toy, BEHAVIOUR)
+    PAIR(attacker=free, n_streams=1, n_iterations=1, attacker_attempts=1, seed_json=False, progress=False).run(
+        toy, BEHAVIOUR
+    )
     assert free.begun == [""]  # `chat` is a reply begun with nothing
 
 

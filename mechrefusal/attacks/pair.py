@@ -9,7 +9,9 @@ attacker sees the answer and the score and proposes again. The run stops early o
 ``threshold``; the best prompt found is the behaviour's test case. As in the reference implementation, an
 attacker that can continue a begun reply (a `ContinuingChatModel`: a local model, not an endpoint) has its
 reply begun with the JSON object's opening (``{"improvement": "","prompt": "`` in the first round,
-``{"improvement": "`` after), which small attackers otherwise rarely write (``seed_json``).
+``{"improvement": "`` after), which small attackers otherwise rarely write (``seed_json``), and a reply that is
+still not the JSON asked for is asked for again, up to ``attacker_attempts`` replies in all; only then is its
+text sent as it is.
 
 The attacker and an LLM judge are any `ChatModel` (`mechrefusal.measure.chat_models.load_chat_model`
 specs: a local model or ``"openai:<base_url>#<model>"``). The judge may instead be a judge from `JUDGES`:
@@ -128,6 +130,9 @@ class PAIR:
     keep_last: int = 3
     """Exchanges of its own conversation the attacker sees (older ones are dropped, to fit its context)."""
     attacker_max_tokens: int = 160
+    attacker_attempts: int = 5
+    """Replies a stream's attacker gets per round to write the JSON asked for, the first included (the
+    reference PAIR's ``--max-n-attack-attempts``, 5); the last one's text is sent if none parses."""
     target_max_tokens: int = 48
     judge_max_tokens: int = 10
     attacker_temperature: float = 1.0
@@ -226,11 +231,12 @@ class PAIR:
         ]
         attempts: list[_Attempt] = []
         scores: list[list[int]] = []
+        regenerated = 0
         for iteration in tqdm(range(self.n_iterations), desc="PAIR", disable=not self.progress, leave=False):
             window = 2 * self.keep_last + 1  # the last exchanges and the newest feedback
             conversations = [[system, *stream[-window:]] for stream in streams]
-            replies = self._ask(attacker, conversations, iteration, rng.randrange(2**31))
-            proposals = [parse_attacker_reply(reply) for reply in replies]
+            replies, proposals, asked = self._propose(attacker, conversations, iteration, rng)
+            regenerated += asked - len(conversations)
             sendable = [stream for stream, (prompt, _, _) in enumerate(proposals) if prompt]
             prompts = [proposals[stream][0] for stream in sendable]
             with autocast(model, self.dtype):
@@ -254,7 +260,25 @@ class PAIR:
                 ]
             if max(scores[-1]) >= self.threshold:
                 break
-        return [self._test_case(behaviour, attempts, scores, attacker)]
+        return [self._test_case(behaviour, attempts, scores, attacker, regenerated)]
+
+    def _propose(
+        self, attacker: ChatModel, conversations: list[list[Message]], iteration: int, rng: random.Random
+    ) -> tuple[list[str], list[tuple[str, str, bool]], int]:
+        """Each stream's attacker reply, what it proposes, and how many replies were asked for in all: a reply
+        that is not the JSON asked for is asked for again, up to ``attacker_attempts`` replies a stream."""
+        replies = [""] * len(conversations)
+        proposals = [("", "", False)] * len(conversations)
+        pending, asked = list(range(len(conversations))), 0
+        for _ in range(self.attacker_attempts):
+            fresh = self._ask(attacker, [conversations[i] for i in pending], iteration, rng.randrange(2**31))
+            for stream, reply in zip(pending, fresh):
+                replies[stream], proposals[stream] = reply, parse_attacker_reply(reply)
+            asked += len(pending)
+            pending = [stream for stream in pending if not proposals[stream][2]]
+            if not pending:
+                break
+        return replies, proposals, asked
 
     def _ask(self, attacker: ChatModel, conversations: list[list[Message]], iteration: int, seed: int) -> list[str]:
         """The attacker's replies, begun with the JSON opening where it can continue a begun reply."""
@@ -286,7 +310,12 @@ class PAIR:
         return [parse_rating(rating) for rating in ratings]
 
     def _test_case(
-        self, behaviour: Behaviour, attempts: list[_Attempt], scores: list[list[int]], attacker: ChatModel
+        self,
+        behaviour: Behaviour,
+        attempts: list[_Attempt],
+        scores: list[list[int]],
+        attacker: ChatModel,
+        regenerated: int,
     ) -> TestCase:
         sent = [attempt for attempt in attempts if attempt.prompt] or attempts
         best = max(sent, key=lambda attempt: attempt.score)  # the first of the best: earliest round, stream
@@ -298,6 +327,7 @@ class PAIR:
             "best": {"iteration": best.iteration, "stream": best.stream, "improvement": best.improvement},
             "reply": best.reply,
             "malformed_attacker_replies": sum(not attempt.well_formed for attempt in attempts),
+            "regenerated_attacker_replies": regenerated,
             "attacker": attacker.name,
             "judge": self.judge_name,
             "queries": sum(bool(attempt.prompt) for attempt in attempts),
@@ -323,7 +353,15 @@ class PAIR:
         return self._judge
 
 
-_BUDGET = ("n_streams", "n_iterations", "keep_last", "attacker_max_tokens", "target_max_tokens", "judge_max_tokens")
+_BUDGET = (
+    "n_streams",
+    "n_iterations",
+    "keep_last",
+    "attacker_max_tokens",
+    "attacker_attempts",
+    "target_max_tokens",
+    "judge_max_tokens",
+)
 _SETTINGS = (*_BUDGET, "attacker_temperature", "threshold", "seed_json", "dtype")
 _EMBEDDED = (None, "embedded", DEFAULT_MODEL)
 
