@@ -358,6 +358,36 @@ def test_white_box_test_cases_are_prefilled_and_answered_under_their_own_interve
     assert saved["cases"][0]["prefill"] == "Sure, here" and "prefill" not in saved["cases"][1]
 
 
+class ReadingJudge:
+    """A judge that keeps every text it reads and calls none a refusal."""
+
+    read: ClassVar[list[str]] = []
+
+    def judge(self, instructions, completions):
+        ReadingJudge.read += completions
+        return [Verdict(False) for _ in completions]
+
+
+def test_the_judges_read_the_models_continuation_not_the_attackers_prefill(toy, behaviours, tmp_path):
+    ReadingJudge.read = []
+    outcome = run_campaign(
+        toy,
+        {"wb": PrefillAblateAttack()},
+        behaviours[:1],
+        out=tmp_path,
+        judges=("tests.test_campaign:ReadingJudge",),
+        max_new_tokens=6,
+        dtype="float32",
+        progress=False,
+    ).outcomes[0]
+    prefilled, plain = outcome.completions
+    # (the campaign describes the judge on labelled replies first; the case's two replies are read last)
+    assert prefilled.startswith("Sure, here") and ReadingJudge.read[-2:] == [
+        prefilled.removeprefix("Sure, here"),
+        plain,
+    ]
+
+
 def test_an_attack_that_cannot_run_fails_before_any_attack_starts(toy, behaviours, tmp_path, monkeypatch):
     from mechrefusal.attacks.cone import ConeAttack
     from mechrefusal.attacks.directions import DirectionsAttack

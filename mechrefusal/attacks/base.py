@@ -54,7 +54,7 @@ class TestCase:
     """JSON-serialisable details: the final target loss, steps run, template name, ..."""
     prefill: str = ""
     """The opening of the assistant's reply, written by the attacker (prefilling attacks); the model continues
-    it, and the judged completion is ``prefill`` + the continuation."""
+    it. The completion shown is ``prefill`` + the continuation; the judges read the continuation alone."""
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready fields (``prefill`` only when set)."""

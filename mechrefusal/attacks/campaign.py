@@ -80,8 +80,10 @@ class Outcome:
     behaviour: Behaviour
     cases: list[TestCase]
     completions: list[str]
+    """Per test case, the reply as read (an attacker's prefill, then the model's continuation)."""
     verdicts: dict[str, list[dict[str, Any]]]
-    """Judge name -> one ``{"refused", "harmful", "reason"}`` per test case."""
+    """Judge name -> one ``{"refused", "harmful", "reason"}`` per test case, judged on the model's own words
+    (the completion without the prefill)."""
     seconds: float
     """Wall time of the attack itself (test cases), not of generation and judging."""
     harmless_kl: list[float | None]
@@ -390,6 +392,8 @@ def _judged(pair: _Pair, judges: Mapping[str, Judge]) -> Outcome:
     saved, behaviour = pair.saved, pair.behaviour
     cases = [TestCase.from_dict(case) for case in saved["cases"]]
     completions = saved["completions"]["texts"]
+    # the judges read the model's own words: an attacker's prefill is not part of what the model wrote
+    replies = [completion.removeprefix(case.prefill) for case, completion in zip(cases, completions)]
     verdicts = saved.setdefault("verdicts", {})
     stale = {n: j for n, j in judges.items() if verdicts.get(n, {}).get("judge") != judge_identity(n, j)}
     for judge_name, judge in stale.items():
@@ -397,7 +401,7 @@ def _judged(pair: _Pair, judges: Mapping[str, Judge]) -> Outcome:
             "judge": judge_identity(judge_name, judge),
             "verdicts": [
                 {"refused": v.refused, "harmful": getattr(v, "harmful", None), "reason": v.reason}
-                for v in judge.judge([behaviour.text] * len(cases), completions)
+                for v in judge.judge([behaviour.text] * len(cases), replies)
             ],
         }
     if stale:
@@ -427,9 +431,11 @@ def _as_list(intervention: Interventions) -> list[Any]:
 
 
 def judge_identity(name: str, judge: Judge) -> str:
-    """What a cached verdict was judged by: the registered name, the judge's class and its ``version``."""
+    """What a cached verdict was judged by: the registered name, the judge's class and its ``version``, and
+    what it read (``reply``: the completion without an attacker's prefill; verdicts cached before that read
+    the prefill too, and are judged again)."""
     cls = type(judge)
-    return f"{name}:{cls.__module__}.{cls.__qualname__}:v{getattr(judge, 'version', 0)}"
+    return f"{name}:{cls.__module__}.{cls.__qualname__}:v{getattr(judge, 'version', 0)}:reply"
 
 
 def _write(path: Path, payload: dict) -> None:

@@ -4,7 +4,10 @@ The user message is the plain behaviour; the attacker writes the first words of 
 a poem about ...") and the model continues them, as an open-weight model's user (or an API that accepts
 an assistant prefix) can. No optimisation, so it costs one generation per behaviour. Its budget is how
 much of the target is prefilled (``tokens``: the first so many target tokens, ``None`` the whole target),
-as Qi et al. (2024) vary it; the judged completion is the prefill followed by the continuation.
+as Qi et al. (2024) vary it. The campaign shows the prefill followed by the continuation but judges the
+continuation alone: the prefill restates the request in the attacker's words, and judged with it an empty,
+off-topic or refusing continuation could pass for compliance (the harm judge's length and topic checks read
+the prefill; the substring judge's window would be half spent on it).
 """
 
 from __future__ import annotations
