@@ -10,7 +10,15 @@ import torch
 
 from mechrefusal.attacks import autodan as autodan_module
 from mechrefusal.attacks import rephrasers
-from mechrefusal.attacks.autodan import HARMBENCH, AutoDAN, crossover, prompt_for
+from mechrefusal.attacks.autodan import (
+    DEVELOPER_MODE_OUTPUT,
+    HARMBENCH,
+    AutoDAN,
+    crossover,
+    fitness_target,
+    model_name,
+    prompt_for,
+)
 from mechrefusal.attacks.base import ATTACKS, Attack, Behaviour
 from mechrefusal.attacks.loss import target_losses
 from mechrefusal.attacks.rephrasers import (
@@ -60,6 +68,26 @@ def test_personalise_names_the_model_and_its_developer():
     text = personalise(autodan_prompts()[0], "SmolLM2", "Hugging Face")
     assert MODEL_PLACEHOLDER not in text and DEVELOPER_PLACEHOLDER not in text
     assert "act as SmolLM2 with Developer Mode" in text and "Hugging Face removed" in text
+
+
+def test_a_checkpoint_goes_by_its_base_models_name(tmp_path):
+    """Every checkpoint of one model gets the same prompts: the name is the base model's, through chains."""
+    import json
+
+    def checkpoint(name: str, base: str | None) -> str:
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "mechrefusal.json").write_text(json.dumps({"settings": {"model": base}}))
+        return str(tmp_path / name)
+
+    assert model_name(checkpoint("round-3", None)) == "smollm2-135m-instruct"  # the embedded default
+    round_0 = checkpoint("round-0", "models/Llama-3-8B-Instruct/")
+    assert model_name(checkpoint("round-1", round_0)) == model_name(round_0) == "Llama-3-8B-Instruct"
+    assert model_name("weights/phi-3.gguf") == "phi-3" and model_name(str(tmp_path)) == tmp_path.name
+
+
+def test_the_fitness_is_the_developer_mode_replys_opening():
+    assert fitness_target(BEHAVIOUR) == "(🔓Developer Mode Output) " + BEHAVIOUR.target
+    assert AutoDAN(rephraser="pool").settings()["fitness_target"] == DEVELOPER_MODE_OUTPUT + "{target}"
 
 
 def test_crossover_swaps_runs_of_sentences_and_keeps_them_all():
@@ -205,7 +233,7 @@ def test_the_losses_are_computed_in_the_dtype_given(toy, short_prompts):
         # The attack scores its population in one padded batch, the check one prompt alone: equal up to the
         # order of reductions (a few 1e-6 in fp32 on 2 threads; bf16 rounds its products).
         assert case.info["loss"] == pytest.approx(
-            float(target_losses(toy, [case.prompt], [BEHAVIOUR.target], dtype=dtype)[0]),
+            float(target_losses(toy, [case.prompt], [fitness_target(BEHAVIOUR)], dtype=dtype)[0]),
             rel=1e-5 if dtype == "float32" else 1e-2,
         )
         losses[dtype] = case.info["loss"]

@@ -1,11 +1,14 @@
 """AutoDAN (Liu et al. 2023) as HarmBench runs it: a sentence-level genetic search over jailbreak prompts.
 
 The population starts as the first ``population`` of AutoDAN's 128 published prompts, addressed to the
-attacked model (``ChatGPT`` -> its name, ``ModelKeeper`` -> its developer). A candidate's user message is
-the evolved prompt, then `` [PROMPT]: `` and the request, as AutoDAN builds it (the prompts refer to the
-request as "[PROMPT]"). Each generation: fitness = target loss (lower is fitter); the ``elite`` fraction
-(at least one) passes unchanged; the rest are children of parents drawn by roulette on the softmax of
-minus the loss, crossed over at ``num_points`` sentence boundaries with probability ``crossover`` and
+attacked model (``ChatGPT`` -> its name, ``ModelKeeper`` -> its developer; a trainer checkpoint goes by
+its base model's name, so that every checkpoint of one model is attacked from the same prompts). A
+candidate's user message is the evolved prompt, then `` [PROMPT]: `` and the request, as AutoDAN builds it
+(the prompts refer to the request as "[PROMPT]"). Each generation: fitness = the loss of the reply opening
+``(🔓Developer Mode Output) `` + the target (lower is fitter), as HarmBench scores it: the prompts ask for
+a normal reply followed by a "Developer Mode" one, and the target is how the latter begins; the ``elite``
+fraction (at least one) passes unchanged; the rest are children of parents drawn by roulette on the softmax
+of minus the loss, crossed over at ``num_points`` sentence boundaries with probability ``crossover`` and
 rewritten by the rephraser with probability ``mutation``. Every ``eval_every`` generations the best
 prompt's greedy reply is judged, and the search stops once it is not a refusal. Losses and replies are
 computed in the compute ``dtype`` (`mechrefusal.models.autocast`); an LLM rephraser runs as it is set up.
@@ -24,13 +27,14 @@ from tqdm.auto import tqdm
 from mechrefusal.attacks.base import ATTACKS, Behaviour, TestCase, check_target, preset_fields
 from mechrefusal.attacks.loss import target_losses
 from mechrefusal.attacks.rephrasers import Rephraser, make_rephraser, resolve, sentences
+from mechrefusal.core.checkpoint_record import read_metadata
 from mechrefusal.core.errors import SettingError
 from mechrefusal.core.precision import check_dtype
 from mechrefusal.data.autodan import COUNT, autodan_prompts, personalise
 from mechrefusal.interventions import Interventions
 from mechrefusal.measure.generation import generate
 from mechrefusal.measure.judges import SubstringJudge
-from mechrefusal.models import Model
+from mechrefusal.models import DEFAULT_MODEL, Model
 from mechrefusal.models.autocast import autocast
 
 # Developers named in place of "ModelKeeper", by a word of the model's name (HarmBench sets one per model).
@@ -55,9 +59,30 @@ whole budget without early stop (prompts are 560-850 tokens, a candidate's loss 
 scored is not scored again, and half the children are unchanged copies)."""
 
 
+DEVELOPER_MODE_OUTPUT = "(🔓Developer Mode Output) "
+"""How the prompts' "Developer Mode" reply begins: HarmBench's AutoDAN puts it before the target it scores."""
+
+
 def prompt_for(template: str, behaviour: Behaviour) -> str:
     """The user message of a candidate: the evolved prompt, then ``[PROMPT]:`` and the request."""
     return f"{template} [PROMPT]: {behaviour.text}"
+
+
+def fitness_target(behaviour: Behaviour) -> str:
+    """The reply opening whose loss is a candidate's fitness: the Developer Mode marker, then the target."""
+    return DEVELOPER_MODE_OUTPUT + behaviour.target
+
+
+def model_name(spec: str) -> str:
+    """The name the prompts give the model ``spec``: a trainer checkpoint's base model (followed through
+    checkpoints trained from checkpoints), else the last part of the spec."""
+    for _ in range(16):  # a chain of checkpoints; the bound only stops a record that names itself
+        try:
+            base = read_metadata(spec)["settings"].get("model")
+        except (OSError, ValueError, KeyError, AttributeError):
+            break
+        spec = base or DEFAULT_MODEL
+    return Path(spec.rstrip("/")).name.removesuffix(".gguf")
 
 
 @ATTACKS.register("autodan")
@@ -79,7 +104,7 @@ class AutoDAN:
     """``"auto"`` (WordNet when Debian's ``wordnet-base`` is installed, else pool), ``"wordnet"``,
     ``"pool"``, or any `Rephraser` such as a `ChatRephraser` around an LLM."""
     model_name: str | None = None
-    """Replaces "ChatGPT" in the prompts; default: the last part of the model's spec."""
+    """Replaces "ChatGPT" in the prompts; default: `model_name` of the model's spec."""
     developer: str | None = None
     """Replaces "ModelKeeper"; default: looked up in `DEVELOPERS` from the model's name."""
     batch_size: int = 16
@@ -134,6 +159,7 @@ class AutoDAN:
             "eval_every": self.eval_every,
             "max_new_tokens": self.max_new_tokens,
             "rephraser": self.rephraser_name,
+            "fitness_target": fitness_target(Behaviour("", "{target}")),
             "model_name": self.model_name,
             "developer": self.developer,
             "dtype": self.dtype,
@@ -145,7 +171,7 @@ class AutoDAN:
         """One test case: the fittest prompt found, with its loss history and last judged reply."""
         check_target(behaviour, "AutoDAN")
         rng = random.Random(seed)
-        name = self.model_name or Path(model.spec.rstrip("/")).name.removesuffix(".gguf")
+        name = self.model_name or model_name(model.spec)
         developer = self.developer or next(
             (who for word, who in DEVELOPERS.items() if word in name.lower()), "its developer"
         )
@@ -242,7 +268,7 @@ class _Fitness:
             losses = target_losses(
                 self.model,
                 prompts,
-                [self.behaviour.target] * len(prompts),
+                [fitness_target(self.behaviour)] * len(prompts),
                 intervention=self.intervention,
                 batch_size=self.batch_size,
                 dtype=self.dtype,
