@@ -296,6 +296,48 @@ def test_random_ablations_are_seeded_per_behaviour():
     assert reseeded(plain, 7) is plain
 
 
+class ForwardingAttack:
+    """An attack whose search runs the model under the campaign's intervention (advancing its generators)."""
+
+    caveat = ""
+
+    def settings(self) -> dict:
+        return {}
+
+    def run(self, model, behaviour, *, intervention=None, seed=0) -> list[TestCase]:
+        from mechrefusal.measure.generation import generate
+
+        generate(model, [behaviour.text], max_new_tokens=3, intervention=intervention)
+        return [TestCase(behaviour.text, {})]
+
+
+def test_a_resumed_campaign_generates_under_the_same_random_ablations(toy, behaviours, tmp_path, monkeypatch):
+    import torch
+
+    from mechrefusal.attacks import campaign as campaign_module
+    from mechrefusal.interventions import RandomAblate
+
+    states = []
+    real = campaign_module.generate
+
+    def recording(model, prompts, *, intervention=None, **options):
+        states.append(intervention[0].generator.get_state())
+        return real(model, prompts, intervention=intervention, **options)
+
+    monkeypatch.setattr(campaign_module, "generate", recording)
+    direction = Direction(torch.ones(toy.d_model) / toy.d_model**0.5, 1, -1, "test")
+    ablation = RandomAblate(direction, 0.5, torch.Generator().manual_seed(0))
+    kwargs = dict(intervention=ablation, out=tmp_path, max_new_tokens=4, dtype="float32", progress=False)
+    first = run_campaign(toy, {"fwd": ForwardingAttack()}, behaviours[:1], **kwargs).outcomes[0]
+    path = next((tmp_path / "cases" / "fwd").glob("*.json"))
+    saved = json.loads(path.read_text())
+    del saved["completions"], saved["verdicts"]  # killed after the attack, before its completions
+    path.write_text(json.dumps(saved))
+    resumed = run_campaign(toy, {"fwd": ForwardingAttack()}, behaviours[:1], **kwargs).outcomes[0]
+    assert len(states) == 2 and torch.equal(states[0], states[1])
+    assert resumed.completions == first.completions
+
+
 def test_undecided_harm_verdicts_are_counted_and_reported(toy, behaviours, tmp_path, monkeypatch):
     from mechrefusal.analysis.attack_results import summary_lines
     from mechrefusal.measure import judges

@@ -362,7 +362,9 @@ def _complete(pairs: Sequence[_Pair], progress: bool) -> None:
     for i, pair in enumerate(pairs):
         for j, case in enumerate(cases[i]):
             added = generation_intervention(pair.attack, pair.job.model, case)
-            edit = [*_as_list(pair.job.intervention), *_as_list(added)]
+            # seeded afresh: the attack's own forward passes (skipped when its cases are cached) must not
+            # change the random ablations the completions are generated under
+            edit = [*_as_list(reseeded(pair.job.intervention, pair.seed)), *_as_list(added)]
             key = fingerprint(edit)
             groups.setdefault(key, []).append((i, j))
             edits[key] = edit
