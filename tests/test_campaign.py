@@ -358,6 +358,20 @@ def test_undecided_harm_verdicts_are_counted_and_reported(toy, behaviours, tmp_p
     assert "judge test-undecided could not decide 4 of 4 test cases" in lines[-1]
 
 
+def test_an_attack_whose_rates_pool_its_variants_says_so():
+    from mechrefusal.analysis.attack_results import summary_lines
+
+    entry = {
+        "behaviours": 1,
+        "judges": {"harm": {"measures": "harm"}},
+        "attacks": {"directions": {"variant": "which", "caveat": ""}, "human": {"variant": None, "caveat": ""}},
+        "rates": {"directions": {"asr/harm": 0.2}, "human": {"asr/harm": 0.1}, "average": {"asr/harm": 0.15}},
+    }
+    rows = summary_lines(entry)[-3:]
+    assert [row.split("  ")[0] for row in rows] == ["directions (variants pooled)", "human", "average"]
+    assert rows[0].endswith("20.0%") and rows[2].endswith("15.0%")
+
+
 @dataclass
 class PrefillAblateAttack:
     """Test white-box attack: opens the reply and ablates a direction while the model answers."""

@@ -30,7 +30,7 @@ def rate_columns(entry: dict[str, Any]) -> list[tuple[str, str]]:
 def summary_lines(entry: dict[str, Any]) -> list[str]:
     """The rates table as plain text, and each attack's caveat."""
     columns = rate_columns(entry)
-    width = max(len(name) for name in entry["rates"]) + 2
+    width = max(len(row_label(entry, name)) for name in entry["rates"]) + 2
     lines = [
         f"attacks on {entry.get('model', 'the model')} (ablated: {entry.get('ablate', 'none')}), "
         f"{entry['behaviours']} behaviours"
@@ -38,9 +38,16 @@ def summary_lines(entry: dict[str, Any]) -> list[str]:
     lines += [f"  {title}" for _, title in columns]
     lines.append(" " * width + "".join(f"{title.split(' ')[0]:>10}" for _, title in columns))
     for attack, row in entry["rates"].items():
-        lines.append(f"{attack:<{width}}" + "".join(f"{row[key]:>10.1%}" for key, _ in columns))
+        lines.append(f"{row_label(entry, attack):<{width}}" + "".join(f"{row[key]:>10.1%}" for key, _ in columns))
     lines += [f"{attack}: {about['caveat']}" for attack, about in entry["attacks"].items() if about["caveat"]]
     return lines + undecided_notes(entry)
+
+
+def row_label(entry: dict[str, Any], attack: str) -> str:
+    """An attack's row title: its name, and "(variants pooled)" where its rates average several variants of it
+    (each saved direction ablated, each re-search round; the scoreboard gives them one by one)."""
+    pooled = entry.get("attacks", {}).get(attack, {}).get("variant")
+    return f"{attack} (variants pooled)" if pooled else attack
 
 
 def undecided_notes(entry: dict[str, Any]) -> list[str]:
@@ -59,7 +66,7 @@ def section_html(entry: dict[str, Any]) -> str:
     columns = rate_columns(entry)
     head = "".join(f"<th>{html.escape(title)}</th>" for _, title in columns)
     rows = "".join(
-        f"<tr><th>{html.escape(attack)}</th>"
+        f"<tr><th>{html.escape(row_label(entry, attack))}</th>"
         + "".join(
             f'<td data-key="attacks.rates.{html.escape(attack)}.{html.escape(key)}" data-value="{row[key]}">'
             f"{row[key]:.1%}</td>"
