@@ -139,5 +139,10 @@ def test_the_prefix_cache_refuses_an_intervention_that_draws_at_random(toy, beha
 def test_presets_and_settings():
     harmbench = GCG.preset("harmbench")
     assert (harmbench.steps, harmbench.search_width, harmbench.topk, harmbench.suffix_length) == (500, 512, 256, 20)
-    assert harmbench.caveat == "" and "weak attacker" in GCG.preset("cpu").caveat
+    assert harmbench.caveat == "" and GCG.preset("cpu").caveat == (
+        "weak attacker: 40 steps x 64 candidates from the top 64 tokens (HarmBench: 500 x 512, top 256)"
+    )
+    assert GCG.preset("harmbench", topk=128).caveat.startswith(
+        "weak attacker: 500 steps x 512 candidates from the top 128"
+    )
     assert "progress" not in harmbench.settings() and harmbench.settings()["topk"] == 256

@@ -132,10 +132,11 @@ class GCG:
             if getattr(self, name) < 1:
                 raise SettingError(f"GCG's {name} must be at least 1, got {getattr(self, name)}.")
         check_dtype(self.dtype)
-        if self.steps < HARMBENCH["steps"] or self.search_width < HARMBENCH["search_width"]:
+        budget = ("steps", "search_width", "topk")
+        if any(getattr(self, name) < HARMBENCH[name] for name in budget):
             self.caveat = (
-                f"weak attacker: {self.steps} steps x {self.search_width} candidates "
-                f"(HarmBench: {HARMBENCH['steps']} x {HARMBENCH['search_width']})"
+                f"weak attacker: {self.steps} steps x {self.search_width} candidates from the top {self.topk} "
+                f"tokens (HarmBench: {HARMBENCH['steps']} x {HARMBENCH['search_width']}, top {HARMBENCH['topk']})"
             )
 
     @classmethod
