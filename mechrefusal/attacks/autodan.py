@@ -27,7 +27,7 @@ from tqdm.auto import tqdm
 from mechrefusal.attacks.base import ATTACKS, Behaviour, TestCase, check_target, preset_fields
 from mechrefusal.attacks.loss import target_losses
 from mechrefusal.attacks.rephrasers import Rephraser, make_rephraser, resolve, sentences
-from mechrefusal.core.checkpoint_record import read_metadata
+from mechrefusal.core.checkpoint_record import training_settings
 from mechrefusal.core.errors import SettingError
 from mechrefusal.core.precision import check_dtype
 from mechrefusal.data.autodan import COUNT, autodan_prompts, personalise
@@ -77,11 +77,10 @@ def model_name(spec: str) -> str:
     """The name the prompts give the model ``spec``: a trainer checkpoint's base model (followed through
     checkpoints trained from checkpoints), else the last part of the spec."""
     for _ in range(16):  # a chain of checkpoints; the bound only stops a record that names itself
-        try:
-            base = read_metadata(spec)["settings"].get("model")
-        except (OSError, ValueError, KeyError, AttributeError):
+        settings = training_settings(spec)
+        if settings is None:
             break
-        spec = base or DEFAULT_MODEL
+        spec = settings.get("model") or DEFAULT_MODEL
     return Path(spec.rstrip("/")).name.removesuffix(".gguf")
 
 

@@ -15,10 +15,18 @@ def read_metadata(directory: str | Path) -> dict:
     return json.loads((Path(directory) / METADATA).read_text())
 
 
+def training_settings(directory: str | Path) -> dict | None:
+    """The trainer settings recorded with the checkpoint in ``directory``; None for a model that is no trainer
+    checkpoint (no readable record with settings)."""
+    try:
+        settings = read_metadata(directory)["settings"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return settings if isinstance(settings, dict) else None
+
+
 def public_training_set(directory: str | Path) -> str:
     """The public harmful set the checkpoint in ``directory`` was trained on ('' for none, or for a model that
     is no trainer checkpoint)."""
-    try:
-        return str(read_metadata(directory)["settings"].get("public_harmful", ""))
-    except (OSError, ValueError, KeyError, AttributeError):
-        return ""
+    settings = training_settings(directory)
+    return str(settings.get("public_harmful", "")) if settings else ""
