@@ -235,8 +235,8 @@ class PAIR:
         for iteration in tqdm(range(self.n_iterations), desc="PAIR", disable=not self.progress, leave=False):
             window = 2 * self.keep_last + 1  # the last exchanges and the newest feedback
             conversations = [[system, *stream[-window:]] for stream in streams]
-            replies, proposals, asked = self._propose(attacker, conversations, iteration, rng)
-            regenerated += asked - len(conversations)
+            replies, proposals, asked_again = self._propose(attacker, conversations, iteration, rng)
+            regenerated += asked_again
             sendable = [stream for stream, (prompt, _, _) in enumerate(proposals) if prompt]
             prompts = [proposals[stream][0] for stream in sendable]
             with autocast(model, self.dtype):
@@ -265,7 +265,7 @@ class PAIR:
     def _propose(
         self, attacker: ChatModel, conversations: list[list[Message]], iteration: int, rng: random.Random
     ) -> tuple[list[str], list[tuple[str, str, bool]], int]:
-        """Each stream's attacker reply, what it proposes, and how many replies were asked for in all: a reply
+        """Each stream's attacker reply, what it proposes, and how many replies were asked for again: a reply
         that is not the JSON asked for is asked for again, up to ``attacker_attempts`` replies a stream."""
         replies = [""] * len(conversations)
         proposals = [("", "", False)] * len(conversations)
@@ -278,7 +278,7 @@ class PAIR:
             pending = [stream for stream in pending if not proposals[stream][2]]
             if not pending:
                 break
-        return replies, proposals, asked
+        return replies, proposals, asked - len(conversations)
 
     def _ask(self, attacker: ChatModel, conversations: list[list[Message]], iteration: int, seed: int) -> list[str]:
         """The attacker's replies, begun with the JSON opening where it can continue a begun reply."""
