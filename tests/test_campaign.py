@@ -15,7 +15,7 @@ from mechrefusal.attacks import Behaviour, TestCase, target_for
 from mechrefusal.attacks.behaviours import load_behaviours
 from mechrefusal.attacks.campaign import Outcome, behaviour_seed, fingerprint, run_campaign
 from mechrefusal.core.errors import DataError, MissingFileError, SettingError
-from mechrefusal.measure.judges import Verdict
+from mechrefusal.measure.judges import SubstringJudge, Verdict
 
 
 @dataclass
@@ -262,6 +262,28 @@ def test_a_new_judge_reuses_cached_cases_and_completions(toy, behaviours, tmp_pa
     run_campaign(toy, {"swap": second}, behaviours[:2], out=tmp_path, max_new_tokens=7, progress=False)
     # a longer generation regenerates (both behaviours' cases in one batched call), the cases stay
     assert second.calls == [] and len(generated) == 1
+
+
+def phrase_judge(edited: tuple[str, ...]) -> type:
+    """The same refusal judge class (module and name) built with another phrase list: an edited judge."""
+
+    @dataclass(frozen=True)
+    class PhraseJudge(SubstringJudge):
+        phrases: tuple[str, ...] = edited
+
+    return PhraseJudge
+
+
+def test_a_judge_with_edited_settings_judges_again(toy, behaviours, tmp_path, monkeypatch):
+    from mechrefusal.measure import judges
+
+    kwargs = dict(out=tmp_path, judges=["phrases"], max_new_tokens=6, progress=False)
+    monkeypatch.setitem(judges.JUDGES._entries, "phrases", phrase_judge(("",)))
+    everything = run_campaign(toy, {"swap": SwapAttack()}, behaviours[:1], **kwargs)
+    assert everything.outcomes[0].refusal("phrases") == 1  # "" is in every reply
+    monkeypatch.setitem(judges.JUDGES._entries, "phrases", phrase_judge(()))
+    nothing = run_campaign(toy, {"swap": SwapAttack()}, behaviours[:1], **kwargs)
+    assert nothing.outcomes[0].refusal("phrases") == 0  # the cached verdicts are not reused
 
 
 def test_a_new_dtype_or_chat_format_is_not_reused(toy, behaviours, tmp_path):

@@ -32,6 +32,7 @@ from mechrefusal.measure.judges.agreement import (
     judge_agreement,
     wilson,
 )
+from mechrefusal.measure.judges.base import judge_key
 from mechrefusal.measure.judges.harm import MODEL_VERSION, distinct_share
 from mechrefusal.measure.judges.llm import parse_harmbench, parse_strongreject
 from mechrefusal.measure.judges.text_classifier import TextClassifier
@@ -215,7 +216,8 @@ def test_a_new_judge_version_measures_its_agreement_afresh(tmp_path, monkeypatch
     monkeypatch.setattr(SubstringJudge, "version", 2, raising=False)
     judge_agreement("substring")
     keys = sorted(json.loads(path.read_text())["key"] for path in (tmp_path / "home" / "judges").glob("agreement-*"))
-    assert len(keys) == 2 and "-v0-" in keys[0] and "-v2-" in keys[1]
+    assert len(keys) == 2 and ":v0:" in keys[0] and ":v2:" in keys[1]
+    assert judge_key(SubstringJudge(window=100)) != judge_key(SubstringJudge())  # so does an edited setting
     assert HarmJudge.version == MODEL_VERSION  # a retrained harm classifier re-measures its agreement too
 
 
@@ -299,6 +301,18 @@ def test_llm_judge_resolves_a_chat_model_spec_with_load_chat_model():
     assert judge.rubric == "strongreject"
     with pytest.raises(SettingError, match="needs a base URL and a model"):  # a spec given as `chat` loads at use
         LLMJudge("openai:http://127.0.0.1:9/v1").judge([BEHAVIOUR], [COMPLIANT])
+
+
+def test_an_llm_judge_keeps_its_spec_and_its_cache_key_once_loaded(monkeypatch):
+    from mechrefusal.measure.judges import llm
+
+    chat = ScriptedChat(["Yes"])
+    monkeypatch.setattr(llm, "load_chat_model", lambda spec: chat)
+    judge = LLMJudge("some-judge-spec")
+    before = judge_key(judge)
+    assert judge.judge([BEHAVIOUR], [COMPLIANT])[0].harmful is True and chat.seen
+    assert judge.chat == "some-judge-spec" and judge_key(judge) == before  # cached verdicts stay valid
+    assert judge_key(LLMJudge("another-spec")) != before and judge_key(LLMJudge(chat)) != before
 
 
 def test_llm_judge_parsing_and_settings():

@@ -62,7 +62,7 @@ from mechrefusal.interventions.generators import reseeded
 from mechrefusal.measure.generation import generate
 from mechrefusal.measure.judges import JUDGES, Judge
 from mechrefusal.measure.judges.agreement import judge_agreement
-from mechrefusal.measure.judges.base import measures_of
+from mechrefusal.measure.judges.base import judge_key, measures_of
 from mechrefusal.models import Model
 from mechrefusal.models.autocast import autocast
 
@@ -433,11 +433,10 @@ def _as_list(intervention: Interventions) -> list[Any]:
 
 
 def judge_identity(name: str, judge: Judge) -> str:
-    """What a cached verdict was judged by: the registered name, the judge's class and its ``version``, and
+    """What a cached verdict was judged by: the registered name, `judge_key` (class, version, settings) and
     what it read (``reply``: the completion without an attacker's prefill; verdicts cached before that read
     the prefill too, and are judged again)."""
-    cls = type(judge)
-    return f"{name}:{cls.__module__}.{cls.__qualname__}:v{getattr(judge, 'version', 0)}:reply"
+    return f"{name}:{judge_key(judge)}:reply"
 
 
 def _write(path: Path, payload: dict) -> None:

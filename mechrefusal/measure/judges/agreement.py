@@ -23,7 +23,7 @@ from jaxtyping import Bool, Float
 from mechrefusal.core.cache import atomic_write_bytes, home
 from mechrefusal.core.errors import SettingError
 from mechrefusal.data.labels import LabelledReply, data_hash, labelled
-from mechrefusal.measure.judges.base import JUDGES, Judge, Verdict, measures_of
+from mechrefusal.measure.judges.base import JUDGES, Judge, Verdict, judge_key, measures_of
 
 VERSION = 2
 """Bump when judging or measuring changes, so that cached agreement reports are measured afresh."""
@@ -159,13 +159,13 @@ def held_out(measures: str, limit: int | None = None) -> list[LabelledReply]:
 
 def judge_agreement(name: str, limit: int | None = None) -> Agreement:
     """The agreement of the registered judge ``name`` on its held-out rows, measured once and cached (keyed by
-    the judge, its ``version``, the labelled data and `VERSION`)."""
-    cls = JUDGES.get(name)
-    key = f"{name}-{cls.__module__}.{cls.__qualname__}-v{getattr(cls, 'version', 0)}-{data_hash()}-v{VERSION}-{limit}"
+    `judge_key`, the labelled data and `VERSION`)."""
+    judge = JUDGES.get(name)()
+    key = f"{name}-{judge_key(judge)}-{data_hash()}-v{VERSION}-{limit}"
     path = home() / "judges" / f"agreement-{hashlib.sha256(key.encode()).hexdigest()[:16]}.json"
     if path.exists():
         return Agreement.from_dict(json.loads(path.read_text())["agreement"])
-    result = agreement(cls(), held_out(measures_of(cls), limit), name)
+    result = agreement(judge, held_out(measures_of(judge), limit), name)
     document = {"key": key, "agreement": result.to_dict()}
     atomic_write_bytes(path, json.dumps(document, indent=1).encode())
     return result

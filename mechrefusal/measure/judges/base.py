@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, fields, is_dataclass
 from typing import Protocol, runtime_checkable
 
 from mechrefusal.core.errors import SettingError
@@ -32,11 +34,23 @@ class Judge(Protocol):
     before harm judges existed keep working.
 
     A judge whose verdicts change between releases (new rules, a retrained classifier) says so in an optional
-    integer class attribute ``version`` (0 when absent; the harm judge's is its ``MODEL_VERSION``): cached
-    agreement reports (`agreement.judge_agreement`) are keyed by it, so bumping it measures them afresh.
+    integer class attribute ``version`` (0 when absent; the harm judge's is its ``MODEL_VERSION``). Cached
+    agreement reports and verdicts are keyed by `judge_key`: the class, its version and a dataclass judge's
+    settings, so bumping the version or editing a setting's default measures them afresh.
     """
 
     def judge(self, instructions: Sequence[str], completions: Sequence[str]) -> list[Verdict]: ...
+
+
+def judge_key(judge: object) -> str:
+    """What a judge's cached results are keyed by: its class, its ``version`` and, for a dataclass judge, the
+    fields it was built with (an edited phrase list, gate or threshold is a new key). A field holding an
+    object (an LLM judge's chat model) counts by its type: its repr may hold a memory address."""
+    cls = type(judge)
+    settings = {f.name: getattr(judge, f.name) for f in fields(judge) if f.init} if is_dataclass(judge) else {}
+    text = json.dumps(settings, sort_keys=True, default=lambda value: type(value).__qualname__)
+    digest = hashlib.sha256(text.encode()).hexdigest()[:16]
+    return f"{cls.__module__}.{cls.__qualname__}:v{getattr(judge, 'version', 0)}:{digest}"
 
 
 def measures_of(judge: object) -> str:

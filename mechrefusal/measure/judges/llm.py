@@ -21,7 +21,7 @@ from __future__ import annotations
 import ast
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cache
 from typing import ClassVar
 
@@ -93,6 +93,8 @@ class LLMJudge:
     """Tokens of the judge's answer (0: 8 for HarmBench, 512 for StrongREJECT's reasoning)."""
     max_reply_chars: int = 2000
     """Replies are clipped to this many characters (about HarmBench's 512 tokens) before judging."""
+    _loaded: ChatModel | None = field(default=None, init=False, repr=False, compare=False)
+    """The chat model a spec named, loaded at first use (``chat`` keeps the spec: it keys cached verdicts)."""
 
     def __post_init__(self) -> None:
         if self.rubric not in RUBRICS:
@@ -115,10 +117,10 @@ class LLMJudge:
         return [[{"role": "system", "content": system}, {"role": "user", "content": text}] for text in users]
 
     def judge(self, instructions: Sequence[str], completions: Sequence[str]) -> list[Verdict]:
-        if isinstance(self.chat, str):
-            self.chat = load_chat_model(self.chat)
+        if self._loaded is None:
+            self._loaded = load_chat_model(self.chat) if isinstance(self.chat, str) else self.chat
         tokens = self.max_tokens or (8 if self.rubric == "harmbench" else 512)
-        answers = self.chat.chat(self.conversations(instructions, completions), max_tokens=tokens)
+        answers = self._loaded.chat(self.conversations(instructions, completions), max_tokens=tokens)
         refusals = SubstringJudge().judge(instructions, completions)
         return [self._verdict(answer, refusal.refused) for answer, refusal in zip(answers, refusals)]
 
