@@ -15,7 +15,7 @@ from mechrefusal import data
 from mechrefusal.core.errors import SettingError
 from mechrefusal.data.splits import normalise
 from mechrefusal.train import TrainSettings
-from mechrefusal.train.targets import training_data
+from mechrefusal.train.targets import public_sample, training_data
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -32,6 +32,40 @@ def test_a_public_set_joins_the_train_split_and_nothing_else(tiny_model):
     assert [e.instruction for e in plain.harmful] == team and plain.harmless == trained.harmless
     val = training_data(tiny_model, "val", limit=8, public="advbench", **options)
     assert [e.instruction for e in val.harmful] == data.load("harmful", "val")[:8]
+
+
+def test_a_public_share_keeps_a_seeded_sample_in_order(tiny_model):
+    team = data.load("harmful", "train")
+    options = dict(max_new_tokens=2, dtype="float32", progress=False, public="advbench", public_share=0.25)
+    harmful = [e.instruction for e in training_data(tiny_model, "train", seed=3, **options).harmful]
+    assert harmful[: len(team)] == team
+    sampled = harmful[len(team) :]
+    assert len(sampled) == round(0.25 * len(team) / 0.75)  # a quarter of the harmful prompts
+    public = [p for p in data.load("advbench") if p in set(sampled)]
+    assert sampled == public  # in the set's order
+    again = [e.instruction for e in training_data(tiny_model, "train", seed=3, **options).harmful]
+    other = [e.instruction for e in training_data(tiny_model, "train", seed=4, **options).harmful]
+    assert again == harmful and other != harmful and len(other) == len(harmful)
+
+
+def test_a_public_sample_is_all_of_a_set_too_small_or_at_share_zero():
+    prompts = [f"p{i}" for i in range(10)]
+    assert public_sample(prompts, team=100, share=0.5, seed=0) == prompts
+    assert public_sample(prompts, team=100, share=0.0, seed=0) == prompts
+    sample = public_sample(prompts, team=9, share=0.25, seed=0)
+    assert len(sample) == 3 and sample == sorted(sample, key=prompts.index)
+
+
+@pytest.mark.parametrize(
+    ("settings", "message"),
+    [
+        (dict(public_harmful="advbench", public_share=1.0), r"public_share must lie in \[0, 1\), got 1.0."),
+        (dict(public_share=0.3), "public_share samples a public harmful set; name one with --public-harmful advbench."),
+    ],
+)
+def test_a_bad_public_share_is_one_sentence(settings, message):
+    with pytest.raises(SettingError, match=message):
+        TrainSettings(**settings)
 
 
 def test_an_unknown_public_set_is_one_sentence():

@@ -68,6 +68,7 @@ def run(settings: TrainSettings, *, progress: bool = True) -> list[Path]:
         seed=settings.seed,
         judge=settings.judge,
         public=settings.public_harmful,
+        public_share=settings.public_share,
         progress=progress,
     )
     val = training_data(

@@ -123,6 +123,10 @@ class TrainSettings:
     """A public harmful set (advbench or harmbench, `mechrefusal.data.PUBLIC_SETS`) whose prompts join the
     team's harmful train split, from round 0 on ('': the team's prompts only). The other public set stays
     held out for evaluation (analyses/public_refusal.py refuses to score a set a checkpoint trained on)."""
+    public_share: float = 0.0
+    """With public_harmful: the share of the harmful train prompts the public set makes up, reached by a
+    seeded sample of its prompts (0: all of them; AdvBench is then 71%), so that the team's phrasings keep
+    their weight."""
     rounds: int = 3
     """Rounds after round 0 (fail-closed, refat and deeprefusal; sft trains round 0 only)."""
     steps: int = 50
@@ -261,6 +265,10 @@ class TrainSettings:
                 f"Unknown public harmful set {self.public_harmful!r}; choose one of {', '.join(PUBLIC_SETS)} "
                 "(or '' for none)."
             )
+        if not 0 <= self.public_share < 1:
+            raise SettingError(f"public_share must lie in [0, 1), got {self.public_share}.")
+        if self.public_share and not self.public_harmful:
+            raise SettingError("public_share samples a public harmful set; name one with --public-harmful advbench.")
         if self.refresh_every < 0 or not 0 <= self.refresh_share <= 1:
             raise SettingError(
                 f"refresh_every must be 0 (off) or a number of steps and refresh_share lie in [0, 1]; got "

@@ -67,14 +67,18 @@ def training_data(
     seed: int = 0,
     judge: str = "substring",
     public: str = "",
+    public_share: float = 0.0,
     progress: bool = True,
 ) -> TrainingData:
     """The model's own targets for one split of the bundled sets (cached); ``limit`` caps the prompts
     per side (harmful; harmless and over-refusal together), each part keeping its share (`leading_shares`), 0 for
     all; ``judge`` names the judge (`JUDGES`). ``public`` names a public harmful set whose prompts join the
-    train split's harmful ones, after them and without those in any bundled split."""
+    train split's harmful ones, after them and without those in any bundled split; ``public_share`` > 0
+    keeps a seeded sample of them that makes up that share of the harmful prompts (`public_sample`)."""
+    team_harmful = data.load("harmful", split)
     public_harmful = _public_prompts(public) if public and split == "train" else []
-    harmful = leading_shares([data.load("harmful", split), public_harmful], limit)
+    public_harmful = public_sample(public_harmful, len(team_harmful), public_share, seed)
+    harmful = leading_shares([team_harmful, public_harmful], limit)
     harmless = leading_shares([data.load("harmless", split), data.load("overrefusal", split)], limit)
     key = _cache_key(model, harmful + harmless, max_new_tokens, dtype, seed, judge)
     path = home() / "targets" / f"{key}.json"
@@ -131,6 +135,17 @@ def leading_shares(parts: list[list[str]], limit: int) -> list[str]:
     for i in by_remainder[: limit - sum(counts)]:
         counts[i] += 1
     return [prompt for part, count in zip(parts, counts) for prompt in part[:count]]
+
+
+def public_sample(prompts: list[str], team: int, share: float, seed: int) -> list[str]:
+    """A sample of ``prompts``, drawn with ``seed`` and kept in their order, large enough to make up
+    ``share`` of the harmful prompts beside ``team`` of the team's (rounded; all of them for ``share`` 0 or
+    when there are too few)."""
+    if not share:
+        return prompts
+    count = min(len(prompts), round(share * team / (1 - share)))
+    kept = set(random.Random(seed).sample(range(len(prompts)), count))
+    return [prompt for index, prompt in enumerate(prompts) if index in kept]
 
 
 def with_edgy_share(harmless: list[Example], share: float) -> list[Example]:
