@@ -1,6 +1,7 @@
 """Training on a public harmful set (`TrainSettings.public_harmful`): its prompts join the train split's
-harmful ones, never a bundled prompt twice; the other sets stay held out, and a set a checkpoint trained on
-is refused by analyses/public_refusal.py."""
+harmful ones, never a bundled prompt twice, all of them or a seeded sample of a given share
+(`TrainSettings.public_share`); the other sets stay held out, and a set a checkpoint trained on is refused by
+analyses/public_refusal.py."""
 
 from __future__ import annotations
 
