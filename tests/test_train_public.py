@@ -1,7 +1,7 @@
 """Training on a public harmful set (`TrainSettings.public_harmful`): its prompts join the train split's
 harmful ones, never a bundled prompt twice, all of them or a seeded sample of a given share
-(`TrainSettings.public_share`); the other sets stay held out, and a set a checkpoint trained on is refused by
-analyses/public_refusal.py."""
+(`TrainSettings.public_share`, drawn with `public_seed`); the other sets stay held out, and a set a
+checkpoint trained on is refused by analyses/public_refusal.py."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from mechrefusal import data
+from mechrefusal.core.cli import SettingsParser, add_settings_arguments, parse_settings
 from mechrefusal.core.errors import SettingError
 from mechrefusal.data.splits import normalise
 from mechrefusal.train import TrainSettings
@@ -47,6 +48,8 @@ def test_a_public_share_keeps_a_seeded_sample_in_order(tiny_model):
     again = [e.instruction for e in training_data(tiny_model, "train", seed=3, **options).harmful]
     other = [e.instruction for e in training_data(tiny_model, "train", seed=4, **options).harmful]
     assert again == harmful and other != harmful and len(other) == len(harmful)
+    fixed = [e.instruction for e in training_data(tiny_model, "train", seed=4, public_seed=3, **options).harmful]
+    assert fixed == harmful  # the sample's own seed, apart from the training seed
 
 
 def test_a_public_sample_is_all_of_a_set_too_small_or_at_share_zero():
@@ -62,11 +65,23 @@ def test_a_public_sample_is_all_of_a_set_too_small_or_at_share_zero():
     [
         (dict(public_harmful="advbench", public_share=1.0), r"public_share must lie in \[0, 1\), got 1.0."),
         (dict(public_share=0.3), "public_share samples a public harmful set; name one with --public-harmful advbench."),
+        (
+            dict(public_harmful="advbench", public_seed=1),
+            "public_seed draws the sample of --public-share; give a share",
+        ),
     ],
 )
 def test_a_bad_public_share_is_one_sentence(settings, message):
     with pytest.raises(SettingError, match=message):
         TrainSettings(**settings)
+
+
+def test_the_sample_seed_is_a_flag_that_defaults_to_the_training_seed():
+    parser = SettingsParser(prog="train")
+    add_settings_arguments(parser, TrainSettings, positional=None)
+    flags = ["--public-harmful", "advbench", "--public-share", "0.33", "--seed", "2"]
+    assert parse_settings(parser, TrainSettings, [*flags, "--public-seed", "0"]).public_seed == 0
+    assert parse_settings(parser, TrainSettings, flags).public_seed is None
 
 
 def test_an_unknown_public_set_is_one_sentence():

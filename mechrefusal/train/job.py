@@ -69,6 +69,7 @@ def run(settings: TrainSettings, *, progress: bool = True) -> list[Path]:
         judge=settings.judge,
         public=settings.public_harmful,
         public_share=settings.public_share,
+        public_seed=settings.public_seed,
         progress=progress,
     )
     val = training_data(

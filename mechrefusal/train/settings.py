@@ -127,6 +127,9 @@ class TrainSettings:
     """With public_harmful: the share of the harmful train prompts the public set makes up, reached by a
     seeded sample of its prompts (0: all of them; AdvBench is then 71%), so that the team's phrasings keep
     their weight."""
+    public_seed: int | None = None
+    """With public_share: the seed that draws the public sample (default: `seed`), so that one sample can be
+    trained with several seeds and the two draws told apart."""
     rounds: int = 3
     """Rounds after round 0 (fail-closed, refat and deeprefusal; sft trains round 0 only)."""
     steps: int = 50
@@ -269,6 +272,8 @@ class TrainSettings:
             raise SettingError(f"public_share must lie in [0, 1), got {self.public_share}.")
         if self.public_share and not self.public_harmful:
             raise SettingError("public_share samples a public harmful set; name one with --public-harmful advbench.")
+        if self.public_seed is not None and not self.public_share:
+            raise SettingError("public_seed draws the sample of --public-share; give a share as well.")
         if self.refresh_every < 0 or not 0 <= self.refresh_share <= 1:
             raise SettingError(
                 f"refresh_every must be 0 (off) or a number of steps and refresh_share lie in [0, 1]; got "

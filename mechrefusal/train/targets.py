@@ -68,16 +68,20 @@ def training_data(
     judge: str = "substring",
     public: str = "",
     public_share: float = 0.0,
+    public_seed: int | None = None,
     progress: bool = True,
 ) -> TrainingData:
     """The model's own targets for one split of the bundled sets (cached); ``limit`` caps the prompts
     per side (harmful; harmless and over-refusal together), each part keeping its share (`leading_shares`), 0 for
     all; ``judge`` names the judge (`JUDGES`). ``public`` names a public harmful set whose prompts join the
     train split's harmful ones, after them and without those in any bundled split; ``public_share`` > 0
-    keeps a seeded sample of them that makes up that share of the harmful prompts (`public_sample`)."""
+    keeps a sample of them, drawn with ``public_seed`` (default ``seed``), that makes up that share of the
+    harmful prompts (`public_sample`)."""
     team_harmful = data.load("harmful", split)
     public_harmful = _public_prompts(public) if public and split == "train" else []
-    public_harmful = public_sample(public_harmful, len(team_harmful), public_share, seed)
+    public_harmful = public_sample(
+        public_harmful, len(team_harmful), public_share, seed if public_seed is None else public_seed
+    )
     harmful = leading_shares([team_harmful, public_harmful], limit)
     harmless = leading_shares([data.load("harmless", split), data.load("overrefusal", split)], limit)
     key = _cache_key(model, harmful + harmless, max_new_tokens, dtype, seed, judge)
