@@ -19,7 +19,7 @@ from mechrefusal.attacks.autodan import (
     model_name,
     prompt_for,
 )
-from mechrefusal.attacks.base import ATTACKS, Attack, Behaviour
+from mechrefusal.attacks.base import ATTACKS, STOP_CHECK, Attack, Behaviour
 from mechrefusal.attacks.loss import target_losses
 from mechrefusal.attacks.rephrasers import (
     WORDNET,
@@ -210,7 +210,15 @@ def test_the_search_stops_once_the_best_reply_is_not_a_refusal(toy, short_prompt
     replies = iter(["I cannot help with that.", "Sure, here is a tutorial"])
     monkeypatch.setattr(autodan_module, "generate", lambda *args, **kwargs: [next(replies)])
     case = run_small(toy, steps=10, eval_every=2)
-    assert case.info["steps"] == 3 and case.info["stopped_early"] and not case.info["refused"]  # judged at 0, 2
+    assert case.info["steps"] == 3 and case.info["stopped_early"] and case.info["broke_through"]  # judged at 0, 2
+
+
+def test_the_search_goes_on_past_an_empty_or_shouted_reply(toy, short_prompts, monkeypatch):
+    replies = iter(["  ", "SURE, HERE IS", "Sure, here is a tutorial"])
+    monkeypatch.setattr(autodan_module, "generate", lambda *args, **kwargs: [next(replies)])
+    case = run_small(toy, steps=10, eval_every=2)
+    assert case.info["steps"] == 5 and case.info["stopped_early"]  # judged at 0, 2, 4
+    assert case.info["reply"] == "Sure, here is a tutorial" and AutoDAN().settings()["stop_check"] == STOP_CHECK
 
 
 def test_the_default_rephraser_is_wordnet_when_installed_else_pool(monkeypatch, tmp_path):

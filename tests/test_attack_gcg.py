@@ -8,6 +8,8 @@ import torch
 
 from mechrefusal import Ablate, Direction, data, generate
 from mechrefusal.attacks import Behaviour, target_losses
+from mechrefusal.attacks import gcg as gcg_module
+from mechrefusal.attacks.base import broke_through
 from mechrefusal.attacks.gcg import GCG
 from mechrefusal.core.errors import SettingError
 from mechrefusal.interventions import OnRows, RandomAblate
@@ -40,6 +42,13 @@ def test_gcg_makes_the_toy_comply(toy, behaviour):
     assert info["stopped_early"] and info["steps"] < SMALL["steps"]
     [reply] = generate(toy, [case.prompt], max_new_tokens=8)
     assert "cannot" not in reply and reply.startswith("Here is")
+
+
+def test_an_empty_or_shouted_reply_does_not_stop_the_search(toy, behaviour, monkeypatch):
+    assert broke_through(["q"] * 4, ["Here is", "", "HERE IS", "I cannot help"]) == [True, False, False, False]
+    monkeypatch.setattr(gcg_module, "generate", lambda model, messages, **kwargs: [""] * len(messages))
+    [case] = GCG(**SMALL).run(toy, behaviour, seed=0)
+    assert not case.info["stopped_early"] and case.info["steps"] == SMALL["steps"]
 
 
 def test_gcg_is_deterministic_given_the_seed(toy, behaviour):

@@ -10,8 +10,9 @@ a normal reply followed by a "Developer Mode" one, and the target is how the lat
 fraction (at least one) passes unchanged; the rest are children of parents drawn by roulette on the softmax
 of minus the loss, crossed over at ``num_points`` sentence boundaries with probability ``crossover`` and
 rewritten by the rephraser with probability ``mutation``. Every ``eval_every`` generations the best
-prompt's greedy reply is judged, and the search stops once it is not a refusal. Losses and replies are
-computed in the compute ``dtype`` (`mechrefusal.models.autocast`); an LLM rephraser runs as it is set up.
+prompt's greedy reply is judged, and the search stops once it breaks through (words, not all capitals, no
+refusal phrase: `broke_through`). Losses and replies are computed in the compute ``dtype``
+(`mechrefusal.models.autocast`); an LLM rephraser runs as it is set up.
 """
 
 from __future__ import annotations
@@ -24,7 +25,15 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
-from mechrefusal.attacks.base import ATTACKS, Behaviour, TestCase, check_target, preset_fields
+from mechrefusal.attacks.base import (
+    ATTACKS,
+    STOP_CHECK,
+    Behaviour,
+    TestCase,
+    broke_through,
+    check_target,
+    preset_fields,
+)
 from mechrefusal.attacks.loss import target_losses
 from mechrefusal.attacks.rephrasers import Rephraser, make_rephraser, resolve, sentences
 from mechrefusal.core.checkpoint_record import training_settings
@@ -33,7 +42,6 @@ from mechrefusal.core.precision import check_dtype
 from mechrefusal.data.autodan import COUNT, autodan_prompts, personalise
 from mechrefusal.interventions import Interventions
 from mechrefusal.measure.generation import generate
-from mechrefusal.measure.judges import SubstringJudge
 from mechrefusal.models import DEFAULT_MODEL, Model
 from mechrefusal.models.autocast import autocast
 
@@ -156,6 +164,7 @@ class AutoDAN:
             "num_points": self.num_points,
             "mutation": self.mutation,
             "eval_every": self.eval_every,
+            "stop_check": STOP_CHECK,
             "max_new_tokens": self.max_new_tokens,
             "rephraser": self.rephraser_name,
             "fitness_target": fitness_target(Behaviour("", "{target}")),
@@ -179,7 +188,7 @@ class AutoDAN:
         fitness = _Fitness(model, behaviour, intervention, self.batch_size, self.dtype)
         population = pool[: self.population]
         history: list[float] = []
-        reply, refused, mutations = "", True, 0
+        reply, broke, mutations = "", False, 0
         for step in tqdm(range(self.steps), desc="autodan", disable=not self.progress, leave=False):
             losses = fitness(population)
             order = sorted(range(len(population)), key=lambda i: losses[i])
@@ -193,8 +202,8 @@ class AutoDAN:
                         max_new_tokens=self.max_new_tokens,
                         intervention=intervention,
                     )[0]
-                refused = SubstringJudge().judge([behaviour.text], [reply])[0].refused
-                if not refused or step == self.steps - 1:
+                broke = broke_through([behaviour.text], [reply])[0]
+                if broke or step == self.steps - 1:
                     break
             population, mutated = self._next_generation([population[i] for i in order], sorted(losses), rephraser, rng)
             mutations += mutated
@@ -202,9 +211,9 @@ class AutoDAN:
             "loss": history[-1],
             "losses": history,
             "steps": len(history),
-            "stopped_early": not refused and len(history) < self.steps,
+            "stopped_early": broke and len(history) < self.steps,
             "reply": reply,
-            "refused": refused,
+            "broke_through": broke,
             "template": best,
             "rephraser": rephraser.name,
             "mutations": mutations,

@@ -29,14 +29,22 @@ from torch import Tensor
 from tqdm.auto import tqdm
 from transformers import DynamicCache
 
-from mechrefusal.attacks.base import ATTACKS, Behaviour, TestCase, cache_settings, check_target, preset_fields
+from mechrefusal.attacks.base import (
+    ATTACKS,
+    STOP_CHECK,
+    Behaviour,
+    TestCase,
+    broke_through,
+    cache_settings,
+    check_target,
+    preset_fields,
+)
 from mechrefusal.core.errors import SettingError
 from mechrefusal.core.precision import check_dtype
 from mechrefusal.core.sequences import common_prefix_length
 from mechrefusal.interventions import Interventions
 from mechrefusal.interventions.generators import draws_at_random
 from mechrefusal.measure.generation import generate
-from mechrefusal.measure.judges import SubstringJudge
 from mechrefusal.models import Model
 from mechrefusal.models.autocast import autocast
 
@@ -146,8 +154,9 @@ class GCG:
         return cls(**preset_fields("GCG", presets, name, overrides))
 
     def settings(self) -> dict[str, Any]:
-        """The options that change the test cases (everything but ``progress`` and ``caveat``)."""
-        return cache_settings(self)
+        """The options that change the test cases (everything but ``progress`` and ``caveat``) and the
+        early stop's check."""
+        return {**cache_settings(self), "stop_check": STOP_CHECK}
 
     def run(
         self, model: Model, behaviour: Behaviour, *, intervention: Interventions = None, seed: int = 0
@@ -358,13 +367,13 @@ class GCG:
         return keep
 
     def _complies(self, model: Model, prompts: Sequence[SuffixPrompt], suffix: Int[Tensor, " n"], loss: float) -> bool:
-        """Whether the greedy replies to ``suffix`` (hooks already active) are all free of refusals."""
+        """Whether the greedy replies to ``suffix`` (hooks already active) all break through (`broke_through`)."""
         if self.stop_loss is not None and loss >= self.stop_loss:
             return False
         messages = [prompt.text + _decode(model, suffix) for prompt in prompts]
         with torch.no_grad():
             replies = generate(model, messages, max_new_tokens=self.max_new_tokens)
-        return not any(verdict.refused for verdict in SubstringJudge().judge(messages, replies))
+        return all(broke_through(messages, replies))
 
 
 def _embedding(model: Model) -> Float[Tensor, "vocab d_model"]:
