@@ -4,7 +4,8 @@ direction, random-subspace ablation, latent adversarial training; their settings
 from __future__ import annotations
 
 import json
-from dataclasses import asdict
+import shutil
+from dataclasses import asdict, replace
 
 import pytest
 import torch
@@ -18,6 +19,7 @@ from mechrefusal.core.cli import (
     read_settings_file,
     settings_from_dict,
 )
+from mechrefusal.core.errors import CheckpointError
 from mechrefusal.interventions import per_row
 from mechrefusal.train import TrainSettings, run
 from mechrefusal.train import job as train_job
@@ -365,7 +367,10 @@ def test_fail_closed_refreshes_only_when_asked_and_the_settings_say_what_is_wron
         (lambda: TrainSettings(refresh_every=-1), r"refresh_every must be 0 \(off\) or a number of steps"),
         (lambda: TrainSettings(refresh_every=4, refresh_share=1.5), r"refresh_share lie in \[0, 1\]; got 4 and 1.5"),
         (lambda: TrainSettings(refresh_every=4, subspace_share=0.5), "two plans for the ablated examples; set one"),
-        (lambda: TrainSettings(method="refat", refresh_every=4), "refresh_every are fail-closed settings"),
+        (
+            lambda: TrainSettings(method="refat", refresh_every=4),
+            "refresh_every and consolidation_rounds are fail-closed",
+        ),
     ]:
         with pytest.raises(ValueError, match=message):
             make()
@@ -379,3 +384,39 @@ def test_a_refreshing_round_records_each_search(toy_dir, tmp_path):
     record = one["metrics"]["refresh"]
     assert [entry["step"] for entry in record] == [1, 3]
     assert all({"layer", "position", "bypass", "kl", "passed_filters"} <= set(entry) for entry in record)
+
+
+def test_consolidation_rounds_search_nothing_and_do_not_stop_the_run():
+    method = FailClosed(TrainSettings(rounds=3, consolidation_rounds=1))
+    assert [method.searches_after(index) for index in (1, 2, 3)] == [True, True, False]
+    assert method.stops_after(2, None) and not method.stops_after(3, None)  # nothing found: it found nothing to seek
+    assert TrainSettings().consolidation_rounds == 0 and "consolidation_rounds" in AFTER_ROUND_ZERO
+    for make, message in [
+        (lambda: TrainSettings(rounds=3, consolidation_rounds=4), r"between 0 and rounds \(3\), got 4"),
+        (lambda: TrainSettings(consolidation_rounds=-1), r"between 0 and rounds \(3\), got -1"),
+        (lambda: TrainSettings(method="refat", consolidation_rounds=1), "consolidation_rounds are fail-closed"),
+    ]:
+        with pytest.raises(ValueError, match=message):
+            make()
+
+
+def test_a_consolidation_round_trains_the_saved_directions_and_resumes_only_where_it_fits(toy_dir, tmp_path):
+    searched = toy_settings(toy_dir, tmp_path / "searched", finder="dim", steps=2, fresh_unconditioned=True)
+    searched = replace(searched, fresh_max_cosine=1.0)  # the unconditioned direction always joins: no early stop
+    run(searched, progress=False)
+    extended = tmp_path / "extended"
+    shutil.copytree(searched.out, extended)
+    settings = replace(searched, out=str(extended), rounds=2, consolidation_rounds=1, resume=True)
+    assert [path.name for path in run(settings, progress=False)] == ["round-2"]
+    last, before = (json.loads((extended / name / "mechrefusal.json").read_text()) for name in ("round-2", "round-1"))
+    assert last["metrics"]["search"] is None and "unconditioned_search" not in last["metrics"]
+    assert not last["metrics"]["direction_found"] and before["metrics"]["search"] is not None
+    kept, trained = (mechrefusal.load(extended / name, device="cpu").directions for name in ("round-1", "round-2"))
+    assert kept is not None and trained is not None and len(trained) == len(kept) >= 2
+    assert all(torch.equal(new.vector, old.vector) for new, old in zip(trained, kept))
+    weights = [(extended / name / "model.safetensors").read_bytes() for name in ("round-1", "round-2")]
+    assert weights[0] != weights[1]  # the round trained against them
+    with pytest.raises(CheckpointError, match=r"its round 2 did not search for a new direction, which --rounds 3"):
+        run(replace(settings, rounds=3), progress=False)  # round 2 would then have searched
+    with pytest.raises(CheckpointError, match=r"its round 1 searched for a new direction, which --rounds 2 with --"):
+        run(replace(searched, resume=True, rounds=2, consolidation_rounds=2), progress=False)

@@ -52,6 +52,7 @@ def run(settings: TrainSettings, *, progress: bool = True) -> list[Path]:
     method = METHODS.get(settings.method)(settings)
     model, directions, first_round = _start(settings)
     last = first_round - 1
+    _check_searches(method, settings, last)
     if first_round and _ended(method, last, directions, _found_in(settings.out, last, directions)):
         warnings.warn(
             f"{settings.out} ended after round {last} (its search left no direction to train against); "
@@ -117,7 +118,8 @@ def run(settings: TrainSettings, *, progress: bool = True) -> list[Path]:
             progress=progress,
         )
         search = None
-        if round_index == 0 or method.searches_after(round_index):
+        searches = round_index == 0 or method.searches_after(round_index)
+        if searches:
             search = trainer_search(model, directions, settings, progress=progress)
         found = search if search is not None and search.provenance["passed_filters"] else None
         if found is not None:
@@ -131,7 +133,7 @@ def run(settings: TrainSettings, *, progress: bool = True) -> list[Path]:
             metrics["latent"] = adversary.summary()
         if isinstance(plan, RefreshPlan):
             metrics["refresh"] = plan.found
-        if round_index > 0 and settings.fresh_unconditioned:
+        if round_index > 0 and searches and settings.fresh_unconditioned:
             unconditioned, metrics["unconditioned_search"] = _unconditioned(model, directions, settings, progress)
             found = found or unconditioned
         metrics.update(_round_metrics(model, directions))
@@ -200,13 +202,30 @@ def _start(settings: TrainSettings) -> tuple[Model, DirectionSet, int]:
         shutil.rmtree(stale, ignore_errors=True)
     last = round_directory(settings.out, done[-1])
     try:
-        changed = _changed(read_metadata(last)["settings"], settings, ignore=("resume", "rounds", "out", *EXECUTION))
+        ignore = ("resume", "rounds", "consolidation_rounds", "out", *EXECUTION)  # `_check_searches` checks it
+        changed = _changed(read_metadata(last)["settings"], settings, ignore=ignore)
     except SettingError as error:
         raise CheckpointError(f"Cannot resume {settings.out}: {error}") from None
     if changed:
         raise CheckpointError(f"Cannot resume {settings.out}: settings {changed} differ from the saved run.")
     model = load(last, device=settings.device)
     return model, model.directions or DirectionSet(), done[-1] + 1
+
+
+def _check_searches(method: TrainingMethod, settings: TrainSettings, last: int) -> None:
+    """Raise unless every saved round after round 0 (up to ``last``) searched a direction exactly when
+    ``method`` would: a resumed run may add rounds or consolidation rounds, not change the saved ones."""
+    for round_index in range(1, last + 1):
+        metrics = read_metadata(round_directory(settings.out, round_index))["metrics"]
+        if "search" not in metrics:  # written before the searches were recorded
+            continue
+        searched = metrics["search"] is not None
+        if searched != method.searches_after(round_index):
+            raise CheckpointError(
+                f"Cannot resume {settings.out}: its round {round_index} "
+                f"{'searched' if searched else 'did not search'} for a new direction, which --rounds "
+                f"{settings.rounds} with --consolidation-rounds {settings.consolidation_rounds} would not do."
+            )
 
 
 def _copy_round_zero(settings: TrainSettings) -> None:

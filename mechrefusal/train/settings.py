@@ -31,6 +31,7 @@ AFTER_ROUND_ZERO = (
     "subspace_fresh",
     "refresh_every",
     "refresh_share",
+    "consolidation_rounds",
     "latent",
     "recovery_share",
     "recovery_tokens",
@@ -203,6 +204,11 @@ class TrainSettings:
     refresh_share: float = 0.5
     """With refresh_every: the probability that an ablated harmful example also has the refreshed direction
     ablated."""
+    consolidation_rounds: int = 0
+    """Fail-closed: the last this many rounds search no new direction; they train again against every saved
+    one, so that the directions found last are trained against as well (without them the last search's
+    directions are saved but never trained against) and the final checkpoint's directions are all trained
+    (0: every round searches, the published method)."""
     recovery_share: float = 0.0
     """Every method, rounds after round 0: probability that a harmful example whose prompt the reference
     model answered (not refused) is trained as a recovery example: its reply opens with 1 to
@@ -283,10 +289,20 @@ class TrainSettings:
             raise SettingError("refresh_every and subspace_share are two plans for the ablated examples; set one.")
         if self.subspace_fresh and not self.subspace_share:
             raise SettingError("subspace_fresh adds candidates to random subspaces; set subspace_share above 0 too.")
-        if (self.fresh_unconditioned or self.subspace_share or self.refresh_every) and self.method != "fail-closed":
+        if not 0 <= self.consolidation_rounds <= self.rounds:
             raise SettingError(
-                "fresh_unconditioned, subspace_share and refresh_every are fail-closed settings; method "
-                f"{self.method!r} does not use them."
+                f"consolidation_rounds must lie between 0 and rounds ({self.rounds}), got {self.consolidation_rounds}."
+            )
+        fail_closed_only = (
+            self.fresh_unconditioned,
+            self.subspace_share,
+            self.refresh_every,
+            self.consolidation_rounds,
+        )
+        if any(fail_closed_only) and self.method != "fail-closed":
+            raise SettingError(
+                "fresh_unconditioned, subspace_share, refresh_every and consolidation_rounds are fail-closed "
+                f"settings; method {self.method!r} does not use them."
             )
         check_dtype(self.dtype)
         resolve_device(self.device)

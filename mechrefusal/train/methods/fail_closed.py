@@ -22,7 +22,8 @@ class FailClosed(Method):
     ``subspace_share``: that an ablated one has a random subspace of the span ablated instead
     (`SubspacePlan`, with ``subspace_fresh`` fresh DIM candidates in the span); ``refresh_every``: search the
     model with nothing ablated every so many steps and ablate that direction with the saved ones on a share
-    ``refresh_share`` of the ablated examples (`RefreshPlan`)."""
+    ``refresh_share`` of the ablated examples (`RefreshPlan`); ``consolidation_rounds``: the last rounds
+    search nothing and train again against the saved directions."""
 
     needs_direction = True
 
@@ -60,7 +61,7 @@ class FailClosed(Method):
         return Ablate(directions)
 
     def searches_after(self, round_index: int) -> bool:
-        return True
+        return round_index <= self.settings.rounds - self.settings.consolidation_rounds
 
     def stops_after(self, round_index: int, found: Direction | None) -> bool:
-        return found is None
+        return found is None and self.searches_after(round_index)
