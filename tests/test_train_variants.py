@@ -389,7 +389,7 @@ def test_a_refreshing_round_records_each_search(toy_dir, tmp_path):
 def test_consolidation_rounds_search_nothing_and_do_not_stop_the_run():
     method = FailClosed(TrainSettings(rounds=3, consolidation_rounds=1))
     assert [method.searches_after(index) for index in (1, 2, 3)] == [True, True, False]
-    assert method.stops_after(2, None) and not method.stops_after(3, None)  # nothing found: it found nothing to seek
+    assert method.stops_after(2, None) and not method.stops_after(3, None)  # round 3 looked for nothing: goes on
     assert TrainSettings().consolidation_rounds == 0 and "consolidation_rounds" in AFTER_ROUND_ZERO
     for make, message in [
         (lambda: TrainSettings(rounds=3, consolidation_rounds=4), r"between 0 and rounds \(3\), got 4"),
