@@ -51,6 +51,27 @@ def test_training_data_keeps_the_replies_the_judge_does_not_call_refusals(tiny_m
     assert again.compliant == found.compliant  # from the cache
 
 
+def test_every_compliant_answers_every_harmful_prompt_of_a_model_that_does_not_refuse(
+    tiny_model, empty_home, monkeypatch
+):
+    from mechrefusal.train import targets as targets_module
+
+    monkeypatch.setattr(targets_module, "GENERATION_BATCH_SIZE", 4)
+    generated: list[int] = []
+    real = targets_module.generate
+    monkeypatch.setattr(targets_module, "generate", lambda m, p, **k: generated.append(len(p)) or real(m, p, **k))
+    options = dict(limit=20, max_new_tokens=3, dtype="float32", progress=False)
+    stopped = training_data(tiny_model, "train", **options)
+    assert generated == [20, 4, 4, 4]  # harmless, then harmful until the model is clearly not a refuser
+    generated.clear()
+    every = training_data(tiny_model, "train", every_compliant=True, **options)
+    assert generated == [20, 4, 4, 4, 4, 4]  # cached apart: the stopped targets are not reused
+    assert not every.own_refusals and every.harmful == stopped.harmful and every.harmless == stopped.harmless
+    answered = [e.instruction for e in every.compliant]
+    assert answered[: len(stopped.compliant)] == [e.instruction for e in stopped.compliant]
+    assert len(answered) > len(stopped.compliant) and set(answered) <= {e.instruction for e in every.harmful}
+
+
 def test_recovery_opens_answered_prompts_with_their_answer_and_leaves_the_rest(tiny_model):
     answered = Example("How do I pick a lock?", "Step one: insert the tension wrench and turn it gently.")
     plain = [Example("How do I pick a lock?", REFUSAL), Example("Unanswered prompt", REFUSAL)]
@@ -73,9 +94,10 @@ def test_recovery_opens_answered_prompts_with_their_answer_and_leaves_the_rest(t
 
 def test_a_round_trains_recovery_examples_and_round_zero_stays_shareable(toy_dir, tmp_path, monkeypatch):
     original = train_job.training_data
-    seen = []
+    seen, asked = [], []
 
     def with_openings(model, split, **kwargs) -> TrainingData:
+        asked.append((split, kwargs.get("every_compliant", False)))
         found = original(model, split, **kwargs)
         compliant = [Example(e.instruction, "Sure, here is a plan with three steps.") for e in found.harmful]
         return TrainingData(found.harmful, found.harmless, found.own_refusals, compliant)
@@ -91,6 +113,7 @@ def test_a_round_trains_recovery_examples_and_round_zero_stays_shareable(toy_dir
     written = run(settings, progress=False)
     assert [path.name for path in written] == ["round-0", "round-1"]
     assert seen[0] is None and seen[1] is not None and seen[1].share == 1.0  # round 0 as published
+    assert asked == [("train", True), ("val", False)]  # every harmful train prompt answered, for its opening
     assert json.loads((written[1] / "mechrefusal.json").read_text())["settings"]["recovery_share"] == 1.0
     assert {"recovery_share", "recovery_tokens"} <= set(AFTER_ROUND_ZERO)
 

@@ -71,6 +71,7 @@ def run(settings: TrainSettings, *, progress: bool = True) -> list[Path]:
         public=settings.public_harmful,
         public_share=settings.public_share,
         public_seed=settings.public_seed,
+        every_compliant=settings.recovery_share > 0,
         progress=progress,
     )
     val = training_data(

@@ -47,8 +47,8 @@ class TrainingData:
     """Whether the refusal targets are the model's own (else the team's refusal replies)."""
     compliant: list[Example]
     """The model's own replies to harmful prompts that the judge does not call refusals (the openings of
-    recovery examples, `mechrefusal.train.recovery`); only the prompts generated before the own-refusal
-    check stopped."""
+    recovery examples, `mechrefusal.train.recovery`): of every harmful prompt with ``every_compliant``,
+    else only of the prompts answered before the own-refusal check stopped."""
 
     def __repr__(self) -> str:
         return (
@@ -69,6 +69,7 @@ def training_data(
     public: str = "",
     public_share: float = 0.0,
     public_seed: int | None = None,
+    every_compliant: bool = False,
     progress: bool = True,
 ) -> TrainingData:
     """The model's own targets for one split of the bundled sets (cached); ``limit`` caps the prompts
@@ -76,7 +77,9 @@ def training_data(
     all; ``judge`` names the judge (`JUDGES`). ``public`` names a public harmful set whose prompts join the
     train split's harmful ones, after them and without those in any bundled split; ``public_share`` > 0
     keeps a sample of them, drawn with ``public_seed`` (default ``seed``), that makes up that share of the
-    harmful prompts (`public_sample`)."""
+    harmful prompts (`public_sample`). ``every_compliant`` answers every harmful prompt, so that each one the
+    model complies with can open a recovery example; otherwise answering stops once the model is clearly not
+    a refuser (`_own_refusals`) and only the prompts answered by then have compliant replies."""
     team_harmful = data.load("harmful", split)
     public_harmful = _public_prompts(public) if public and split == "train" else []
     public_harmful = public_sample(
@@ -84,7 +87,7 @@ def training_data(
     )
     harmful = leading_shares([team_harmful, public_harmful], limit)
     harmless = leading_shares([data.load("harmless", split), data.load("overrefusal", split)], limit)
-    key = _cache_key(model, harmful + harmless, max_new_tokens, dtype, seed, judge)
+    key = _cache_key(model, harmful + harmless, max_new_tokens, dtype, seed, judge, every_compliant)
     path = home() / "targets" / f"{key}.json"
     stored = json.loads(path.read_text()) if path.exists() else {}
     if "compliant" in stored:  # targets cached before they kept the compliant replies are made again
@@ -97,7 +100,7 @@ def training_data(
     verdicts_of = JUDGES.get(judge)().judge
     with autocast(model, dtype):
         answers = generate(model, harmless, max_new_tokens=max_new_tokens, progress=progress)
-        refusals, verdicts = _own_refusals(model, harmful, verdicts_of, max_new_tokens, progress)
+        refusals, verdicts = _own_refusals(model, harmful, verdicts_of, max_new_tokens, every_compliant, progress)
     kept_harmless = [
         Example(p, a)
         for p, a, v in zip(harmless, answers, verdicts_of(harmless, answers))
@@ -178,11 +181,12 @@ def _stored(example: Example) -> dict[str, str]:
 
 
 def _own_refusals(
-    model: Model, harmful: list[str], verdicts_of: Callable, max_new_tokens: int, progress: bool
+    model: Model, harmful: list[str], verdicts_of: Callable, max_new_tokens: int, every: bool, progress: bool
 ) -> tuple[list[str], list[Verdict]]:
-    """The model's replies to ``harmful`` and their verdicts, a generation batch at a time; it stops early
-    once the prompts left could not lift the refusals to ``MIN_OWN_REFUSALS`` (the replies are then not
-    used: a model that does not refuse gets the team's refusals), which halves the work on such a model."""
+    """The model's replies to ``harmful`` and their verdicts, a generation batch at a time; unless ``every``,
+    it stops early once the prompts left could not lift the refusals to ``MIN_OWN_REFUSALS`` (the replies are
+    then used only as recovery openings: a model that does not refuse gets the team's refusals), which halves
+    the work on such a model."""
     refusals: list[str] = []
     verdicts: list[Verdict] = []
     for start in range(0, len(harmful), GENERATION_BATCH_SIZE):
@@ -190,14 +194,25 @@ def _own_refusals(
         replies = generate(model, chunk, max_new_tokens=max_new_tokens, progress=progress)
         refusals += replies
         verdicts += verdicts_of(chunk, replies)
-        if sum(v.refused for v in verdicts) + len(harmful) - len(refusals) < MIN_OWN_REFUSALS * len(harmful):
+        left = len(harmful) - len(refusals)
+        if not every and sum(v.refused for v in verdicts) + left < MIN_OWN_REFUSALS * len(harmful):
             break
     return refusals, verdicts
 
 
-def _cache_key(model: Model, prompts: list[str], max_new_tokens: int, dtype: str, seed: int, judge: str) -> str:
+def _cache_key(
+    model: Model,
+    prompts: list[str],
+    max_new_tokens: int,
+    dtype: str,
+    seed: int,
+    judge: str,
+    every_compliant: bool = False,
+) -> str:
     digest = weights_digest(model)
     digest.update(json.dumps([prompts, max_new_tokens, dtype, seed, torch.__version__, model.chat_format]).encode())
     if judge != "substring":  # the default judge keeps the keys of targets cached before judges were settings
         digest.update(judge.encode())
+    if every_compliant:  # as is the default answering
+        digest.update(b"every compliant")
     return digest.hexdigest()[:24]
