@@ -213,6 +213,6 @@ def _cache_key(
     digest.update(json.dumps([prompts, max_new_tokens, dtype, seed, torch.__version__, model.chat_format]).encode())
     if judge != "substring":  # the default judge keeps the keys of targets cached before judges were settings
         digest.update(judge.encode())
-    if every_compliant:  # as is the default answering
+    if every_compliant:  # targets answered with the early stop keep their keys
         digest.update(b"every compliant")
     return digest.hexdigest()[:24]
