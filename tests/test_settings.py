@@ -98,6 +98,16 @@ def test_a_settings_file_replays_the_settings_and_flags_override_it(tmp_path):
     assert parse("mechrefusal.analyze", ["--config", str(write_settings(report, tmp_path / "a.toml"))]) == report
 
 
+def test_the_example_configuration_is_the_command_its_results_were_measured_with():
+    flags = (
+        "--method fail-closed --rounds 7 --consolidation-rounds 1 --plain-share 0.25 --ablated-utility-share 0.5 "
+        "--recovery-share 0.5 --fresh-unconditioned --finder dim --utility-weight 12 --train-layers 10:30 "
+        "--max-kl 0.6 --min-induce -10 --public-harmful advbench --public-share 0.33"
+    ).split()
+    config = ["--config", str(ROOT / "examples" / "fail-closed-adaptive.toml")]
+    assert parse("mechrefusal.train", config + ["--seed", "1"]) == parse("mechrefusal.train", flags + ["--seed", "1"])
+
+
 @pytest.mark.parametrize(
     "values, message",
     [
