@@ -32,6 +32,7 @@ def main() -> None:
     if not 0 < args.keep < 1:
         parser.error(f"--keep must lie between 0 and 1, got {args.keep}.")
     prompts = {name: data.load(name, args.split) for name in ("harmful", "overrefusal", "harmless")}
+    counts = {name: len(items) for name, items in prompts.items()}
     print(
         f"| checkpoint | AUC harmful vs edgy | AUC harmful vs harmless | edgy above the {args.keep:.0%}-harmful "
         "threshold | harmless above it |"
@@ -50,7 +51,6 @@ def main() -> None:
             f"| {checkpoint} | {row['auc_harmful_vs_edgy']:.3f} | {row['auc_harmful_vs_harmless']:.3f} | "
             f"{row['edgy_above']:.0%} of {len(edgy)} | {row['harmless_above']:.0%} of {len(harmless)} |"
         )
-        counts = {name: len(items) for name, items in prompts.items()}
         record = {"checkpoint": checkpoint, **row, "split": args.split, "keep": args.keep, "n": counts}
         print(json.dumps({**record, "dtype": str(model.dtype), "hardware": hardware(), "versions": versions()}))
 
