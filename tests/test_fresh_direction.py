@@ -3,7 +3,6 @@ known geometry, from a hand-written analysis report directory."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
 import sys
@@ -17,8 +16,8 @@ from mechrefusal.analysis.report import SUMMARY_FIELDS
 from mechrefusal.core.directions import Direction, DirectionSet
 from mechrefusal.core.errors import DataError, MissingFileError, SettingError
 from mechrefusal.measure.judges import Verdict
+from tests.scripts import analysis_script
 
-ROOT = Path(__file__).resolve().parents[1]
 E = torch.eye(4)
 
 
@@ -108,16 +107,9 @@ def test_the_report_diagnosis_reads_cosines_span_places_and_rates(tmp_path):
     assert diagnosis.saved[0].separation == pytest.approx(2.0)  # means 2 and 0, both standard deviations 1
 
 
-def script():
-    spec = importlib.util.spec_from_file_location("fresh_direction", ROOT / "analyses" / "fresh_direction.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_the_script_prints_a_table_per_model(tmp_path, monkeypatch, capsys):
     write_report(tmp_path / "analysis", ["d0", "fresh"], [E[0], E[3]])
-    module = script()
+    module = analysis_script("fresh_direction")
     monkeypatch.setattr(sys, "argv", ["fresh_direction.py", str(tmp_path / "analysis")])
     module.main()
     out = capsys.readouterr().out
@@ -138,14 +130,14 @@ def test_the_script_judges_each_part_of_the_fresh_direction_ablated(toy, toy_dir
     vectors = [torch.randn(toy.d_model, generator=generator) for _ in range(2)]
     write_report(tmp_path / "analysis", ["d0", "fresh"], vectors, model=str(toy_dir))
     monkeypatch.setattr(sys, "argv", ["fresh_direction.py", str(tmp_path / "analysis"), "--ablate-parts", "2"])
-    script().main()
+    analysis_script("fresh_direction").main()
     out = capsys.readouterr().out
     assert "first 2 harmful test prompts with the fresh direction's part inside span ablated: 100%" in out
     record = json.loads(out.strip().splitlines()[-1])
     assert record["models"][0]["part_refusals"] == {"inside span": 1.0, "outside span": 1.0}
     monkeypatch.setattr(sys, "argv", ["fresh_direction.py", str(tmp_path / "analysis"), "--ablate-parts", "5"])
     with pytest.raises(SystemExit):  # before: judged a fifth prompt the analysis never used
-        script().main()
+        analysis_script("fresh_direction").main()
     assert "--ablate-parts 5 exceeds the 4 test prompts the analysis judged" in capsys.readouterr().err
 
 

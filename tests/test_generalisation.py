@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import shutil
 import sys
-from pathlib import Path
 
 import pytest
 import torch
@@ -18,8 +16,7 @@ from mechrefusal.core.errors import DataError, SettingError
 from mechrefusal.measure.evaluation import refusal_rate
 from mechrefusal.measure.generalisation import held_out_sample, public_refusal, seen_prompts
 from mechrefusal.measure.judges import Verdict
-
-ROOT = Path(__file__).resolve().parents[1]
+from tests.scripts import analysis_script
 
 
 class AdvBenchRefused:
@@ -118,9 +115,7 @@ def test_a_set_the_checkpoint_was_trained_on_is_refused(checkpoint, tmp_path):
 
 
 def test_the_script_prints_a_row_per_checkpoint_and_condition(toy, checkpoint, monkeypatch, capsys):
-    spec = importlib.util.spec_from_file_location("public_refusal", ROOT / "analyses" / "public_refusal.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = analysis_script("public_refusal")
     argv = ["public_refusal.py", f"ckpt={checkpoint}", "--n", "2", "--sets", "harmbench", "--max-new-tokens", "2"]
     monkeypatch.setattr(sys, "argv", argv)
     module.main()

@@ -5,11 +5,9 @@ script and their one-sentence errors."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import shutil
 from dataclasses import dataclass
-from pathlib import Path
 from typing import ClassVar
 
 import pytest
@@ -25,11 +23,10 @@ from mechrefusal.attacks.campaign import Campaign, Outcome, run_campaign
 from mechrefusal.attacks.harmless_kl import harmless_prompts
 from mechrefusal.core.errors import DataError, MissingFileError, SettingError
 from mechrefusal.measure.metrics import first_token_kl
+from tests.scripts import analysis_script
 from tests.test_analyze import page_numbers
 from tests.test_campaign import EveryNonRefusalHarmful, SwapAttack
 from tests.test_toy_refusal import random_like
-
-ROOT = Path(__file__).resolve().parents[1]
 
 
 @dataclass
@@ -179,13 +176,6 @@ def test_campaigns_of_one_checkpoint_join_and_bad_input_is_one_sentence():
         scoreboard([])
 
 
-def script(name: str):
-    spec = importlib.util.spec_from_file_location(name, ROOT / "analyses" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_attack_jobs_report_the_scoreboard_and_the_script_joins_their_directories(
     toy, toy_dir, dim, harm_judge, tmp_path, capsys
 ):
@@ -208,7 +198,7 @@ def test_attack_jobs_report_the_scoreboard_and_the_script_joins_their_directorie
     assert all(lookup(data, key) == value for key, value in cells.items())
     assert "Weakest attack: directions d1" in report.summary()
 
-    script("scoreboard_table").main([f"round 1={prompt},{whitebox}"])
+    analysis_script("scoreboard_table").main([f"round 1={prompt},{whitebox}"])
     out = capsys.readouterr().out
     assert "### round 1" in out and "| directions all | 100% | 0% | 0." in out
     assert "| tests.test_campaign:SwapAttack | " in out and "n/a (no intervention) | cpu | 0 | 2 |" in out
@@ -225,7 +215,7 @@ def test_attack_jobs_report_the_scoreboard_and_the_script_joins_their_directorie
         ([f"x={prompt}", "--judge", "nope"], "has no verdicts of the judge 'nope'"),
     ]:
         with pytest.raises(SystemExit):
-            script("scoreboard_table").main(argv)
+            analysis_script("scoreboard_table").main(argv)
         assert message in capsys.readouterr().err
     (tmp_path / "broken").mkdir()
     (tmp_path / "broken" / "report.json").write_text(json.dumps({"models": []}))

@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import sys
-from pathlib import Path
 
 import jaxtyping
 import pytest
@@ -13,8 +11,7 @@ import torch
 
 from mechrefusal.core.errors import SettingError
 from mechrefusal.measure.separation import roc_auc, share_above
-
-ROOT = Path(__file__).resolve().parents[1]
+from tests.scripts import analysis_script
 
 
 def test_auc_is_one_for_perfect_separation_zero_reversed_and_half_for_ties():
@@ -55,9 +52,7 @@ def test_a_score_set_of_the_wrong_shape_is_one_sentence_without_jaxtyping_checks
 
 
 def test_the_script_prints_a_row_and_a_json_line_per_checkpoint(toy_dir, monkeypatch, capsys):
-    spec = importlib.util.spec_from_file_location("separation", ROOT / "analyses" / "separation.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = analysis_script("separation")
     monkeypatch.setattr(sys, "argv", ["separation.py", str(toy_dir), "--split", "test"])
     module.main()
     lines = capsys.readouterr().out.strip().splitlines()

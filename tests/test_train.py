@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import shutil
 import subprocess
 import sys
 import time
 from dataclasses import replace
-from pathlib import Path
 
 import pytest
 import torch
@@ -26,6 +24,7 @@ from mechrefusal.train.checkpoint import complete_rounds
 from mechrefusal.train.search import max_cosine
 from mechrefusal.train.settings import SearchSettings
 from mechrefusal.train.targets import leading_shares, training_data
+from tests.scripts import analysis_script
 
 
 def toy_settings(toy_dir, out, **overrides) -> TrainSettings:
@@ -184,11 +183,7 @@ def test_analyze_runs_on_a_checkpoint(trained, tmp_path, monkeypatch):
 def test_trainer_table_ablates_the_next_rounds_direction_with_all_saved(trained, monkeypatch, capsys):
     _, written = trained
     checkpoint = str(written[-1])
-    spec = importlib.util.spec_from_file_location(
-        "trainer_table", Path(__file__).parents[1] / "analyses" / "trainer_table.py"
-    )
-    script = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(script)
+    script = analysis_script("trainer_table")
     monkeypatch.setattr(sys, "argv", ["trainer_table.py", checkpoint, "--n", "4", "--max-new-tokens", "2", "--fresh"])
     script.main()
     lines = capsys.readouterr().out.strip().splitlines()

@@ -5,10 +5,8 @@ checkpoint trained on is refused by analyses/public_refusal.py."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import sys
-from pathlib import Path
 
 import pytest
 
@@ -18,8 +16,7 @@ from mechrefusal.core.errors import SettingError
 from mechrefusal.data.splits import normalise
 from mechrefusal.train import TrainSettings
 from mechrefusal.train.targets import public_sample, training_data
-
-ROOT = Path(__file__).resolve().parents[1]
+from tests.scripts import analysis_script
 
 
 def test_a_public_set_joins_the_train_split_and_nothing_else(tiny_model):
@@ -93,9 +90,7 @@ def test_the_generalisation_script_refuses_a_set_the_checkpoint_trained_on(tmp_p
     checkpoint = tmp_path / "round-0"
     checkpoint.mkdir()
     (checkpoint / "mechrefusal.json").write_text(json.dumps({"settings": {"public_harmful": "advbench"}}))
-    spec = importlib.util.spec_from_file_location("public_refusal", ROOT / "analyses" / "public_refusal.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = analysis_script("public_refusal")
     monkeypatch.setattr(sys, "argv", ["public_refusal.py", f"ckpt={checkpoint}", "--sets", "advbench,harmbench"])
     with pytest.raises(SystemExit):
         module.main()
