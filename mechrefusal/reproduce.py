@@ -40,6 +40,7 @@ import json
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 from mechrefusal import analyze as analyze_job
@@ -63,6 +64,8 @@ from mechrefusal.train.reference import ReferenceLogits
 from mechrefusal.train.settings import SearchSettings
 
 PRESETS = ("quick", "cpu", "paper")
+ANALYSES = Path(__file__).resolve().parents[1] / "analyses"
+"""The repository's ``analyses/`` folder of scripts (present in a checkout, not in an installed wheel)."""
 
 
 @dataclass
@@ -367,18 +370,27 @@ def _figures_stage(settings: ReproduceSettings, methods: list[str]) -> Stage:
     )
 
 
+def analysis_script(name: str, scripts: Path = ANALYSES) -> ModuleType:
+    """``scripts/NAME.py`` (an ``analyses/`` script, not a package module) imported as a fresh module."""
+    spec = importlib.util.spec_from_file_location(f"analyses_{name}", scripts / f"{name}.py")
+    if spec is None or spec.loader is None:
+        raise MissingFileError(f"No script {scripts / f'{name}.py'}.")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 def draw_figures(commands: dict[str, list[str]], out: Path) -> dict[str, str]:
     """Run ``analyses/fig_NAME.py ARGS --out OUT`` for each figure in this process; NAME -> "written" or
     why not (one figure's missing input does not stop the others)."""
-    scripts = Path(__file__).resolve().parents[1] / "analyses"
-    if not scripts.is_dir():
+    if not ANALYSES.is_dir():
         raise MissingFileError(
-            f"No analyses/ folder beside the package ({scripts}); run from a checkout of the repository."
+            f"No analyses/ folder beside the package ({ANALYSES}); run from a checkout of the repository."
         )
     outcome = {}
     with one_png_session() as notes:
         for name, arguments in commands.items():
-            outcome[name] = _draw(scripts, name, [*arguments, "--out", str(out)])
+            outcome[name] = _draw(ANALYSES, name, [*arguments, "--out", str(out)])
     if notes:
         print(notes[0])
     return outcome
@@ -387,11 +399,7 @@ def draw_figures(commands: dict[str, list[str]], out: Path) -> dict[str, str]:
 def _draw(scripts: Path, name: str, arguments: list[str]) -> str:
     """Run ``analyses/fig_NAME.py ARGUMENTS`` in this process: "written", or the script's one-sentence error
     (or, for a failure the script did not foresee, its type and message: the other figures are still drawn)."""
-    spec = importlib.util.spec_from_file_location(f"analyses_fig_{name}", scripts / f"fig_{name}.py")
-    if spec is None or spec.loader is None:
-        raise MissingFileError(f"No script {scripts / f'fig_{name}.py'}.")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = analysis_script(f"fig_{name}", scripts)
     errors = io.StringIO()
     try:
         with contextlib.redirect_stderr(errors):

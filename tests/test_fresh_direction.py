@@ -16,7 +16,7 @@ from mechrefusal.analysis.report import SUMMARY_FIELDS
 from mechrefusal.core.directions import Direction, DirectionSet
 from mechrefusal.core.errors import DataError, MissingFileError, SettingError
 from mechrefusal.measure.judges import Verdict
-from tests.scripts import analysis_script
+from mechrefusal.reproduce import analysis_script
 
 E = torch.eye(4)
 

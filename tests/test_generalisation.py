@@ -16,7 +16,7 @@ from mechrefusal.core.errors import DataError, SettingError
 from mechrefusal.measure.evaluation import refusal_rate
 from mechrefusal.measure.generalisation import held_out_sample, public_refusal, seen_prompts
 from mechrefusal.measure.judges import Verdict
-from tests.scripts import analysis_script
+from mechrefusal.reproduce import analysis_script
 
 
 class AdvBenchRefused:

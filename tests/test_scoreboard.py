@@ -23,7 +23,7 @@ from mechrefusal.attacks.campaign import Campaign, Outcome, run_campaign
 from mechrefusal.attacks.harmless_kl import harmless_prompts
 from mechrefusal.core.errors import DataError, MissingFileError, SettingError
 from mechrefusal.measure.metrics import first_token_kl
-from tests.scripts import analysis_script
+from mechrefusal.reproduce import analysis_script
 from tests.test_analyze import page_numbers
 from tests.test_campaign import EveryNonRefusalHarmful, SwapAttack
 from tests.test_toy_refusal import random_like

@@ -11,7 +11,7 @@ import torch
 
 from mechrefusal.core.errors import SettingError
 from mechrefusal.measure.separation import roc_auc, share_above
-from tests.scripts import analysis_script
+from mechrefusal.reproduce import analysis_script
 
 
 def test_auc_is_one_for_perfect_separation_zero_reversed_and_half_for_ties():

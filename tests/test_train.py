@@ -19,12 +19,12 @@ from mechrefusal.core.cli import read_settings_file, settings_from_dict
 from mechrefusal.core.directions import DirectionSet
 from mechrefusal.measure.evaluation import refusal_rate
 from mechrefusal.models.export import hf_state_dict
+from mechrefusal.reproduce import analysis_script
 from mechrefusal.train import TrainSettings, run
 from mechrefusal.train.checkpoint import complete_rounds
 from mechrefusal.train.search import max_cosine
 from mechrefusal.train.settings import SearchSettings
 from mechrefusal.train.targets import leading_shares, training_data
-from tests.scripts import analysis_script
 
 
 def toy_settings(toy_dir, out, **overrides) -> TrainSettings:

@@ -14,9 +14,9 @@ from mechrefusal import data
 from mechrefusal.core.cli import SettingsParser, add_settings_arguments, parse_settings
 from mechrefusal.core.errors import SettingError
 from mechrefusal.data.splits import normalise
+from mechrefusal.reproduce import analysis_script
 from mechrefusal.train import TrainSettings
 from mechrefusal.train.targets import public_sample, training_data
-from tests.scripts import analysis_script
 
 
 def test_a_public_set_joins_the_train_split_and_nothing_else(tiny_model):
