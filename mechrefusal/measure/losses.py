@@ -20,15 +20,23 @@ def reply_cross_entropy(logits: Float[Tensor, "batch window vocab"], batch: Repl
 
 
 def reply_kl(
-    logits: Float[Tensor, "batch window vocab"], reference: Float[Tensor, "batch window vocab"], batch: ReplyBatch
+    logits: Float[Tensor, "batch window vocab"],
+    reference: Float[Tensor, "batch window vocab"],
+    batch: ReplyBatch,
+    opening_weight: float = 0.0,
 ) -> Float[Tensor, " batch"]:
     """Mean KL(reference || model) over each example's reply positions (the utility loss), from both
-    models' logits at ``batch.predictions``."""
+    models' logits at ``batch.predictions``, plus ``opening_weight`` times the KL at its first reply position
+    (where a model decides to answer or refuse)."""
     _, predicted = reply_targets(batch)
     log_p = reference.float().log_softmax(dim=-1)
     log_q = logits.float().log_softmax(dim=-1)
     token_kl = (log_p.exp() * (log_p - log_q)).sum(dim=-1)
-    return (token_kl * predicted).sum(dim=1) / predicted.sum(dim=1)
+    mean = (token_kl * predicted).sum(dim=1) / predicted.sum(dim=1)
+    if not opening_weight:
+        return mean
+    opening = predicted & (predicted.cumsum(dim=1) == 1)
+    return mean + opening_weight * (token_kl * opening).sum(dim=1)
 
 
 def reply_targets(batch: ReplyBatch) -> tuple[Int[Tensor, "batch window"], Bool[Tensor, "batch window"]]:

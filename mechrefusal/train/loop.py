@@ -265,7 +265,9 @@ def _loss_terms(
             safety = reply_cross_entropy(next(logits), harmful_batch)
         if harmless_batch is not None:
             original = original_logits(_in_group_order(harmless, utility_groups), harmless_batch, settings.dtype)
-            utility = settings.utility_weight * reply_kl(next(logits), original, harmless_batch)
+            utility = settings.utility_weight * reply_kl(
+                next(logits), original, harmless_batch, settings.opening_weight
+            )
     return safety, utility
 
 

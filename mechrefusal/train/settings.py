@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, field
 
 from mechrefusal.core.cli import aliased, choice, flat_settings, registered
@@ -145,6 +146,9 @@ class TrainSettings:
     """AdamW weight decay."""
     utility_weight: float = 1.0
     """Weight of the utility loss (KL from the original model on harmless examples)."""
+    opening_weight: float = 0.0
+    """Every round: the utility KL at each harmless reply's first position, where a model answers or refuses,
+    added this many times to the reply's mean KL (0: the mean alone). A guard against over-refusal."""
     train_layers: str = "all"
     """Decoder layers trained, as start:stop ('' or 'all': every layer). On CPU a band such as 10:20
     is much cheaper (the backward pass stops at its first layer)."""
@@ -267,6 +271,8 @@ class TrainSettings:
                 "compliant opening sits where the compliance target is aimed); use --latent-objective refusal or "
                 "--recovery-share 0."
             )
+        if not (self.opening_weight >= 0 and math.isfinite(self.opening_weight)):
+            raise SettingError(f"opening_weight must be 0 or more, got {self.opening_weight}.")
         if not 0 <= self.edgy_share < 1:
             raise SettingError(f"edgy_share must lie in [0, 1), got {self.edgy_share}.")
         if self.public_harmful and self.public_harmful not in PUBLIC_SETS:
