@@ -1,5 +1,5 @@
-"""The opening weight of the utility loss (a guard against over-refusal): the KL at each reply's first
-position added to its mean, in the loss the trainer steps on, and bad input."""
+"""The opening weight of the trainer's losses (aimed at over-refusal): each reply's safety cross-entropy and
+utility KL at its first position added to their means, in the losses the trainer steps on, and bad input."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import torch
 
 from mechrefusal import Ablate, Direction
 from mechrefusal.core.errors import SettingError
-from mechrefusal.measure.losses import reply_kl, reply_targets
+from mechrefusal.measure.losses import reply_cross_entropy, reply_kl, reply_targets
 from mechrefusal.train import TrainSettings
 from mechrefusal.train.loop import _loss_terms, _replies
 from mechrefusal.train.targets import Example
@@ -27,21 +27,23 @@ def kl_by_hand(reference: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
     return (p.exp() * (p - logits.log_softmax(dim=-1))).sum(dim=-1)
 
 
-def test_the_opening_weight_adds_the_first_reply_positions_kl(toy):
+def test_the_opening_weight_adds_the_first_reply_positions_loss(toy):
     batch = _replies(toy, EXAMPLES)
-    _, predicted = reply_targets(batch)
-    logits = torch.randn(*predicted.shape, 11, generator=torch.Generator().manual_seed(0))
-    reference = torch.randn(*predicted.shape, 11, generator=torch.Generator().manual_seed(1))
+    targets, predicted = reply_targets(batch)
+    logits = torch.randn(*predicted.shape, toy.bridge.cfg.d_vocab, generator=torch.Generator().manual_seed(0))
+    reference = torch.randn(*logits.shape, generator=torch.Generator().manual_seed(1))
     token_kl = kl_by_hand(reference, logits)
+    token_ce = -logits.log_softmax(dim=-1).gather(-1, targets.unsqueeze(-1)).squeeze(-1)
     for row in range(len(EXAMPLES)):
-        positions = predicted[row].nonzero().flatten()
-        mean = token_kl[row, positions].mean()
-        first = token_kl[row, positions[0]]  # rows are right-padded: the first reply position differs by prompt
-        assert reply_kl(logits, reference, batch)[row] == pytest.approx(mean.item(), rel=1e-5)
-        assert reply_kl(logits, reference, batch, 2.5)[row] == pytest.approx((mean + 2.5 * first).item(), rel=1e-5)
+        positions = predicted[row].nonzero().flatten()  # rows are right-padded: the first differs by prompt
+        for got, token in ((reply_kl, token_kl), (reply_cross_entropy, token_ce)):
+            args = (logits, reference, batch) if got is reply_kl else (logits, batch)
+            mean, first = token[row, positions].mean().item(), token[row, positions[0]].item()
+            assert got(*args)[row] == pytest.approx(mean, rel=1e-5)
+            assert got(*args, 2.5)[row] == pytest.approx(mean + 2.5 * first, rel=1e-5)
 
 
-def test_the_trainers_utility_term_carries_the_opening_weight(toy):
+def test_the_trainers_losses_carry_the_opening_weight(toy):
     batch = _replies(toy, EXAMPLES)
     vector = torch.randn(toy.d_model, generator=torch.Generator().manual_seed(3))
     ablate = Ablate(Direction(vector, 1, -1, "random"))  # the trained model moved: its harmless rows ablated
@@ -50,10 +52,12 @@ def test_the_trainers_utility_term_carries_the_opening_weight(toy):
         with toy.intervene(ablate):
             moved = toy.reply_logits(batch)
     assert reply_kl(moved, reference, batch, 3.0).sum() > reply_kl(moved, reference, batch).sum() > 0
+    everyone = [([0, 1], None)]
     for weight in (0.0, 3.0):
         settings = TrainSettings(utility_weight=2.0, opening_weight=weight, dtype="float32")
         with torch.no_grad():
-            _, utility = _loss_terms(toy, toy, [], EXAMPLES, settings, [([], None)], [([0, 1], ablate)])
+            safety, utility = _loss_terms(toy, toy, EXAMPLES, EXAMPLES, settings, everyone, [([0, 1], ablate)])
+        torch.testing.assert_close(safety, reply_cross_entropy(reference, batch, weight), rtol=1e-4, atol=1e-6)
         torch.testing.assert_close(utility, 2.0 * reply_kl(moved, reference, batch, weight), rtol=1e-4, atol=1e-6)
 
 

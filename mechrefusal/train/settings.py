@@ -147,8 +147,9 @@ class TrainSettings:
     utility_weight: float = 1.0
     """Weight of the utility loss (KL from the original model on harmless examples)."""
     opening_weight: float = 0.0
-    """Every round: the utility KL at each harmless reply's first position, where a model answers or refuses,
-    added this many times to the reply's mean KL (0: the mean alone). A guard against over-refusal."""
+    """Every round: both losses' value at each reply's first trained position, where a model answers or refuses,
+    added this many times to the reply's mean (safety cross-entropy, utility KL; 0: the means alone). Aimed at
+    over-refusal; the utility side alone took refusal of harmful prompts away (docs/results.md, session 44)."""
     train_layers: str = "all"
     """Decoder layers trained, as start:stop ('' or 'all': every layer). On CPU a band such as 10:20
     is much cheaper (the backward pass stops at its first layer)."""
