@@ -11,43 +11,24 @@ from torch import Tensor
 from mechrefusal.models import ReplyBatch
 
 
-def reply_cross_entropy(
-    logits: Float[Tensor, "batch window vocab"], batch: ReplyBatch, opening_weight: float = 0.0
-) -> Float[Tensor, " batch"]:
+def reply_cross_entropy(logits: Float[Tensor, "batch window vocab"], batch: ReplyBatch) -> Float[Tensor, " batch"]:
     """Mean cross-entropy of each example's reply tokens (the safety loss on refusal targets), from the
-    logits at ``batch.predictions`` (`Model.reply_logits`, or full logits sliced there), plus
-    ``opening_weight`` times its first reply token's (`with_opening`)."""
+    logits at ``batch.predictions`` (`Model.reply_logits`, or full logits sliced there)."""
     targets, predicted = reply_targets(batch)
     token_loss = torch.nn.functional.cross_entropy(logits.float().transpose(1, 2), targets, reduction="none")
-    return with_opening(token_loss, predicted, opening_weight)
+    return (token_loss * predicted).sum(dim=1) / predicted.sum(dim=1)
 
 
 def reply_kl(
-    logits: Float[Tensor, "batch window vocab"],
-    reference: Float[Tensor, "batch window vocab"],
-    batch: ReplyBatch,
-    opening_weight: float = 0.0,
+    logits: Float[Tensor, "batch window vocab"], reference: Float[Tensor, "batch window vocab"], batch: ReplyBatch
 ) -> Float[Tensor, " batch"]:
     """Mean KL(reference || model) over each example's reply positions (the utility loss), from both
-    models' logits at ``batch.predictions``, plus ``opening_weight`` times its first reply position's
-    (`with_opening`)."""
+    models' logits at ``batch.predictions``."""
     _, predicted = reply_targets(batch)
     log_p = reference.float().log_softmax(dim=-1)
     log_q = logits.float().log_softmax(dim=-1)
     token_kl = (log_p.exp() * (log_p - log_q)).sum(dim=-1)
-    return with_opening(token_kl, predicted, opening_weight)
-
-
-def with_opening(
-    token_loss: Float[Tensor, "batch window"], predicted: Bool[Tensor, "batch window"], opening_weight: float
-) -> Float[Tensor, " batch"]:
-    """Each example's mean loss over its reply positions plus ``opening_weight`` times the loss at the first
-    of them, where a model answers or refuses."""
-    mean = (token_loss * predicted).sum(dim=1) / predicted.sum(dim=1)
-    if not opening_weight:
-        return mean
-    opening = predicted & (predicted.cumsum(dim=1) == 1)
-    return mean + opening_weight * (token_loss * opening).sum(dim=1)
+    return (token_kl * predicted).sum(dim=1) / predicted.sum(dim=1)
 
 
 def reply_targets(batch: ReplyBatch) -> tuple[Int[Tensor, "batch window"], Bool[Tensor, "batch window"]]:

@@ -257,19 +257,15 @@ def _loss_terms(
             ordered = [example.instruction for example in _in_group_order(harmful, groups)]
             interventions = per_row(groups)
             with model.intervene(interventions, adversary(model, ordered, harmful_batch, interventions)):
-                safety = reply_cross_entropy(
-                    model.reply_logits(harmful_batch, forward), harmful_batch, settings.opening_weight
-                )
+                safety = reply_cross_entropy(model.reply_logits(harmful_batch, forward), harmful_batch)
         runs = [] if harmful_batch is None or safety is not None else [(harmful_batch, groups)]
         runs += [] if harmless_batch is None else [(harmless_batch, utility_groups)]
         logits = iter(grouped_reply_logits(model, runs, forward, share=share_prefix))
         if harmful_batch is not None and safety is None:
-            safety = reply_cross_entropy(next(logits), harmful_batch, settings.opening_weight)
+            safety = reply_cross_entropy(next(logits), harmful_batch)
         if harmless_batch is not None:
             original = original_logits(_in_group_order(harmless, utility_groups), harmless_batch, settings.dtype)
-            utility = settings.utility_weight * reply_kl(
-                next(logits), original, harmless_batch, settings.opening_weight
-            )
+            utility = settings.utility_weight * reply_kl(next(logits), original, harmless_batch)
     return safety, utility
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from dataclasses import asdict, dataclass, field
 
 from mechrefusal.core.cli import aliased, choice, flat_settings, registered
@@ -146,10 +145,6 @@ class TrainSettings:
     """AdamW weight decay."""
     utility_weight: float = 1.0
     """Weight of the utility loss (KL from the original model on harmless examples)."""
-    opening_weight: float = 0.0
-    """Every round: both losses' value at each reply's first trained position, where a model answers or refuses,
-    added this many times to the reply's mean (safety cross-entropy, utility KL; 0: the means alone). Aimed at
-    over-refusal; the utility side alone took refusal of harmful prompts away (docs/results.md, session 44)."""
     train_layers: str = "all"
     """Decoder layers trained, as start:stop ('' or 'all': every layer). On CPU a band such as 10:20
     is much cheaper (the backward pass stops at its first layer)."""
@@ -272,8 +267,6 @@ class TrainSettings:
                 "compliant opening sits where the compliance target is aimed); use --latent-objective refusal or "
                 "--recovery-share 0."
             )
-        if not (self.opening_weight >= 0 and math.isfinite(self.opening_weight)):
-            raise SettingError(f"opening_weight must be 0 or more, got {self.opening_weight}.")
         if not 0 <= self.edgy_share < 1:
             raise SettingError(f"edgy_share must lie in [0, 1), got {self.edgy_share}.")
         if self.public_harmful and self.public_harmful not in PUBLIC_SETS:
